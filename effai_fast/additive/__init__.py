@@ -1,0 +1,1 @@
+"""effai_fast.additive (under construction)."""

@@ -1,0 +1,1 @@
+"""effai_fast.hill (under construction)."""

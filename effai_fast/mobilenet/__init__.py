@@ -1,0 +1,1 @@
+"""effai_fast.mobilenet (under construction)."""
