@@ -1,0 +1,421 @@
+"""Lowering: an array-level graph -> a flat scalar tape (:class:`~._tape.Program`).
+
+Every array node becomes an array of *refs* of its shape: a ref ``r >= 0`` is
+an SSA value of the scalar tape, ``r < 0`` is the constant ``consts[-r - 1]``.
+Elementwise ops emit one scalar instruction per element (constants become the
+``imm`` operand of a ``*C`` variant, never a slot); ``sum``, ``matmul``,
+``scatter`` emit chains of adds and multiplies; ``reshape``, ``transpose``,
+``getitem`` and ``broadcast_to`` only rearrange refs and emit nothing.
+
+The scalar tape is optimised while it is emitted (constant folding, exact
+identities such as ``x + 0``, common subexpressions with commutative
+operands canonicalised), then dead instructions are dropped and slots are
+assigned by a linear scan over value lifetimes, so values that are dead share
+slots and a block's working set stays small.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+
+from . import _tape
+from ._graph import NP_IMPL, Graph, _index_from_attr
+
+__all__ = ["NotLowerable", "ScalarTape", "lower"]
+
+OPC = _tape.OPCODES
+
+# binary op with a constant second operand -> (code) ; with constant first -> (code, swapped)
+_VC = {"add": "addc", "mul": "mulc", "div": "divc", "pow": "powc", "maximum": "maxc",
+       "minimum": "minc", "mul0": "mul0c", "lt": "ltc", "le": "lec", "gt": "gtc", "ge": "gec",
+       "eq": "eqc", "ne": "nec"}
+_CV = {"add": "addc", "mul": "mulc", "sub": "rsubc", "div": "rdivc", "pow": "cpow",
+       "maximum": "maxc", "minimum": "minc", "lt": "gtc", "le": "gec", "gt": "ltc", "ge": "lec",
+       "eq": "eqc", "ne": "nec"}
+_COMMUTATIVE = {"add", "mul", "maximum", "minimum", "eq", "ne"}
+_ARITY = {name: 1 for name in ("neg", "exp", "log", "log1p", "expm1", "sqrt", "sin", "cos",
+                               "tanh", "sigmoid", "abs", "sign", "square", "copy", "addc",
+                               "mulc", "rsubc", "rdivc", "powc", "cpow", "maxc", "minc",
+                               "divc", "mul0c", "ltc", "lec", "gtc", "gec", "eqc", "nec")}
+_ARITY.update({name: 2 for name in ("add", "sub", "mul", "div", "pow", "maximum", "minimum",
+                                    "mul0", "lt", "le", "eq", "ne", "where_vc", "where_cv")})
+_ARITY.update({"where": 3, "const": 0})
+
+
+class NotLowerable(Exception):
+    """The graph contains an op (a custom primitive) that has no scalar form."""
+
+
+def _fkey(x: float):
+    return struct.pack("<d", x)
+
+
+class _Builder:
+    def __init__(self, n_in):
+        self.code: list[str] = []
+        self.args: list[tuple] = []
+        self.imm: list[float] = []
+        self.origin: list[int] = []      # graph node each instruction came from
+        self.n_in = n_in
+        self.consts: list[float] = []
+        self._ckey: dict = {}
+        self._cse: dict = {}
+        self.cur = -1
+
+    # SSA value ids: 0..n_in-1 are inputs; instruction k defines value n_in + k.
+    def const(self, x: float) -> int:
+        k = _fkey(float(x))
+        r = self._ckey.get(k)
+        if r is None:
+            self.consts.append(float(x))
+            r = -len(self.consts)
+            self._ckey[k] = r
+        return r
+
+    def cval(self, r):
+        return self.consts[-r - 1]
+
+    def emit(self, code, args=(), imm=0.0):
+        key = (code, args, _fkey(imm))
+        hit = self._cse.get(key)
+        if hit is not None:
+            return hit
+        self.code.append(code)
+        self.args.append(args)
+        self.imm.append(float(imm))
+        self.origin.append(self.cur)
+        v = self.n_in + len(self.code) - 1
+        self._cse[key] = v
+        return v
+
+    def materialize(self, r):
+        return r if r >= 0 else self.emit("const", (), self.cval(r))
+
+    # -- scalar op with folding / identities / specialisation
+    def op(self, name, *rs):
+        if all(r < 0 for r in rs):
+            vals = [np.float64(self.cval(r)) for r in rs]
+            with np.errstate(all="ignore"):
+                return self.const(float(NP_IMPL[name](*vals)))
+        if name == "where":
+            c, x, y = rs
+            if c < 0:
+                return x if self.cval(c) != 0 else y
+            if x == y:
+                return x
+            if x >= 0 and y >= 0:
+                return self.emit("where", (c, x, y))
+            if x >= 0:
+                return self.emit("where_vc", (c, x), self.cval(y))
+            if y >= 0:
+                return self.emit("where_cv", (c, y), self.cval(x))
+            return self.emit("where", (c, self.materialize(x), self.materialize(y)))
+        if len(rs) == 1:
+            return self.emit(name, (rs[0],))
+        x, y = rs
+        if y < 0:
+            k = self.cval(y)
+            if name in ("add", "sub") and k == 0.0:
+                return x
+            if name in ("mul", "div", "pow") and k == 1.0:
+                return x
+            if name == "pow" and k == 2.0:
+                return self.emit("square", (x,))
+            if name == "sub":
+                return self.emit("addc", (x,), -k)
+            return self.emit(_VC[name], (x,), k)
+        if x < 0:
+            k = self.cval(x)
+            if name == "add" and k == 0.0:
+                return y
+            if name == "mul" and k == 1.0:
+                return y
+            if name == "mul0":
+                return self.const(0.0) if k == 0.0 else self.emit("mulc", (y,), k)
+            if name == "sub" and k == 0.0:
+                return self.emit("neg", (y,))
+            return self.emit(_CV[name], (y,), k)
+        if name == "gt":
+            return self.emit("lt", (y, x))
+        if name == "ge":
+            return self.emit("le", (y, x))
+        if name in _COMMUTATIVE and y < x:
+            x, y = y, x
+        return self.emit(name, (x, y))
+
+
+def _as_refs(a):
+    return np.asarray(a, dtype=np.int64)
+
+
+def _lower_node(bld: _Builder, g: Graph, i, refs):
+    op = g.op[i]
+    attr = g.attr[i]
+    args = [refs[a] for a in g.args[i]]
+    shape = g.shape[i]
+    if op in NP_IMPL:
+        bs = np.broadcast_arrays(*args)
+        flat = [b.ravel() for b in bs]
+        out = np.empty(len(flat[0]), dtype=np.int64)
+        for j in range(len(out)):
+            out[j] = bld.op(op, *(int(f[j]) for f in flat))
+        return out.reshape(shape)
+    x = args[0] if args else None
+    if op == "sum":
+        return _sum_axes(bld, x, attr)
+    if op == "sum_to":
+        lead = x.ndim - len(attr)
+        axes = tuple(range(lead)) + tuple(k + lead for k, s in enumerate(attr)
+                                          if s == 1 and x.shape[k + lead] != 1)
+        s = _sum_axes(bld, x, axes)
+        return s.reshape(attr)
+    if op == "broadcast_to":
+        return np.broadcast_to(x, attr).copy()
+    if op == "reshape":
+        return x.reshape(attr)
+    if op == "transpose":
+        return np.transpose(x, attr).copy()
+    if op == "getitem":
+        return np.asarray(x[_index_from_attr(attr)]).copy()
+    if op == "scatter":
+        zero = bld.const(0.0)
+        out = np.full(shape, zero, dtype=np.int64)
+        pos = np.arange(out.size).reshape(shape)[_index_from_attr(attr)]
+        pos, src = np.broadcast_arrays(pos, x)
+        flat = out.ravel()
+        for p, r in zip(pos.ravel(), src.ravel()):
+            flat[p] = r if flat[p] == zero else bld.op("add", int(flat[p]), int(r))
+        return flat.reshape(shape)
+    if op == "matmul":
+        a, b = args
+        m, k = a.shape
+        n = b.shape[1]
+        out = np.empty((m, n), dtype=np.int64)
+        for r in range(m):
+            for c in range(n):
+                acc = bld.op("mul", int(a[r, 0]), int(b[0, c]))
+                for l in range(1, k):
+                    acc = bld.op("add", acc, bld.op("mul", int(a[r, l]), int(b[l, c])))
+                out[r, c] = acc
+        return out
+    if op == "custom":
+        raise NotLowerable(f"custom primitive {attr[0].name!r}")
+    raise AssertionError(op)
+
+
+def _sum_axes(bld, x, axes):
+    if not axes:
+        return x
+    keep = [k for k in range(x.ndim) if k not in axes]
+    xt = np.transpose(x, keep + list(axes))
+    out_shape = xt.shape[:len(keep)]
+    rows = xt.reshape(int(np.prod(out_shape)) if out_shape else 1, -1)
+    out = np.empty(rows.shape[0], dtype=np.int64)
+    for r in range(rows.shape[0]):
+        row = rows[r]
+        if row.size == 0:
+            out[r] = bld.const(0.0)
+            continue
+        acc = int(row[0])
+        for v in row[1:]:
+            acc = bld.op("add", acc, int(v))
+        out[r] = acc
+    return out.reshape(out_shape)
+
+
+class ScalarTape:
+    """A lowered tape: the compiled :class:`~._tape.Program` plus what maps it back.
+
+    Attributes
+    ----------
+    program : effai_fast.ad._tape.Program
+    n_x, n_p : int
+        Per-point scalar inputs and shared scalar parameters.
+    n_ops : int
+        Instructions after optimisation.
+    origin : list of int
+        The graph node each instruction was lowered from (debug messages).
+    """
+
+    def __init__(self, program, origin, graph, code_names):
+        self.program = program
+        self.origin = origin
+        self.graph = graph
+        self.code_names = code_names
+        self.n_x = program.n_x
+        self.n_p = program.n_p
+        self.n_ops = program.n_ops
+
+    def describe_op(self, k):
+        node = self.origin[k]
+        where = self.graph.describe(node) if node >= 0 else "an output copy"
+        return f"instruction {k} '{self.code_names[k]}' from {where}"
+
+
+def lower(g: Graph, x_nodes, p_nodes, out_nodes, red_nodes=(), block=None,
+          max_ops=200_000) -> ScalarTape:
+    """Lower the graph to a scalar tape (see the module docstring).
+
+    Parameters
+    ----------
+    g : Graph
+    x_nodes, p_nodes : list of int
+        Input nodes fed per point (flattened, in order) and shared parameters.
+    out_nodes, red_nodes : list of int
+        Per-point outputs and outputs summed over points (flattened, in order).
+    block : int, optional
+        Points per block; by default chosen so a block's slots fit in ~128 KiB.
+    max_ops : int
+        Raise :class:`NotLowerable` beyond this many scalar instructions.
+
+    Raises
+    ------
+    NotLowerable
+        For custom primitives, or too many scalar instructions.
+    """
+    sizes = [int(np.prod(g.shape[i])) for i in list(x_nodes) + list(p_nodes)]
+    n_in = sum(sizes)
+    bld = _Builder(n_in)
+    refs: dict[int, np.ndarray] = {}
+    pos = 0
+    for i, s in zip(list(x_nodes) + list(p_nodes), sizes):
+        refs[i] = np.arange(pos, pos + s, dtype=np.int64).reshape(g.shape[i])
+        pos += s
+    outs = list(out_nodes) + list(red_nodes)
+    for i in g.needed(outs):
+        if i in refs:
+            continue
+        op = g.op[i]
+        if op == "input":
+            raise ValueError(f"the outputs depend on input node {i} which was not supplied")
+        if op == "const":
+            v = g.value[i]
+            refs[i] = np.array([bld.const(float(e)) for e in v.ravel()],
+                               dtype=np.int64).reshape(v.shape)
+            continue
+        bld.cur = i
+        refs[i] = _lower_node(bld, g, i, refs)
+        if len(bld.code) > max_ops:
+            raise NotLowerable(f"more than {max_ops} scalar instructions")
+    bld.cur = -1
+    out_refs = [bld.materialize(int(r)) for o in out_nodes for r in refs[o].ravel()]
+    red_refs = [bld.materialize(int(r)) for o in red_nodes for r in refs[o].ravel()]
+    return _finish(bld, g, n_in, sum(sizes[:len(x_nodes)]), out_refs, red_refs, block)
+
+
+def _finish(bld, g, n_in, n_x, out_refs, red_refs, block):
+    n_code = len(bld.code)
+    # dead code elimination (backward from the outputs)
+    live = np.zeros(n_code, dtype=bool)
+    stack = [r - n_in for r in out_refs + red_refs if r >= n_in]
+    while stack:
+        k = stack.pop()
+        if live[k]:
+            continue
+        live[k] = True
+        stack.extend(a - n_in for a in bld.args[k] if a >= n_in)
+    keep = np.flatnonzero(live)
+    # last use of every SSA value
+    INF = 1 << 60
+    last = {}
+    for pos, k in enumerate(keep):
+        for a in bld.args[k]:
+            last[a] = pos
+    for r in out_refs + red_refs:
+        last[r] = INF
+    # linear-scan slot assignment; inputs occupy slots 0..n_in-1
+    slot = {v: v for v in range(n_in)}
+    free: list[int] = []
+    n_slots = n_in
+    import heapq
+    for v in range(n_in):
+        if v not in last:
+            heapq.heappush(free, v)
+    code, dst, A, B, C, imm, origin, names = [], [], [], [], [], [], [], []
+    for pos, k in enumerate(keep):
+        args = bld.args[k]
+        sl = [slot[a] for a in args]
+        for a in set(args):
+            if last.get(a) == pos:
+                heapq.heappush(free, slot[a])
+        v = n_in + k
+        if v in last:
+            if free:
+                s = heapq.heappop(free)
+            else:
+                s = n_slots
+                n_slots += 1
+        else:  # pragma: no cover - dead values were removed
+            s = n_slots
+            n_slots += 1
+        slot[v] = s
+        sl = sl + [0] * (3 - len(sl))
+        code.append(OPC[bld.code[k]])
+        names.append(bld.code[k])
+        dst.append(s)
+        A.append(sl[0])
+        B.append(sl[1])
+        C.append(sl[2])
+        imm.append(bld.imm[k])
+        origin.append(bld.origin[k])
+    n_slots = max(n_slots, 1)
+    if block is None:
+        block = int(np.clip(2 ** int(np.log2(max(1, 131072 // (8 * n_slots)))), 8, 512))
+    prog = _tape.Program(code, dst, A, B, C, imm, n_slots, n_x, n_in - n_x,
+                         [slot[r] for r in out_refs], [slot[r] for r in red_refs], block)
+    return ScalarTape(prog, origin, g, names)
+
+
+# --------------------------------------------------------------------------- reference
+_REF = {
+    "const": lambda q, n: np.full(n, q),
+    "copy": lambda x: x.copy(),
+    "maximum": lambda x, y: np.maximum(x, y), "minimum": lambda x, y: np.minimum(x, y),
+    "addc": lambda x, q: x + q, "mulc": lambda x, q: x * q, "rsubc": lambda x, q: q - x,
+    "rdivc": lambda x, q: q / x, "powc": lambda x, q: x ** q, "cpow": lambda x, q: q ** x,
+    "maxc": lambda x, q: np.maximum(x, q), "minc": lambda x, q: np.minimum(x, q),
+    "divc": lambda x, q: x / q, "mul0c": lambda x, q: NP_IMPL["mul0"](x, q),
+    "ltc": lambda x, q: (x < q) * 1.0, "lec": lambda x, q: (x <= q) * 1.0,
+    "gtc": lambda x, q: (x > q) * 1.0, "gec": lambda x, q: (x >= q) * 1.0,
+    "eqc": lambda x, q: (x == q) * 1.0, "nec": lambda x, q: (x != q) * 1.0,
+    "where_vc": lambda c, x, q: np.where(c != 0, x, q),
+    "where_cv": lambda c, y, q: np.where(c != 0, q, y),
+}
+
+
+def reference_sweep(st: ScalarTape, X, P):
+    """Slow, obvious evaluation of a scalar tape with numpy over all points at once.
+
+    The independent reference the compiled sweep is tested against.  Returns
+    ``(OUT, RED)`` like :meth:`Program.run` after the block reduction.
+    """
+    prog = st.program
+    X = np.asarray(X, dtype=np.float64)
+    n = X.shape[0]
+    v = [None] * prog.n_slots
+    for i in range(prog.n_x):
+        v[i] = X[:, i].copy()
+    for i in range(prog.n_p):
+        v[prog.n_x + i] = np.full(n, float(P[i]))
+    names = st.code_names
+    with np.errstate(all="ignore"):
+        for k in range(prog.n_ops):
+            name = names[k]
+            ar = _ARITY[name]
+            args = [v[s] for s in (prog.a[k], prog.b[k], prog.c[k])[:ar]]
+            q = prog.imm[k]
+            if name == "const":
+                res = np.full(n, q)
+            elif name in _REF and name not in NP_IMPL or name in ("maximum", "minimum"):
+                fn = _REF[name]
+                res = fn(*args, q) if name.endswith("c") or name.startswith("where_") \
+                    or name in ("powc", "cpow") else fn(*args)
+            else:
+                res = np.asarray(NP_IMPL[name](*args), dtype=np.float64)
+            v[prog.dst[k]] = res
+    OUT = np.stack([v[s] for s in prog.out_slots], axis=1) if prog.n_outputs else \
+        np.empty((n, 0))
+    RED = np.array([np.sum(v[s]) for s in prog.red_slots])
+    return OUT, RED

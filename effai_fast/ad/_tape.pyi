@@ -1,0 +1,27 @@
+from typing import Any
+
+import numpy as np
+
+OPCODES: dict[str, int]
+
+class Program:
+    code: np.ndarray
+    dst: np.ndarray
+    a: np.ndarray
+    b: np.ndarray
+    c: np.ndarray
+    imm: np.ndarray
+    out_slots: np.ndarray
+    red_slots: np.ndarray
+    n_ops: int
+    n_slots: int
+    n_x: int
+    n_p: int
+    block: int
+    n_outputs: int
+    n_reduced: int
+    def __init__(self, code: Any, dst: Any, a: Any, b: Any, c: Any, imm: Any, n_slots: int,
+                 n_x: int, n_p: int, out_slots: Any, red_slots: Any, block: int) -> None: ...
+    def run(self, X: np.ndarray, P: np.ndarray, OUT: np.ndarray, OUT2: np.ndarray,
+            PART: np.ndarray, n_threads: int, debug: bool = ...) -> tuple[int, int] | None: ...
+    def run1(self, x: np.ndarray, p: np.ndarray) -> np.ndarray: ...

@@ -1,0 +1,529 @@
+# cython: language_level=3
+"""Compiled sweeps of a flat scalar tape, batched over points.
+
+Design
+------
+A *program* is a flat instruction list produced by :mod:`effai_fast.ad._lower`::
+
+    for k in range(n_ops):  v[dst[k]] <- code[k](v[a[k]], v[b[k]], v[c[k]]; imm[k])
+
+``code`` is one of the ``OP_*`` codes of ``_tape.pxd``; constants never take a
+slot, they are the ``imm`` operand of a ``*C`` variant (``ADDC``: ``a + imm``).
+Slots are reused once their value is dead (linear-scan allocation), so a tape
+of thousands of instructions may need only tens of slots.
+
+Many points (the batched mode) are evaluated in blocks of ``B`` points laid out
+structure-of-arrays: slot ``s`` of a block is the contiguous run
+``v[s*B : s*B + B]``, so every instruction is one tight loop over the block
+that the compiler vectorises, and the ``switch`` on the op code is paid once
+per block rather than once per point.  Blocks are distributed over OpenMP
+threads (``prange``, static schedule); each thread mallocs its own slot array
+inside the parallel region, so a program (and the :class:`Program` holding it)
+is read-only during sweeps and may be used from several Python threads at once.
+
+Outputs are either per-point (written to ``OUT[p, k]``) or *reduced*: summed
+over the points of a block into ``PART[block, k]`` (in point order, in double),
+after which the caller sums ``PART`` over blocks.  The block size does not
+depend on the thread count, so reduced outputs (parameter gradients) are
+bitwise identical at any number of threads.
+
+There is one sweep: reverse-mode adjoints and forward-mode tangents are
+programs too (the adjoint and tangent transforms of :mod:`._transforms` write
+them as graphs, which are lowered like any other), so ``value_and_grad`` is
+one sweep over the forward+adjoint program with the forward values shared.
+
+``MUL0`` (``a == 0 ? 0 : a*b``) is the adjoint accumulation primitive: an
+adjoint of exactly zero times an infinite or NaN local derivative is zero.
+
+In debug mode the sweep stops at the first instruction that turns finite
+arguments into a NaN/inf and returns its index (+1), which the Python layer
+maps back to the op and source line that recorded it.
+"""
+
+from cython.parallel cimport parallel, prange
+from libc.math cimport (exp, expf, log, logf, log1p, log1pf, expm1, expm1f, sqrt, sqrtf,
+                        sin, sinf, cos, cosf, tanh, tanhf, pow, powf, fabs, fabsf, isfinite)
+from libc.stdlib cimport malloc, free
+
+import numpy as np
+
+cimport effai_fast._openmp  # noqa: F401  (the package's OpenMP shim)
+
+OPCODES = {
+    "const": OP_CONST, "copy": OP_COPY, "add": OP_ADD, "sub": OP_SUB, "mul": OP_MUL,
+    "div": OP_DIV, "pow": OP_POW, "maximum": OP_MAX, "minimum": OP_MIN, "mul0": OP_MUL0,
+    "addc": OP_ADDC, "mulc": OP_MULC, "rsubc": OP_RSUBC, "rdivc": OP_RDIVC, "powc": OP_POWC,
+    "cpow": OP_CPOW, "maxc": OP_MAXC, "minc": OP_MINC, "divc": OP_DIVC, "mul0c": OP_MUL0C,
+    "neg": OP_NEG, "exp": OP_EXP, "log": OP_LOG, "log1p": OP_LOG1P, "expm1": OP_EXPM1,
+    "sqrt": OP_SQRT, "sin": OP_SIN, "cos": OP_COS, "tanh": OP_TANH, "sigmoid": OP_SIGMOID,
+    "abs": OP_ABS, "sign": OP_SIGN, "square": OP_SQUARE, "lt": OP_LT, "le": OP_LE,
+    "eq": OP_EQ, "ne": OP_NE, "ltc": OP_LTC, "lec": OP_LEC, "gtc": OP_GTC, "gec": OP_GEC,
+    "eqc": OP_EQC, "nec": OP_NEC, "where": OP_WHERE, "where_vc": OP_WHERE_VC,
+    "where_cv": OP_WHERE_CV,
+}
+
+
+cdef inline real_t _exp(real_t x) noexcept nogil:
+    if real_t is float:
+        return expf(x)
+    else:
+        return exp(x)
+
+
+cdef inline real_t _log(real_t x) noexcept nogil:
+    if real_t is float:
+        return logf(x)
+    else:
+        return log(x)
+
+
+cdef inline real_t _log1p(real_t x) noexcept nogil:
+    if real_t is float:
+        return log1pf(x)
+    else:
+        return log1p(x)
+
+
+cdef inline real_t _expm1(real_t x) noexcept nogil:
+    if real_t is float:
+        return expm1f(x)
+    else:
+        return expm1(x)
+
+
+cdef inline real_t _sqrt(real_t x) noexcept nogil:
+    if real_t is float:
+        return sqrtf(x)
+    else:
+        return sqrt(x)
+
+
+cdef inline real_t _sin(real_t x) noexcept nogil:
+    if real_t is float:
+        return sinf(x)
+    else:
+        return sin(x)
+
+
+cdef inline real_t _cos(real_t x) noexcept nogil:
+    if real_t is float:
+        return cosf(x)
+    else:
+        return cos(x)
+
+
+cdef inline real_t _tanh(real_t x) noexcept nogil:
+    if real_t is float:
+        return tanhf(x)
+    else:
+        return tanh(x)
+
+
+cdef inline real_t _pow(real_t x, real_t y) noexcept nogil:
+    if real_t is float:
+        return powf(x, y)
+    else:
+        return pow(x, y)
+
+
+cdef inline real_t _fabs(real_t x) noexcept nogil:
+    if real_t is float:
+        return fabsf(x)
+    else:
+        return fabs(x)
+
+
+cdef inline int _arity(int op) noexcept nogil:
+    if op == OP_CONST:
+        return 0
+    if op == OP_WHERE:
+        return 3
+    if op == OP_WHERE_VC or op == OP_WHERE_CV:
+        return 2
+    if (op == OP_ADD or op == OP_SUB or op == OP_MUL or op == OP_DIV or op == OP_POW
+            or op == OP_MAX or op == OP_MIN or op == OP_MUL0 or op == OP_LT or op == OP_LE
+            or op == OP_EQ or op == OP_NE):
+        return 2
+    return 1
+
+
+cdef Py_ssize_t _first_bad(int op, real_t* o, real_t* x, real_t* y, real_t* z,
+                           Py_ssize_t nb) noexcept nogil:
+    """1 + the lane where ``o`` went non-finite from finite arguments, or 0."""
+    cdef Py_ssize_t j
+    cdef int ar = _arity(op)
+    for j in range(nb):
+        if not isfinite(o[j]):
+            if ar >= 1 and not isfinite(x[j]):
+                continue
+            if ar >= 2 and not isfinite(y[j]):
+                continue
+            if ar >= 3 and not isfinite(z[j]):
+                continue
+            return j + 1
+    return 0
+
+
+cdef Py_ssize_t sweep_block(const int* code, const int* dst, const int* a, const int* b,
+                            const int* c, const double* imm, Py_ssize_t n_ops,
+                            real_t* v, Py_ssize_t B, Py_ssize_t nb, bint debug) noexcept nogil:
+    """Run the program on one block of ``nb <= B`` points; 0, or 1 + the first bad op."""
+    cdef Py_ssize_t k, j
+    cdef int op
+    cdef real_t q, r, t
+    cdef real_t* o
+    cdef real_t* x
+    cdef real_t* y
+    cdef real_t* z
+    for k in range(n_ops):
+        op = code[k]
+        o = v + dst[k] * B
+        x = v + a[k] * B
+        y = v + b[k] * B
+        z = v + c[k] * B
+        q = <real_t>imm[k]
+        if op == OP_ADD:
+            for j in range(nb):
+                o[j] = x[j] + y[j]
+        elif op == OP_SUB:
+            for j in range(nb):
+                o[j] = x[j] - y[j]
+        elif op == OP_MUL:
+            for j in range(nb):
+                o[j] = x[j] * y[j]
+        elif op == OP_DIV:
+            for j in range(nb):
+                o[j] = x[j] / y[j]
+        elif op == OP_MUL0:
+            for j in range(nb):
+                t = x[j] * y[j]
+                o[j] = 0 if x[j] == 0 else t
+        elif op == OP_ADDC:
+            for j in range(nb):
+                o[j] = x[j] + q
+        elif op == OP_MULC:
+            for j in range(nb):
+                o[j] = x[j] * q
+        elif op == OP_RSUBC:
+            for j in range(nb):
+                o[j] = q - x[j]
+        elif op == OP_RDIVC:
+            for j in range(nb):
+                o[j] = q / x[j]
+        elif op == OP_DIVC:
+            for j in range(nb):
+                o[j] = x[j] / q
+        elif op == OP_MUL0C:
+            for j in range(nb):
+                t = x[j] * q
+                o[j] = 0 if x[j] == 0 else t
+        elif op == OP_SQUARE:
+            for j in range(nb):
+                o[j] = x[j] * x[j]
+        elif op == OP_NEG:
+            for j in range(nb):
+                o[j] = -x[j]
+        elif op == OP_EXP:
+            for j in range(nb):
+                o[j] = _exp(x[j])
+        elif op == OP_LOG:
+            for j in range(nb):
+                o[j] = _log(x[j])
+        elif op == OP_TANH:
+            for j in range(nb):
+                o[j] = _tanh(x[j])
+        elif op == OP_SIGMOID:
+            for j in range(nb):
+                o[j] = 1 / (1 + _exp(-x[j]))
+        elif op == OP_SQRT:
+            for j in range(nb):
+                o[j] = _sqrt(x[j])
+        elif op == OP_LOG1P:
+            for j in range(nb):
+                o[j] = _log1p(x[j])
+        elif op == OP_EXPM1:
+            for j in range(nb):
+                o[j] = _expm1(x[j])
+        elif op == OP_SIN:
+            for j in range(nb):
+                o[j] = _sin(x[j])
+        elif op == OP_COS:
+            for j in range(nb):
+                o[j] = _cos(x[j])
+        elif op == OP_ABS:
+            for j in range(nb):
+                o[j] = _fabs(x[j])
+        elif op == OP_SIGN:
+            for j in range(nb):
+                r = x[j]
+                o[j] = (r > 0) - (r < 0) if r == r else r
+        elif op == OP_POW:
+            for j in range(nb):
+                o[j] = _pow(x[j], y[j])
+        elif op == OP_POWC:
+            for j in range(nb):
+                o[j] = _pow(x[j], q)
+        elif op == OP_CPOW:
+            for j in range(nb):
+                o[j] = _pow(q, x[j])
+        elif op == OP_MAX:
+            for j in range(nb):
+                r = x[j]
+                t = y[j]
+                o[j] = r if (r != r or r >= t) else t
+        elif op == OP_MIN:
+            for j in range(nb):
+                r = x[j]
+                t = y[j]
+                o[j] = r if (r != r or r <= t) else t
+        elif op == OP_MAXC:
+            for j in range(nb):
+                r = x[j]
+                o[j] = r if (r != r or r >= q) else q
+        elif op == OP_MINC:
+            for j in range(nb):
+                r = x[j]
+                o[j] = r if (r != r or r <= q) else q
+        elif op == OP_LT:
+            for j in range(nb):
+                o[j] = x[j] < y[j]
+        elif op == OP_LE:
+            for j in range(nb):
+                o[j] = x[j] <= y[j]
+        elif op == OP_EQ:
+            for j in range(nb):
+                o[j] = x[j] == y[j]
+        elif op == OP_NE:
+            for j in range(nb):
+                o[j] = x[j] != y[j]
+        elif op == OP_LTC:
+            for j in range(nb):
+                o[j] = x[j] < q
+        elif op == OP_LEC:
+            for j in range(nb):
+                o[j] = x[j] <= q
+        elif op == OP_GTC:
+            for j in range(nb):
+                o[j] = x[j] > q
+        elif op == OP_GEC:
+            for j in range(nb):
+                o[j] = x[j] >= q
+        elif op == OP_EQC:
+            for j in range(nb):
+                o[j] = x[j] == q
+        elif op == OP_NEC:
+            for j in range(nb):
+                o[j] = x[j] != q
+        elif op == OP_WHERE:
+            for j in range(nb):
+                o[j] = y[j] if x[j] != 0 else z[j]
+        elif op == OP_WHERE_VC:
+            for j in range(nb):
+                o[j] = y[j] if x[j] != 0 else q
+        elif op == OP_WHERE_CV:
+            for j in range(nb):
+                o[j] = q if x[j] != 0 else y[j]
+        elif op == OP_COPY:
+            for j in range(nb):
+                o[j] = x[j]
+        elif op == OP_CONST:
+            for j in range(nb):
+                o[j] = q
+        if debug:
+            if _first_bad(op, o, x, y, z, nb):
+                return k + 1
+    return 0
+
+
+cdef void _load(real_t* v, Py_ssize_t B, Py_ssize_t nb, const real_t[:, ::1] X, Py_ssize_t p0,
+                Py_ssize_t n_x, const real_t[::1] P, Py_ssize_t n_p) noexcept nogil:
+    cdef Py_ssize_t i, j
+    cdef real_t pv
+    for j in range(nb):
+        for i in range(n_x):
+            v[i * B + j] = X[p0 + j, i]
+    for i in range(n_p):
+        pv = P[i]
+        for j in range(nb):
+            v[(n_x + i) * B + j] = pv
+
+
+cdef Py_ssize_t _run(const int* code, const int* dst, const int* a, const int* b, const int* c,
+                     const double* imm, Py_ssize_t n_ops, Py_ssize_t n_slots,
+                     const real_t[:, ::1] X, const real_t[::1] P,
+                     const int* out_s, Py_ssize_t n_out, real_t[:, ::1] OUT,
+                     Py_ssize_t n_out2, real_t[:, ::1] OUT2,
+                     const int* red_s, Py_ssize_t n_red, double[:, ::1] PART,
+                     Py_ssize_t B, int n_threads, bint debug, Py_ssize_t[::1] bad) noexcept nogil:
+    """Sweep all points; returns 0 on success, -1 if scratch could not be allocated."""
+    cdef Py_ssize_t n_pts = X.shape[0]
+    cdef Py_ssize_t n_x = X.shape[1]
+    cdef Py_ssize_t n_p = P.shape[0]
+    cdef Py_ssize_t n_blocks = (n_pts + B - 1) // B
+    cdef Py_ssize_t blk, p0, nb, j, k, s
+    cdef double acc
+    cdef real_t* v = NULL
+    with parallel(num_threads=n_threads):
+        v = <real_t*>malloc(n_slots * B * sizeof(real_t))
+        for blk in prange(n_blocks, schedule="static"):
+            if v == NULL:
+                bad[blk] = -1
+                continue
+            p0 = blk * B
+            nb = B if p0 + B <= n_pts else n_pts - p0
+            _load(v, B, nb, X, p0, n_x, P, n_p)
+            bad[blk] = sweep_block(code, dst, a, b, c, imm, n_ops, v, B, nb, debug)
+            for k in range(n_out):
+                s = out_s[k] * B
+                for j in range(nb):
+                    OUT[p0 + j, k] = v[s + j]
+            for k in range(n_out2):
+                s = out_s[n_out + k] * B
+                for j in range(nb):
+                    OUT2[p0 + j, k] = v[s + j]
+            for k in range(n_red):
+                s = red_s[k] * B
+                acc = 0
+                for j in range(nb):
+                    acc = acc + v[s + j]
+                PART[blk, k] = acc
+        free(v)
+    return 0
+
+
+cdef class Program:
+    """An immutable compiled tape (see the module docstring); safe to share between threads."""
+
+    cdef readonly object code, dst, a, b, c, imm, out_slots, red_slots
+    cdef readonly Py_ssize_t n_ops, n_slots, n_x, n_p, block
+    cdef const int* _code
+    cdef const int* _dst
+    cdef const int* _a
+    cdef const int* _b
+    cdef const int* _c
+    cdef const double* _imm
+    cdef const int* _out
+    cdef const int* _red
+    cdef Py_ssize_t n_out, n_red
+
+    def __init__(self, code, dst, a, b, c, imm, Py_ssize_t n_slots, Py_ssize_t n_x,
+                 Py_ssize_t n_p, out_slots, red_slots, Py_ssize_t block):
+        cdef const int[::1] mv
+        cdef const double[::1] md
+        self.code = np.ascontiguousarray(code, dtype=np.intc)
+        self.dst = np.ascontiguousarray(dst, dtype=np.intc)
+        self.a = np.ascontiguousarray(a, dtype=np.intc)
+        self.b = np.ascontiguousarray(b, dtype=np.intc)
+        self.c = np.ascontiguousarray(c, dtype=np.intc)
+        self.imm = np.ascontiguousarray(imm, dtype=np.float64)
+        self.out_slots = np.ascontiguousarray(out_slots, dtype=np.intc)
+        self.red_slots = np.ascontiguousarray(red_slots, dtype=np.intc)
+        for arr in (self.code, self.dst, self.a, self.b, self.c, self.imm, self.out_slots,
+                    self.red_slots):
+            arr.setflags(write=False)
+        n = self.code.shape[0]
+        for arr in (self.dst, self.a, self.b, self.c, self.imm):
+            if arr.shape[0] != n:
+                raise ValueError("program arrays must have the same length")
+        if n_slots < 1 or block < 1:
+            raise ValueError("n_slots and block must be positive")
+        for arr in (self.dst, self.a, self.b, self.c, self.out_slots, self.red_slots):
+            if arr.shape[0] and (arr.min() < 0 or arr.max() >= n_slots):
+                raise ValueError("slot index out of range")
+        if n and (self.code.min() < 0 or self.code.max() >= N_OPCODES):
+            raise ValueError("unknown op code")
+        if n_x + n_p > n_slots:
+            raise ValueError("n_slots too small for the inputs")
+        self.n_ops = n
+        self.n_slots = n_slots
+        self.n_x = n_x
+        self.n_p = n_p
+        self.block = block
+        self.n_out = self.out_slots.shape[0]
+        self.n_red = self.red_slots.shape[0]
+        self._code = <const int*><size_t>self.code.ctypes.data
+        self._dst = <const int*><size_t>self.dst.ctypes.data
+        self._a = <const int*><size_t>self.a.ctypes.data
+        self._b = <const int*><size_t>self.b.ctypes.data
+        self._c = <const int*><size_t>self.c.ctypes.data
+        self._imm = <const double*><size_t>self.imm.ctypes.data
+        self._out = <const int*><size_t>self.out_slots.ctypes.data
+        self._red = <const int*><size_t>self.red_slots.ctypes.data
+
+    @property
+    def n_outputs(self):
+        return self.n_out
+
+    @property
+    def n_reduced(self):
+        return self.n_red
+
+    def run(self, real_t[:, ::1] X, const real_t[::1] P, real_t[:, ::1] OUT,
+            real_t[:, ::1] OUT2, double[:, ::1] PART, int n_threads, bint debug=False):
+        """Sweep all rows of ``X``; returns the (block, op) of the first bad op or None.
+
+        ``X (n, n_x)``, ``P (n_p,)``; the per-point outputs go to the columns of
+        ``OUT (n, k1)`` then ``OUT2 (n, k2)`` with ``k1 + k2 = n_outputs``;
+        ``PART (n_blocks, n_reduced)`` receives the per-block sums of the reduced
+        outputs (sum it over axis 0, in order).
+        """
+        cdef Py_ssize_t n_blocks = (X.shape[0] + self.block - 1) // self.block
+        cdef Py_ssize_t[::1] bad = np.zeros(max(n_blocks, 1), dtype=np.intp)
+        cdef Py_ssize_t r
+        if X.shape[0] == 0:
+            return None
+        if X.shape[1] != self.n_x or P.shape[0] != self.n_p \
+                or OUT.shape[1] + OUT2.shape[1] != self.n_out \
+                or OUT.shape[0] != X.shape[0] or OUT2.shape[0] != X.shape[0] \
+                or PART.shape[0] != n_blocks or PART.shape[1] != self.n_red:
+            raise ValueError("Program.run: inconsistent array shapes")
+        with nogil:
+            r = _run(self._code, self._dst, self._a, self._b, self._c, self._imm, self.n_ops,
+                     self.n_slots, X, P, self._out, OUT.shape[1], OUT, OUT2.shape[1], OUT2,
+                     self._red, self.n_red,
+                     PART, self.block, n_threads, debug, bad)
+        cdef Py_ssize_t blk, first = -1
+        cdef bint oom = False
+        with nogil:
+            for blk in range(n_blocks):
+                if bad[blk] < 0:
+                    oom = True
+                elif bad[blk] > 0 and first < 0:
+                    first = blk
+        if oom:
+            raise MemoryError("could not allocate the sweep's scratch")
+        if first >= 0:
+            return first, bad[first] - 1
+        return None
+
+    def run1(self, const double[::1] x, const double[::1] p):
+        """One point, float64, no threads: the low-overhead path for single calls.
+
+        Returns a new float64 array with the per-point outputs followed by the
+        reduced ones (which, for one point, are just values).
+        """
+        cdef double stack_buf[512]
+        cdef double* v = stack_buf
+        cdef Py_ssize_t i, n_out = self.n_out, n_red = self.n_red
+        if x.shape[0] != self.n_x or p.shape[0] != self.n_p:
+            raise ValueError(f"expected {self.n_x} inputs and {self.n_p} parameters")
+        res = np.empty(n_out + n_red)
+        cdef double[::1] r = res
+        if self.n_slots > 512:
+            v = <double*>malloc(self.n_slots * sizeof(double))
+            if v == NULL:
+                raise MemoryError()
+        with nogil:
+            for i in range(self.n_x):
+                v[i] = x[i]
+            for i in range(self.n_p):
+                v[self.n_x + i] = p[i]
+            sweep_block(self._code, self._dst, self._a, self._b, self._c, self._imm,
+                        self.n_ops, v, 1, 1, False)
+            for i in range(n_out):
+                r[i] = v[self._out[i]]
+            for i in range(n_red):
+                r[n_out + i] = v[self._red[i]]
+        if v != stack_buf:
+            free(v)
+        return res

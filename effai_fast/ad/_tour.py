@@ -1,0 +1,1 @@
+"""`effai tour` step: reverse vs forward mode cost as n grows (filled in below)."""
