@@ -130,13 +130,13 @@ def eval_node(op, attr, shape, vals):
     if op == "sum_to":
         return _sum_to(vals[0], attr)
     if op == "broadcast_to":
-        return np.ascontiguousarray(np.broadcast_to(vals[0], attr))
+        return np.broadcast_to(vals[0], attr)
     if op == "reshape":
         return np.reshape(vals[0], attr)
     if op == "transpose":
-        return np.ascontiguousarray(np.transpose(vals[0], attr))
+        return np.transpose(vals[0], attr)
     if op == "getitem":
-        return np.ascontiguousarray(vals[0][_index_from_attr(attr)])
+        return np.asarray(vals[0][_index_from_attr(attr)])
     if op == "scatter":
         out = np.zeros(shape, dtype=vals[0].dtype)
         np.add.at(out, _index_from_attr(attr), vals[0])

@@ -44,8 +44,12 @@ from cython.parallel cimport parallel, prange
 from libc.math cimport (exp, expf, log, logf, log1p, log1pf, expm1, expm1f, sqrt, sqrtf,
                         sin, sinf, cos, cosf, tanh, tanhf, pow, powf, fabs, fabsf, isfinite)
 from libc.stdlib cimport malloc, free
+from cpython.buffer cimport (PyObject_GetBuffer, PyBuffer_Release, PyBUF_C_CONTIGUOUS,
+                             PyBUF_FORMAT, PyBUF_WRITABLE)
 
 import numpy as np
+
+_np_empty = np.empty
 
 cimport effai_fast._openmp  # noqa: F401  (the package's OpenMP shim)
 
@@ -335,6 +339,41 @@ cdef Py_ssize_t sweep_block(const int* code, const int* dst, const int* a, const
     return 0
 
 
+cdef void sweep_scalar(const int* code, const int* dst, const int* a, const int* b,
+                       const int* c, const double* imm, Py_ssize_t n_ops,
+                       double* v) noexcept nogil:
+    """One point, float64: the same instructions without the block loops."""
+    cdef Py_ssize_t k
+    cdef int op
+    cdef double x, q
+    for k in range(n_ops):
+        x = v[a[k]]
+        q = imm[k]
+        op = code[k]
+        if op == OP_ADD:
+            v[dst[k]] = x + v[b[k]]
+        elif op == OP_SUB:
+            v[dst[k]] = x - v[b[k]]
+        elif op == OP_MUL:
+            v[dst[k]] = x * v[b[k]]
+        elif op == OP_MUL0:
+            v[dst[k]] = 0 if x == 0 else x * v[b[k]]
+        elif op == OP_ADDC:
+            v[dst[k]] = x + q
+        elif op == OP_MULC:
+            v[dst[k]] = x * q
+        elif op == OP_RSUBC:
+            v[dst[k]] = q - x
+        elif op == OP_SQUARE:
+            v[dst[k]] = x * x
+        elif op == OP_NEG:
+            v[dst[k]] = -x
+        elif op == OP_DIV:
+            v[dst[k]] = x / v[b[k]]
+        else:
+            sweep_block(code + k, dst + k, a + k, b + k, c + k, imm + k, 1, v, 1, 1, False)
+
+
 cdef void _load(real_t* v, Py_ssize_t B, Py_ssize_t nb, const real_t[:, ::1] X, Py_ssize_t p0,
                 Py_ssize_t n_x, const real_t[::1] P, Py_ssize_t n_p) noexcept nogil:
     cdef Py_ssize_t i, j
@@ -497,7 +536,7 @@ cdef class Program:
         return None
 
     def run1(self, const double[::1] x, const double[::1] p):
-        """One point, float64, no threads: the low-overhead path for single calls.
+        """One point, float64, no threads.
 
         Returns a new float64 array with the per-point outputs followed by the
         reduced ones (which, for one point, are just values).
@@ -507,7 +546,7 @@ cdef class Program:
         cdef Py_ssize_t i, n_out = self.n_out, n_red = self.n_red
         if x.shape[0] != self.n_x or p.shape[0] != self.n_p:
             raise ValueError(f"expected {self.n_x} inputs and {self.n_p} parameters")
-        res = np.empty(n_out + n_red)
+        res = _np_empty(n_out + n_red)
         cdef double[::1] r = res
         if self.n_slots > 512:
             v = <double*>malloc(self.n_slots * sizeof(double))
@@ -518,12 +557,52 @@ cdef class Program:
                 v[i] = x[i]
             for i in range(self.n_p):
                 v[self.n_x + i] = p[i]
-            sweep_block(self._code, self._dst, self._a, self._b, self._c, self._imm,
-                        self.n_ops, v, 1, 1, False)
+            sweep_scalar(self._code, self._dst, self._a, self._b, self._c, self._imm,
+                         self.n_ops, v)
             for i in range(n_out):
                 r[i] = v[self._out[i]]
             for i in range(n_red):
                 r[n_out + i] = v[self._red[i]]
         if v != stack_buf:
             free(v)
+        return res
+
+    def call1(self, x, bint split_first):
+        """The single-call fast path of ``grad(f)(x)``: None unless ``x`` is a 1-D float64
+        C-contiguous buffer of ``n_x`` values (and the program has no parameters).
+
+        Returns the outputs as a new array, or ``(float(out[0]), array(out[1:]))``
+        when ``split_first`` (``value_and_grad``).
+        """
+        cdef Py_buffer bx
+        cdef Py_buffer br
+        cdef double stack_buf[512]
+        cdef double* v = stack_buf
+        cdef double* xp
+        cdef double* rp
+        cdef Py_ssize_t i, n_res
+        if self.n_p != 0 or self.n_red != 0 or self.n_slots > 512:
+            return None
+        if PyObject_GetBuffer(x, &bx, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) != 0:
+            return None
+        try:
+            if (bx.ndim != 1 or bx.shape[0] != self.n_x or bx.format == NULL
+                    or bx.format[0] != b'd' or bx.format[1] != 0):
+                return None
+            xp = <double*>bx.buf
+            for i in range(self.n_x):
+                v[i] = xp[i]
+        finally:
+            PyBuffer_Release(&bx)
+        sweep_scalar(self._code, self._dst, self._a, self._b, self._c, self._imm,
+                     self.n_ops, v)
+        n_res = self.n_out - 1 if split_first else self.n_out
+        res = _np_empty(n_res)
+        PyObject_GetBuffer(res, &br, PyBUF_WRITABLE)
+        rp = <double*>br.buf
+        for i in range(n_res):
+            rp[i] = v[self._out[i + split_first]]
+        PyBuffer_Release(&br)
+        if split_first:
+            return v[self._out[0]], res
         return res

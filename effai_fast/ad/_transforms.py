@@ -232,9 +232,13 @@ def _jvp_rule(g: Graph, i, ts):
         return lin(ts[0], ts[1])
     if op == "sub":
         return lin(ts[0], None if ts[1] is None else -ts[1])
-    if op in ("mul", "mul0"):
+    if op == "mul":
         a, b = args
         return lin(scale(ts[0], b), scale(ts[1], a))
+    if op == "mul0":
+        # a is the guarding adjoint: where it is 0 the product and its tangent are 0
+        a, b = args
+        return lin(scale(ts[0], b), None if ts[1] is None else _m0(a, ts[1]))
     if op == "div":
         a, b = args
         return lin(scale(ts[0], 1.0 / b), scale(ts[1], -(out / b)))
