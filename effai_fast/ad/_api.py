@@ -541,17 +541,18 @@ class Tape:
                 f"graph_nodes={len(self.graph)})")
 
     # -- compiled programs, built once
-    def _program(self, kind):
-        st = self._programs.get(kind)
+    def _program(self, kind, debug=False):
+        key = (kind, bool(debug))
+        st = self._programs.get(key)
         if st is None:
             with self._lock:
-                st = self._programs.get(kind)
+                st = self._programs.get(key)
                 if st is None:
-                    st = self._build(kind)
-                    self._programs[kind] = st
+                    st = self._build(kind, debug)
+                    self._programs[key] = st
         return st
 
-    def _build(self, kind):
+    def _build(self, kind, debug=False):
         g = self.graph
         x, p, out = self.x, self.p, self.out
         one = g.const(1.0)
@@ -584,7 +585,7 @@ class Tape:
         else:  # pragma: no cover
             raise AssertionError(kind)
         try:
-            return lower(g, xs, ps, outs, red)
+            return lower(g, xs, ps, outs, red, reuse=not debug)
         except NotLowerable:
             return _ArrayFallback(g, xs, ps, outs, red)
 
@@ -633,7 +634,7 @@ class Tape:
         return out
 
     def _sweep(self, kind, X, P, nt, outs, debug):
-        st = self._program(kind)
+        st = self._program(kind, debug)
         if isinstance(st, _ArrayFallback):
             return st.run(X, P, outs)
         prog = st.program

@@ -255,7 +255,7 @@ class ScalarTape:
 
 
 def lower(g: Graph, x_nodes, p_nodes, out_nodes, red_nodes=(), block=None,
-          max_ops=200_000) -> ScalarTape:
+          max_ops=200_000, reuse=True) -> ScalarTape:
     """Lower the graph to a scalar tape (see the module docstring).
 
     Parameters
@@ -269,6 +269,9 @@ def lower(g: Graph, x_nodes, p_nodes, out_nodes, red_nodes=(), block=None,
         Points per block; by default chosen so a block's slots fit in ~128 KiB.
     max_ops : int
         Raise :class:`NotLowerable` beyond this many scalar instructions.
+    reuse : bool, default=True
+        Reuse dead slots.  Debug programs do not, so that an instruction's
+        arguments are still intact when its result is checked for NaN/inf.
 
     Raises
     ------
@@ -302,10 +305,10 @@ def lower(g: Graph, x_nodes, p_nodes, out_nodes, red_nodes=(), block=None,
     bld.cur = -1
     out_refs = [bld.materialize(int(r)) for o in out_nodes for r in refs[o].ravel()]
     red_refs = [bld.materialize(int(r)) for o in red_nodes for r in refs[o].ravel()]
-    return _finish(bld, g, n_in, sum(sizes[:len(x_nodes)]), out_refs, red_refs, block)
+    return _finish(bld, g, n_in, sum(sizes[:len(x_nodes)]), out_refs, red_refs, block, reuse)
 
 
-def _finish(bld, g, n_in, n_x, out_refs, red_refs, block):
+def _finish(bld, g, n_in, n_x, out_refs, red_refs, block, reuse=True):
     n_code = len(bld.code)
     # dead code elimination (backward from the outputs)
     live = np.zeros(n_code, dtype=bool)
@@ -331,14 +334,14 @@ def _finish(bld, g, n_in, n_x, out_refs, red_refs, block):
     n_slots = n_in
     import heapq
     for v in range(n_in):
-        if v not in last:
+        if reuse and v not in last:
             heapq.heappush(free, v)
     code, dst, A, B, C, imm, origin, names = [], [], [], [], [], [], [], []
     for pos, k in enumerate(keep):
         args = bld.args[k]
         sl = [slot[a] for a in args]
         for a in set(args):
-            if last.get(a) == pos:
+            if reuse and last.get(a) == pos:
                 heapq.heappush(free, slot[a])
         v = n_in + k
         if v in last:

@@ -1,0 +1,238 @@
+"""effai_fast.ad.Tape: the compiled batched sweep (SoA blocks, OpenMP, parameter reductions)."""
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import scipy.optimize as so
+from _ad_funcs import hill_model, random_program, rosen, run_program
+
+from effai_fast import ad
+from effai_fast.ad._lower import lower, reference_sweep
+
+
+def hill_point(x, p):
+    """Hill model per point: x = (dose, observed), p = (bottom, top, log-ec50, slope)."""
+    r = hill_model(p, x[0]) - x[1]
+    return r * r
+
+
+def hill_data(rng, n):
+    d = np.exp(rng.uniform(-4, 3, size=n))
+    p = np.array([0.05, 1.0, 0.2, 1.3])
+    y = hill_model(p, d) + 0.02 * rng.normal(size=n)
+    return np.column_stack([d, y]), p + 0.1
+
+
+def test_rosen_batched_value_and_grad(rng, dtype, n_threads):
+    tape = ad.trace(rosen, 7)
+    X = rng.uniform(-1.5, 1.5, size=(1003, 7)).astype(dtype)     # partial last block
+    v, G = tape.value_and_grad(X, n_threads=n_threads)
+    assert v.dtype == dtype and G.dtype == dtype and G.shape == X.shape
+    X64 = X.astype(np.float64)
+    ref_v = np.array([so.rosen(r) for r in X64])
+    ref_g = np.array([so.rosen_der(r) for r in X64])
+    rtol = 1e-5 if dtype == np.float32 else 1e-13
+    np.testing.assert_allclose(v, ref_v, rtol=rtol, atol=rtol * 100)
+    np.testing.assert_allclose(G, ref_g, rtol=rtol, atol=rtol * np.abs(ref_g).max())
+    np.testing.assert_array_equal(tape.value(X, n_threads=n_threads), v)
+
+
+def test_threads_bitwise_identical(rng, dtype):
+    X, p = hill_data(rng, 5000)
+    X = X.astype(dtype)
+    p = p.astype(dtype)
+    tape = ad.trace(hill_point, 2, 4)
+    r1 = tape.value_and_grad(X, p, wrt="all", n_threads=1)
+    r2 = tape.value_and_grad(X, p, wrt="all", n_threads=2)
+    np.testing.assert_array_equal(r1[0], r2[0])
+    np.testing.assert_array_equal(r1[1][0], r2[1][0])
+    np.testing.assert_array_equal(r1[1][1], r2[1][1])   # reduced in a fixed order
+
+
+def test_parameter_gradients(rng, n_threads):
+    X, p = hill_data(rng, 777)
+    tape = ad.trace(hill_point, 2, 4)
+    v, gp = tape.value_and_grad(X, p, wrt="params", n_threads=n_threads)
+    v2, gpp = tape.value_and_grad(X, p, wrt="params", reduce=False, n_threads=n_threads)
+    np.testing.assert_array_equal(v, v2)
+    assert gp.shape == (4,) and gpp.shape == (777, 4)
+    np.testing.assert_allclose(gp, gpp.sum(axis=0), rtol=1e-12)
+
+    def rss(q):
+        return np.sum((hill_model(q, X[:, 0]) - X[:, 1]) ** 2)
+
+    h = 1e-6
+    fd = np.array([(rss(p + h * e) - rss(p - h * e)) / (2 * h) for e in np.eye(4)])
+    np.testing.assert_allclose(gp, fd, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(v.sum(), rss(p), rtol=1e-12)
+    # the same value through the functional API on the whole data set
+    np.testing.assert_allclose(ad.grad(rss)(p), gp, rtol=1e-10)
+    v3, (gx, gp3) = tape.value_and_grad(X, p, wrt="all", n_threads=n_threads)
+    np.testing.assert_allclose(gp3, gp, rtol=1e-14)
+    per = np.array([ad.grad(lambda x: hill_point(x, p))(r) for r in X[:20]])
+    np.testing.assert_allclose(gx[:20], per, rtol=1e-12)
+    v4, (gx4, gp4) = tape.value_and_grad(X, p, wrt="all", reduce=False, n_threads=n_threads)
+    np.testing.assert_allclose(gp4, gpp, rtol=1e-14)
+    np.testing.assert_allclose(gx4, gx, rtol=1e-14)
+
+
+@pytest.mark.parametrize("k", range(8))
+def test_compiled_sweep_vs_numpy_reference(k, seed, dtype, n_threads):
+    """The kernel against the slow obvious executor on random programs, many points."""
+    rng = np.random.default_rng(seed * 100 + k)
+    n = int(rng.integers(1, 6))
+    prog = random_program(rng, n, int(rng.integers(2, 30)))
+    tape = ad.trace(lambda x: run_program(prog, x), n)
+    X = rng.uniform(-1, 1, size=(int(rng.integers(1, 700)), n))
+    st = tape._program("inputs")
+    out_ref, _ = reference_sweep(st, X, np.zeros(0))
+    v, G = tape.value_and_grad(X.astype(dtype), n_threads=n_threads)
+    got = np.column_stack([v, G])
+    rtol = 2e-4 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(got, out_ref, rtol=rtol, atol=rtol)
+
+
+def test_reduced_outputs_vs_reference(rng):
+    X, p = hill_data(rng, 300)
+    tape = ad.trace(hill_point, 2, 4)
+    st = tape._program("params")
+    out_ref, red_ref = reference_sweep(st, X, p)
+    v, gp = tape.value_and_grad(X, p, wrt="params")
+    np.testing.assert_allclose(v, out_ref[:, 0], rtol=1e-13)
+    np.testing.assert_allclose(gp, red_ref, rtol=1e-12)
+
+
+def test_batched_jvp_hvp(rng, n_threads):
+    tape = ad.trace(rosen, 5)
+    X = rng.uniform(-1, 1, size=(300, 5))
+    V = rng.normal(size=(300, 5))
+    v, t = tape.jvp(X, V, n_threads=n_threads)
+    G = tape.grad(X)
+    np.testing.assert_allclose(t, np.sum(G * V, axis=1), rtol=1e-12, atol=1e-12)
+    HV = tape.hvp(X, V, n_threads=n_threads)
+    ref = np.array([so.rosen_hess_prod(x, u) for x, u in zip(X, V)])
+    np.testing.assert_allclose(HV, ref, rtol=1e-12, atol=1e-10)
+
+
+def test_out_buffers(rng):
+    tape = ad.trace(rosen, 4)
+    X = rng.normal(size=(50, 4))
+    out = np.empty(50)
+    gout = np.empty((50, 4))
+    v, G = tape.value_and_grad(X, out=out, grad_out=gout)
+    assert v is out and G is gout
+    np.testing.assert_allclose(G, [so.rosen_der(r) for r in X], rtol=1e-13)
+    assert tape.value(X, out=out) is out
+    with pytest.raises(ValueError, match="out must be"):
+        tape.value(X, out=np.empty(49))
+    with pytest.raises(ValueError, match="grad_out must be"):
+        tape.value_and_grad(X, grad_out=np.empty((50, 4), dtype=np.float32))
+    with pytest.raises(ValueError, match="out must be"):
+        tape.value(X, out=np.empty((100,))[::2])
+
+
+def test_bad_batched_inputs(rng):
+    tape = ad.trace(hill_point, 2, 4)
+    X = rng.uniform(0.1, 1, size=(10, 2))
+    p = np.ones(4)
+    with pytest.raises(ValueError, match=r"X must have shape \(n_points, 2\)"):
+        tape.value(np.ones((10, 3)), p)
+    with pytest.raises(ValueError, match="params must have shape"):
+        tape.value(X, np.ones(3))
+    with pytest.raises(ValueError, match="params is required"):
+        tape.value(X)
+    with pytest.raises(TypeError, match="X must be a real array"):
+        tape.value(np.array([["a", "b"]]), p)
+    with pytest.raises(ValueError, match="wrt must be"):
+        tape.value_and_grad(X, p, wrt="everything")
+    with pytest.raises(ValueError, match="n_threads"):
+        tape.value(X, p, n_threads=0)
+    with pytest.raises(ValueError, match="no parameters"):
+        ad.trace(rosen, 3).value_and_grad(np.ones((2, 3)), wrt="params")
+    with pytest.raises(TypeError, match="scalar per point"):
+        ad.trace(lambda x: x * 2, 3)
+    with pytest.raises(ValueError, match="n_inputs"):
+        ad.trace(rosen, 0)
+    with pytest.raises(TypeError, match="n_params"):
+        ad.trace(rosen, 3, 1.5)
+    with pytest.raises(ad.TracingError, match="where"):
+        ad.trace(lambda x: x[0] if x[1] > 0 else x[1], 2)
+    # integers are fine for values (converted to float64), empty batches too
+    np.testing.assert_allclose(tape.value(np.array([[1, 2]]), p), [1.0])
+    assert tape.value(np.zeros((0, 2)), p).shape == (0,)
+
+
+def test_nan_inputs_propagate_and_debug_names_op(rng):
+    def f(x):
+        return np.log(x[0]) + x[1]
+
+    tape = ad.trace(f, 2)
+    X = np.array([[1.0, 2.0], [np.nan, 1.0], [2.0, 3.0]])
+    v, G = tape.value_and_grad(X)
+    assert np.isnan(v[1]) and np.isfinite(v[[0, 2]]).all()
+    tape.value(X, debug=True)      # NaN input propagates: not "produced" by an op
+    X[1, 0] = -1.0
+    with pytest.raises(FloatingPointError, match=r"'log'.*test_ad_tape.py"):
+        tape.value(X, debug=True)
+    X[1, 0] = 0.0
+    with pytest.raises(FloatingPointError, match="'log'"):
+        tape.value_and_grad(X, debug=True)
+
+
+def test_tape_shared_between_threads(rng):
+    tape = ad.trace(hill_point, 2, 4)
+    data = [hill_data(np.random.default_rng(k), 2000) for k in range(8)]
+    serial = [tape.value_and_grad(X, p, wrt="all", n_threads=1) for X, p in data]
+
+    def work(k):
+        X, p = data[k]
+        return tape.value_and_grad(X, p, wrt="all", n_threads=1 + k % 2)
+
+    fresh = ad.trace(hill_point, 2, 4)   # programs built lazily by racing threads
+
+    def work_fresh(k):
+        X, p = data[k]
+        return fresh.value_and_grad(X, p, wrt="all", n_threads=1)
+
+    with ThreadPoolExecutor(4) as ex:
+        got = list(ex.map(work, range(8)))
+        got2 = list(ex.map(work_fresh, range(8)))
+    for a, b, c in zip(serial, got, got2):
+        for x, y, z in ((a[0], b[0], c[0]), (a[1][0], b[1][0], c[1][0]),
+                        (a[1][1], b[1][1], c[1][1])):
+            np.testing.assert_array_equal(x, y)
+            np.testing.assert_array_equal(x, z)
+
+
+def test_optimiser_shrinks_tape():
+    def f(x):
+        a = np.exp(x[0]) * 2.0
+        b = np.exp(x[0]) * 2.0          # common subexpression
+        unused = np.sin(x[1]) ** 3      # dead code  # noqa: F841
+        c = 3.0 * 4.0 + 0.0 * 1.0       # constant folding
+        return a + b + c * x[1] + x[1] * 1.0
+
+    tape = ad.trace(f, 2)
+    st = tape._program("value")
+    assert st.n_ops <= 6, st.code_names      # exp, 2x mulc, 3x add
+    assert st.code_names.count("exp") == 1 and "sin" not in st.code_names
+    g = ad.Graph()
+    k = g.node("exp", [g.const(2.0)])        # folded at record time
+    assert g.op[k] == "const" and g.value[k] == np.exp(2.0)
+    np.testing.assert_allclose(tape.value(np.array([[0.5, 2.0]])),
+                               [4 * np.exp(0.5) + 24.0 + 2.0], rtol=1e-14)
+    # slots are reused: far fewer slots than instructions
+    big = ad.trace(lambda x: np.sum(np.tanh(x) ** 2), 40)
+    prog = big._program("inputs").program
+    assert prog.n_slots < prog.n_ops
+
+
+def test_lower_rejects_custom_primitives():
+    from effai_fast.ad._lower import NotLowerable
+    p = ad.primitive(lambda x: 2 * x)
+    g = ad.Graph()
+    x = g.input((3,))
+    y = p(ad.Traced(g, x))
+    with pytest.raises(NotLowerable):
+        lower(g, [x], [], [y.id])
