@@ -340,20 +340,19 @@ def _finish(bld, g, n_in, n_x, out_refs, red_refs, block, reuse=True):
     for pos, k in enumerate(keep):
         args = bld.args[k]
         sl = [slot[a] for a in args]
-        for a in set(args):
-            if reuse and last.get(a) == pos:
-                heapq.heappush(free, slot[a])
+        # The result takes a free slot *before* the arguments' slots are released:
+        # never computing in place keeps every loop free of exact aliasing, which
+        # would otherwise send gcc's runtime alias check to the scalar loop.
         v = n_in + k
-        if v in last:
-            if free:
-                s = heapq.heappop(free)
-            else:
-                s = n_slots
-                n_slots += 1
-        else:  # pragma: no cover - dead values were removed
+        if free:
+            s = heapq.heappop(free)
+        else:
             s = n_slots
             n_slots += 1
         slot[v] = s
+        for a in set(args):
+            if reuse and last.get(a) == pos:
+                heapq.heappush(free, slot[a])
         sl = sl + [0] * (3 - len(sl))
         code.append(OPC[bld.code[k]])
         names.append(bld.code[k])

@@ -6,54 +6,60 @@
 # parameters; derivative tapes are tapes too, so one sweep serves values,
 # adjoints (reverse mode) and tangents (forward mode).
 
-cdef enum:
-    OP_CONST = 0
-    OP_COPY = 1
-    OP_ADD = 2
-    OP_SUB = 3
-    OP_MUL = 4
-    OP_DIV = 5
-    OP_POW = 6
-    OP_MAX = 7
-    OP_MIN = 8
-    OP_MUL0 = 9
-    OP_ADDC = 10
-    OP_MULC = 11
-    OP_RSUBC = 12
-    OP_RDIVC = 13
-    OP_POWC = 14
-    OP_CPOW = 15
-    OP_MAXC = 16
-    OP_MINC = 17
-    OP_DIVC = 18
-    OP_MUL0C = 19
-    OP_NEG = 20
-    OP_EXP = 21
-    OP_LOG = 22
-    OP_LOG1P = 23
-    OP_EXPM1 = 24
-    OP_SQRT = 25
-    OP_SIN = 26
-    OP_COS = 27
-    OP_TANH = 28
-    OP_SIGMOID = 29
-    OP_ABS = 30
-    OP_SIGN = 31
-    OP_SQUARE = 32
-    OP_LT = 33
-    OP_LE = 34
-    OP_EQ = 35
-    OP_NE = 36
-    OP_LTC = 37
-    OP_LEC = 38
-    OP_GTC = 39
-    OP_GEC = 40
-    OP_EQC = 41
-    OP_NEC = 42
-    OP_WHERE = 43
-    OP_WHERE_VC = 44
-    OP_WHERE_CV = 45
-    N_OPCODES = 46
+cdef extern from "_simd.h" nogil:
+    enum:
+        OP_CONST
+        OP_COPY
+        OP_ADD
+        OP_SUB
+        OP_MUL
+        OP_DIV
+        OP_POW
+        OP_MAX
+        OP_MIN
+        OP_MUL0
+        OP_ADDC
+        OP_MULC
+        OP_RSUBC
+        OP_RDIVC
+        OP_POWC
+        OP_CPOW
+        OP_MAXC
+        OP_MINC
+        OP_DIVC
+        OP_MUL0C
+        OP_NEG
+        OP_EXP
+        OP_LOG
+        OP_LOG1P
+        OP_EXPM1
+        OP_SQRT
+        OP_SIN
+        OP_COS
+        OP_TANH
+        OP_SIGMOID
+        OP_ABS
+        OP_SIGN
+        OP_SQUARE
+        OP_LT
+        OP_LE
+        OP_EQ
+        OP_NE
+        OP_LTC
+        OP_LEC
+        OP_GTC
+        OP_GEC
+        OP_EQC
+        OP_NEC
+        OP_WHERE
+        OP_WHERE_VC
+        OP_WHERE_CV
+        N_OPCODES
+
+    void effai_op_d(int op, double* o, const double* x, const double* y, const double* z,
+                    double q, Py_ssize_t n)
+    void effai_op_f(int op, float* o, const float* x, const float* y, const float* z,
+                    float q, Py_ssize_t n)
 
 ctypedef fused real_t:
     float

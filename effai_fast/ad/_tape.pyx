@@ -41,8 +41,7 @@ maps back to the op and source line that recorded it.
 """
 
 from cython.parallel cimport parallel, prange
-from libc.math cimport (exp, expf, log, logf, log1p, log1pf, expm1, expm1f, sqrt, sqrtf,
-                        sin, sinf, cos, cosf, tanh, tanhf, pow, powf, fabs, fabsf, isfinite)
+from libc.math cimport isfinite
 from libc.stdlib cimport malloc, free
 from cpython.buffer cimport (PyObject_GetBuffer, PyBuffer_Release, PyBUF_C_CONTIGUOUS,
                              PyBUF_FORMAT, PyBUF_WRITABLE)
@@ -65,76 +64,6 @@ OPCODES = {
     "eqc": OP_EQC, "nec": OP_NEC, "where": OP_WHERE, "where_vc": OP_WHERE_VC,
     "where_cv": OP_WHERE_CV,
 }
-
-
-cdef inline real_t _exp(real_t x) noexcept nogil:
-    if real_t is float:
-        return expf(x)
-    else:
-        return exp(x)
-
-
-cdef inline real_t _log(real_t x) noexcept nogil:
-    if real_t is float:
-        return logf(x)
-    else:
-        return log(x)
-
-
-cdef inline real_t _log1p(real_t x) noexcept nogil:
-    if real_t is float:
-        return log1pf(x)
-    else:
-        return log1p(x)
-
-
-cdef inline real_t _expm1(real_t x) noexcept nogil:
-    if real_t is float:
-        return expm1f(x)
-    else:
-        return expm1(x)
-
-
-cdef inline real_t _sqrt(real_t x) noexcept nogil:
-    if real_t is float:
-        return sqrtf(x)
-    else:
-        return sqrt(x)
-
-
-cdef inline real_t _sin(real_t x) noexcept nogil:
-    if real_t is float:
-        return sinf(x)
-    else:
-        return sin(x)
-
-
-cdef inline real_t _cos(real_t x) noexcept nogil:
-    if real_t is float:
-        return cosf(x)
-    else:
-        return cos(x)
-
-
-cdef inline real_t _tanh(real_t x) noexcept nogil:
-    if real_t is float:
-        return tanhf(x)
-    else:
-        return tanh(x)
-
-
-cdef inline real_t _pow(real_t x, real_t y) noexcept nogil:
-    if real_t is float:
-        return powf(x, y)
-    else:
-        return pow(x, y)
-
-
-cdef inline real_t _fabs(real_t x) noexcept nogil:
-    if real_t is float:
-        return fabsf(x)
-    else:
-        return fabs(x)
 
 
 cdef inline int _arity(int op) noexcept nogil:
@@ -172,9 +101,8 @@ cdef Py_ssize_t sweep_block(const int* code, const int* dst, const int* a, const
                             const int* c, const double* imm, Py_ssize_t n_ops,
                             real_t* v, Py_ssize_t B, Py_ssize_t nb, bint debug) noexcept nogil:
     """Run the program on one block of ``nb <= B`` points; 0, or 1 + the first bad op."""
-    cdef Py_ssize_t k, j
+    cdef Py_ssize_t k
     cdef int op
-    cdef real_t q, r, t
     cdef real_t* o
     cdef real_t* x
     cdef real_t* y
@@ -185,154 +113,10 @@ cdef Py_ssize_t sweep_block(const int* code, const int* dst, const int* a, const
         x = v + a[k] * B
         y = v + b[k] * B
         z = v + c[k] * B
-        q = <real_t>imm[k]
-        if op == OP_ADD:
-            for j in range(nb):
-                o[j] = x[j] + y[j]
-        elif op == OP_SUB:
-            for j in range(nb):
-                o[j] = x[j] - y[j]
-        elif op == OP_MUL:
-            for j in range(nb):
-                o[j] = x[j] * y[j]
-        elif op == OP_DIV:
-            for j in range(nb):
-                o[j] = x[j] / y[j]
-        elif op == OP_MUL0:
-            for j in range(nb):
-                t = x[j] * y[j]
-                o[j] = 0 if x[j] == 0 else t
-        elif op == OP_ADDC:
-            for j in range(nb):
-                o[j] = x[j] + q
-        elif op == OP_MULC:
-            for j in range(nb):
-                o[j] = x[j] * q
-        elif op == OP_RSUBC:
-            for j in range(nb):
-                o[j] = q - x[j]
-        elif op == OP_RDIVC:
-            for j in range(nb):
-                o[j] = q / x[j]
-        elif op == OP_DIVC:
-            for j in range(nb):
-                o[j] = x[j] / q
-        elif op == OP_MUL0C:
-            for j in range(nb):
-                t = x[j] * q
-                o[j] = 0 if x[j] == 0 else t
-        elif op == OP_SQUARE:
-            for j in range(nb):
-                o[j] = x[j] * x[j]
-        elif op == OP_NEG:
-            for j in range(nb):
-                o[j] = -x[j]
-        elif op == OP_EXP:
-            for j in range(nb):
-                o[j] = _exp(x[j])
-        elif op == OP_LOG:
-            for j in range(nb):
-                o[j] = _log(x[j])
-        elif op == OP_TANH:
-            for j in range(nb):
-                o[j] = _tanh(x[j])
-        elif op == OP_SIGMOID:
-            for j in range(nb):
-                o[j] = 1 / (1 + _exp(-x[j]))
-        elif op == OP_SQRT:
-            for j in range(nb):
-                o[j] = _sqrt(x[j])
-        elif op == OP_LOG1P:
-            for j in range(nb):
-                o[j] = _log1p(x[j])
-        elif op == OP_EXPM1:
-            for j in range(nb):
-                o[j] = _expm1(x[j])
-        elif op == OP_SIN:
-            for j in range(nb):
-                o[j] = _sin(x[j])
-        elif op == OP_COS:
-            for j in range(nb):
-                o[j] = _cos(x[j])
-        elif op == OP_ABS:
-            for j in range(nb):
-                o[j] = _fabs(x[j])
-        elif op == OP_SIGN:
-            for j in range(nb):
-                r = x[j]
-                o[j] = (r > 0) - (r < 0) if r == r else r
-        elif op == OP_POW:
-            for j in range(nb):
-                o[j] = _pow(x[j], y[j])
-        elif op == OP_POWC:
-            for j in range(nb):
-                o[j] = _pow(x[j], q)
-        elif op == OP_CPOW:
-            for j in range(nb):
-                o[j] = _pow(q, x[j])
-        elif op == OP_MAX:
-            for j in range(nb):
-                r = x[j]
-                t = y[j]
-                o[j] = r if (r != r or r >= t) else t
-        elif op == OP_MIN:
-            for j in range(nb):
-                r = x[j]
-                t = y[j]
-                o[j] = r if (r != r or r <= t) else t
-        elif op == OP_MAXC:
-            for j in range(nb):
-                r = x[j]
-                o[j] = r if (r != r or r >= q) else q
-        elif op == OP_MINC:
-            for j in range(nb):
-                r = x[j]
-                o[j] = r if (r != r or r <= q) else q
-        elif op == OP_LT:
-            for j in range(nb):
-                o[j] = x[j] < y[j]
-        elif op == OP_LE:
-            for j in range(nb):
-                o[j] = x[j] <= y[j]
-        elif op == OP_EQ:
-            for j in range(nb):
-                o[j] = x[j] == y[j]
-        elif op == OP_NE:
-            for j in range(nb):
-                o[j] = x[j] != y[j]
-        elif op == OP_LTC:
-            for j in range(nb):
-                o[j] = x[j] < q
-        elif op == OP_LEC:
-            for j in range(nb):
-                o[j] = x[j] <= q
-        elif op == OP_GTC:
-            for j in range(nb):
-                o[j] = x[j] > q
-        elif op == OP_GEC:
-            for j in range(nb):
-                o[j] = x[j] >= q
-        elif op == OP_EQC:
-            for j in range(nb):
-                o[j] = x[j] == q
-        elif op == OP_NEC:
-            for j in range(nb):
-                o[j] = x[j] != q
-        elif op == OP_WHERE:
-            for j in range(nb):
-                o[j] = y[j] if x[j] != 0 else z[j]
-        elif op == OP_WHERE_VC:
-            for j in range(nb):
-                o[j] = y[j] if x[j] != 0 else q
-        elif op == OP_WHERE_CV:
-            for j in range(nb):
-                o[j] = q if x[j] != 0 else y[j]
-        elif op == OP_COPY:
-            for j in range(nb):
-                o[j] = x[j]
-        elif op == OP_CONST:
-            for j in range(nb):
-                o[j] = q
+        if real_t is double:
+            effai_op_d(op, o, x, y, z, imm[k], nb)
+        else:
+            effai_op_f(op, o, x, y, z, <float>imm[k], nb)
         if debug:
             if _first_bad(op, o, x, y, z, nb):
                 return k + 1

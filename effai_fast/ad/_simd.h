@@ -1,0 +1,213 @@
+/* Per-instruction block loops of the tape sweep (_tape.pyx), for float and double.
+ *
+ * Each loop runs one instruction over a block of n points laid out
+ * structure-of-arrays.  The lowering never computes in place (a result slot
+ * is never one of its argument slots), so the pointers are `restrict` and
+ * every loop carries `omp simd`: the compiler vectorises it without runtime
+ * alias checks, branches become blends.
+ *
+ * Transcendental functions call libm once per point: a vectorised polynomial
+ * exp (Cody-Waite + degree-13 polynomial) was measured here and was *slower*
+ * than glibc's scalar exp with the SSE2 baseline a wheel may assume (and only
+ * on par with -march=native), so it was dropped.
+ */
+#ifndef EFFAI_AD_SIMD_H
+#define EFFAI_AD_SIMD_H
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+#include <stddef.h>
+
+
+/* Op codes of the flat tape (mirrored by cdef extern in _tape.pxd). */
+enum {
+    OP_CONST = 0, OP_COPY, OP_ADD, OP_SUB, OP_MUL, OP_DIV, OP_POW, OP_MAX, OP_MIN, OP_MUL0,
+    OP_ADDC, OP_MULC, OP_RSUBC, OP_RDIVC, OP_POWC, OP_CPOW, OP_MAXC, OP_MINC, OP_DIVC,
+    OP_MUL0C, OP_NEG, OP_EXP, OP_LOG, OP_LOG1P, OP_EXPM1, OP_SQRT, OP_SIN, OP_COS, OP_TANH,
+    OP_SIGMOID, OP_ABS, OP_SIGN, OP_SQUARE, OP_LT, OP_LE, OP_EQ, OP_NE, OP_LTC, OP_LEC,
+    OP_GTC, OP_GEC, OP_EQC, OP_NEC, OP_WHERE, OP_WHERE_VC, OP_WHERE_CV, N_OPCODES
+};
+
+#if defined(_OPENMP)
+#define EFFAI_SIMD _Pragma("omp simd")
+#else
+#define EFFAI_SIMD
+#endif
+
+#define EFFAI_DEFINE_LOOPS(T, S, EXPLIB)                                   \
+static inline void effai_add_##S(T* restrict o, const T* restrict x, const T* restrict y,   \
+                                 ptrdiff_t n) {                                            \
+    EFFAI_SIMD for (ptrdiff_t j = 0; j < n; j++) o[j] = x[j] + y[j];                        \
+}                                                                                           \
+static inline void effai_sub_##S(T* restrict o, const T* restrict x, const T* restrict y,   \
+                                 ptrdiff_t n) {                                            \
+    EFFAI_SIMD for (ptrdiff_t j = 0; j < n; j++) o[j] = x[j] - y[j];                        \
+}                                                                                           \
+static inline void effai_mul_##S(T* restrict o, const T* restrict x, const T* restrict y,   \
+                                 ptrdiff_t n) {                                            \
+    EFFAI_SIMD for (ptrdiff_t j = 0; j < n; j++) o[j] = x[j] * y[j];                        \
+}                                                                                           \
+static inline void effai_div_##S(T* restrict o, const T* restrict x, const T* restrict y,   \
+                                 ptrdiff_t n) {                                            \
+    EFFAI_SIMD for (ptrdiff_t j = 0; j < n; j++) o[j] = x[j] / y[j];                        \
+}                                                                                           \
+static inline void effai_mul0_##S(T* restrict o, const T* restrict x, const T* restrict y,  \
+                                  ptrdiff_t n) {                                           \
+    EFFAI_SIMD for (ptrdiff_t j = 0; j < n; j++) {                                          \
+        T a = x[j], t = a * y[j]; o[j] = a == (T)0 ? (T)0 : t; }                            \
+}                                                                                           \
+static inline void effai_max_##S(T* restrict o, const T* restrict x, const T* restrict y,   \
+                                 ptrdiff_t n) {                                            \
+    EFFAI_SIMD for (ptrdiff_t j = 0; j < n; j++) {                                          \
+        T a = x[j], b = y[j]; o[j] = (a != a || a >= b) ? a : b; }                          \
+}                                                                                           \
+static inline void effai_min_##S(T* restrict o, const T* restrict x, const T* restrict y,   \
+                                 ptrdiff_t n) {                                            \
+    EFFAI_SIMD for (ptrdiff_t j = 0; j < n; j++) {                                          \
+        T a = x[j], b = y[j]; o[j] = (a != a || a <= b) ? a : b; }                          \
+}                                                                                           \
+static inline void effai_cmp_##S(int kind, T* restrict o, const T* restrict x,              \
+                                 const T* restrict y, ptrdiff_t n) {                       \
+    switch (kind) {                                                                         \
+    case 0: EFFAI_SIMD for (ptrdiff_t j = 0; j < n; j++) o[j] = x[j] < y[j] ? 1 : 0; break; \
+    case 1: EFFAI_SIMD for (ptrdiff_t j = 0; j < n; j++) o[j] = x[j] <= y[j] ? 1 : 0; break;\
+    case 2: EFFAI_SIMD for (ptrdiff_t j = 0; j < n; j++) o[j] = x[j] == y[j] ? 1 : 0; break;\
+    default: EFFAI_SIMD for (ptrdiff_t j = 0; j < n; j++) o[j] = x[j] != y[j] ? 1 : 0;     \
+    }                                                                                       \
+}                                                                                           \
+static inline void effai_cmpc_##S(int kind, T* restrict o, const T* restrict x, T q,        \
+                                  ptrdiff_t n) {                                           \
+    switch (kind) {                                                                         \
+    case 0: EFFAI_SIMD for (ptrdiff_t j = 0; j < n; j++) o[j] = x[j] < q ? 1 : 0; break;    \
+    case 1: EFFAI_SIMD for (ptrdiff_t j = 0; j < n; j++) o[j] = x[j] <= q ? 1 : 0; break;   \
+    case 2: EFFAI_SIMD for (ptrdiff_t j = 0; j < n; j++) o[j] = x[j] > q ? 1 : 0; break;    \
+    case 3: EFFAI_SIMD for (ptrdiff_t j = 0; j < n; j++) o[j] = x[j] >= q ? 1 : 0; break;   \
+    case 4: EFFAI_SIMD for (ptrdiff_t j = 0; j < n; j++) o[j] = x[j] == q ? 1 : 0; break;   \
+    default: EFFAI_SIMD for (ptrdiff_t j = 0; j < n; j++) o[j] = x[j] != q ? 1 : 0;        \
+    }                                                                                       \
+}                                                                                           \
+static inline void effai_where_##S(T* restrict o, const T* restrict c, const T* restrict x, \
+                                   const T* restrict y, ptrdiff_t n) {                     \
+    EFFAI_SIMD for (ptrdiff_t j = 0; j < n; j++) o[j] = c[j] != 0 ? x[j] : y[j];            \
+}                                                                                           \
+static inline void effai_where_vc_##S(T* restrict o, const T* restrict c,                   \
+                                      const T* restrict x, T q, ptrdiff_t n) {             \
+    EFFAI_SIMD for (ptrdiff_t j = 0; j < n; j++) o[j] = c[j] != 0 ? x[j] : q;               \
+}                                                                                           \
+static inline void effai_where_cv_##S(T* restrict o, const T* restrict c,                   \
+                                      const T* restrict y, T q, ptrdiff_t n) {             \
+    EFFAI_SIMD for (ptrdiff_t j = 0; j < n; j++) o[j] = c[j] != 0 ? q : y[j];               \
+}                                                                                           \
+static inline void effai_unc_##S(int kind, T* restrict o, const T* restrict x, T q,         \
+                                 ptrdiff_t n) {                                            \
+    switch (kind) {                                                                         \
+    case 0: EFFAI_SIMD for (ptrdiff_t j = 0; j < n; j++) o[j] = x[j] + q; break;            \
+    case 1: EFFAI_SIMD for (ptrdiff_t j = 0; j < n; j++) o[j] = x[j] * q; break;            \
+    case 2: EFFAI_SIMD for (ptrdiff_t j = 0; j < n; j++) o[j] = q - x[j]; break;            \
+    case 3: EFFAI_SIMD for (ptrdiff_t j = 0; j < n; j++) o[j] = q / x[j]; break;            \
+    case 4: EFFAI_SIMD for (ptrdiff_t j = 0; j < n; j++) o[j] = x[j] / q; break;            \
+    case 5: EFFAI_SIMD for (ptrdiff_t j = 0; j < n; j++) {                                  \
+        T a = x[j], t = a * q; o[j] = a == (T)0 ? (T)0 : t; } break;                        \
+    case 6: EFFAI_SIMD for (ptrdiff_t j = 0; j < n; j++) {                                  \
+        T a = x[j]; o[j] = (a != a || a >= q) ? a : q; } break;                             \
+    case 7: EFFAI_SIMD for (ptrdiff_t j = 0; j < n; j++) {                                  \
+        T a = x[j]; o[j] = (a != a || a <= q) ? a : q; } break;                             \
+    case 8: EFFAI_SIMD for (ptrdiff_t j = 0; j < n; j++) o[j] = q; break;                   \
+    case 9: EFFAI_SIMD for (ptrdiff_t j = 0; j < n; j++) o[j] = x[j]; break;                \
+    case 10: EFFAI_SIMD for (ptrdiff_t j = 0; j < n; j++) o[j] = -x[j]; break;              \
+    case 11: EFFAI_SIMD for (ptrdiff_t j = 0; j < n; j++) o[j] = x[j] * x[j]; break;        \
+    case 12: EFFAI_SIMD for (ptrdiff_t j = 0; j < n; j++) {                                 \
+        T a = x[j]; o[j] = a > 0 ? (T)1 : (a < 0 ? (T)-1 : a); } break;                     \
+    default: EFFAI_SIMD for (ptrdiff_t j = 0; j < n; j++) {                                 \
+        T a = x[j]; o[j] = a < 0 ? -a : a; } break;                                         \
+    }                                                                                       \
+}                                                                                           \
+static inline void effai_exp_##S(T* restrict o, const T* restrict x, ptrdiff_t n) {         \
+    for (ptrdiff_t j = 0; j < n; j++) o[j] = EXPLIB(x[j]);                                  \
+}                                                                                           \
+static inline void effai_sigmoid_##S(T* restrict o, const T* restrict x, ptrdiff_t n) {     \
+    for (ptrdiff_t j = 0; j < n; j++) o[j] = (T)1 / ((T)1 + EXPLIB(-x[j]));                 \
+}
+
+EFFAI_DEFINE_LOOPS(double, d, exp)
+EFFAI_DEFINE_LOOPS(float, f, expf)
+
+
+#define EFFAI_LIBM_LOOP(S, T, name, fn)                                                    \
+static inline void effai_##name##_##S(T* restrict o, const T* restrict x, ptrdiff_t n) {    \
+    for (ptrdiff_t j = 0; j < n; j++) o[j] = fn(x[j]);                                      \
+}
+
+EFFAI_LIBM_LOOP(d, double, log, log)
+EFFAI_LIBM_LOOP(d, double, log1p, log1p)
+EFFAI_LIBM_LOOP(d, double, expm1, expm1)
+EFFAI_LIBM_LOOP(d, double, sin, sin)
+EFFAI_LIBM_LOOP(d, double, cos, cos)
+EFFAI_LIBM_LOOP(d, double, tanh, tanh)
+EFFAI_LIBM_LOOP(f, float, log, logf)
+EFFAI_LIBM_LOOP(f, float, log1p, log1pf)
+EFFAI_LIBM_LOOP(f, float, expm1, expm1f)
+EFFAI_LIBM_LOOP(f, float, sin, sinf)
+EFFAI_LIBM_LOOP(f, float, cos, cosf)
+EFFAI_LIBM_LOOP(f, float, tanh, tanhf)
+
+/* One instruction over a block: o <- op(x, y, z; q). */
+#define EFFAI_DEFINE_OP(T, S, SQRT, POW)                                                     \
+static inline void effai_op_##S(int op, T* restrict o, const T* x, const T* y, const T* z,  \
+                                T q, ptrdiff_t n) {                                        \
+    switch (op) {                                                                           \
+    case OP_ADD: effai_add_##S(o, x, y, n); break;                                          \
+    case OP_SUB: effai_sub_##S(o, x, y, n); break;                                          \
+    case OP_MUL: effai_mul_##S(o, x, y, n); break;                                          \
+    case OP_DIV: effai_div_##S(o, x, y, n); break;                                          \
+    case OP_MUL0: effai_mul0_##S(o, x, y, n); break;                                        \
+    case OP_MAX: effai_max_##S(o, x, y, n); break;                                          \
+    case OP_MIN: effai_min_##S(o, x, y, n); break;                                          \
+    case OP_LT: effai_cmp_##S(0, o, x, y, n); break;                                        \
+    case OP_LE: effai_cmp_##S(1, o, x, y, n); break;                                        \
+    case OP_EQ: effai_cmp_##S(2, o, x, y, n); break;                                        \
+    case OP_NE: effai_cmp_##S(3, o, x, y, n); break;                                        \
+    case OP_ADDC: effai_unc_##S(0, o, x, q, n); break;                                      \
+    case OP_MULC: effai_unc_##S(1, o, x, q, n); break;                                      \
+    case OP_RSUBC: effai_unc_##S(2, o, x, q, n); break;                                     \
+    case OP_RDIVC: effai_unc_##S(3, o, x, q, n); break;                                     \
+    case OP_DIVC: effai_unc_##S(4, o, x, q, n); break;                                      \
+    case OP_MUL0C: effai_unc_##S(5, o, x, q, n); break;                                     \
+    case OP_MAXC: effai_unc_##S(6, o, x, q, n); break;                                      \
+    case OP_MINC: effai_unc_##S(7, o, x, q, n); break;                                      \
+    case OP_CONST: effai_unc_##S(8, o, x, q, n); break;                                     \
+    case OP_COPY: effai_unc_##S(9, o, x, q, n); break;                                      \
+    case OP_NEG: effai_unc_##S(10, o, x, q, n); break;                                      \
+    case OP_SQUARE: effai_unc_##S(11, o, x, q, n); break;                                   \
+    case OP_SIGN: effai_unc_##S(12, o, x, q, n); break;                                     \
+    case OP_ABS: effai_unc_##S(13, o, x, q, n); break;                                      \
+    case OP_LTC: effai_cmpc_##S(0, o, x, q, n); break;                                      \
+    case OP_LEC: effai_cmpc_##S(1, o, x, q, n); break;                                      \
+    case OP_GTC: effai_cmpc_##S(2, o, x, q, n); break;                                      \
+    case OP_GEC: effai_cmpc_##S(3, o, x, q, n); break;                                      \
+    case OP_EQC: effai_cmpc_##S(4, o, x, q, n); break;                                      \
+    case OP_NEC: effai_cmpc_##S(5, o, x, q, n); break;                                      \
+    case OP_WHERE: effai_where_##S(o, x, y, z, n); break;                                   \
+    case OP_WHERE_VC: effai_where_vc_##S(o, x, y, q, n); break;                             \
+    case OP_WHERE_CV: effai_where_cv_##S(o, x, y, q, n); break;                             \
+    case OP_EXP: effai_exp_##S(o, x, n); break;                                             \
+    case OP_SIGMOID: effai_sigmoid_##S(o, x, n); break;                                     \
+    case OP_LOG: effai_log_##S(o, x, n); break;                                             \
+    case OP_LOG1P: effai_log1p_##S(o, x, n); break;                                         \
+    case OP_EXPM1: effai_expm1_##S(o, x, n); break;                                         \
+    case OP_SIN: effai_sin_##S(o, x, n); break;                                             \
+    case OP_COS: effai_cos_##S(o, x, n); break;                                             \
+    case OP_TANH: effai_tanh_##S(o, x, n); break;                                           \
+    case OP_SQRT: EFFAI_SIMD for (ptrdiff_t j = 0; j < n; j++) o[j] = SQRT(x[j]); break;    \
+    case OP_POW: for (ptrdiff_t j = 0; j < n; j++) o[j] = POW(x[j], y[j]); break;           \
+    case OP_POWC: for (ptrdiff_t j = 0; j < n; j++) o[j] = POW(x[j], q); break;             \
+    case OP_CPOW: for (ptrdiff_t j = 0; j < n; j++) o[j] = POW(q, x[j]); break;             \
+    default: break;                                                                         \
+    }                                                                                       \
+}
+
+EFFAI_DEFINE_OP(double, d, sqrt, pow)
+EFFAI_DEFINE_OP(float, f, sqrtf, powf)
+
+#endif
