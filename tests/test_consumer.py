@@ -22,3 +22,18 @@ def test_downstream_module_cimports_openmp_shim(consumer):
 def test_downstream_module_runs_parallel_code(consumer, rng):
     x = rng.standard_normal(10_001)
     assert consumer.parallel_sum(x, 2) == pytest.approx(x.sum(), rel=1e-12)
+
+
+def test_downstream_module_calls_depthwise_kernel_nogil(consumer, rng, n_threads):
+    from effai_fast.nn import functional as F
+
+    x = rng.standard_normal((2, 9, 7, 20)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 20)).astype(np.float32)
+    b = rng.standard_normal(20).astype(np.float32)
+    out = np.empty_like(x)
+    consumer.depthwise3x3_relu(x, w, b, out, n_threads)
+    np.testing.assert_array_equal(out, F.depthwise_conv2d(x, w, b, activation="relu"))
+    x64, w64 = x.astype(np.float64), w.astype(np.float64)
+    out64 = np.empty_like(x64)
+    consumer.depthwise3x3_f64(x64, w64, np.zeros(20), out64, n_threads)
+    np.testing.assert_allclose(out64, F.depthwise_conv2d(x64, w64), rtol=1e-12)
