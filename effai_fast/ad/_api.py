@@ -80,20 +80,39 @@ def _estimate(g, outputs):
     return total
 
 
-def execute(g: Graph, feeds: dict, outputs):
-    """Array-level executor: evaluate ``outputs`` of ``g`` with numpy, one node at a time."""
+def execute(g: Graph, feeds: dict, outputs, steps=None):
+    """Array-level executor: evaluate ``outputs`` of ``g`` with numpy, one node at a time.
+
+    ``steps`` (from :func:`schedule`) skips the dependency walk on repeated calls.
+    """
+    if steps is None:
+        steps = schedule(g, outputs, feeds)
     vals = dict(feeds)
-    for i in g.needed(list(outputs)):
-        if i in vals:
-            continue
-        op = g.op[i]
-        if op == "const":
-            vals[i] = g.value[i]
-        elif op == "input":
-            raise ValueError(f"no value fed for input node {i}")
-        else:
-            vals[i] = eval_node(op, g.attr[i], g.shape[i], [vals[a] for a in g.args[i]])
+    multi = {}      # a multi-output primitive runs once for all its outputs
+    with np.errstate(all="ignore"):
+        for i, op, attr, shape, args in steps:
+            if op == "const":
+                vals[i] = g.value[i]
+            elif op == "custom" and attr[0].n_outputs > 1:
+                key = (attr[0], args)
+                if key not in multi:
+                    multi[key] = attr[0].impl(*[vals[a] for a in args])
+                vals[i] = np.asarray(multi[key][attr[1]])
+            else:
+                vals[i] = eval_node(op, attr, shape, [vals[a] for a in args])
     return [np.asarray(vals[o]) for o in outputs]
+
+
+def schedule(g: Graph, outputs, feeds):
+    """The nodes to evaluate, in order, to get ``outputs`` from the fed inputs."""
+    steps = []
+    for i in g.needed(list(outputs)):
+        if i in feeds:
+            continue
+        if g.op[i] == "input":
+            raise ValueError(f"no value fed for input node {i} ({g.attr[i][0]})")
+        steps.append((i, g.op[i], g.attr[i], g.shape[i], g.args[i]))
+    return steps
 
 
 class _Plan:
@@ -113,6 +132,7 @@ class _Plan:
             except NotLowerable:
                 self.scalar = None
         self.program = self.scalar.program if self.scalar is not None else None
+        self.steps = None
 
     def __call__(self, *arrays):
         """Outputs as float64 arrays (a flat concatenation when ``flat``)."""
@@ -127,7 +147,9 @@ class _Plan:
             return res
         feeds = {i: np.asarray(a, dtype=np.float64).reshape(self.g.shape[i])
                  for i, a in zip(self.inputs, arrays)}
-        return execute(self.g, feeds, self.outputs)
+        if self.steps is None:
+            self.steps = schedule(self.g, self.outputs, feeds)
+        return execute(self.g, feeds, self.outputs, self.steps)
 
 
 def _argnums_tuple(argnums, n):

@@ -124,7 +124,7 @@ def eval_node(op, attr, shape, vals):
     """Evaluate one (non-input) node with numpy on argument values ``vals``."""
     if op in NP_IMPL:
         with np.errstate(all="ignore"):
-            return np.asarray(NP_IMPL[op](*vals), dtype=vals[0].dtype if vals else np.float64)
+            return np.asarray(NP_IMPL[op](*vals))
     if op == "sum":
         return np.asarray(np.sum(vals[0], axis=attr))
     if op == "sum_to":
@@ -139,7 +139,10 @@ def eval_node(op, attr, shape, vals):
         return np.asarray(vals[0][_index_from_attr(attr)])
     if op == "scatter":
         out = np.zeros(shape, dtype=vals[0].dtype)
-        np.add.at(out, _index_from_attr(attr), vals[0])
+        if any(it[0] == "a" for it in attr):     # integer arrays may repeat an index
+            np.add.at(out, _index_from_attr(attr), vals[0])
+        else:                                    # basic index: each element once
+            out[_index_from_attr(attr)] = vals[0]
         return out
     if op == "matmul":
         return np.matmul(vals[0], vals[1])
