@@ -30,11 +30,14 @@ def fd_jac(f, x, h=1e-6):
     return np.stack(cols, axis=-1)
 
 
-@pytest.fixture(params=[False, True], ids=["scalar_tape", "array_level"])
+@pytest.fixture(params=["scalar", "array", "fused"],
+                ids=["scalar_tape", "array_level", "array_fused"])
 def level(request, monkeypatch):
-    """Run a test on the compiled scalar tape and on the array-level executor."""
-    if request.param:
+    """Run a test on the compiled scalar tape, on the array-level executor node by node,
+    and on the array-level executor with elementwise runs fused into compiled sweeps."""
+    if request.param != "scalar":
         monkeypatch.setattr(_api, "SCALAR_LIMIT", -1)
+    monkeypatch.setattr(_api, "FUSE_MIN", 1 if request.param == "fused" else 10**9)
     return request.param
 
 
@@ -207,7 +210,8 @@ def test_large_vector_uses_array_level():
     np.testing.assert_allclose(g, so.rosen_der(x), rtol=1e-12, atol=1e-10)
     np.testing.assert_allclose(v, so.rosen(x), rtol=1e-12)
     (plan,) = vg._cache.values()
-    assert plan.program is None          # executed node by node on whole arrays
+    assert plan.program is None          # executed on whole arrays ...
+    assert any(kind == "fused" for kind, _ in plan.items)   # ... elementwise runs fused
 
 
 # --------------------------------------------------------------------------- errors

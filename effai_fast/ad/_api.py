@@ -115,11 +115,128 @@ def schedule(g: Graph, outputs, feeds):
     return steps
 
 
+# Elementwise runs over arrays of at least this many elements are fused into one
+# compiled sweep (the elements are the points); smaller ones run node by node.
+FUSE_MIN = 512
+
+
+class _FusedGroup:
+    """A run of elementwise nodes of one shape, lowered to a Program over its elements."""
+
+    def __init__(self, g, run, users, plan_outputs):
+        from ._graph import Graph
+        self.shape = run[0][3]
+        self.n = int(np.prod(self.shape))
+        members = {st[0] for st in run}
+        g2 = Graph()
+        m = {}
+        self.x_ext, self.p_ext = [], []
+        x_in, p_in = [], []
+        for i, op, attr, shape, args in run:
+            mapped = []
+            for a in args:
+                if a in m:
+                    mapped.append(m[a])
+                    continue
+                if g.op[a] == "const" and g.shape[a] == ():
+                    m[a] = g2.const(g.value[a])
+                elif g.shape[a] == ():
+                    m[a] = g2.input((), "p")
+                    self.p_ext.append(a)
+                    p_in.append(m[a])
+                else:
+                    m[a] = g2.input((), "x")
+                    self.x_ext.append(a)
+                    x_in.append(m[a])
+                mapped.append(m[a])
+            m[i] = g2.node(op, mapped, attr, shape=())
+        self.outs = [i for i, *_ in run
+                     if i in plan_outputs or any(u not in members for u in users.get(i, ()))]
+        self.st = lower(g2, x_in, p_in, [m[o] for o in self.outs])
+        self.program = self.st.program
+
+    def run(self, g, vals):
+        ins = [np.ascontiguousarray(np.broadcast_to(
+            g.value[a] if g.op[a] == "const" else vals[a], self.shape), dtype=np.float64).ravel()
+            for a in self.x_ext]
+        P = np.array([float(vals[a]) for a in self.p_ext], dtype=np.float64)
+        outs = [np.empty(self.n) for _ in self.outs]
+        nt = threads_for_work(resolve_n_threads(None), self.n * max(self.program.n_ops, 1),
+                              2_000_000)
+        self.program.run_columns(ins, P, outs, nt)
+        for o, arr in zip(self.outs, outs):
+            vals[o] = arr.reshape(self.shape)
+
+
+def _fuse(g, steps, outputs):
+    """Group consecutive elementwise steps of one (large) shape into _FusedGroups."""
+    from ._graph import ELEMENTWISE
+    users: dict[int, set] = {}
+    for i, op, attr, shape, args in steps:
+        for a in args:
+            users.setdefault(a, set()).add(i)
+    outset = set(outputs)
+    items = []
+    open_runs: dict[tuple, list] = {}     # shape -> consecutive-in-dependency run
+
+    def flush(shape):
+        run = open_runs.pop(shape)
+        if len(run) >= 2:
+            try:
+                items.append(("fused", _FusedGroup(g, run, users, outset)))
+                return
+            except NotLowerable:  # pragma: no cover - elementwise ops always lower
+                pass
+        items.extend(("node", st) for st in run)
+
+    for st in steps:
+        i, op, attr, shape, args = st
+        if op == "const":
+            items.append(("node", st))
+            continue
+        fusable = (op in ELEMENTWISE and len(shape) >= 1 and int(np.prod(shape)) >= FUSE_MIN
+                   and all(g.shape[a] in (shape, ()) for a in args))
+        # first flush the other runs this node reads from
+        for shp in [k for k, run in open_runs.items()
+                    if not (fusable and k == shape)
+                    and any(a in {r[0] for r in run} for a in args)]:
+            flush(shp)
+        if fusable:
+            open_runs.setdefault(shape, []).append(st)
+        else:
+            items.append(("node", st))
+    for shp in list(open_runs):
+        flush(shp)
+    return items
+
+
+def _execute_items(g, feeds, outputs, items):
+    vals = dict(feeds)
+    multi = {}
+    with np.errstate(all="ignore"):
+        for kind, it in items:
+            if kind == "fused":
+                it.run(g, vals)
+                continue
+            i, op, attr, shape, args = it
+            if op == "const":
+                vals[i] = g.value[i]
+            elif op == "custom" and attr[0].n_outputs > 1:
+                key = (attr[0], args)
+                if key not in multi:
+                    multi[key] = attr[0].impl(*[vals[a] for a in args])
+                vals[i] = np.asarray(multi[key][attr[1]])
+            else:
+                vals[i] = eval_node(op, attr, shape, [vals[a] for a in args])
+    return [np.asarray(vals[o]) for o in outputs]
+
+
 class _Plan:
     """Evaluate fixed output nodes of a graph from fixed input nodes (one point)."""
 
-    def __init__(self, g, inputs, outputs, force_array=False):
+    def __init__(self, g, inputs, outputs, force_array=False, fuse=True):
         self.g = g
+        self.fuse = fuse
         self.inputs = list(inputs)
         self.outputs = list(outputs)
         self.out_shapes = [g.shape[o] for o in self.outputs]
@@ -148,8 +265,11 @@ class _Plan:
         feeds = {i: np.asarray(a, dtype=np.float64).reshape(self.g.shape[i])
                  for i, a in zip(self.inputs, arrays)}
         if self.steps is None:
-            self.steps = schedule(self.g, self.outputs, feeds)
-        return execute(self.g, feeds, self.outputs, self.steps)
+            steps = schedule(self.g, self.outputs, feeds)
+            self.items = _fuse(self.g, steps, self.outputs) if self.fuse else \
+                [("node", st) for st in steps]
+            self.steps = steps
+        return _execute_items(self.g, feeds, self.outputs, self.items)
 
 
 def _argnums_tuple(argnums, n):

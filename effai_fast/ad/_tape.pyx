@@ -43,6 +43,7 @@ maps back to the op and source line that recorded it.
 from cython.parallel cimport parallel, prange
 from libc.math cimport isfinite
 from libc.stdlib cimport malloc, free
+from libc.string cimport memcpy
 from cpython.buffer cimport (PyObject_GetBuffer, PyBuffer_Release, PyBUF_C_CONTIGUOUS,
                              PyBUF_FORMAT, PyBUF_WRITABLE)
 
@@ -214,6 +215,36 @@ cdef Py_ssize_t _run(const int* code, const int* dst, const int* a, const int* b
     return 0
 
 
+
+cdef void _run_soa(const int* code, const int* dst, const int* a, const int* b, const int* c,
+                   const double* imm, Py_ssize_t n_ops, Py_ssize_t n_slots,
+                   const size_t* ins, Py_ssize_t n_x, const double* P, Py_ssize_t n_p,
+                   const int* out_s, const size_t* outs, Py_ssize_t n_out,
+                   Py_ssize_t n_pts, Py_ssize_t B, int n_threads) noexcept nogil:
+    """Like _run, float64, with inputs and outputs as separate contiguous columns."""
+    cdef Py_ssize_t n_blocks = (n_pts + B - 1) // B
+    cdef Py_ssize_t blk, p0, nb, i, j
+    cdef double* v = NULL
+    cdef double pv
+    with parallel(num_threads=n_threads):
+        v = <double*>malloc(n_slots * B * sizeof(double))
+        for blk in prange(n_blocks, schedule="static"):
+            if v == NULL:
+                continue
+            p0 = blk * B
+            nb = B if p0 + B <= n_pts else n_pts - p0
+            for i in range(n_x):
+                memcpy(v + i * B, (<const double*>ins[i]) + p0, nb * sizeof(double))
+            for i in range(n_p):
+                pv = P[i]
+                for j in range(nb):
+                    v[(n_x + i) * B + j] = pv
+            sweep_block(code, dst, a, b, c, imm, n_ops, v, B, nb, False)
+            for i in range(n_out):
+                memcpy((<double*>outs[i]) + p0, v + out_s[i] * B, nb * sizeof(double))
+        free(v)
+
+
 cdef class Program:
     """An immutable compiled tape (see the module docstring); safe to share between threads."""
 
@@ -318,6 +349,36 @@ cdef class Program:
         if first >= 0:
             return first, bad[first] - 1
         return None
+
+    def run_columns(self, list inputs, const double[::1] P, list outputs, int n_threads):
+        """float64 sweep with per-point inputs and outputs as separate 1-D arrays.
+
+        Used by the array-level executor to run a fused elementwise group with the
+        array's elements as the points.  ``inputs`` (``n_x`` arrays) and
+        ``outputs`` (``n_outputs`` arrays) must be C-contiguous float64 of one
+        common length; the caller keeps them alive and validated.
+        """
+        cdef Py_ssize_t n = outputs[0].shape[0] if outputs else 0
+        if len(inputs) != self.n_x or len(outputs) != self.n_out or P.shape[0] != self.n_p:
+            raise ValueError("Program.run_columns: wrong number of arrays")
+        for arr in inputs + outputs:
+            if arr.dtype != np.float64 or arr.ndim != 1 or arr.shape[0] != n \
+                    or not arr.flags.c_contiguous:
+                raise ValueError("Program.run_columns: arrays must be 1-D contiguous float64 "
+                                 "of one length")
+        for arr in outputs:
+            if not arr.flags.writeable:
+                raise ValueError("Program.run_columns: outputs must be writeable")
+        cdef size_t[::1] ip = np.array([arr.ctypes.data for arr in inputs] or [0], dtype=np.uintp)
+        cdef size_t[::1] op = np.array([arr.ctypes.data for arr in outputs] or [0],
+                                       dtype=np.uintp)
+        cdef const double* pp = &P[0] if P.shape[0] else NULL
+        if n == 0:
+            return
+        with nogil:
+            _run_soa(self._code, self._dst, self._a, self._b, self._c, self._imm, self.n_ops,
+                     self.n_slots, &ip[0], self.n_x, pp, self.n_p, self._out, &op[0],
+                     self.n_out, n, self.block, n_threads)
 
     def run1(self, const double[::1] x, const double[::1] p):
         """One point, float64, no threads.
