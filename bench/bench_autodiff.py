@@ -16,6 +16,7 @@ Peers are pinned to one thread where the comparison is "1 thread"
 (XLA_FLAGS single-threaded Eigen, torch.set_num_threads(1)).
 """
 
+# ruff: noqa: B023  (the timing lambdas are called inside the loop that defines them)
 from __future__ import annotations
 
 import argparse

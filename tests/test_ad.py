@@ -359,5 +359,5 @@ def test_grad_function_shared_between_threads(rng):
     with ThreadPoolExecutor(4) as ex:
         got = list(ex.map(work, range(4)))
     for k in range(4):
-        for a, b in zip(got[k], expect[k::4]):
+        for a, b in zip(got[k], expect[k::4], strict=False):
             np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-12)

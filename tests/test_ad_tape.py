@@ -111,7 +111,7 @@ def test_batched_jvp_hvp(rng, n_threads):
     G = tape.grad(X)
     np.testing.assert_allclose(t, np.sum(G * V, axis=1), rtol=1e-12, atol=1e-12)
     HV = tape.hvp(X, V, n_threads=n_threads)
-    ref = np.array([so.rosen_hess_prod(x, u) for x, u in zip(X, V)])
+    ref = np.array([so.rosen_hess_prod(x, u) for x, u in zip(X, V, strict=False)])
     np.testing.assert_allclose(HV, ref, rtol=1e-12, atol=1e-10)
 
 
@@ -198,7 +198,7 @@ def test_tape_shared_between_threads(rng):
     with ThreadPoolExecutor(4) as ex:
         got = list(ex.map(work, range(8)))
         got2 = list(ex.map(work_fresh, range(8)))
-    for a, b, c in zip(serial, got, got2):
+    for a, b, c in zip(serial, got, got2, strict=False):
         for x, y, z in ((a[0], b[0], c[0]), (a[1][0], b[1][0], c[1][0]),
                         (a[1][1], b[1][1], c[1][1])):
             np.testing.assert_array_equal(x, y)

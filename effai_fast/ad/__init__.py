@@ -46,10 +46,33 @@ Public API: :func:`grad`, :func:`value_and_grad`, :func:`vjp`, :func:`jvp`,
 (:func:`where`, :func:`sigmoid`, :func:`exp` ...).  Guide: ``docs/autodiff.md``.
 """
 
-from ._api import (ScipyObjective, Tape, execute, grad, hessian, hvp, jacobian, jvp,
-                   trace, value_and_grad, vjp)
-from ._graph import Graph, Traced, TracingError, _apply, broadcast_to, concatenate, stack, where
-from ._graph import dot, matmul, mean, reshape
+from ._api import (
+    ScipyObjective,
+    Tape,
+    execute,
+    grad,
+    hessian,
+    hvp,
+    jacobian,
+    jvp,
+    trace,
+    value_and_grad,
+    vjp,
+)
+from ._graph import (
+    Graph,
+    Traced,
+    TracingError,
+    _apply,
+    broadcast_to,
+    concatenate,
+    dot,
+    matmul,
+    mean,
+    reshape,
+    stack,
+    where,
+)
 from ._graph import sum_ as sum  # noqa: A001
 from ._primitives import Primitive, get, primitive, register, registered
 

@@ -132,7 +132,7 @@ class _FusedGroup:
         m = {}
         self.x_ext, self.p_ext = [], []
         x_in, p_in = [], []
-        for i, op, attr, shape, args in run:
+        for i, op, attr, _shape, args in run:
             mapped = []
             for a in args:
                 if a in m:
@@ -164,7 +164,7 @@ class _FusedGroup:
         nt = threads_for_work(resolve_n_threads(None), self.n * max(self.program.n_ops, 1),
                               2_000_000)
         self.program.run_columns(ins, P, outs, nt)
-        for o, arr in zip(self.outs, outs):
+        for o, arr in zip(self.outs, outs, strict=False):
             vals[o] = arr.reshape(self.shape)
 
 
@@ -172,7 +172,7 @@ def _fuse(g, steps, outputs):
     """Group consecutive elementwise steps of one (large) shape into _FusedGroups."""
     from ._graph import ELEMENTWISE
     users: dict[int, set] = {}
-    for i, op, attr, shape, args in steps:
+    for i, _op, _attr, _shape, args in steps:
         for a in args:
             users.setdefault(a, set()).add(i)
     outset = set(outputs)
@@ -258,12 +258,12 @@ class _Plan:
                 np.ravel(arrays[0])
             r = self.program.run1(np.ascontiguousarray(x, dtype=np.float64), _EMPTY)
             res, pos = [], 0
-            for s, n in zip(self.out_shapes, self.out_sizes):
+            for s, n in zip(self.out_shapes, self.out_sizes, strict=False):
                 res.append(r[pos:pos + n].reshape(s))
                 pos += n
             return res
         feeds = {i: np.asarray(a, dtype=np.float64).reshape(self.g.shape[i])
-                 for i, a in zip(self.inputs, arrays)}
+                 for i, a in zip(self.inputs, arrays, strict=False)}
         if self.steps is None:
             steps = schedule(self.g, self.outputs, feeds)
             self.items = _fuse(self.g, steps, self.outputs) if self.fuse else \
@@ -345,7 +345,7 @@ class _GradFn(_Transformed):
         res = plan(*arrays)
         dt = np.result_type(*[arrays[a].dtype for a in plan.argn])
         grads = [r.astype(arrays[a].dtype, copy=False) for r, a in
-                 zip(res[1:] if self.with_value else res, plan.argn)]
+                 zip(res[1:] if self.with_value else res, plan.argn, strict=False)]
         g = grads[0] if isinstance(self.argnums, numbers.Integral) else tuple(grads)
         if self.with_value:
             return res[0].astype(dt, copy=False)[()], g
@@ -422,7 +422,8 @@ def vjp(f, *primals):
         c = np.asarray(cotangent, dtype=np.float64)
         if c.shape != oshape:
             raise ValueError(f"cotangent must have shape {oshape} (the output's), got {c.shape}")
-        return tuple(r.astype(a.dtype, copy=False) for r, a in zip(bplan(*arrays, c), arrays))
+        res = bplan(*arrays, c)
+        return tuple(r.astype(a.dtype, copy=False) for r, a in zip(res, arrays, strict=True))
 
     return value.astype(np.result_type(*arrays), copy=False)[()], vjp_fn
 
@@ -433,7 +434,7 @@ class _JVPFn(_Transformed):
     def _build(self, shapes):
         g, ins, out = _trace(self.f, shapes)
         tins = [g.input(s, f"tangent{k}") for k, s in enumerate(shapes)]
-        (tan,) = tangents(g, [out], dict(zip(ins, tins)))
+        (tan,) = tangents(g, [out], dict(zip(ins, tins, strict=False)))
         return _Plan(g, ins + tins, [out, tan])
 
 
@@ -453,7 +454,7 @@ def jvp(f, primals, tangents_):
     t = _JVPFn(f)
     arrays = t._convert(primals)
     tans = [np.asarray(v, dtype=np.float64) for v in tangents_]
-    for k, (a, v) in enumerate(zip(arrays, tans)):
+    for k, (a, v) in enumerate(zip(arrays, tans, strict=False)):
         if a.shape != v.shape:
             raise ValueError(f"tangents[{k}] must have shape {a.shape}, got {v.shape}")
     val, tan = t._plan(arrays)(*arrays, *tans)
@@ -904,7 +905,7 @@ class _ArrayFallback:
         total = None
         for r in range(n):
             feeds, pos = {}, 0
-            for i, s in zip(self.xs, sizes):
+            for i, s in zip(self.xs, sizes, strict=False):
                 feeds[i] = X[r, pos:pos + s].astype(np.float64).reshape(g.shape[i])
                 pos += s
             feeds[self.ps[0]] = P.astype(np.float64)

@@ -185,7 +185,7 @@ def _lower_node(bld: _Builder, g: Graph, i, refs):
         pos = np.arange(out.size).reshape(shape)[_index_from_attr(attr)]
         pos, src = np.broadcast_arrays(pos, x)
         flat = out.ravel()
-        for p, r in zip(pos.ravel(), src.ravel()):
+        for p, r in zip(pos.ravel(), src.ravel(), strict=False):
             flat[p] = r if flat[p] == zero else bld.op("add", int(flat[p]), int(r))
         return flat.reshape(shape)
     if op == "matmul":
@@ -283,7 +283,7 @@ def lower(g: Graph, x_nodes, p_nodes, out_nodes, red_nodes=(), block=None,
     bld = _Builder(n_in)
     refs: dict[int, np.ndarray] = {}
     pos = 0
-    for i, s in zip(list(x_nodes) + list(p_nodes), sizes):
+    for i, s in zip(list(x_nodes) + list(p_nodes), sizes, strict=False):
         refs[i] = np.arange(pos, pos + s, dtype=np.int64).reshape(g.shape[i])
         pos += s
     outs = list(out_nodes) + list(red_nodes)

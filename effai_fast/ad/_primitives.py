@@ -27,7 +27,7 @@ from ._graph import Traced, _as_id, _graph_of
 
 __all__ = ["Primitive", "primitive", "register", "get", "registered"]
 
-_REGISTRY: dict[str, "Primitive"] = {}
+_REGISTRY: dict[str, Primitive] = {}
 
 
 class Primitive:

@@ -153,7 +153,7 @@ def adjoints(g: Graph, outputs, cotangents, wrt):
         Cotangent node ids (a zero constant where the output does not depend on it).
     """
     adj: dict[int, Traced] = {}
-    for o, c in zip(outputs, cotangents):
+    for o, c in zip(outputs, cotangents, strict=False):
         t = _T(g, c)
         adj[o] = adj[o] + t if o in adj else t
     order = g.needed(list(outputs))
@@ -169,7 +169,7 @@ def adjoints(g: Graph, outputs, cotangents, wrt):
             _custom_vjp(g, i, gb, adj)
             continue
         cots = _vjp_rule(g, i, gb)
-        for a, ct in zip(g.args[i], cots):
+        for a, ct in zip(g.args[i], cots, strict=False):
             if ct is None or g.op[a] == "const":
                 continue
             ct = _unbroadcast(ct, g.shape[a])
@@ -200,7 +200,7 @@ def _custom_vjp(g: Graph, i, gb, adj):
     if len(cots) != len(args):
         raise TracingError(f"vjp rule of {prim.name!r} returned {len(cots)} cotangents for "
                            f"{len(args)} arguments")
-    for a, ct in zip(g.args[i], cots):
+    for a, ct in zip(g.args[i], cots, strict=False):
         if ct is None or g.op[a] == "const":
             continue
         ct = ct if isinstance(ct, Traced) else _T(g, g.const(ct))
@@ -305,7 +305,7 @@ def tangents(g: Graph, outputs, seeds: dict):
                 raise TracingError(f"custom primitive {prim.name!r} has no forward-mode "
                                    "(jvp) rule")
             args = [_T(g, a) for a in g.args[i]]
-            full = [t if t is not None else _zeros_like(a) for t, a in zip(ts, args)]
+            full = [t if t is not None else _zeros_like(a) for t, a in zip(ts, args, strict=False)]
             out = _T(g, i) if prim.n_outputs == 1 else tuple(
                 _T(g, g.node("custom", g.args[i], (prim, j))) for j in range(prim.n_outputs))
             r = prim.jvp(full, out, *args)
