@@ -13,7 +13,7 @@ Sections (issue 5):
    tanh MLP on a batch of 1024, vs jax.jit(grad) and torch.
 
 Peers are pinned to one thread where the comparison is "1 thread"
-(XLA_FLAGS single-threaded Eigen, torch.set_num_threads(1)).
+(XLA_FLAGS single-threaded Eigen, torch.set_num_threads(1), OPENBLAS_NUM_THREADS=1).
 """
 
 # ruff: noqa: B023  (the timing lambdas are called inside the loop that defines them)
@@ -24,6 +24,7 @@ import os
 import sys
 from pathlib import Path
 
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")   # BLAS peers and numpy on one thread
 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false "
                                    "intra_op_parallelism_threads=1")
 sys.path.insert(0, str(Path(__file__).parent))
