@@ -47,11 +47,11 @@ def test_threadpoolctl_limit_is_honoured():
     assert resolve_n_threads(None) == min(usable_cpu_count(), _openmp_helpers.max_threads())
 
 
-def test_omp_num_threads_is_honoured():
+def test_omp_num_threads_is_honoured(tmp_path):
     code = "from effai_fast import resolve_n_threads; print(resolve_n_threads(None))"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                         text=True, check=True, cwd=os.path.dirname(__file__) + "/..")
+                         text=True, check=True, cwd=tmp_path)  # not the source tree
     assert out.stdout.strip() == "1"
 
 
