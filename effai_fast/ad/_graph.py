@@ -291,6 +291,8 @@ class Graph:
                 return b
         if op == "mul0" and self.const_scalar(args[0]) == 0.0:
             return self.const(np.zeros(shape))
+        if op == "mul0" and self.const_scalar(args[0]) == 1.0 and self.shape[args[1]] == shape:
+            return args[1]
         if op in ("reshape", "broadcast_to", "sum_to") and self.shape[args[0]] == tuple(shape):
             return args[0]
         return None

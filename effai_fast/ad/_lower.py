@@ -113,7 +113,15 @@ class _Builder:
                 return self.emit("where_cv", (c, y), self.cval(x))
             return self.emit("where", (c, self.materialize(x), self.materialize(y)))
         if len(rs) == 1:
-            return self.emit(name, (rs[0],))
+            x = rs[0]
+            if name == "neg" and x >= self.n_in:
+                # -(x * k) == x * (-k) exactly: fold the sign into the producer
+                k = x - self.n_in
+                if self.code[k] == "mulc":
+                    return self.emit("mulc", self.args[k], -self.imm[k])
+                if self.code[k] == "neg":
+                    return self.args[k][0]
+            return self.emit(name, (x,))
         x, y = rs
         if y < 0:
             k = self.cval(y)
@@ -133,7 +141,9 @@ class _Builder:
             if name == "mul" and k == 1.0:
                 return y
             if name == "mul0":
-                return self.const(0.0) if k == 0.0 else self.emit("mulc", (y,), k)
+                if k == 0.0:
+                    return self.const(0.0)
+                return y if k == 1.0 else self.op("mul", x, y)
             if name == "sub" and k == 0.0:
                 return self.emit("neg", (y,))
             return self.emit(_CV[name], (y,), k)
