@@ -178,6 +178,10 @@ def test_nan_inputs_propagate_and_debug_names_op(rng):
     X[1, 0] = 0.0
     with pytest.raises(FloatingPointError, match="'log'"):
         tape.value_and_grad(X, debug=True)
+    # sqrt(0) is fine forward; its adjoint 0.5 / sqrt(0) is the first inf
+    st = ad.trace(lambda x: np.sqrt(x[0]) + x[1], 2)
+    with pytest.raises(FloatingPointError, match=r"reverse sweep of 'sqrt'.*test_ad_tape.py"):
+        st.value_and_grad(np.array([[1.0, 1.0], [0.0, 2.0]]), debug=True)
 
 
 def test_tape_shared_between_threads(rng):

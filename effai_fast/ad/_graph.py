@@ -178,6 +178,7 @@ class Graph:
         self.value: dict[int, np.ndarray] = {}   # constants
         self._cse: dict = {}
         self.inputs: list[int] = []
+        self.context: str | None = None   # set by derivative transforms (debug messages)
 
     def __len__(self):
         return len(self.op)
@@ -193,7 +194,7 @@ class Graph:
         self.args.append(args)
         self.attr.append(attr)
         self.shape.append(tuple(shape))
-        self.src.append(src if src is not None else _user_frame())
+        self.src.append(src if src is not None else (self.context or _user_frame()))
         self._cse[key] = i
         return i
 

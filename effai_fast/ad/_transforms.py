@@ -165,6 +165,7 @@ def adjoints(g: Graph, outputs, cotangents, wrt):
             continue
         if i in wrt_set and False:
             continue
+        g.context = f"the reverse sweep of '{op}' recorded at {g.src[i]}"
         if op == "custom":
             _custom_vjp(g, i, gb, adj)
             continue
@@ -174,6 +175,7 @@ def adjoints(g: Graph, outputs, cotangents, wrt):
                 continue
             ct = _unbroadcast(ct, g.shape[a])
             adj[a] = adj[a] + ct if a in adj else ct
+    g.context = None
     res = []
     for w in wrt:
         t = adj.get(w)
@@ -299,6 +301,7 @@ def tangents(g: Graph, outputs, seeds: dict):
         ts = [tan.get(a) for a in g.args[i]]
         if all(t is None for t in ts):
             continue
+        g.context = f"the tangent sweep of '{op}' recorded at {g.src[i]}"
         if op == "custom":
             prim, k = g.attr[i]
             if prim.jvp is None:
@@ -319,6 +322,7 @@ def tangents(g: Graph, outputs, seeds: dict):
             if r.shape != g.shape[i]:
                 r = _T(g, g.node("broadcast_to", (r.id,), g.shape[i]))
             tan[i] = r
+    g.context = None
     res = []
     for o in outputs:
         t = tan.get(o)
