@@ -121,13 +121,18 @@ FUSE_MIN = 512
 
 
 class _FusedGroup:
-    """A run of elementwise nodes of one shape, lowered to a Program over its elements."""
+    """A run of elementwise nodes of one shape, lowered to a Program over its elements.
 
-    def __init__(self, g, run, users, plan_outputs):
+    Full reductions of run members (``sum`` to a scalar, the adjoint of a broadcast
+    parameter) are computed inside the same sweep as reduced outputs.
+    """
+
+    def __init__(self, g, run, reds, users, plan_outputs):
         from ._graph import Graph
         self.shape = run[0][3]
         self.n = int(np.prod(self.shape))
         members = {st[0] for st in run}
+        red_ids = {st[0] for st in reds}
         g2 = Graph()
         m = {}
         self.x_ext, self.p_ext = [], []
@@ -151,8 +156,11 @@ class _FusedGroup:
                 mapped.append(m[a])
             m[i] = g2.node(op, mapped, attr, shape=())
         self.outs = [i for i, *_ in run
-                     if i in plan_outputs or any(u not in members for u in users.get(i, ()))]
-        self.st = lower(g2, x_in, p_in, [m[o] for o in self.outs])
+                     if i in plan_outputs
+                     or any(u not in members and u not in red_ids for u in users.get(i, ()))]
+        self.reds = [st[0] for st in reds]
+        self.st = lower(g2, x_in, p_in, [m[o] for o in self.outs],
+                        [m[st[4][0]] for st in reds])
         self.program = self.st.program
 
     def run(self, g, vals):
@@ -161,15 +169,33 @@ class _FusedGroup:
             for a in self.x_ext]
         P = np.array([float(vals[a]) for a in self.p_ext], dtype=np.float64)
         outs = [np.empty(self.n) for _ in self.outs]
-        nt = threads_for_work(resolve_n_threads(None), self.n * max(self.program.n_ops, 1),
-                              2_000_000)
-        self.program.run_columns(ins, P, outs, nt)
-        for o, arr in zip(self.outs, outs, strict=False):
+        prog = self.program
+        part = np.empty(((self.n + prog.block - 1) // prog.block, len(self.reds)))
+        nt = threads_for_work(resolve_n_threads(None), self.n * max(prog.n_ops, 1), 2_000_000)
+        prog.run_columns(ins, P, outs, nt, part)
+        for o, arr in zip(self.outs, outs, strict=True):
             vals[o] = arr.reshape(self.shape)
+        if self.reds:
+            tot = part.sum(axis=0)
+            for k, r in enumerate(self.reds):
+                vals[r] = np.asarray(tot[k])
+
+
+def _is_full_reduction(g, st):
+    i, op, attr, shape, args = st
+    if shape != () or len(args) != 1:
+        return False
+    return op in ("sum", "sum_to")
 
 
 def _fuse(g, steps, outputs):
-    """Group consecutive elementwise steps of one (large) shape into _FusedGroups."""
+    """Group elementwise steps of one (large) shape into _FusedGroups.
+
+    Runs stay open while independent work is scheduled around them: a full
+    reduction of a member joins its run (reduced in the sweep), a node that reads a
+    run's results is deferred until the run is emitted, and a run is emitted
+    (flushed) only when a later step needs one of its results to continue.
+    """
     from ._graph import ELEMENTWISE
     users: dict[int, set] = {}
     for i, _op, _attr, _shape, args in steps:
@@ -177,17 +203,19 @@ def _fuse(g, steps, outputs):
             users.setdefault(a, set()).add(i)
     outset = set(outputs)
     items = []
-    open_runs: dict[tuple, list] = {}     # shape -> consecutive-in-dependency run
+    runs: dict[tuple, dict] = {}     # shape -> {"run", "reds", "after", "members"}
+    owner: dict[int, tuple] = {}     # node id -> shape of the open run that produces it
 
     def flush(shape):
-        run = open_runs.pop(shape)
-        if len(run) >= 2:
-            try:
-                items.append(("fused", _FusedGroup(g, run, users, outset)))
-                return
-            except NotLowerable:  # pragma: no cover - elementwise ops always lower
-                pass
-        items.extend(("node", st) for st in run)
+        r = runs.pop(shape)
+        for i in list(owner):
+            if owner[i] == shape:
+                del owner[i]
+        if len(r["run"]) >= 2 or r["reds"]:
+            items.append(("fused", _FusedGroup(g, r["run"], r["reds"], users, outset)))
+        else:
+            items.extend(("node", st) for st in r["run"])
+        items.extend(("node", st) for st in r["after"])
 
     for st in steps:
         i, op, attr, shape, args = st
@@ -196,16 +224,32 @@ def _fuse(g, steps, outputs):
             continue
         fusable = (op in ELEMENTWISE and len(shape) >= 1 and int(np.prod(shape)) >= FUSE_MIN
                    and all(g.shape[a] in (shape, ()) for a in args))
-        # first flush the other runs this node reads from
-        for shp in [k for k, run in open_runs.items()
-                    if not (fusable and k == shape)
-                    and any(a in {r[0] for r in run} for a in args)]:
-            flush(shp)
         if fusable:
-            open_runs.setdefault(shape, []).append(st)
-        else:
-            items.append(("node", st))
-    for shp in list(open_runs):
+            # results of other runs, or non-member results of this run, must exist first
+            for shp in {owner[a] for a in args if a in owner
+                        and (owner[a] != shape or a not in runs[shape]["members"])}:
+                flush(shp)
+            r = runs.setdefault(shape, {"run": [], "reds": [], "after": [], "members": set()})
+            r["run"].append(st)
+            r["members"].add(i)
+            owner[i] = shape
+            continue
+        owners = {owner[a] for a in args if a in owner}
+        if (len(owners) == 1 and _is_full_reduction(g, st)
+                and args[0] in runs[next(iter(owners))]["members"]):
+            shp = next(iter(owners))
+            runs[shp]["reds"].append(st)
+            owner[i] = shp
+            continue
+        if len(owners) == 1:
+            shp = next(iter(owners))
+            runs[shp]["after"].append(st)
+            owner[i] = shp
+            continue
+        for shp in owners:
+            flush(shp)
+        items.append(("node", st))
+    for shp in list(runs):
         flush(shp)
     return items
 

@@ -220,12 +220,13 @@ cdef void _run_soa(const int* code, const int* dst, const int* a, const int* b, 
                    const double* imm, Py_ssize_t n_ops, Py_ssize_t n_slots,
                    const size_t* ins, Py_ssize_t n_x, const double* P, Py_ssize_t n_p,
                    const int* out_s, const size_t* outs, Py_ssize_t n_out,
+                   const int* red_s, Py_ssize_t n_red, double* PART,
                    Py_ssize_t n_pts, Py_ssize_t B, int n_threads) noexcept nogil:
     """Like _run, float64, with inputs and outputs as separate contiguous columns."""
     cdef Py_ssize_t n_blocks = (n_pts + B - 1) // B
     cdef Py_ssize_t blk, p0, nb, i, j
     cdef double* v = NULL
-    cdef double pv
+    cdef double pv, acc
     with parallel(num_threads=n_threads):
         v = <double*>malloc(n_slots * B * sizeof(double))
         for blk in prange(n_blocks, schedule="static"):
@@ -242,6 +243,11 @@ cdef void _run_soa(const int* code, const int* dst, const int* a, const int* b, 
             sweep_block(code, dst, a, b, c, imm, n_ops, v, B, nb, False)
             for i in range(n_out):
                 memcpy((<double*>outs[i]) + p0, v + out_s[i] * B, nb * sizeof(double))
+            for i in range(n_red):
+                acc = 0
+                for j in range(nb):
+                    acc = acc + v[red_s[i] * B + j]
+                PART[blk * n_red + i] = acc
         free(v)
 
 
@@ -350,15 +356,18 @@ cdef class Program:
             return first, bad[first] - 1
         return None
 
-    def run_columns(self, list inputs, const double[::1] P, list outputs, int n_threads):
+    def run_columns(self, list inputs, const double[::1] P, list outputs, int n_threads,
+                    double[:, ::1] PART=None):
         """float64 sweep with per-point inputs and outputs as separate 1-D arrays.
 
         Used by the array-level executor to run a fused elementwise group with the
         array's elements as the points.  ``inputs`` (``n_x`` arrays) and
         ``outputs`` (``n_outputs`` arrays) must be C-contiguous float64 of one
-        common length; the caller keeps them alive and validated.
+        common length; the caller keeps them alive and validated.  Reduced
+        outputs go to ``PART (n_blocks, n_reduced)`` as in :meth:`run`.
         """
-        cdef Py_ssize_t n = outputs[0].shape[0] if outputs else 0
+        cdef Py_ssize_t n = (outputs[0].shape[0] if outputs else
+                             (inputs[0].shape[0] if inputs else 0))
         if len(inputs) != self.n_x or len(outputs) != self.n_out or P.shape[0] != self.n_p:
             raise ValueError("Program.run_columns: wrong number of arrays")
         for arr in inputs + outputs:
@@ -373,12 +382,18 @@ cdef class Program:
         cdef size_t[::1] op = np.array([arr.ctypes.data for arr in outputs] or [0],
                                        dtype=np.uintp)
         cdef const double* pp = &P[0] if P.shape[0] else NULL
+        cdef Py_ssize_t n_blocks = (n + self.block - 1) // self.block
+        cdef double* partp = NULL
+        if self.n_red:
+            if PART is None or PART.shape[0] != n_blocks or PART.shape[1] != self.n_red:
+                raise ValueError("Program.run_columns: PART must be (n_blocks, n_reduced)")
+            partp = &PART[0, 0] if n_blocks else NULL
         if n == 0:
             return
         with nogil:
             _run_soa(self._code, self._dst, self._a, self._b, self._c, self._imm, self.n_ops,
                      self.n_slots, &ip[0], self.n_x, pp, self.n_p, self._out, &op[0],
-                     self.n_out, n, self.block, n_threads)
+                     self.n_out, self._red, self.n_red, partp, n, self.block, n_threads)
 
     def run1(self, const double[::1] x, const double[::1] p):
         """One point, float64, no threads.
