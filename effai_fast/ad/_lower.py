@@ -48,6 +48,12 @@ class NotLowerable(Exception):
     """The graph contains an op (a custom primitive) that has no scalar form."""
 
 
+def _pow2(k: float) -> bool:
+    """Whether multiplying by ``k`` is exact (a power of two, up to sign)."""
+    m, _ = np.frexp(k)
+    return k != 0.0 and np.isfinite(k) and abs(m) == 0.5
+
+
 def _fkey(x: float):
     return struct.pack("<d", x)
 
@@ -89,6 +95,16 @@ class _Builder:
         v = self.n_in + len(self.code) - 1
         self._cse[key] = v
         return v
+
+    def mulc(self, x, k):
+        """x * k, folding a chain (x0 * k1) * k when k1 or k is a power of two (exact)."""
+        if x >= self.n_in:
+            p = x - self.n_in
+            if self.code[p] == "mulc":
+                k1 = self.imm[p]
+                if (_pow2(k1) or _pow2(k)) and np.isfinite(k1 * k) and k1 * k != 0.0:
+                    return self.emit("mulc", self.args[p], k1 * k)
+        return self.emit("mulc", (x,), k)
 
     def materialize(self, r):
         return r if r >= 0 else self.emit("const", (), self.cval(r))
@@ -133,6 +149,8 @@ class _Builder:
                 return self.emit("square", (x,))
             if name == "sub":
                 return self.emit("addc", (x,), -k)
+            if name == "mul":
+                return self.mulc(x, k)
             return self.emit(_VC[name], (x,), k)
         if x < 0:
             k = self.cval(x)
@@ -146,6 +164,8 @@ class _Builder:
                 return y if k == 1.0 else self.op("mul", x, y)
             if name == "sub" and k == 0.0:
                 return self.emit("neg", (y,))
+            if name == "mul":
+                return self.mulc(y, k)
             return self.emit(_CV[name], (y,), k)
         if name == "gt":
             return self.emit("lt", (y, x))
