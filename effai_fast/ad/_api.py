@@ -143,8 +143,8 @@ class _FusedGroup:
                 if a in m:
                     mapped.append(m[a])
                     continue
-                if g.op[a] == "const" and g.shape[a] == ():
-                    m[a] = g2.const(g.value[a])
+                if g.op[a] == "const" and g.const_scalar(a) is not None:
+                    m[a] = g2.const(g.const_scalar(a))   # uniform constant: an immediate
                 elif g.shape[a] == ():
                     m[a] = g2.input((), "p")
                     self.p_ext.append(a)
