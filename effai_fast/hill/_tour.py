@@ -1,0 +1,2 @@
+def run(report, n_threads=None):
+    pass

@@ -1,0 +1,1 @@
+HillRegressor = None

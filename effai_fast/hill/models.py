@@ -1,0 +1,1 @@
+ModelComparison = compare_models = None
