@@ -41,7 +41,7 @@ from libc.stdlib cimport free, malloc
 
 from effai_fast.hill._lm cimport (
     HILL_CONSTANT, HILL_CONVERGED, HILL_FAILED, HILL_FLAT, HILL_NO_CONVERGENCE,
-    HILL_NONFINITE, HILL_NPAR, HILL_OK, HILL_SINGULAR, HILL_TOO_FEW,
+    HILL_NONFINITE, HILL_NPAR, HILL_AT_INFINITY, HILL_OK, HILL_SINGULAR, HILL_TOO_FEW,
     HillCurveResult, HillOptions,
 )
 
@@ -184,9 +184,10 @@ cdef int _chol_inverse(const double* M, int k, double* out) noexcept nogil:
 
 cdef int _lm(double* th, Py_ssize_t n, const double* x, const double* y, const double* w,
              const char* zd, const int* idx, int p, const double* lo, const double* hi,
-             const HillOptions* opt, double* rss_out, int* iters) noexcept nogil:
+             const HillOptions* opt, int evap, double* rss_out, int* iters) noexcept nogil:
     """Levenberg-Marquardt from th (normalised units); th is updated in place.
-    Returns 0 (converged), 1 (stalled), 2 (non-finite start)."""
+    Returns 0 (converged), 1 (stalled), 2 (non-finite start), 3 (slow walk
+    along a valley), 4 (with evap: parameters drifting to the model's edge)."""
     cdef double A[16]
     cdef double g[4]
     cdef double A2[16]
@@ -200,6 +201,7 @@ cdef int _lm(double* th, Py_ssize_t n, const double* x, const double* y, const d
     cdef int fidx[4]
     cdef double rss, rss_new, lam, nu, dmax, pred, actred, rho, t, gn, dn, tnorm, dd
     cdef int it, i, j, k, kk, code, blocked, small_f = 0
+    cdef double rss_ref
     rss = _evaluate(th, n, x, y, w, zd, 1, A, g, dummy)
     if not isfinite(rss):
         rss_out[0] = rss
@@ -212,8 +214,15 @@ cdef int _lm(double* th, Py_ssize_t n, const double* x, const double* y, const d
     nu = 2.0
     it = 0
     code = 1
+    rss_ref = rss
     while it < opt.max_iter:
         it += 1
+        # valley walk: less than 1e-6 relative progress over 10 iterations
+        if it % 10 == 0:
+            if it >= 20 and rss_ref - rss <= 1e-6 * rss:
+                code = 3
+                break
+            rss_ref = rss
         if rss <= 1e-30:
             code = 0
             break
@@ -307,6 +316,10 @@ cdef int _lm(double* th, Py_ssize_t n, const double* x, const double* y, const d
             else:
                 small_f = 0
             rss = rss_new
+            if evap and (fabs(th[0]) > 50.0 or fabs(th[1]) > 50.0 or fabs(th[2]) > 4.0
+                         or fabs(th[3]) > 200.0):
+                code = 4
+                break
             if small_f >= 2:
                 code = 0
                 break
@@ -324,6 +337,255 @@ cdef int _lm(double* th, Py_ssize_t n, const double* x, const double* y, const d
     iters[0] += it
     rss_out[0] = rss
     return code
+
+
+cdef double _powerlaw_rss(double kappa, Py_ssize_t n, const double* x, const double* y,
+                         const double* w, const char* zd, double* alpha,
+                         double* beta) noexcept nogil:
+    """Profile RSS of y ~ alpha + beta exp(kappa x) (zero dose: exp -> 0, kappa > 0)."""
+    cdef double sw = 0.0, su = 0.0, sy = 0.0, suu = 0.0, suy = 0.0, syy = 0.0, u, du, dy
+    cdef double ub, yb
+    cdef Py_ssize_t i
+    for i in range(n):
+        u = 0.0 if zd[i] else exp(kappa * x[i])
+        sw += w[i]
+        su += w[i] * u
+        sy += w[i] * y[i]
+    ub = su / sw
+    yb = sy / sw
+    for i in range(n):
+        u = 0.0 if zd[i] else exp(kappa * x[i])
+        du = u - ub
+        dy = y[i] - yb
+        suu += w[i] * du * du
+        suy += w[i] * du * dy
+        syy += w[i] * dy * dy
+    if not (suu > 0):
+        return INFINITY
+    beta[0] = suy / suu
+    alpha[0] = yb - beta[0] * ub
+    return syy - suy * suy / suu
+
+
+cdef double _limit_powerlaw(Py_ssize_t n, const double* x, const double* y, const double* w,
+                            const char* zd, int has_zero, double xlo, double xhi,
+                            double* th) noexcept nogil:
+    """Best fit at the 'partial curve' edge of the Hill model: K -> 0 or inf with a
+    plateau diverging, where R -> alpha + beta D^kappa.  Returns the RSS of a
+    finite Hill parameter set within ~1e-15 (relative) of that limit."""
+    cdef double best = INFINITY, r, lk, kbest = 0.0, al, be, a, b, c, d, fc, fd
+    cdef double gr = 0.6180339887498949, sgn, sbest = 1.0
+    cdef int i, sg, it
+    for sg in range(2):
+        sgn = 1.0 if sg == 0 else -1.0
+        if sgn < 0 and has_zero:
+            continue
+        for i in range(25):
+            lk = log(0.02) + i * (log(60.0) - log(0.02)) / 24.0
+            r = _powerlaw_rss(sgn * exp(lk), n, x, y, w, zd, &al, &be)
+            if r < best:
+                best = r
+                kbest = lk
+                sbest = sgn
+    if not isfinite(best):
+        return INFINITY
+    # golden-section refinement in log|kappa| around the best grid point
+    sgn = sbest
+    lk = kbest
+    a = lk - (log(60.0) - log(0.02)) / 24.0
+    b = lk + (log(60.0) - log(0.02)) / 24.0
+    c = b - gr * (b - a)
+    d = a + gr * (b - a)
+    fc = _powerlaw_rss(sgn * exp(c), n, x, y, w, zd, &al, &be)
+    fd = _powerlaw_rss(sgn * exp(d), n, x, y, w, zd, &al, &be)
+    for it in range(40):
+        if fc < fd:
+            b = d
+            d = c
+            fd = fc
+            c = b - gr * (b - a)
+            fc = _powerlaw_rss(sgn * exp(c), n, x, y, w, zd, &al, &be)
+        else:
+            a = c
+            c = d
+            fc = fd
+            d = a + gr * (b - a)
+            fd = _powerlaw_rss(sgn * exp(d), n, x, y, w, zd, &al, &be)
+    lk = 0.5 * (a + b)
+    c = sgn * exp(lk)
+    _powerlaw_rss(c, n, x, y, w, zd, &al, &be)
+    # Hill with h = kappa, EC50 far beyond the data: sigma(h (x - m)) ~ exp(h (x - m))
+    th[3] = c
+    if c > 0:
+        th[2] = xhi + 36.0 / c
+    else:
+        th[2] = xlo + 36.0 / c
+    th[0] = al
+    th[1] = al + be * exp(c * th[2])
+    return 0.0
+
+
+cdef double _limit_linear(Py_ssize_t n, const double* x, const double* y, const double* w,
+                          double* th) noexcept nogil:
+    """The 'shallow' edge: h -> 0 with both plateaus diverging, R -> alpha + gamma log D
+    (only without zero doses).  Sets a finite Hill approximation; returns 0."""
+    cdef double sw = 0.0, sx = 0.0, sy = 0.0, sxx = 0.0, sxy = 0.0, xb, yb, gam, h = 1e-5
+    cdef Py_ssize_t i
+    for i in range(n):
+        sw += w[i]
+        sx += w[i] * x[i]
+        sy += w[i] * y[i]
+    xb = sx / sw
+    yb = sy / sw
+    for i in range(n):
+        sxx += w[i] * (x[i] - xb) * (x[i] - xb)
+        sxy += w[i] * (x[i] - xb) * (y[i] - yb)
+    if not (sxx > 0):
+        return INFINITY
+    gam = sxy / sxx
+    # a + (b - a) sigma(h (x - m)) ~ (a + b) / 2 + (b - a) h (x - m) / 4
+    th[2] = xb
+    th[3] = h if gam >= 0 else -h
+    th[0] = yb - 2.0 * fabs(gam) / h
+    th[1] = yb + 2.0 * fabs(gam) / h
+    return 0.0
+
+
+cdef void _limit_step(Py_ssize_t n, const double* x, const double* y, const double* w,
+                      const char* zd, double* th, double* rss_out) noexcept nogil:
+    """Best fit at the 'infinitely steep' edge: a step between two dose levels."""
+    cdef Py_ssize_t i, j
+    cdef double cut, nxt, s0, w0, s1, w1, r, best = INFINITY, pi, pj, mean0, mean1
+    for i in range(n):
+        cut = -1e300 if zd[i] else x[i]
+        nxt = INFINITY
+        s0 = 0.0; w0 = 0.0; s1 = 0.0; w1 = 0.0
+        for j in range(n):
+            pj = -1e300 if zd[j] else x[j]
+            if pj <= cut:
+                s0 += w[j] * y[j]
+                w0 += w[j]
+            else:
+                s1 += w[j] * y[j]
+                w1 += w[j]
+                if pj < nxt:
+                    nxt = pj
+        if w1 == 0.0 or w0 == 0.0:
+            continue
+        mean0 = s0 / w0
+        mean1 = s1 / w1
+        r = 0.0
+        for j in range(n):
+            pj = -1e300 if zd[j] else x[j]
+            if pj <= cut:
+                r += w[j] * (y[j] - mean0) * (y[j] - mean0)
+            else:
+                r += w[j] * (y[j] - mean1) * (y[j] - mean1)
+        if r < best:
+            best = r
+            th[0] = mean0
+            th[1] = mean1
+            if zd[i]:
+                th[2] = nxt - 1.0
+                th[3] = 72.0
+            else:
+                th[2] = 0.5 * (cut + nxt)
+                th[3] = 72.0 / (nxt - cut)
+    rss_out[0] = best
+
+
+cdef inline bint _doubtful(int code, const double* th) noexcept nogil:
+    """A fit worth a second opinion (normalised units)."""
+    return (code != 0 or fabs(th[0]) > 5.0 or fabs(th[1]) > 5.0 or fabs(th[2]) > 2.5
+            or fabs(th[3]) > 25.0)
+
+
+cdef inline void _apply_box(double* th, const double* fx, const double* lo, const double* hi,
+                            int free_mask) noexcept nogil:
+    cdef int k
+    for k in range(4):
+        if not (free_mask & (1 << k)):
+            th[k] = fx[k]
+        if th[k] < lo[k]:
+            th[k] = lo[k]
+        if th[k] > hi[k]:
+            th[k] = hi[k]
+
+
+cdef inline void _keep_better(double* th, double* rss, int* code, const double* th2,
+                              double rss2, int code2) noexcept nogil:
+    cdef int k
+    if isfinite(rss2) and (not isfinite(rss[0]) or rss2 < rss[0]):
+        for k in range(4):
+            th[k] = th2[k]
+        rss[0] = rss2
+        code[0] = code2
+    elif code2 == 0 and code[0] != 0 and rss2 <= rss[0] * (1.0 + 1e-10):
+        code[0] = 0
+
+
+cdef void _second_start(Py_ssize_t n, const double* x, const double* y, const double* w,
+                        const char* zd, const double* th, double* th2) noexcept nogil:
+    """Plateaus from the lowest / highest dose groups, EC50 at the response
+    closest to their midpoint, a slope steeper (or shallower) than the first fit."""
+    cdef double ylo_sum = 0.0, ylo_w = 0.0, yhi_sum = 0.0, yhi_w = 0.0, u, t, mid
+    cdef double lo_pos = INFINITY, hi_pos = -INFINITY, best = INFINITY
+    cdef Py_ssize_t i
+    for i in range(n):
+        u = -1.5 if zd[i] else x[i]
+        if u < lo_pos:
+            lo_pos = u
+        if u > hi_pos:
+            hi_pos = u
+    for i in range(n):
+        u = -1.5 if zd[i] else x[i]
+        if u == lo_pos:
+            ylo_sum += w[i] * y[i]
+            ylo_w += w[i]
+        if u == hi_pos:
+            yhi_sum += w[i] * y[i]
+            yhi_w += w[i]
+    th2[0] = ylo_sum / ylo_w
+    th2[1] = yhi_sum / yhi_w
+    mid = 0.5 * (th2[0] + th2[1])
+    th2[2] = 0.0
+    for i in range(n):
+        if zd[i]:
+            continue
+        t = fabs(y[i] - mid)
+        if t < best:
+            best = t
+            th2[2] = x[i]
+    th2[3] = 6.0 if fabs(th[3]) < 6.0 else 1.5
+
+
+cdef int _try_limits(Py_ssize_t n, const double* x, const double* y, const double* w,
+                     const char* zd, int has_zero, double xlo, double xhi,
+                     double* th, double* rss) noexcept nogil:
+    """Replace th by the best edge limit of the model (power law, log-linear,
+    step) if that has a lower RSS; return 1 if it did."""
+    cdef double th2[4]
+    cdef double dummy[16]
+    cdef double g[4]
+    cdef double r
+    cdef int k, better = 0
+    for k in range(3):
+        if k == 0:
+            if _limit_powerlaw(n, x, y, w, zd, has_zero, xlo, xhi, th2) != 0.0:
+                continue
+        elif k == 1:
+            if has_zero or _limit_linear(n, x, y, w, th2) != 0.0:
+                continue
+        else:
+            _limit_step(n, x, y, w, zd, th2, &r)
+            if not isfinite(r):
+                continue
+        r = _evaluate(th2, n, x, y, w, zd, 0, dummy, g, dummy)
+        if isfinite(r) and (not isfinite(rss[0]) or r < rss[0]):
+            th[0] = th2[0]; th[1] = th2[1]; th[2] = th2[2]; th[3] = th2[3]
+            rss[0] = r
+            better = 1
+    return better
 
 
 cdef void hill_fit_curve(const double* dose, const double* resp, const double* weight,
@@ -354,7 +616,8 @@ cdef void hill_fit_curve(const double* dose, const double* resp, const double* w
     cdef double xc, xs, yc, ys, d, r, t, u, sgn, s0, s1, a0, b0, lo_pos, hi_pos
     cdef double rss1, rss2, sigma2, cov_s, swz, swzx, sw2, swx2, swxx2, det
     cdef double ylo_sum, ylo_w, yhi_sum, yhi_w, best, pos, mid
-    cdef int has_zero = 0
+    cdef int has_zero = 0, at_inf = 0, unbounded = 1, limits_ok
+    cdef double xlo_n, xhi_n
     for k in range(16):
         res.cov[k] = NAN
     for k in range(4):
@@ -440,6 +703,11 @@ cdef void hill_fit_curve(const double* dose, const double* resp, const double* w
         lo[k] = (opt.lo[k] - C[k]) / T[k]
         hi[k] = (opt.hi[k] - C[k]) / T[k]
         fx[k] = (fixed[k] - C[k]) / T[k]
+    for k in range(4):
+        if isfinite(lo[k]) or isfinite(hi[k]):
+            unbounded = 0
+    xlo_n = (xmin - xc) / xs
+    xhi_n = (xmax - xc) / xs
     # internal safety box for the log-EC50 and the slope (far outside any data)
     if lo[2] < -60.0:
         lo[2] = -60.0
@@ -513,63 +781,34 @@ cdef void hill_fit_curve(const double* dose, const double* resp, const double* w
         th[3] = 20.0
     if th[3] < -20.0:
         th[3] = -20.0
-    for k in range(4):
-        if not (opt.free_mask & (1 << k)):
-            th[k] = fx[k]
-        if th[k] < lo[k]:
-            th[k] = lo[k]
-        if th[k] > hi[k]:
-            th[k] = hi[k]
-    # 4. Levenberg-Marquardt, then a second start when the first one is doubtful
-    code1 = _lm(th, n, x, y, w, zd, idx, p, lo, hi, opt, &rss1, &res.n_iter)
-    if opt.retry and (code1 != 0 or fabs(th[3]) > 30.0 or fabs(th[0]) > 10.0
-                      or fabs(th[1]) > 10.0 or fabs(th[2]) > 3.0):
-        # plateaus from the lowest / highest dose groups, midpoint crossing, steeper slope
-        ylo_sum = 0.0; ylo_w = 0.0; yhi_sum = 0.0; yhi_w = 0.0
-        lo_pos = INFINITY
-        hi_pos = -INFINITY
-        for i in range(n):
-            u = -1.5 if zd[i] else x[i]
-            if u < lo_pos:
-                lo_pos = u
-            if u > hi_pos:
-                hi_pos = u
-        for i in range(n):
-            u = -1.5 if zd[i] else x[i]
-            if u == lo_pos:
-                ylo_sum += w[i] * y[i]
-                ylo_w += w[i]
-            if u == hi_pos:
-                yhi_sum += w[i] * y[i]
-                yhi_w += w[i]
-        th2[0] = ylo_sum / ylo_w
-        th2[1] = yhi_sum / yhi_w
-        mid = 0.5 * (th2[0] + th2[1])
-        best = INFINITY
-        th2[2] = 0.0
-        for i in range(n):
-            if zd[i]:
-                continue
-            t = fabs(y[i] - mid)
-            if t < best:
-                best = t
-                th2[2] = x[i]
-        th2[3] = 6.0 if fabs(th[3]) < 6.0 else 1.5
-        for k in range(4):
-            if not (opt.free_mask & (1 << k)):
-                th2[k] = fx[k]
-            if th2[k] < lo[k]:
-                th2[k] = lo[k]
-            if th2[k] > hi[k]:
-                th2[k] = hi[k]
-        code2 = _lm(th2, n, x, y, w, zd, idx, p, lo, hi, opt, &rss2, &res.n_iter)
-        if isfinite(rss2) and (not isfinite(rss1) or rss2 < rss1):
-            for k in range(4):
-                th[k] = th2[k]
-            rss1 = rss2
-            code1 = code2
-        elif code2 == 0 and code1 != 0 and rss2 <= rss1 * (1.0 + 1e-10):
-            code1 = 0
+    _apply_box(th, fx, lo, hi, opt.free_mask)
+    # 4. Levenberg-Marquardt from the self-start; a doubtful result (no
+    # convergence, or parameters drifting to the model's edge) is retried
+    # from a second start, then compared with the edge limits of the model,
+    # then with four more starts across the dose range; a best fit still
+    # drifting is finally walked out with the full iteration budget.
+    code1 = _lm(th, n, x, y, w, zd, idx, p, lo, hi, opt, 1, &rss1, &res.n_iter)
+    limits_ok = opt.free_mask == 15 and unbounded
+    if opt.retry and _doubtful(code1, th):
+        _second_start(n, x, y, w, zd, th, th2)
+        _apply_box(th2, fx, lo, hi, opt.free_mask)
+        code2 = _lm(th2, n, x, y, w, zd, idx, p, lo, hi, opt, 1, &rss2, &res.n_iter)
+        _keep_better(th, &rss1, &code1, th2, rss2, code2)
+    if opt.retry and _doubtful(code1, th):
+        for j in range(4):
+            th2[0] = -1.05
+            th2[1] = 1.05
+            th2[2] = -0.9 + 0.6 * j
+            th2[3] = 3.0 * sgn
+            _apply_box(th2, fx, lo, hi, opt.free_mask)
+            code2 = _lm(th2, n, x, y, w, zd, idx, p, lo, hi, opt, 1, &rss2, &res.n_iter)
+            _keep_better(th, &rss1, &code1, th2, rss2, code2)
+        if limits_ok and _doubtful(code1, th):
+            at_inf = _try_limits(n, x, y, w, zd, has_zero, xlo_n, xhi_n, th, &rss1)
+        if not at_inf and code1 == 4:
+            code1 = _lm(th, n, x, y, w, zd, idx, p, lo, hi, opt, 0, &rss1, &res.n_iter)
+            if limits_ok and _doubtful(code1, th):
+                at_inf = _try_limits(n, x, y, w, zd, has_zero, xlo_n, xhi_n, th, &rss1)
     if not isfinite(rss1):
         res.reason = HILL_NONFINITE
         return
@@ -582,7 +821,10 @@ cdef void hill_fit_curve(const double* dose, const double* resp, const double* w
     for k in range(4):
         res.theta[k] = th[k] * T[k] + C[k]
     res.rss = rss1 * ys * ys
-    if code1 == 0:
+    if at_inf:
+        res.status = HILL_CONVERGED
+        res.reason = HILL_AT_INFINITY
+    elif code1 == 0:
         res.status = HILL_CONVERGED
     else:
         res.status = HILL_FAILED

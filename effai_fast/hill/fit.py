@@ -51,6 +51,8 @@ REASONS = {
     4: "non-finite values",
     5: "singular information matrix (standard errors undefined)",
     6: "no significant dose effect (F test against a flat model)",
+    7: "least-squares optimum at infinity (partial, shallow or step-like curve): the "
+       "parameters approximate that limit and EC50 is not identified",
 }
 
 CONVERGED, FLAT, FAILED = 0, 1, 2
@@ -134,9 +136,12 @@ class HillFit:
             raise ValueError(f"dose must have shape (n_doses,) or ({len(self)}, n_doses), "
                              f"got {np.shape(dose)}")
         col = (slice(None), None)
-        n = np.where(self.status == FLAT, 0.0, self.n)
-        ec50 = np.where(self.status == FLAT, 1.0, self.ec50)
-        return hill(d, self.rmin[col], self.rmax[col], ec50[col], n[col])
+        n = np.where(self.status == FLAT, 0.0, self.n)[col]
+        m = np.where(self.status == FLAT, 0.0, self.log_ec50)[col]
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            s = special.expit(n * (np.log(d) - m))
+            s = np.where(d == 0, np.where(n > 0, 0.0, np.where(n < 0, 1.0, 0.5)), s)
+        return self.rmin[col] + (self.rmax - self.rmin)[col] * s
 
     def ec(self, x=50.0, level: float = 0.95):
         """ECx and its confidence interval (delta method on the log scale).
