@@ -429,7 +429,8 @@ def _make_result(theta, cov, stats, istats, mask, se, flat_alpha) -> HillFit:
     n_params = np.full(n_obs.shape, p, dtype=np.int64)
     df = np.maximum(n_obs - p, 0)
     theta_hill = theta.copy()
-    theta_hill[:, 2] = np.exp(theta[:, 2])
+    with np.errstate(over="ignore"):
+        theta_hill[:, 2] = np.exp(theta[:, 2])
 
     with np.errstate(divide="ignore", invalid="ignore"):
         f_stat = np.where((df > 0) & (p > 1),
@@ -454,7 +455,7 @@ def _make_result(theta, cov, stats, istats, mask, se, flat_alpha) -> HillFit:
         n_params = np.where(flat, 1, n_params)
         df = np.maximum(n_obs - n_params, 0)
 
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         nobs = n_obs.astype(float)
         loglik = -0.5 * nobs * (np.log(2 * np.pi) + np.log(rss / nobs) + 1) + 0.5 * sum_logw
         k = n_params + 1
