@@ -35,6 +35,8 @@ cdef struct HillOptions:
     double xtol
     double gtol
     int retry              # try a second start when the first one stalls
+    const double* fskip    # per n_obs: F below which a doubtful fit is left as is
+                           # (it will be labelled flat); NULL: never skip
 
 cdef struct HillCurveResult:
     double theta[4]        # fitted (a, b, m, h) in data units

@@ -617,6 +617,7 @@ cdef void hill_fit_curve(const double* dose, const double* resp, const double* w
     cdef double rss1, rss2, sigma2, cov_s, swz, swzx, sw2, swx2, swxx2, det
     cdef double ylo_sum, ylo_w, yhi_sum, yhi_w, best, pos, mid
     cdef int has_zero = 0, at_inf = 0, unbounded = 1, limits_ok
+    cdef HillOptions opt_short
     cdef double xlo_n, xhi_n
     for k in range(16):
         res.cov[k] = NAN
@@ -794,14 +795,22 @@ cdef void hill_fit_curve(const double* dose, const double* resp, const double* w
         _apply_box(th2, fx, lo, hi, opt.free_mask)
         code2 = _lm(th2, n, x, y, w, zd, idx, p, lo, hi, opt, 1, &rss2, &res.n_iter)
         _keep_better(th, &rss1, &code1, th2, rss2, code2)
-    if opt.retry and _doubtful(code1, th):
+    if (opt.retry and _doubtful(code1, th) and opt.fskip != NULL and p > 1 and n > p
+            and (res.tss / (ys * ys) - rss1) / (p - 1) < opt.fskip[n] * rss1 / (n - p)):
+        # no dose effect worth the name: the F test will label this curve flat
+        pass
+    elif opt.retry and _doubtful(code1, th):
+        # extra starts get a third of the budget (a local copy: opt is shared)
+        opt_short = opt[0]
+        opt_short.max_iter = opt.max_iter // 3 if opt.max_iter >= 3 else 1
         for j in range(4):
             th2[0] = -1.05
             th2[1] = 1.05
             th2[2] = -0.9 + 0.6 * j
             th2[3] = 3.0 * sgn
             _apply_box(th2, fx, lo, hi, opt.free_mask)
-            code2 = _lm(th2, n, x, y, w, zd, idx, p, lo, hi, opt, 1, &rss2, &res.n_iter)
+            code2 = _lm(th2, n, x, y, w, zd, idx, p, lo, hi, &opt_short, 1, &rss2,
+                        &res.n_iter)
             _keep_better(th, &rss1, &code1, th2, rss2, code2)
         if limits_ok and _doubtful(code1, th):
             at_inf = _try_limits(n, x, y, w, zd, has_zero, xlo_n, xhi_n, th, &rss1)
@@ -857,7 +866,7 @@ def fit_batch(const floating[:, ::1] dose, const floating[:, ::1] resp,
               int free_mask, const double[::1] lo, const double[::1] hi, bint canon,
               int se_mode, int max_iter, double ftol, double xtol, double gtol, bint retry,
               double[:, ::1] theta, double[:, :, ::1] cov, double[:, ::1] stats,
-              int[:, ::1] istats, int n_threads):
+              int[:, ::1] istats, const double[::1] fskip, int n_threads):
     """Fit every row of ``resp`` (IN, (n_curves, n_doses)).
 
     ``dose`` / ``weight`` / ``fixed`` have 1 row (shared) or n_curves rows.
@@ -888,6 +897,7 @@ def fit_batch(const floating[:, ::1] dose, const floating[:, ::1] resp,
     opt.xtol = xtol
     opt.gtol = gtol
     opt.retry = retry
+    opt.fskip = &fskip[0] if fskip.shape[0] > nd else NULL
     with nogil, parallel(num_threads=n_threads):
         buf = <double*> malloc(sizeof(double) * (8 * nd + 8))
         res = <HillCurveResult*> malloc(sizeof(HillCurveResult))

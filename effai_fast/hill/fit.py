@@ -415,8 +415,19 @@ def fit(dose, response, *, weights=None, fixed=None, bounds=None, se="hessian",
     cov = np.empty((n_curves, 4, 4))
     stats = np.empty((n_curves, 4))
     istats = np.empty((n_curves, 4), dtype=np.intc)
+    # F values (by number of points) below which a doubtful fit is not searched
+    # further: its flat-model p-value is above max(0.5, flat_alpha), so the F
+    # test labels it flat whatever a wider search would find in practice
+    p = bin(mask).count("1")
+    if flat_alpha is not None and p > 1:
+        nn = np.arange(n_doses + 1)
+        fskip = np.where(nn > p, special.fdtri(p - 1, np.maximum(nn - p, 1),
+                                               1 - max(0.5, flat_alpha)), 0.0)
+    else:
+        fskip = np.zeros(1)
     _lm.fit_batch(d, r, w, fixed_vals, mask, lo, hi, canon, 1 if se == "hessian" else 0,
-                  max_iter, 1e-12, 1e-12, 1e-10, True, theta, cov, stats, istats, nt)
+                  max_iter, 1e-12, 1e-12, 1e-10, True, theta, cov, stats, istats,
+                  np.ascontiguousarray(fskip, dtype=np.float64), nt)
     return _make_result(theta, cov, stats, istats, mask, se, flat_alpha)
 
 
