@@ -477,10 +477,11 @@ def _make_result(theta, cov, stats, istats, mask, se, flat_alpha) -> HillFit:
         diag = np.diagonal(cov, axis1=1, axis2=2)
         se_all = np.sqrt(diag)
         ec50 = np.exp(theta[:, 2])
+        se_ec50 = ec50 * se_all[:, 2]
     return HillFit(
         rmin=theta[:, 0], rmax=theta[:, 1], ec50=ec50, n=theta[:, 3], log_ec50=theta[:, 2],
         se_rmin=se_all[:, 0], se_rmax=se_all[:, 1], se_log_ec50=se_all[:, 2],
-        se_ec50=ec50 * se_all[:, 2], se_n=se_all[:, 3], cov=cov,
+        se_ec50=se_ec50, se_n=se_all[:, 3], cov=cov,
         rss=rss, tss=tss, loglik=loglik, aic=aic, bic=bic, r2=r2, sigma=sigma,
         n_obs=n_obs, n_params=n_params, df_resid=df, n_iter=istats[:, 1].astype(np.int64),
         f_stat=f_stat, p_flat=p_flat, status=status, reason=reason,
