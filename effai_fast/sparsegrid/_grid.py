@@ -93,6 +93,9 @@ class _SubspaceGrid:
         self.levels = levels                                   # (S, d)
         m = b.m(levels).astype(np.int64)                       # (S, d)
         sizes = np.prod(m, axis=1)
+        if sizes.size and sizes.max() >= 2**31:
+            raise ValueError(f"a subspace with {int(sizes.max())} points exceeds the kernel's "
+                             "int32 positions")
         self.offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
         self.sizes = sizes
         self.n_points = int(sizes.sum())

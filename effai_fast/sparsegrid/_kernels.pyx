@@ -19,9 +19,13 @@ The kernel walks the subspaces in lexicographic order of their 1-D *entries*
 row-major index over dimensions ``0..k``.  Consecutive subspaces share a
 prefix; only the dimensions from the first differing one on are recomputed
 (``sub_first``), which is the depth-first walk of the subspace tree without
-recursion.  Queries are processed in blocks of ``_BLOCK`` so that every inner
-loop runs over the block (contiguous, vectorisable) and the walk's bookkeeping
-is amortised; blocks are distributed over threads with a static schedule.
+recursion; the last dimension feeds the sum directly.  Queries are processed
+in blocks of ``_BLOCK`` so that every inner loop runs over the block
+(contiguous, vectorisable, and many independent dependency chains instead of
+one latency-bound chain per query) and the walk's bookkeeping is amortised;
+blocks are distributed over threads with a static schedule.  Products are
+formed in double precision whatever the input dtype; positions are int32
+(function counts are powers of two, so ``idx * m + j`` is a shift-add).
 Each query is computed by one thread in a fixed order, so results do not
 depend on the thread count.
 
@@ -38,7 +42,7 @@ from libc.stdint cimport int32_t, int64_t
 from libc.stdlib cimport free, malloc
 
 cdef enum:
-    _BLOCK = 16
+    _BLOCK = 32
 
 
 cdef inline double _entry_value(int kind, int e, int level, double xq,
@@ -86,9 +90,9 @@ cdef void _eval_block(
     const int32_t* sub_first,   # IN (S,)
     Py_ssize_t S,
     double* V,                  # scratch (d, n_ent, _BLOCK)
-    int64_t* J,                 # scratch (d, n_ent, _BLOCK)
+    int32_t* J,                 # scratch (d, n_ent, _BLOCK)
     double* P,                  # scratch (d, _BLOCK)
-    int64_t* I,                 # scratch (d, _BLOCK)
+    int32_t* I,                 # scratch (d, _BLOCK)
     double* acc,                # scratch (_BLOCK,)
     floating* out,              # OUT (nb,)
 ) noexcept nogil:
@@ -96,11 +100,12 @@ cdef void _eval_block(
     cdef int k, e, k0, sh
     cdef double xq, omega
     cdef const double* Vk
-    cdef const int64_t* Jk
+    cdef const int32_t* Jk
     cdef double* Pk
     cdef const double* Pp
-    cdef int64_t* Ik
-    cdef const int64_t* Ip
+    cdef int32_t* Ik
+    cdef const int32_t* Ip
+    cdef int64_t jj
     cdef const floating* a
     # every 1-D function met by each query of the block, once
     for k in range(d):
@@ -116,13 +121,14 @@ cdef void _eval_block(
             else:
                 for e in range(n_ent):
                     V[(k * n_ent + e) * _BLOCK + q] = _entry_value(
-                        kind, e, ent_level[e], xq, &omega, &J[(k * n_ent + e) * _BLOCK + q])
+                        kind, e, ent_level[e], xq, &omega, &jj)
+                    J[(k * n_ent + e) * _BLOCK + q] = <int32_t>jj
     for q in range(nb):
         acc[q] = 0.0
     # depth-first walk over the subspaces, the block of queries in the inner loops
     for s in range(S):
         k0 = sub_first[s]
-        for k in range(k0, d):
+        for k in range(k0, d - 1):
             e = k * n_ent + sub_entry[s * d + k]
             sh = sub_shift[s * d + k]
             Vk = &V[e * _BLOCK]
@@ -139,11 +145,21 @@ cdef void _eval_block(
                 for q in range(nb):
                     Pk[q] = Pp[q] * Vk[q]
                     Ik[q] = (Ip[q] << sh) + Jk[q]
+        # the last dimension goes straight into the sum (no partial stored)
+        k = d - 1
+        e = k * n_ent + sub_entry[s * d + k]
+        sh = sub_shift[s * d + k]
+        Vk = &V[e * _BLOCK]
+        Jk = &J[e * _BLOCK]
         a = &alpha[sub_off[s]]
-        Pk = &P[(d - 1) * _BLOCK]
-        Ik = &I[(d - 1) * _BLOCK]
-        for q in range(nb):
-            acc[q] += Pk[q] * a[Ik[q]]
+        if k == 0:
+            for q in range(nb):
+                acc[q] += Vk[q] * a[Jk[q]]
+        else:
+            Pp = &P[(k - 1) * _BLOCK]
+            Ip = &I[(k - 1) * _BLOCK]
+            for q in range(nb):
+                acc[q] += Pp[q] * Vk[q] * a[(Ip[q] << sh) + Jk[q]]
     for q in range(nb):
         out[q] = <floating>acc[q]
 
@@ -162,7 +178,10 @@ cdef int evaluate_subspaces(
     floating[::1] out,               # OUT (n,)
     int n_threads,
 ) noexcept nogil:
-    """Evaluate the interpolant at every row of ``x``; returns 0, or -1 if out of memory."""
+    """Evaluate the interpolant at every row of ``x``; returns 0, or -1 if out of memory.
+
+    Subspaces must have fewer than 2^31 points (the callers check).
+    """
     cdef Py_ssize_t n = x.shape[0]
     cdef int d = <int>x.shape[1]
     cdef int n_ent = <int>ent_level.shape[0]
@@ -170,9 +189,9 @@ cdef int evaluate_subspaces(
     cdef Py_ssize_t n_blocks = (n + _BLOCK - 1) // _BLOCK
     cdef Py_ssize_t b, q0, nb
     cdef double* V
-    cdef int64_t* J
+    cdef int32_t* J
     cdef double* P
-    cdef int64_t* I
+    cdef int32_t* I
     cdef double* acc
     cdef int failed = 0
     cdef int* failp = &failed
@@ -180,9 +199,9 @@ cdef int evaluate_subspaces(
         return 0
     with parallel(num_threads=n_threads):
         V = <double*>malloc(sizeof(double) * d * n_ent * _BLOCK)
-        J = <int64_t*>malloc(sizeof(int64_t) * d * n_ent * _BLOCK)
+        J = <int32_t*>malloc(sizeof(int32_t) * d * n_ent * _BLOCK)
         P = <double*>malloc(sizeof(double) * d * _BLOCK)
-        I = <int64_t*>malloc(sizeof(int64_t) * d * _BLOCK)
+        I = <int32_t*>malloc(sizeof(int32_t) * d * _BLOCK)
         acc = <double*>malloc(sizeof(double) * _BLOCK)
         if V == NULL or J == NULL or P == NULL or I == NULL or acc == NULL:
             failp[0] = 1
