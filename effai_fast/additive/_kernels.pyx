@@ -34,12 +34,23 @@ extension).  Pair units use tensor products with ``K2`` coefficients per side.
 """
 
 from cython.parallel cimport parallel, prange
-from libc.math cimport tanh
+from libc.math cimport exp
 from libc.stdint cimport int32_t, int64_t
 from libc.stdlib cimport free, malloc
 
 cdef enum:
     _BLOCK = 32
+
+
+cdef inline double _tanh(double z) noexcept nogil:
+    """tanh through one exp (glibc's tanh is several times slower); |error| < 4e-16."""
+    cdef double e
+    if z > 20.0:
+        return 1.0
+    if z < -20.0:
+        return -1.0
+    e = exp(2.0 * z)
+    return (e - 1.0) / (e + 1.0)
 
 
 cdef inline int _n_params(int din, const int32_t* hidden, int L) noexcept nogil:
@@ -78,7 +89,7 @@ cdef void _unit_forward(
                 a[q * hmax + j] += v * W[i * h + j]
         for j in range(h):
             if act == 0:
-                a[q * hmax + j] = tanh(a[q * hmax + j])
+                a[q * hmax + j] = <floating>_tanh(a[q * hmax + j])
             elif a[q * hmax + j] < 0:
                 a[q * hmax + j] = 0
     W = b + h
@@ -97,7 +108,7 @@ cdef void _unit_forward(
                     a[q * hmax + j] += v * W[i * h + j]
             for j in range(h):
                 if act == 0:
-                    a[q * hmax + j] = tanh(a[q * hmax + j])
+                    a[q * hmax + j] = <floating>_tanh(a[q * hmax + j])
                 elif a[q * hmax + j] < 0:
                     a[q * hmax + j] = 0
         W = b + h
