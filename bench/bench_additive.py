@@ -61,18 +61,18 @@ def accuracy(dims, n, quick):
         X, y = make_additive(n, d, seed=0)
         Xt, yt = make_additive(20_000, d, seed=1)
         res = {}
-        m, t = fit_timed(lambda: AdditiveNetwork(d, shape="spline"), X, y)
+        m, t = fit_timed(lambda: AdditiveNetwork(d, shape="spline"), X, y)  # noqa: B023
         res["ours: P-spline shapes"] = (m.n_params_, rel_rmse(m.predict(Xt), yt), t)
         mlp_iter = 150 if quick else 400
-        m, t = fit_timed(lambda: AdditiveNetwork(d, hidden=(16,), shape="mlp", random_state=0,
-                                                 max_iter=mlp_iter), X, y)
+        m, t = fit_timed(lambda: AdditiveNetwork(d, hidden=(16,), shape="mlp", random_state=0,  # noqa: B023
+                                                 max_iter=mlp_iter), X, y)  # noqa: B023
         p_nam = m.n_params_
         res["ours: MLP shapes (16,) (NAM)"] = (p_nam, rel_rmse(m.predict(Xt), yt), t)
         if have("sklearn"):
             from sklearn.neural_network import MLPRegressor
 
             H = max(1, round((p_nam - 1) / (d + 2)))
-            mk = lambda: MLPRegressor(hidden_layer_sizes=(H,), activation="tanh",  # noqa: E731
+            mk = lambda: MLPRegressor(hidden_layer_sizes=(H,), activation="tanh",  # noqa: E731, B023
                                       solver="lbfgs", max_iter=300 if quick else 1000,
                                       random_state=0)
             with warnings.catch_warnings():
@@ -83,7 +83,7 @@ def accuracy(dims, n, quick):
         if have("pygam"):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                m, t = fit_timed(lambda: pygam_model(d), X, y)
+                m, t = fit_timed(lambda: pygam_model(d), X, y)  # noqa: B023
             res["pyGAM LinearGAM (20 splines/term)"] = (20 * d + 1, rel_rmse(m.predict(Xt), yt), t)
         if have("interpret") and not (quick and d > 10):
             m, t = fit_timed(ebm_model, X, y)
@@ -120,7 +120,7 @@ def throughput(d, n_threads):
     nam = AdditiveNetwork(d, hidden=(16,), shape="mlp", max_iter=20, random_state=0,
                           n_threads=n_threads).fit(X, y)
     for name, m in [("ours P-spline", spline), ("ours MLP shapes (16,)", nam)]:
-        t = timeit(lambda: m.predict(Xb, out=out), min_time=0.3, repeat=5)["best"]
+        t = timeit(lambda: m.predict(Xb, out=out), min_time=0.3, repeat=5)["best"]  # noqa: B023
         data[name] = {"params": m.n_params_, "points_per_s": len(Xb) / t}
     if have("torch"):
         import torch
@@ -133,7 +133,7 @@ def throughput(d, n_threads):
             net = torch.nn.Sequential(torch.nn.Linear(d, H), torch.nn.Tanh(),
                                       torch.nn.Linear(H, 1)).double()
             with torch.inference_mode():
-                t = timeit(lambda: net(Xtorch), min_time=0.3, repeat=5)["best"]
+                t = timeit(lambda: net(Xtorch), min_time=0.3, repeat=5)["best"]  # noqa: B023
             data[name]["torch_params"] = (d + 2) * H + 1
             data[name]["torch_points_per_s"] = len(Xb) / t
     if have("pygam"):

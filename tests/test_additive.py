@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 
-from effai_fast.additive import AdditiveNetwork, additive_truth, make_additive
-from effai_fast.additive import _kernels
+from effai_fast.additive import AdditiveNetwork, _kernels, additive_truth, make_additive
 from effai_fast.additive._model import _unit_n_params
 from effai_fast.additive._splines import bspline_design, tensor_design
 

@@ -118,7 +118,7 @@ cdef void _unit_forward(
 cdef int mlp_forward_c(
     const floating[:, ::1] X,        # IN (n, d)
     const floating[::1] theta,       # IN (P,) all unit parameters
-    const int32_t[:, ::1] unit_feat, # IN (U, 2) features of each unit (second -1: main effect)
+    const int32_t[:, ::1] unit_feat,  # IN (U, 2) features of each unit (second -1: main effect)
     const int64_t[::1] unit_off,     # IN (U,) offset of each unit in theta
     const int32_t[::1] hidden,       # IN (L,) hidden sizes
     int act,                         # 0 tanh, 1 relu
@@ -174,7 +174,7 @@ cdef int mlp_forward_c(
 cdef int mlp_backward_c(
     const floating[:, ::1] X,        # IN (n, d)
     const floating[::1] theta,       # IN (P,)
-    const int32_t[:, ::1] unit_feat, # IN (U, 2)
+    const int32_t[:, ::1] unit_feat,  # IN (U, 2)
     const int64_t[::1] unit_off,     # IN (U,)
     const int32_t[::1] hidden,       # IN (L,)
     int act,
@@ -266,7 +266,8 @@ cdef int mlp_backward_c(
                                 for j in range(h):
                                     v = v + W[i * h + j] * dcur[q * hmax + j]
                                 if act == 0:
-                                    dprev[q * hmax + i] = v * (1 - ap[q * hmax + i] * ap[q * hmax + i])
+                                    dprev[q * hmax + i] = v * (1 - ap[q * hmax + i]
+                                                               * ap[q * hmax + i])
                                 else:
                                     dprev[q * hmax + i] = v if ap[q * hmax + i] > 0 else 0
                         tmp = dcur
@@ -344,7 +345,7 @@ cdef int spline_forward_c(
     const int32_t[::1] main_feat,    # IN (M,) feature of each main-effect unit
     const double[:, ::1] main_coef,  # IN (M, K)
     const double[:, ::1] main_map,   # IN (M, 2) lo and 1/h of each unit's knots
-    const int32_t[:, ::1] pair_feat, # IN (Q, 2)
+    const int32_t[:, ::1] pair_feat,  # IN (Q, 2)
     const double[:, ::1] pair_coef,  # IN (Q, K2*K2)
     const double[:, ::1] pair_map,   # IN (Q, 4) lo_a, 1/h_a, lo_b, 1/h_b
     int K2,
@@ -353,7 +354,7 @@ cdef int spline_forward_c(
     int n_threads,
 ) noexcept nogil:
     """Evaluate the B-spline additive model (every array non-empty: callers pad)."""
-    cdef Py_ssize_t n = X.shape[0], d = X.shape[1]
+    cdef Py_ssize_t n = X.shape[0]
     cdef Py_ssize_t M = main_feat.shape[0], Q = pair_feat.shape[0]
     cdef int K = <int>main_coef.shape[1]
     cdef Py_ssize_t i

@@ -234,7 +234,8 @@ class AdditiveNetwork(_Regressor, _Base):
         if inter is None or (isinstance(inter, str) and inter == "auto"):
             return []
         if isinstance(inter, str):
-            raise ValueError(f"interactions must be None, 'auto' or a list of pairs, got {inter!r}")
+            raise ValueError("interactions must be None, 'auto' or a list of pairs, "
+                             f"got {inter!r}")
         pairs = []
         act = set(active.tolist())
         for p in inter:
@@ -479,7 +480,7 @@ class AdditiveNetwork(_Regressor, _Base):
         budget = self.interaction_budget
         chosen, used = [], 0
         alpha = 1e-3 / max(len(cand), 1)
-        for pair, F, p in scores:
+        for pair, _F, p in scores:
             if p >= alpha or len(chosen) >= self.max_interactions:
                 break
             if budget is not None and used + cost > budget:
@@ -647,7 +648,7 @@ class AdditiveNetwork(_Regressor, _Base):
         ncol = min(5, len(feats))
         nrow = (len(feats) + ncol - 1) // ncol
         fig, axes = plt.subplots(nrow, ncol, figsize=(3 * ncol, 2.4 * nrow), squeeze=False)
-        for ax, j in zip(axes.ravel(), feats):
+        for ax, j in zip(axes.ravel(), feats, strict=False):
             g, v = shapes[j]
             ax.plot(g, v)
             ax.set_title(f"x{j}")

@@ -82,7 +82,7 @@ def fit_penalized(Z: np.ndarray, y: np.ndarray, blocks: list[slice], penalties: 
     # scale each penalty to the size of its block of the Gram matrix
     scales = []
     P = np.zeros((p, p))
-    for sl, Pj in zip(blocks, penalties):
+    for sl, Pj in zip(blocks, penalties, strict=False):
         s = np.trace(G[sl, sl]) / max(np.trace(Pj), 1e-300)
         scales.append(s)
         P[sl, sl] = s * Pj
@@ -110,7 +110,7 @@ def fit_penalized(Z: np.ndarray, y: np.ndarray, blocks: list[slice], penalties: 
 
     def solve(lams):
         A = Geps.copy()
-        for sl, Pj, s, lj in zip(blocks, penalties, scales, lams):
+        for sl, Pj, s, lj in zip(blocks, penalties, scales, lams, strict=False):
             A[sl, sl] += lj * s * Pj
         try:
             c = scipy.linalg.cho_factor(A, check_finite=False)

@@ -24,8 +24,10 @@ def run(report, n_threads=None) -> None:
     report.section(f"Additive models: d={d}, n={n} training points, sum of sin/exp/x^2/|x|/tanh")
     rows = []
     models = {}
-    for name, kw in [("AdditiveNetwork, P-spline shapes", dict(shape="spline")),
-                     ("AdditiveNetwork, MLP shapes (16,)", dict(shape="mlp", hidden=(16,), max_iter=150))]:
+    configs = [("AdditiveNetwork, P-spline shapes", dict(shape="spline")),
+               ("AdditiveNetwork, MLP shapes (16,)",
+                dict(shape="mlp", hidden=(16,), max_iter=150))]
+    for name, kw in configs:
         t0 = time.perf_counter()
         m = AdditiveNetwork(d, n_threads=nt, random_state=0, **kw).fit(X, y)
         fit_s = time.perf_counter() - t0
@@ -39,7 +41,8 @@ def run(report, n_threads=None) -> None:
     else:
         H = max(1, round((p_add - 1) / (d + 2)))
         t0 = time.perf_counter()
-        mlp = MLPRegressor(hidden_layer_sizes=(H,), activation="tanh", solver="lbfgs", max_iter=300,
+        mlp = MLPRegressor(hidden_layer_sizes=(H,), activation="tanh", solver="lbfgs",
+                           max_iter=300,
                            random_state=0).fit(X, y)
         fit_s = time.perf_counter() - t0
         rows.append([f"dense MLP ({H},) tanh, 300 L-BFGS its (sklearn)", (d + 2) * H + 1,

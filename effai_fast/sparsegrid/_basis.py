@@ -57,7 +57,7 @@ def _leja(n: int) -> np.ndarray:
     while len(pts) < n:
         p = np.asarray(pts)
 
-        def logprod(x):
+        def logprod(x, p=p):
             return np.sum(np.log(np.abs(np.subtract.outer(np.atleast_1d(x), p)) + 1e-300),
                           axis=-1)
 
@@ -158,7 +158,7 @@ class Basis1D:
 
     # --- the function met by x in a level (what the kernel computes) ------------
     def cell(self, level: int, x: np.ndarray, entry: int | None = None):
-        """(value, j) of the function of ``level`` (or boundary ``entry``) whose support holds x."""
+        """(value, j) of the function of ``level`` (or boundary ``entry``) whose support has x."""
         x = np.asarray(x, dtype=np.float64)
         if self.name == "newton":
             return self.phi(level, 0, x), np.zeros(x.shape, dtype=np.int64)

@@ -168,8 +168,8 @@ cdef int evaluate_subspaces(
     int kind,
     const floating[:, ::1] x,        # IN (n, d) points in the unit cube
     const floating[::1] alpha,       # IN (N,) hierarchical surpluses
-    const int32_t[:, ::1] sub_entry, # IN (S, d) entry of each dimension, lexicographically sorted
-    const int32_t[:, ::1] sub_shift, # IN (S, d) log2(functions per dimension) of the subspace
+    const int32_t[:, ::1] sub_entry,  # IN (S, d) entry of each dimension, lexicographically sorted
+    const int32_t[:, ::1] sub_shift,  # IN (S, d) log2(functions per dimension) of the subspace
     const int64_t[::1] sub_off,      # IN (S,) offset of the subspace in alpha
     const int32_t[::1] sub_first,    # IN (S,) first dimension differing from the previous row
     const int32_t[::1] ent_level,    # IN (n_ent,) level of each 1-D entry

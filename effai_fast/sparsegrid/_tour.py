@@ -83,7 +83,8 @@ def run(report, n_threads=None) -> None:
     ga = DimensionAdaptiveSparseGrid(8, max_points=293).fit(additive_8d)
     ta = time.perf_counter() - t0
     e8 = ga.evaluate(x8) - y8
-    rows.append(["additive 8-D, Leja", ga.n_points, float(np.sqrt(np.mean(e8**2) / np.mean(y8**2))),
+    rows.append(["additive 8-D, Leja", ga.n_points,
+                 float(np.sqrt(np.mean(e8**2) / np.mean(y8**2))),
                  float(np.abs(e8).max() / np.abs(y8).max()), ta])
     report.line("Dimension-adaptive (Gerstner-Griebel) sparse grids, global Leja basis "
                 "(Tasmanian anchors: Wing weight 2.2e-4 at 446 points; additive 8-D 3.6e-8 "
