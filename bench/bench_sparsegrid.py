@@ -166,8 +166,8 @@ def main(argv=None):
                     "points per CPU-second (1 thread)"], sp_rows),
           "",
           "Wall-clock rates depend on the load of the shared machine (load average "
-          "recorded above); the CPU-time rate of the single-threaded run is what one "
-          "uncontended core delivers.",
+          "recorded above); the CPU-time rate of the single-threaded run approximates what "
+          "one uncontended core delivers (the other helpers also compete for caches and SMT).",
           "",
           peer_note + "Issue figures for reference: Tasmanian 2-8e4 points/s and SG++ "
           "3e3-2e4 points/s on 1-8k-point grids (one core). Peers measured here:",

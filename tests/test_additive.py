@@ -195,12 +195,12 @@ def test_shape_functions_recover_truth(shape):
 def test_auto_interactions_find_planted_pair(shape):
     X, y = make_additive(800, 6, interactions=[(1, 4, 1.5)], seed=3)
     m = AdditiveNetwork(6, hidden=(8,), shape=shape, interactions="auto", random_state=0,
-                        max_interactions=3, max_iter=300).fit(X, y)
+                        max_interactions=3, max_iter=150).fit(X, y)
     assert (1, 4) in m.interactions_
     assert m.interaction_scores_[0][0] == (1, 4)
     Xt, yt = make_additive(2000, 6, interactions=[(1, 4, 1.5)], seed=4)
     plain = AdditiveNetwork(6, hidden=(8,), shape=shape, random_state=0,
-                            max_iter=300).fit(X, y)
+                            max_iter=150).fit(X, y)
     err = lambda mod: np.sqrt(np.mean((mod.predict(Xt) - yt) ** 2))  # noqa: E731
     assert err(m) < 0.5 * err(plain)
 
