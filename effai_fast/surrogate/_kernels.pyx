@@ -56,7 +56,7 @@ __all__ = ["py_kernel_sum", "py_kernel_sum_var", "py_mlp_forward", "KINDS"]
 
 KINDS = {
     "se": KIND_SE, "matern32": KIND_MATERN32, "matern52": KIND_MATERN52,
-    "linear": KIND_LINEAR, "cubic": KIND_CUBIC, "quintic": KIND_QUINTIC,
+    "linear": KIND_LINEAR, "cubic": KIND_CUBIC,
     "thin_plate_spline": KIND_TPS, "gaussian": KIND_GAUSSIAN,
 }
 
