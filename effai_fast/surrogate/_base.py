@@ -67,10 +67,25 @@ class SurrogateMixin:
                     regressor_tags=RegressorTags(), input_tags=InputTags())
 
     # ----------------------------------------------------------------- validation
+    @staticmethod
+    def _check_X_shape(X):
+        if hasattr(X, "tocsr") or hasattr(X, "todense"):
+            raise TypeError("X is a sparse matrix: sparse input is not supported, "
+                            "pass a dense array")
+        arr = np.asarray(X) if not isinstance(X, np.ndarray) else X
+        if arr.ndim == 1:
+            raise ValueError(f"X must be 2-D, got a 1-D array of shape {arr.shape}: "
+                             "Reshape your data with X.reshape(-1, 1) for a single "
+                             "feature or X.reshape(1, -1) for a single sample")
+        if arr.ndim == 2 and arr.shape[1] == 0:
+            raise ValueError(f"X has 0 feature(s) (shape={arr.shape}) while a minimum of "
+                             "1 is required.")
+
     def _validate_fit(self, X, y):
         if y is None:
             raise ValueError(f"{type(self).__name__} requires y to be passed, "
                              "but the target y is None")
+        self._check_X_shape(X)
         X = as_float_array(X, "X", dtype=np.float64, ndim=2, finite=True)
         y = as_float_array(y, "y", dtype=np.float64, ndim=(1, 2))
         if y.ndim == 2:
@@ -93,6 +108,7 @@ class SurrogateMixin:
 
     def _validate_predict(self, X):
         self._check_fitted()
+        self._check_X_shape(X)
         X = as_float_array(X, "X", ndim=2, finite=True, allow_empty=True)
         if X.shape[1] != self.n_features_in_:
             raise ValueError(f"X has {X.shape[1]} features, but {type(self).__name__} "

@@ -245,8 +245,11 @@ class GaussianProcess(SurrogateMixin):
             ls0 = np.broadcast_to(np.asarray(self.length_scale, np.float64), (d,)) / rng_x
         theta0 = np.concatenate([[np.log(self.signal_variance)], np.log(ls0),
                                  [np.log(max(self.noise, 1e-300))]])
+        self.n_iter_ = 0
         if self.optimizer is not None:
-            with blas_threads(self._threads(None)):
+            # Small dense factorisations lose to a BLAS team that must wake (and on a
+            # busy machine spin) for each call: one BLAS thread below n = 2000.
+            with blas_threads(1 if n <= 2000 else self._threads(None)):
                 theta0 = self._optimize(theta0, U, yn)
         self._theta = theta0
         s2 = float(np.exp(theta0[0]))
@@ -336,6 +339,7 @@ class GaussianProcess(SurrogateMixin):
                 return None
             res = minimize(fun, t0, jac=True, method="L-BFGS-B", bounds=bounds,
                            options={"maxiter": self.max_iter})
+        self.n_iter_ = getattr(self, "n_iter_", 0) + int(res.nit)
         if res.fun >= 1e10:
             return None
         return res.x, -res.fun / scale
@@ -387,12 +391,15 @@ class GaussianProcess(SurrogateMixin):
         # large and of alternating sign, so a float32 sum cancels to garbage.
         X = np.ascontiguousarray(X, dtype=np.float64)
         p = self._params(X.dtype)
-        mean, var = kernel_predict(X, p["center"], p["inv_scale"], p["ZT"], p["weights"],
-                                   None, self.y_mean_, _kernels.KINDS[self.kernel], nt,
-                                   A=p["A"] if return_std else None,
-                                   prior_var=self.signal_variance_)
         if not return_std:
+            mean, _ = kernel_predict(X, p["center"], p["inv_scale"], p["ZT"], p["weights"],
+                                     None, self.y_mean_, _kernels.KINDS[self.kernel], nt)
             return mean
+        # the variance calls BLAS trmm from inside the OpenMP team: one BLAS thread each
+        with blas_threads(1):
+            mean, var = kernel_predict(X, p["center"], p["inv_scale"], p["ZT"], p["weights"],
+                                       None, self.y_mean_, _kernels.KINDS[self.kernel], nt,
+                                       A=p["A"], prior_var=self.signal_variance_)
         return mean, self.y_std_ * np.sqrt(var)
 
     def _params(self, dtype):

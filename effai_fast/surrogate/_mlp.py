@@ -120,7 +120,7 @@ class MLPSurrogate(SurrogateMixin):
             parts.append(rng.uniform(-lim, lim, size=fin * fout))
             parts.append(np.zeros(fout))
         theta0 = np.concatenate(parts)
-        with blas_threads(self._threads(None)):
+        with blas_threads(1 if n <= 20000 else self._threads(None)):
             res = minimize(_loss_grad, theta0, args=(Xs, yn, sizes, alpha), jac=True,
                            method="L-BFGS-B",
                            options={"maxiter": max_iter, "maxfun": 2 * max_iter,

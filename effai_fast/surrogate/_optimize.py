@@ -327,7 +327,9 @@ def optimize(simulator, domain, *, n_initial: int | None = None, n_rounds: int =
                                                "n_initial": n_initial})
 
     def finish_round(rnd, X, info):
+        t1 = time.perf_counter()
         y, status, errors = _evaluate(simulator, X, n_jobs)
+        info["simulate_seconds"] = time.perf_counter() - t1
         hist._append(X, y, rnd, status, errors)
         info.update({"round": rnd, "n_evals": len(y), "n_failed": len(errors),
                      "best": hist.best_y, "n_calls": hist.n_calls})
@@ -341,9 +343,7 @@ def optimize(simulator, domain, *, n_initial: int | None = None, n_rounds: int =
         t0 = time.perf_counter()
         X0 = latin_hypercube(domain, n_initial, seed=np.random.default_rng([seed, 0]))
         info = {"design_seconds": time.perf_counter() - t0}
-        t1 = time.perf_counter()
         finish_round(0, X0, info)
-        hist.rounds[-1]["simulate_seconds"] = time.perf_counter() - t1
 
     for rnd in range(len(hist.rounds), n_rounds + 1):
         rng = np.random.default_rng([seed, rnd])
@@ -361,9 +361,7 @@ def optimize(simulator, domain, *, n_initial: int | None = None, n_rounds: int =
             Xb, sinfo = _propose(mdl, hist, domain, rng, acquisition, batch_size,
                                  n_candidates, beta, maximize, n_threads)
             info.update(sinfo)
-        t1 = time.perf_counter()
         finish_round(rnd, Xb, info)
-        hist.rounds[-1]["simulate_seconds"] = time.perf_counter() - t1
     return hist
 
 
