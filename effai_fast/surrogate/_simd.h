@@ -14,8 +14,8 @@
  * function is compiled three times (target_clones) and the loader picks the
  * widest the CPU has.
  *
- * Accuracy: effai_sur_exp_d has a relative error below 2e-16 on [-708, 0]
- * (degree-12 Taylor polynomial on |r| <= ln2/2 after range reduction) and
+ * Accuracy: effai_sur_exp_d has a relative error below 1e-14 on [-708, 0]
+ * (degree-11 Taylor polynomial on |r| <= ln2/2 after range reduction) and
  * returns 0 below -708; effai_sur_exp_f below 2e-7 on [-87, 0].  Both are
  * only called with arguments <= 0.
  */
@@ -59,8 +59,7 @@ static inline double effai_sur_exp_d(double x)
     double t = xc * 1.4426950408889634 + shift;
     double n = t - shift;
     double r = (xc - n * 0.693147180369123816490) - n * 1.90821492927058770002e-10;
-    double p = 1.0 / 479001600.0;
-    p = p * r + 1.0 / 39916800.0;
+    double p = 1.0 / 39916800.0;
     p = p * r + 1.0 / 3628800.0;
     p = p * r + 1.0 / 362880.0;
     p = p * r + 1.0 / 40320.0;
