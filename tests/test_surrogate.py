@@ -13,13 +13,13 @@ from effai_fast.surrogate import (
     MLPSurrogate,
     NotFittedError,
     RBFInterpolant,
+    _kernels,
     expected_improvement,
     get_problem,
     latin_hypercube,
     sobol,
     upper_confidence_bound,
 )
-from effai_fast.surrogate import _kernels
 from effai_fast.surrogate._mlp import _forward_np
 from effai_fast.surrogate._predict import kernel_predict, mlp_predict
 from effai_fast.surrogate._rbf import _phi
@@ -178,11 +178,11 @@ def test_kernel_variance_matches_numpy(kind, dtype, n_threads, rng):
 
 def test_mlp_forward_matches_numpy(dtype, n_threads, rng):
     sizes = (4, 9, 7, 1)
-    Ws = [rng.standard_normal((a, b)) for a, b in zip(sizes[:-1], sizes[1:])]
+    Ws = [rng.standard_normal((a, b)) for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
     bs = [rng.standard_normal(b) for b in sizes[1:]]
     X = rng.standard_normal((300, 4)) * 2  # 300: not a multiple of the row block
     ref, _ = _forward_np(X, Ws, bs)
-    flat = np.concatenate([p for W, b in zip(Ws, bs) for p in (W.ravel(), b)])
+    flat = np.concatenate([p for W, b in zip(Ws, bs, strict=True) for p in (W.ravel(), b)])
     got = mlp_predict(X.astype(dtype), flat.astype(dtype), np.asarray(sizes, np.intc),
                       n_threads)
     np.testing.assert_allclose(got, ref, rtol=tol(dtype, 1e-4, 1e-12),
@@ -362,7 +362,8 @@ def test_expected_improvement_against_integral(rng):
     from scipy import integrate, stats
 
     for mean, std, best in [(0.3, 0.5, 0.0), (-1.0, 0.2, 0.0), (2.0, 1.5, 0.5)]:
-        ref, _ = integrate.quad(lambda v: max(best - v, 0) * stats.norm.pdf(v, mean, std),
+        ref, _ = integrate.quad(lambda v, b=best, m=mean, s=std: max(b - v, 0)
+                                * stats.norm.pdf(v, m, s),
                                 mean - 12 * std, mean + 12 * std, points=[best], limit=200)
         assert expected_improvement(mean, std, best) == pytest.approx(ref, rel=1e-7, abs=1e-14)
         assert np.exp(expected_improvement(mean, std, best, log=True)) == pytest.approx(

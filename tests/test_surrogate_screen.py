@@ -190,3 +190,16 @@ def test_dask_disconnect_mid_screen_raises(branin_gp):
     finally:
         client.close()
         cluster.close()
+
+
+def test_screen_with_additive_network_if_merged():
+    """effai_fast.additive.AdditiveNetwork plugs in through the estimator protocol."""
+    additive = pytest.importorskip("effai_fast.additive")
+    if not hasattr(additive, "AdditiveNetwork"):
+        pytest.skip("effai_fast.additive.AdditiveNetwork is not merged on this branch")
+    p = get_problem("ishigami")
+    X = latin_hypercube(p.domain, 200, seed=0)
+    model = additive.AdditiveNetwork().fit(X, p(X))
+    C = latin_hypercube(p.domain, 4000, seed=1)
+    res = screen(model, C, top_k=7, chunk_size=1000)
+    np.testing.assert_array_equal(res.index, _brute(np.asarray(model.predict(C)), 7))

@@ -60,7 +60,7 @@ def reference_optimum(problem, maximize: bool = False, seed: int = 0):
     best = np.inf
     for x0 in X[np.argsort(y)[:8]]:
         res = minimize(lambda x: sign * problem(x), x0, method="L-BFGS-B",
-                       bounds=list(zip(dom.lower, dom.upper)))
+                       bounds=list(zip(dom.lower, dom.upper, strict=True)))
         best = min(best, float(res.fun))
     return sign * best, "numerical (multi-start L-BFGS-B on the formula)"
 

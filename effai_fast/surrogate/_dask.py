@@ -68,7 +68,7 @@ def screen_dask(client, model, source, total, chunk_size, top_k, n_threads, prog
                 src = source if isinstance(source, DesignSpec) else source[a:b]
                 futures.append(client.submit(_task, model_f, src, a, b, chunk_size, *args,
                                              pure=False))
-            sizes = {f.key: b - a for f, (a, b) in zip(futures, ranges)}
+            sizes = {f.key: b - a for f, (a, b) in zip(futures, ranges, strict=True)}
             for fut in distributed.as_completed(futures):
                 res = fut.result()
                 top.push(*res)

@@ -27,7 +27,7 @@ __all__ = ["MLPSurrogate"]
 
 def _unpack(theta, sizes):
     Ws, bs, off = [], [], 0
-    for fin, fout in zip(sizes[:-1], sizes[1:]):
+    for fin, fout in zip(sizes[:-1], sizes[1:], strict=True):
         Ws.append(theta[off:off + fin * fout].reshape(fin, fout))
         off += fin * fout
         bs.append(theta[off:off + fout])
@@ -39,7 +39,7 @@ def _forward_np(X, Ws, bs):
     """Reference forward pass (numpy); returns output and the activations."""
     acts = [X]
     h = X
-    for k, (W, b) in enumerate(zip(Ws, bs)):
+    for k, (W, b) in enumerate(zip(Ws, bs, strict=True)):
         h = h @ W + b
         if k < len(Ws) - 1:
             h = np.tanh(h)
@@ -115,7 +115,7 @@ class MLPSurrogate(SurrogateMixin):
         sizes = (d, *hidden, 1)
         rng = np.random.default_rng(self.seed)
         parts = []
-        for fin, fout in zip(sizes[:-1], sizes[1:]):
+        for fin, fout in zip(sizes[:-1], sizes[1:], strict=True):
             lim = np.sqrt(6.0 / (fin + fout))
             parts.append(rng.uniform(-lim, lim, size=fin * fout))
             parts.append(np.zeros(fout))
@@ -136,7 +136,7 @@ class MLPSurrogate(SurrogateMixin):
         self.coefs_ = Ws
         self.intercepts_ = bs
         flat = []
-        for W, b in zip(Ws, bs):
+        for W, b in zip(Ws, bs, strict=True):
             flat.append(np.ascontiguousarray(W).ravel())
             flat.append(b)
         self._params64 = np.concatenate(flat)

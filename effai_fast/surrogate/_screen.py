@@ -150,7 +150,10 @@ def _screen_range(model, source, start, stop, chunk_size, top_k, need_std, maxim
     top = _TopK(top_k)
     for a in range(start, stop, chunk_size):
         b = min(stop, a + chunk_size)
-        X = source.generate(a, b) if isinstance(source, DesignSpec) else source[a - start:b - start]
+        if isinstance(source, DesignSpec):
+            X = source.generate(a, b)
+        else:
+            X = source[a - start:b - start]
         top.push(*_score_chunk(model, np.ascontiguousarray(X), a, need_std=need_std,
                                maximize=maximize, score=score, n_threads=n_threads))
     return top.as_tuple()
