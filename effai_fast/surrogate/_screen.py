@@ -318,11 +318,26 @@ def screen(model, candidates, *, top_k: int, maximize: bool = True,
     else:
         top = _TopK(top_k)
         n_done = 0
-        if total is not None:
+        if isinstance(source, DesignSpec):
+            # generate chunk i+1 in a helper thread while chunk i is predicted
+            # (numpy/scipy release the GIL for most of the generation)
+            from concurrent.futures import ThreadPoolExecutor
+
+            starts = range(0, total, chunk_size)
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                nxt = pool.submit(source.generate, 0, min(total, chunk_size))
+                for a in starts:
+                    b = min(total, a + chunk_size)
+                    X = nxt.result()
+                    if b < total:
+                        nxt = pool.submit(source.generate, b, min(total, b + chunk_size))
+                    top.push(*_score_chunk(model, X, a, n_threads=nt, **kw))
+                    n_done = b
+                    prog.update(n_done)
+        elif total is not None:
             for a in range(0, total, chunk_size):
                 b = min(total, a + chunk_size)
-                X = source.generate(a, b) if isinstance(source, DesignSpec) else source[a:b]
-                top.push(*_score_chunk(model, X, a, n_threads=nt, **kw))
+                top.push(*_score_chunk(model, source[a:b], a, n_threads=nt, **kw))
                 n_done = b
                 prog.update(n_done)
         else:
