@@ -35,6 +35,10 @@ def one_blas_thread():
     return threadpool_limits(limits=1)
 
 
+HAVE_ADDITIVE = have("effai_fast.additive") and hasattr(
+    __import__("effai_fast.additive", fromlist=["x"]), "AdditiveNetwork")
+
+
 def rel_rmse(pred, y):
     return float(np.sqrt(np.mean((pred - y) ** 2)) / np.std(y))
 
@@ -78,6 +82,17 @@ def accuracy(quick):
                 data.append(row)
                 rows.append([name, n, row["model"], r, 1 - r * r, t_fit])
                 print(rows[-1], flush=True)
+                if kind == "se" and n <= 200 and HAVE_ADDITIVE:
+                    from effai_fast.additive import AdditiveNetwork
+
+                    t0 = time.perf_counter()
+                    am = AdditiveNetwork(shape="spline", interactions="auto").fit(X, y)
+                    t_am = time.perf_counter() - t0
+                    r = rel_rmse(am.predict(Xt), yt)
+                    label = "effai AdditiveNetwork (spline, auto pairs)"
+                    data.append({"problem": name, "n": n, "model": label, "rel_rmse": r,
+                                 "r2": 1 - r * r, "fit_s": t_am})
+                    rows.append([name, n, label, r, 1 - r * r, t_am])
                 if have("sklearn") and n <= 200:
                     U, Ut = p.domain.to_unit(X), p.domain.to_unit(Xt)
                     with one_blas_thread():
@@ -192,6 +207,14 @@ def throughput(quick):
             cr = cpu_rate(lambda arr=arr: mlp.predict(arr, n_threads=1), m) if nt == 1 else ""
             rows.append(["MLP 10-32-32-1", f"effai {dt}, {nt} thr", m / t, cr])
             data.append({"what": "mlp", "impl": f"effai_{dt}_{nt}thr", "pts_per_s": m / t})
+    if HAVE_ADDITIVE:
+        from effai_fast.additive import AdditiveNetwork
+
+        am = AdditiveNetwork(shape="spline").fit(X, y)
+        t = timeit(lambda: am.predict(Xc), repeat=3, min_time=0.3)["best"]
+        cr = cpu_rate(lambda: am.predict(Xc), m)
+        rows.append(["AdditiveNetwork (spline, d=10)", "effai, all threads", m / t, cr])
+        data.append({"what": "additive", "impl": "effai", "pts_per_s": m / t})
     if have("sklearn"):
         from sklearn.neural_network import MLPRegressor
 
@@ -206,7 +229,8 @@ def throughput(quick):
         data.append({"what": "mlp", "impl": "sklearn_1thr", "pts_per_s": m / t})
     md = ("### Prediction throughput (points/s; d = 10; per core unless 2 thr)\n\n"
           "Targets per core: GP mean n=1000 >= 5e5 (sklearn 5e4), n=200 >= 2e6 (sklearn "
-          "1.6e5); MLP >= 5e6 (sklearn ~1e6).\n\n"
+          "1.6e5); MLP >= 5e6 (sklearn ~1e6); additive model >= 5e7 (branch `additive`, "
+          "merged here; its kernels are that branch's work).\n\n"
           + "points/CPU-s: the same single-threaded call per second of process CPU time "
           "(what a core delivers when it is not shared).\n\n"
           + md_table(["model", "implementation", "points/s (wall)", "points/CPU-s"], rows))

@@ -172,3 +172,14 @@ if parametrize_with_checks is not None:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*does not inherit from")
             check(estimator)
+
+
+def test_optimize_with_additive_network_if_merged():
+    additive = pytest.importorskip("effai_fast.additive")
+    if not hasattr(additive, "AdditiveNetwork"):
+        pytest.skip("effai_fast.additive.AdditiveNetwork is not merged on this branch")
+    h = optimize(BRANIN, BRANIN.domain, n_initial=10, n_rounds=2, batch_size=2, seed=0,
+                 acquisition="greedy", model=additive.AdditiveNetwork(shape="spline"),
+                 n_candidates=512)
+    assert h.n_calls == 14 and np.isfinite(h.best_y)
+    assert h.rounds[1]["batch_rule"] == "distance penalty"
