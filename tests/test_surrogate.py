@@ -274,6 +274,10 @@ def test_gp_duplicates_and_bad_input(rng):
         GaussianProcess().fit(X, y[:-1])
     with pytest.raises(ValueError, match="kernel must be one of"):
         GaussianProcess(kernel="rq").fit(X, y)
+    with pytest.raises(ValueError, match="length_scale must be a scalar or have 2 entries"):
+        GaussianProcess(length_scale=[1, 2, 3]).fit(X, y)
+    with pytest.raises(ValueError, match="length_scale must be positive"):
+        GaussianProcess(length_scale=-1.0).fit(X, y)
     with pytest.raises(NotFittedError):
         GaussianProcess().predict(X)
     gp = GaussianProcess(optimizer=None).fit(X, y)

@@ -210,7 +210,11 @@ class GaussianProcess(SurrogateMixin):
             if len(b) != 2 or not (0 < b[0] < b[1]):
                 raise ValueError(f"{name} must be (low, high) with 0 < low < high, got {b!r}")
         if self.length_scale is not None:
-            ls = np.broadcast_to(np.asarray(self.length_scale, dtype=np.float64), (d,))
+            try:
+                ls = np.broadcast_to(np.asarray(self.length_scale, dtype=np.float64), (d,))
+            except ValueError:
+                raise ValueError(f"length_scale must be a scalar or have {d} entries, got "
+                                 f"{self.length_scale!r}") from None
             if not (np.isfinite(ls).all() and (ls > 0).all()):
                 raise ValueError(f"length_scale must be positive and finite, "
                                  f"got {self.length_scale!r}")
