@@ -104,7 +104,7 @@ def accuracy(quick):
                     data.append({"problem": name, "n": n, "model": label, "rel_rmse": r,
                                  "r2": 1 - r * r, "fit_s": t_sk})
                     rows.append([name, n, label, r, 1 - r * r, t_sk])
-                print(rows[-1], flush=True)
+                    print(rows[-1], flush=True)
     md = ("### Held-out accuracy (relative RMSE = RMSE / std of the test targets, "
           f"{n_test:,} Sobol test points; LHS training designs; one core)\n\n"
           "Issue anchors (relative RMSE, best peer measured elsewhere): Borehole 1.4e-2 / "
