@@ -1,0 +1,321 @@
+"""Surrogate workflow: accuracy, fit time, prediction throughput, large screen, active learning.
+
+Peers (same run): scikit-learn's GaussianProcessRegressor (RBF / Matern ARD) and
+MLPRegressor.  ``python bench/bench_surrogate.py [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import have, md_table, timeit, write_result  # noqa: E402
+
+from effai_fast.surrogate import (  # noqa: E402
+    DesignSpec,
+    GaussianProcess,
+    MLPSurrogate,
+    get_problem,
+    latin_hypercube,
+    optimize,
+    screen,
+    sobol,
+)
+
+
+def one_blas_thread():
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1)
+
+
+HAVE_ADDITIVE = have("effai_fast.additive") and hasattr(
+    __import__("effai_fast.additive", fromlist=["x"]), "AdditiveNetwork")
+
+
+def rel_rmse(pred, y):
+    return float(np.sqrt(np.mean((pred - y) ** 2)) / np.std(y))
+
+
+def sk_gp(kind, d, X, y, n_restarts):
+    from sklearn.gaussian_process import GaussianProcessRegressor
+    from sklearn.gaussian_process.kernels import RBF, ConstantKernel, Matern
+
+    base = (RBF(np.full(d, 0.5), (1e-2, 1e2)) if kind == "se"
+            else Matern(np.full(d, 0.5), (1e-2, 1e2), nu=2.5))
+    kern = ConstantKernel(1.0, (1e-4, 1e4)) * base
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ConvergenceWarning at the length-scale bounds
+        return GaussianProcessRegressor(kern, alpha=1e-8, normalize_y=True,
+                                        n_restarts_optimizer=n_restarts,
+                                        random_state=0).fit(X, y)
+
+
+def accuracy(quick):
+    rows, data = [], []
+    sizes = (50, 200) if quick else (50, 200, 1000)
+    n_test = 20_000 if quick else 100_000
+    for name in ("borehole", "wing_weight"):
+        p = get_problem(name)
+        Xt = sobol(p.domain, n_test, seed=99)
+        yt = p(Xt)
+        for n in sizes:
+            X = latin_hypercube(p.domain, n, seed=n)
+            y = p(X)
+            for kind in ("se", "matern52"):
+                if n == 1000 and kind != "se":
+                    continue
+                with one_blas_thread():
+                    t0 = time.perf_counter()
+                    gp = GaussianProcess(kernel=kind, seed=0, n_threads=1).fit(X, y)
+                    t_fit = time.perf_counter() - t0
+                pred = gp.predict(Xt)
+                r = rel_rmse(pred, yt)
+                row = {"problem": name, "n": n, "model": f"effai GP {kind} ARD", "rel_rmse": r,
+                       "r2": 1 - r * r, "fit_s": t_fit}
+                data.append(row)
+                rows.append([name, n, row["model"], r, 1 - r * r, t_fit])
+                print(rows[-1], flush=True)
+                if kind == "se" and n <= 200 and HAVE_ADDITIVE:
+                    from effai_fast.additive import AdditiveNetwork
+
+                    t0 = time.perf_counter()
+                    am = AdditiveNetwork(shape="spline", interactions="auto").fit(X, y)
+                    t_am = time.perf_counter() - t0
+                    r = rel_rmse(am.predict(Xt), yt)
+                    label = "effai AdditiveNetwork (spline, auto pairs)"
+                    data.append({"problem": name, "n": n, "model": label, "rel_rmse": r,
+                                 "r2": 1 - r * r, "fit_s": t_am})
+                    rows.append([name, n, label, r, 1 - r * r, t_am])
+                if have("sklearn") and n <= 200:
+                    U, Ut = p.domain.to_unit(X), p.domain.to_unit(Xt)
+                    with one_blas_thread():
+                        t0 = time.perf_counter()
+                        sk = sk_gp(kind, p.d, U, y, n_restarts=2)
+                        t_sk = time.perf_counter() - t0
+                    r = rel_rmse(sk.predict(Ut), yt)
+                    label = "sklearn GPR " + ("RBF ARD" if kind == "se" else "Matern-5/2 ARD")
+                    data.append({"problem": name, "n": n, "model": label, "rel_rmse": r,
+                                 "r2": 1 - r * r, "fit_s": t_sk})
+                    rows.append([name, n, label, r, 1 - r * r, t_sk])
+                    print(rows[-1], flush=True)
+    md = ("### Held-out accuracy (relative RMSE = RMSE / std of the test targets, "
+          f"{n_test:,} Sobol test points; LHS training designs; one core)\n\n"
+          "Issue anchors (relative RMSE, best peer measured elsewhere): Borehole 1.4e-2 / "
+          "1.85e-3 / 3.2e-4, Wing weight 3.7e-2 / 3.2e-3 / 2.6e-4 at n = 50 / 200 / 1000.  "
+          "scikit-learn is fitted on inputs scaled to the unit cube (which helps it), with 2 "
+          "restarts; it is not run at n = 1000 (110-200 s per fit per the issue).\n\n"
+          + md_table(["problem", "n", "model", "rel. RMSE", "R^2", "fit s"], rows))
+    return md, data
+
+
+def fit_time(quick):
+    p = get_problem("wing_weight")
+    rows, data = [], {}
+    n = 1000
+    X = latin_hypercube(p.domain, n, seed=5)
+    y = p(X)
+    with one_blas_thread():
+        t0, c0 = time.perf_counter(), time.process_time()
+        GaussianProcess(seed=0, n_threads=1).fit(X, y)
+        t, c = time.perf_counter() - t0, time.process_time() - c0
+    data["effai_n1000_s"] = t
+    data["effai_n1000_cpu_s"] = c
+    rows.append(["effai GP SE ARD", n, p.d, t, c])
+    if have("sklearn"):
+        n_sk = 200
+        Xs, ys = X[:n_sk], y[:n_sk]
+        with one_blas_thread():
+            t0, c0 = time.perf_counter(), time.process_time()
+            sk_gp("se", p.d, p.domain.to_unit(Xs), ys, n_restarts=2)
+            t_sk, c_sk = time.perf_counter() - t0, time.process_time() - c0
+            t0, c0 = time.perf_counter(), time.process_time()
+            GaussianProcess(seed=0, n_threads=1).fit(Xs, ys)
+            t_ours, c_ours = time.perf_counter() - t0, time.process_time() - c0
+        data.update(sklearn_n200_s=t_sk, effai_n200_s=t_ours, sklearn_n200_cpu_s=c_sk,
+                    effai_n200_cpu_s=c_ours)
+        rows.append(["sklearn GPR RBF ARD (2 restarts)", n_sk, p.d, t_sk, c_sk])
+        rows.append(["effai GP SE ARD", n_sk, p.d, t_ours, c_ours])
+    md = ("### GP fit time (Wing weight, d = 10, one core: BLAS limited to 1 thread)\n\n"
+          "Target: n = 1000 in at most 10 s (sklearn: 110-200 s per the issue; timed here "
+          "only at n = 200).  Ours: L-BFGS-B with the analytic gradient from 4 starts on a "
+          "256-point subset, then one refinement on all points.\n\n"
+          + "CPU s is the process CPU time (one thread): on this shared machine the wall "
+          "time includes waiting for a core.\n\n"
+          + md_table(["model", "n", "d", "wall s", "CPU s"], rows))
+    return md, data
+
+
+def cpu_rate(fn, m, reps=3):
+    """Points per CPU-second of a single-threaded call (best of reps)."""
+    fn()
+    best = float("inf")
+    for _ in range(reps):
+        c0 = time.process_time()
+        fn()
+        best = min(best, time.process_time() - c0)
+    return m / best if best > 0 else float("inf")
+
+
+def throughput(quick):
+    rows, data = [], []
+    rng = np.random.default_rng(0)
+    d = 10
+    m = 100_000 if quick else 400_000
+    Xc = rng.random((m, d))
+    for n in (200, 1000):
+        X = rng.random((n, d))
+        y = np.sin(X @ rng.standard_normal(d))
+        gp = GaussianProcess(optimizer=None, length_scale=np.full(d, 0.8)).fit(X, y)
+        for nt in (1, 2):
+            t = timeit(lambda gp=gp, nt=nt: gp.predict(Xc, n_threads=nt), repeat=3,
+                       min_time=0.3)["best"]
+            cr = cpu_rate(lambda gp=gp: gp.predict(Xc, n_threads=1), m) if nt == 1 else ""
+            rows.append([f"GP mean, n={n}", f"effai float64, {nt} thr", m / t, cr])
+            data.append({"what": f"gp_mean_n{n}", "impl": f"effai_{nt}thr", "pts_per_s": m / t})
+        t = timeit(lambda gp=gp: gp.predict(Xc[:20000], return_std=True, n_threads=1), repeat=3,
+                   min_time=0.3)["best"]
+        rows.append([f"GP mean+std, n={n}", "effai float64, 1 thr", 20000 / t, ""])
+        if have("sklearn"):
+            from sklearn.gaussian_process import GaussianProcessRegressor
+            from sklearn.gaussian_process.kernels import RBF, ConstantKernel
+
+            sk = GaussianProcessRegressor(ConstantKernel(1.0, "fixed") * RBF(0.8, "fixed"),
+                                          optimizer=None, normalize_y=True).fit(X, y)
+            ms = 20000
+            with one_blas_thread():
+                t = timeit(lambda sk=sk, ms=ms: sk.predict(Xc[:ms]), repeat=3,
+                           min_time=0.3)["best"]
+                cr = cpu_rate(lambda sk=sk, ms=ms: sk.predict(Xc[:ms]), ms)
+            rows.append([f"GP mean, n={n}", "sklearn, 1 thr", ms / t, cr])
+            data.append({"what": f"gp_mean_n{n}", "impl": "sklearn_1thr", "pts_per_s": ms / t})
+    # MLP 10 -> 32 -> 32 -> 1
+    X = rng.random((300, d))
+    y = np.sin(X.sum(axis=1))
+    mlp = MLPSurrogate(hidden=(32, 32), max_iter=200).fit(X, y)
+    Xc32 = Xc.astype(np.float32)
+    for dt, arr in (("float32", Xc32), ("float64", Xc)):
+        for nt in (1, 2):
+            t = timeit(lambda arr=arr, nt=nt: mlp.predict(arr, n_threads=nt), repeat=3,
+                       min_time=0.3)["best"]
+            cr = cpu_rate(lambda arr=arr: mlp.predict(arr, n_threads=1), m) if nt == 1 else ""
+            rows.append(["MLP 10-32-32-1", f"effai {dt}, {nt} thr", m / t, cr])
+            data.append({"what": "mlp", "impl": f"effai_{dt}_{nt}thr", "pts_per_s": m / t})
+    if HAVE_ADDITIVE:
+        from effai_fast.additive import AdditiveNetwork
+
+        am = AdditiveNetwork(shape="spline").fit(X, y)
+        t = timeit(lambda: am.predict(Xc), repeat=3, min_time=0.3)["best"]
+        cr = cpu_rate(lambda: am.predict(Xc), m)
+        rows.append(["AdditiveNetwork (spline, d=10)", "effai, all threads", m / t, cr])
+        data.append({"what": "additive", "impl": "effai", "pts_per_s": m / t})
+    if have("sklearn"):
+        from sklearn.neural_network import MLPRegressor
+
+        skm = MLPRegressor(hidden_layer_sizes=(32, 32), activation="tanh", max_iter=50)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # ConvergenceWarning: only predict is timed
+            skm.fit(X, y)
+        with one_blas_thread():
+            t = timeit(lambda: skm.predict(Xc), repeat=3, min_time=0.3)["best"]
+            cr = cpu_rate(lambda: skm.predict(Xc), m)
+        rows.append(["MLP 10-32-32-1", "sklearn MLPRegressor float64, 1 thr", m / t, cr])
+        data.append({"what": "mlp", "impl": "sklearn_1thr", "pts_per_s": m / t})
+    md = ("### Prediction throughput (points/s; d = 10; per core unless 2 thr)\n\n"
+          "Targets per core: GP mean n=1000 >= 5e5 (sklearn 5e4), n=200 >= 2e6 (sklearn "
+          "1.6e5); MLP >= 5e6 (sklearn ~1e6); additive model >= 5e7 (branch `additive`, "
+          "merged here; its kernels are that branch's work).\n\n"
+          + "points/CPU-s: the same single-threaded call per second of process CPU time "
+          "(what a core delivers when it is not shared).\n\n"
+          + md_table(["model", "implementation", "points/s (wall)", "points/CPU-s"], rows))
+    return md, data
+
+
+def large_screen(quick, n_screen=None):
+    p = get_problem("borehole")
+    X = latin_hypercube(p.domain, 200, seed=1)
+    gp = GaussianProcess(seed=0, n_restarts=1).fit(X, p(X))
+    n = n_screen or ((1 << 22) if quick else 10**8)
+    res = screen(gp, DesignSpec(p.domain, n, seed=2), top_k=10, chunk_size=1 << 16,
+                 progress=None)
+    t1e9 = 1e9 / res.rate
+    md = (f"### Large screen (Borehole GP from 200 runs, {n:,} scrambled-Sobol candidates "
+          "generated chunk by chunk, top-10, all cores)\n\n"
+          + md_table(["candidates", "seconds", "candidates/s", "extrapolated 10^9 (min)",
+                      "best predicted", "simulator at best"],
+                     [[n, res.seconds, res.rate, t1e9 / 60, float(res.mean[0]),
+                       float(p(res.X[0]))]]))
+    return md, {"n": n, "seconds": res.seconds, "rate": res.rate, "t_1e9_s": t1e9}
+
+
+def active_learning(quick):
+    rows, data = [], []
+    seeds = (0, 1) if quick else (0, 1, 2)
+    for name, budget, n0, batch in (("branin", 30, 8, 2), ("hartmann6", 60, 14, 4)):
+        p = get_problem(name)
+        res = {"EI loop": [], "random search": [], "LHS + GP (one shot)": []}
+        for s in seeds:
+            n_rounds = (budget - n0) // batch
+            h = optimize(p, p.domain, n_initial=n0, n_rounds=n_rounds, batch_size=batch,
+                         seed=s, n_candidates=4096)
+            res["EI loop"].append(h.best_y)
+            rng = np.random.default_rng(100 + s)
+            res["random search"].append(float(p(p.domain.from_unit(
+                rng.random((budget, p.d)))).min()))
+            Xl = latin_hypercube(p.domain, budget - 1, seed=200 + s)
+            yl = p(Xl)
+            gp = GaussianProcess(kernel="matern52", seed=s).fit(Xl, yl)
+            top = screen(gp, DesignSpec(p.domain, 1 << 16, seed=s), top_k=1, maximize=False)
+            res["LHS + GP (one shot)"].append(float(min(yl.min(), p(top.X[0]))))
+            print(name, s, {k: v[-1] for k, v in res.items()}, flush=True)
+        for method, vals in res.items():
+            vals = np.array(vals)
+            gap = vals - p.minimum
+            rows.append([name, budget, method, float(np.mean(vals)), float(np.median(gap)),
+                         float(np.max(gap))])
+            data.append({"problem": name, "budget": budget, "method": method,
+                         "best": vals.tolist(), "optimum": p.minimum})
+    md = ("### Active learning: best value after a simulator budget "
+          f"({len(seeds)} seeds; minimisation)\n\n"
+          "EI loop: GP Matern-5/2 + expected improvement, kriging-believer batches (Branin "
+          "batches of 2, Hartmann-6 of 4). LHS + GP: an LHS of budget-1 points, the GP's "
+          "predicted minimum over 65,536 Sobol candidates as the last call.\n\n"
+          + md_table(["problem", "calls", "method", "mean best", "median gap", "worst gap"],
+                     rows))
+    return md, data
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--screen-n", type=int, default=None,
+                    help="candidates of the large screen (default 1e8, 2^22 with --quick)")
+    args = ap.parse_args()
+    import os
+
+    load = os.getloadavg()[0]
+    parts, data = [], {}
+    for name, fn in (("accuracy", accuracy), ("fit_time", fit_time),
+                     ("throughput", throughput), ("large_screen", large_screen),
+                     ("active_learning", active_learning)):
+        t0 = time.perf_counter()
+        md, dat = fn(args.quick, args.screen_n) if fn is large_screen else fn(args.quick)
+        parts.append(md)
+        data[name] = dat
+        print(f"[{name}: {time.perf_counter() - t0:.0f} s]", flush=True)
+    head = ("Shared 2-core machine (other helpers were building and testing: load "
+            f"{load:.1f} at start); ratios are from one run.  "
+            + ("`--quick` run: smaller sizes.\n\n" if args.quick else "\n\n"))
+    write_result("surrogate", "Surrogate workflow (effai_fast.surrogate)",
+                 head + "\n\n".join(parts), data,
+                 command="python bench/bench_surrogate.py" + (" --quick" if args.quick else ""))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,269 @@
+"""Box domains and space-filling designs (wrapping :mod:`scipy.stats.qmc`).
+
+A :class:`Domain` is an axis-aligned box with named coordinates.  Designs are
+Latin hypercubes and scrambled Sobol' sequences mapped onto it, always seeded.
+A :class:`DesignSpec` describes a (possibly huge) candidate set -- domain,
+count, seed -- that :func:`~effai_fast.surrogate.screen` generates chunk by chunk,
+so 10**9 candidates never exist in memory at once.  Chunk ``[a, b)`` of a spec
+is the same whoever generates it and however the stream is split, which is what
+makes a Dask screen return exactly the serial result.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+from scipy.stats import qmc
+
+from effai_fast._validation import as_float_array, check_int
+
+__all__ = ["Domain", "DesignSpec", "latin_hypercube", "sobol", "uniform"]
+
+
+class Domain:
+    """An axis-aligned box ``lower <= x <= upper`` with coordinate names.
+
+    Parameters
+    ----------
+    lower, upper : array_like of shape (d,)
+        Finite bounds with ``lower < upper`` in every coordinate.
+    names : sequence of str, optional
+        One name per coordinate (default ``x0, x1, ...``).
+
+    Raises
+    ------
+    ValueError
+        If the bounds are not finite, have different lengths, or
+        ``lower >= upper`` somewhere (the message names the coordinate).
+
+    Examples
+    --------
+    >>> from effai_fast.surrogate import Domain
+    >>> dom = Domain([0, -1], [1, 1], names=["a", "b"])
+    >>> dom.d, dom.names
+    (2, ('a', 'b'))
+    """
+
+    def __init__(self, lower, upper, names: Sequence[str] | None = None):
+        lo = as_float_array(lower, "lower", dtype=np.float64, ndim=1, finite=True, copy=True)
+        hi = as_float_array(upper, "upper", dtype=np.float64, ndim=1, finite=True, copy=True)
+        if lo.shape != hi.shape:
+            raise ValueError(
+                f"lower and upper must have the same length, got {lo.size} and {hi.size}"
+            )
+        if names is None:
+            names = [f"x{k}" for k in range(lo.size)]
+        names = tuple(str(n) for n in names)
+        if len(names) != lo.size:
+            raise ValueError(f"names must have {lo.size} entries, got {len(names)}")
+        bad = np.flatnonzero(lo >= hi)
+        if bad.size:
+            k = int(bad[0])
+            raise ValueError(
+                f"lower must be < upper in every coordinate; coordinate {k} ({names[k]!r}) "
+                f"has lower={float(lo[k])!r} >= upper={float(hi[k])!r}"
+            )
+        lo.flags.writeable = False
+        hi.flags.writeable = False
+        self.lower = lo
+        self.upper = hi
+        self.names = names
+
+    @property
+    def d(self) -> int:
+        """Number of coordinates."""
+        return self.lower.size
+
+    @property
+    def width(self) -> np.ndarray:
+        return self.upper - self.lower
+
+    def from_unit(self, u: np.ndarray, dtype=np.float64) -> np.ndarray:
+        """Map points of the unit cube onto the box."""
+        u = np.asarray(u, dtype=np.float64)
+        return (self.lower + u * self.width).astype(dtype, copy=False)
+
+    def to_unit(self, x) -> np.ndarray:
+        """Map points of the box onto the unit cube."""
+        return (np.asarray(x, dtype=np.float64) - self.lower) / self.width
+
+    def contains(self, x) -> np.ndarray:
+        """Boolean mask of the rows of ``x`` inside the box (bounds included)."""
+        x = np.atleast_2d(np.asarray(x, dtype=np.float64))
+        return np.all((x >= self.lower) & (x <= self.upper), axis=1)
+
+    def clip(self, x) -> np.ndarray:
+        return np.clip(x, self.lower, self.upper)
+
+    def to_dict(self) -> dict:
+        return {"lower": self.lower.tolist(), "upper": self.upper.tolist(),
+                "names": list(self.names)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Domain:
+        return cls(d["lower"], d["upper"], d.get("names"))
+
+    def __eq__(self, other) -> bool:
+        return (isinstance(other, Domain) and np.array_equal(self.lower, other.lower)
+                and np.array_equal(self.upper, other.upper) and self.names == other.names)
+
+    def __repr__(self) -> str:
+        return f"Domain(lower={self.lower.tolist()}, upper={self.upper.tolist()}, " \
+               f"names={list(self.names)})"
+
+
+def _check_domain(domain) -> Domain:
+    if isinstance(domain, Domain):
+        return domain
+    if hasattr(domain, "domain") and isinstance(domain.domain, Domain):  # a Problem
+        return domain.domain
+    raise TypeError(f"domain must be a Domain, got {type(domain).__name__}")
+
+
+def _engine(cls, *args, seed=None, **kwargs):
+    """Build a qmc engine; scipy >= 1.15 spells the seed ``rng``, older ``seed``."""
+    try:
+        return cls(*args, rng=seed, **kwargs)
+    except TypeError:  # pragma: no cover - scipy < 1.15
+        return cls(*args, seed=seed, **kwargs)
+
+
+def _seed_int(seed, name="seed"):
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if seed is None:
+        return None
+    return check_int(seed, name, min_value=0)
+
+
+def latin_hypercube(domain: Domain, n: int, *, seed=None, optimization: str | None = None,
+                    dtype=np.float64) -> np.ndarray:
+    """A Latin hypercube design of ``n`` points over ``domain``.
+
+    Parameters
+    ----------
+    domain : Domain
+    n : int
+        Number of points (>= 1).
+    seed : int, numpy Generator or None
+        Seed of the design (None: fresh entropy, not reproducible).
+    optimization : {None, "random-cd", "lloyd"}
+        Passed to :class:`scipy.stats.qmc.LatinHypercube`.
+    dtype : float32 or float64
+
+    Returns
+    -------
+    ndarray of shape (n, d)
+    """
+    domain = _check_domain(domain)
+    n = check_int(n, "n", min_value=1)
+    eng = _engine(qmc.LatinHypercube, domain.d, optimization=optimization,
+                  seed=_seed_int(seed))
+    return domain.from_unit(eng.random(n), dtype)
+
+
+def sobol(domain: Domain, n: int, *, seed=None, scramble: bool = True, start: int = 0,
+          dtype=np.float64) -> np.ndarray:
+    """Points ``start .. start+n-1`` of a (scrambled) Sobol' sequence over ``domain``.
+
+    The balance properties of Sobol' points hold for powers of two; other ``n``
+    are accepted without scipy's warning.  The same ``seed`` gives the same
+    sequence, so ``sobol(dom, 8, seed=1, start=8)`` continues ``sobol(dom, 8, seed=1)``.
+    """
+    domain = _check_domain(domain)
+    n = check_int(n, "n", min_value=1)
+    start = check_int(start, "start", min_value=0)
+    bits = 30 if start + n <= 2**30 else 64
+    return domain.from_unit(_sobol_unit(domain.d, start, n, _seed_int(seed), scramble, bits),
+                            dtype)
+
+
+def _sobol_unit(d, start, n, seed, scramble, bits):
+    eng = _engine(qmc.Sobol, d, scramble=scramble, seed=seed, bits=bits)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "balance properties ... power of 2"
+        if start:
+            eng.fast_forward(start)
+        return eng.random(n)
+
+
+def uniform(domain: Domain, n: int, *, seed=None, dtype=np.float64) -> np.ndarray:
+    """``n`` independent uniform points over ``domain`` (numpy Generator)."""
+    domain = _check_domain(domain)
+    n = check_int(n, "n", min_value=1)
+    rng = np.random.default_rng(seed)
+    return domain.from_unit(rng.random((n, domain.d)), dtype)
+
+
+_UNIFORM_BLOCK = 1 << 16
+
+
+class DesignSpec:
+    """A candidate set generated on the fly: ``n`` points of a design over ``domain``.
+
+    Parameters
+    ----------
+    domain : Domain
+    n : int
+        Number of candidates (any size: only one chunk exists at a time).
+    seed : int
+        Seed; chunk ``[a, b)`` is the same however the stream is split.
+    method : {"sobol", "uniform"}
+        ``"sobol"``: scrambled Sobol' points ``0 .. n-1``;  ``"uniform"``: i.i.d.
+        uniform points, block ``j`` of 65536 drawn from ``default_rng([seed, j])``.
+    dtype : float32 or float64
+        dtype of the generated chunks (float32 halves memory traffic when screening).
+    """
+
+    def __init__(self, domain: Domain, n: int, seed: int = 0, method: str = "sobol",
+                 dtype=np.float64):
+        self.domain = _check_domain(domain)
+        self.n = check_int(n, "n", min_value=1)
+        self.seed = check_int(seed, "seed", min_value=0)
+        if method not in ("sobol", "uniform"):
+            raise ValueError(f"method must be 'sobol' or 'uniform', got {method!r} "
+                             "(a Latin hypercube is not defined chunk by chunk)")
+        self.method = method
+        self.dtype = np.dtype(dtype)
+
+    def generate(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``start .. stop-1`` of the candidate set."""
+        start = check_int(start, "start", min_value=0)
+        stop = check_int(stop, "stop", min_value=start, max_value=self.n)
+        if stop == start:
+            return np.empty((0, self.domain.d), dtype=self.dtype)
+        if self.method == "sobol":
+            bits = 30 if self.n <= 2**30 else 64
+            u = _sobol_unit(self.domain.d, start, stop - start, self.seed, True, bits)
+            return self.domain.from_unit(u, self.dtype)
+        parts = []
+        b0, b1 = start // _UNIFORM_BLOCK, (stop - 1) // _UNIFORM_BLOCK
+        for b in range(b0, b1 + 1):
+            rng = np.random.default_rng([self.seed, b])
+            lo = max(start, b * _UNIFORM_BLOCK) - b * _UNIFORM_BLOCK
+            hi = min(stop, (b + 1) * _UNIFORM_BLOCK) - b * _UNIFORM_BLOCK
+            block = rng.random((hi, self.domain.d))
+            parts.append(block[lo:hi])
+        return self.domain.from_unit(np.concatenate(parts), self.dtype)
+
+    def chunks(self, chunk_size: int, start: int = 0,
+               stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(offset, rows)`` for consecutive chunks of ``[start, stop)``."""
+        stop = self.n if stop is None else stop
+        for a in range(start, stop, chunk_size):
+            b = min(stop, a + chunk_size)
+            yield a, self.generate(a, b)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __repr__(self) -> str:
+        return (f"DesignSpec(domain={self.domain!r}, n={self.n}, seed={self.seed}, "
+                f"method={self.method!r})")
+
+
+def _n_chunks(n: int, chunk: int) -> int:
+    return math.ceil(n / chunk)

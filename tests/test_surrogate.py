@@ -1,0 +1,381 @@
+"""effai_fast.surrogate: designs, problems, surrogates and their compiled prediction."""
+
+import numpy as np
+import pytest
+from conftest import tol
+from scipy.spatial.distance import cdist
+
+from effai_fast.surrogate import (
+    PROBLEMS,
+    DesignSpec,
+    Domain,
+    GaussianProcess,
+    MLPSurrogate,
+    NotFittedError,
+    RBFInterpolant,
+    _kernels,
+    expected_improvement,
+    get_problem,
+    latin_hypercube,
+    sobol,
+    upper_confidence_bound,
+)
+from effai_fast.surrogate._mlp import _forward_np
+from effai_fast.surrogate._predict import kernel_predict, mlp_predict
+from effai_fast.surrogate._rbf import _phi
+
+
+# ------------------------------------------------------------------ domains, designs
+def test_domain_validation():
+    with pytest.raises(ValueError, match="coordinate 1 .*lower=2.0 >= upper=2.0"):
+        Domain([0, 2], [1, 2])
+    with pytest.raises(ValueError, match="lower must be < upper"):
+        Domain([1], [0])
+    with pytest.raises(ValueError, match="same length"):
+        Domain([0, 0], [1])
+    with pytest.raises(ValueError, match="lower must not contain NaN"):
+        Domain([np.nan], [1])
+    with pytest.raises(ValueError, match="names must have 2"):
+        Domain([0, 0], [1, 1], names=["a"])
+    dom = Domain([0, -1], [1, 1], names=["a", "b"])
+    assert dom.d == 2 and dom.names == ("a", "b")
+    assert Domain.from_dict(dom.to_dict()) == dom
+
+
+def test_designs_seeded_and_in_domain():
+    dom = Domain([0, 10, -5], [1, 20, 5])
+    a = latin_hypercube(dom, 50, seed=3)
+    assert a.shape == (50, 3) and dom.contains(a).all()
+    np.testing.assert_array_equal(a, latin_hypercube(dom, 50, seed=3))
+    assert not np.array_equal(a, latin_hypercube(dom, 50, seed=4))
+    # one point per stratum in every coordinate
+    u = dom.to_unit(a)
+    for k in range(3):
+        np.testing.assert_array_equal(np.sort(np.floor(u[:, k] * 50)), np.arange(50))
+    s = sobol(dom, 64, seed=1)
+    assert dom.contains(s).all()
+    np.testing.assert_array_equal(sobol(dom, 32, seed=1, start=32), s[32:])
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        sobol(dom, 0)
+
+
+@pytest.mark.parametrize("method", ["sobol", "uniform"])
+def test_design_spec_chunks_independent_of_split(method):
+    dom = Domain([0, 0], [1, 2])
+    spec = DesignSpec(dom, 70_000, seed=5, method=method)
+    full = spec.generate(0, 70_000)
+    parts = np.vstack([x for _, x in spec.chunks(9_999)])
+    np.testing.assert_array_equal(full, parts)
+    np.testing.assert_array_equal(spec.generate(65_530, 65_540), full[65_530:65_540])
+    assert dom.contains(full).all()
+    with pytest.raises(ValueError, match="method"):
+        DesignSpec(dom, 10, method="lhs")
+
+
+# ------------------------------------------------------------------ problems
+def test_branin_hartmann_known_minima():
+    br = get_problem("branin")
+    np.testing.assert_allclose(br(br.minimizers), 0.397887, atol=1e-5)
+    assert br.minimum == 0.397887
+    h6 = get_problem("hartmann6")
+    np.testing.assert_allclose(h6(h6.minimizers[0]), -3.32237, atol=1e-5)
+    rng = np.random.default_rng(0)
+    assert (h6(rng.random((2000, 6))) > -3.32237).all()
+    assert (br(br.domain.from_unit(rng.random((2000, 2)))) >= 0.397887 - 1e-6).all()
+
+
+def test_problem_reference_values():
+    # values computed by hand from the VLSE formulas at the domain centres/corners
+    bh = get_problem("borehole")
+    x = np.array([0.1, 25050, 89335, 1050, 89.55, 760, 1400, 10950])
+    lnr = np.log(25050 / 0.1)
+    ref = 2 * np.pi * 89335 * 290 / (lnr * (1 + 2 * 1400 * 89335 / (lnr * 0.01 * 10950)
+                                            + 89335 / 89.55))
+    assert bh(x) == pytest.approx(ref, rel=1e-14)
+    ish = get_problem("ishigami")
+    assert ish([np.pi / 2, np.pi / 2, np.pi]) == pytest.approx(1 + 7 + 0.1 * np.pi**4)
+    for name, p in PROBLEMS.items():
+        X = latin_hypercube(p.domain, 64, seed=0)
+        y = p(X)
+        assert y.shape == (64,) and np.isfinite(y).all(), name
+        assert p(X[0]) == pytest.approx(y[0])
+    with pytest.raises(ValueError, match="8 columns"):
+        bh(np.zeros((3, 2)))
+    with pytest.raises(ValueError, match="problem must be one of"):
+        get_problem("nope")
+
+
+# ------------------------------------------------------------------ compiled kernels
+def _kernel_ref(X, center, inv_scale, ZT, w, poly, offset, kind):
+    Z = (X.astype(np.float64) - center) * inv_scale
+    sq = cdist(Z, ZT.T, "sqeuclidean")
+    name = {v: k for k, v in _kernels.KINDS.items()}[kind]
+    if name == "se":
+        phi = np.exp(-0.5 * sq)
+    elif name == "matern32":
+        r = np.sqrt(3 * sq)
+        phi = (1 + r) * np.exp(-r)
+    elif name == "matern52":
+        r = np.sqrt(5 * sq)
+        phi = (1 + r + r * r / 3) * np.exp(-r)
+    else:
+        phi = _phi(name, sq)
+    out = offset + phi @ w
+    if poly is not None:
+        out += Z @ poly
+    return out, phi
+
+
+@pytest.mark.parametrize("kind", sorted(_kernels.KINDS))
+def test_kernel_sum_matches_numpy(kind, dtype, n_threads, rng):
+    n, d, m = 37, 5, 301
+    centres = rng.random((n, d))
+    center = centres.mean(axis=0)
+    inv_scale = 1 / rng.uniform(0.3, 1.0, d)
+    ZT = np.ascontiguousarray(((centres - center) * inv_scale).T)
+    w = rng.standard_normal(n)
+    poly = rng.standard_normal(d)
+    X = rng.random((m, d))
+    X[:3] = centres[:3]  # distance exactly 0
+    ref, _ = _kernel_ref(X, center, inv_scale, ZT, w, poly, 0.7, _kernels.KINDS[kind])
+    c = [np.ascontiguousarray(a, dtype=dtype) for a in (X, center, inv_scale, ZT, w, poly)]
+    got, _ = kernel_predict(c[0], c[1], c[2], c[3], c[4], c[5], 0.7, _kernels.KINDS[kind],
+                            n_threads)
+    assert got.dtype == dtype
+    scale = np.abs(w).sum() + np.abs(poly).sum() * 3
+    np.testing.assert_allclose(got, ref, rtol=0, atol=tol(dtype, 3e-5, 1e-12) * scale * 10)
+
+
+def test_kernel_results_independent_of_threads(rng):
+    n, d, m = 300, 4, 5000
+    ZT = rng.standard_normal((d, n))
+    args = [rng.random((m, d)), np.zeros(d), np.ones(d), ZT, rng.standard_normal(n), None]
+    one, _ = kernel_predict(*[np.ascontiguousarray(a) if a is not None else None for a in args],
+                            0.0, 0, 1)
+    two, _ = kernel_predict(*[np.ascontiguousarray(a) if a is not None else None for a in args],
+                            0.0, 0, 2)
+    np.testing.assert_array_equal(one, two)
+
+
+@pytest.mark.parametrize("kind", ["se", "matern52"])
+def test_kernel_variance_matches_numpy(kind, dtype, n_threads, rng):
+    n, d, m = 45, 3, 77  # m not a multiple of the variance block
+    centres = rng.random((n, d))
+    ZT = np.ascontiguousarray(centres.T)
+    w = rng.standard_normal(n)
+    A = np.tril(rng.standard_normal((n, n))) * 0.1
+    X = rng.random((m, d))
+    k = _kernels.KINDS[kind]
+    ref_mean, phi = _kernel_ref(X, np.zeros(d), np.ones(d), ZT, w, None, 0.0, k)
+    ref_var = np.maximum(5.0 - ((A @ phi.T) ** 2).sum(axis=0), 0)
+    c = [np.ascontiguousarray(a, dtype=dtype) for a in (X, np.zeros(d), np.ones(d), ZT, w, A)]
+    mean, var = kernel_predict(c[0], c[1], c[2], c[3], c[4], None, 0.0, k, n_threads,
+                               A=c[5], prior_var=5.0)
+    t = tol(dtype, 2e-5, 1e-12)
+    np.testing.assert_allclose(mean, ref_mean, rtol=0, atol=t * np.abs(w).sum() * 10)
+    np.testing.assert_allclose(var, ref_var, rtol=0, atol=t * 5.0 * 10 * n)
+
+
+def test_mlp_forward_matches_numpy(dtype, n_threads, rng):
+    sizes = (4, 9, 7, 1)
+    Ws = [rng.standard_normal((a, b)) for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
+    bs = [rng.standard_normal(b) for b in sizes[1:]]
+    X = rng.standard_normal((300, 4)) * 2  # 300: not a multiple of the row block
+    ref, _ = _forward_np(X, Ws, bs)
+    flat = np.concatenate([p for W, b in zip(Ws, bs, strict=True) for p in (W.ravel(), b)])
+    got = mlp_predict(X.astype(dtype), flat.astype(dtype), np.asarray(sizes, np.intc),
+                      n_threads)
+    np.testing.assert_allclose(got, ref, rtol=tol(dtype, 1e-4, 1e-12),
+                               atol=tol(dtype, 1e-4, 1e-12))
+
+
+# ------------------------------------------------------------------ Gaussian process
+@pytest.mark.parametrize("kernel,nu", [("se", None), ("matern52", 2.5), ("matern32", 1.5)])
+def test_gp_matches_sklearn_fixed_hyperparameters(kernel, nu, rng):
+    gpm = pytest.importorskip("sklearn.gaussian_process")
+    K = gpm.kernels
+    X = rng.random((60, 3))
+    y = np.sin(3 * X).sum(axis=1) + 0.1 * X[:, 0]
+    ls = np.array([0.3, 0.5, 0.7])
+    base = K.RBF(ls, "fixed") if nu is None else K.Matern(ls, "fixed", nu=nu)
+    sk = gpm.GaussianProcessRegressor(K.ConstantKernel(1.7, "fixed") * base, alpha=1e-6,
+                                      normalize_y=True, optimizer=None).fit(X, y)
+    ours = GaussianProcess(kernel=kernel, length_scale=ls, signal_variance=1.7, noise=1e-6,
+                           optimizer=None).fit(X, y)
+    Xt = rng.random((500, 3))
+    m1, s1 = ours.predict(Xt, return_std=True)
+    m2, s2 = sk.predict(Xt, return_std=True)
+    np.testing.assert_allclose(m1, m2, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(s1, s2, rtol=1e-7, atol=1e-9)
+    assert ours.log_marginal_likelihood_value_ == pytest.approx(
+        sk.log_marginal_likelihood_value_, rel=1e-10)
+
+
+@pytest.mark.parametrize("kernel", ["se", "matern52", "matern32"])
+def test_gp_lml_gradient_finite_differences(kernel, rng):
+    X = rng.random((40, 3))
+    y = np.cos(4 * X[:, 0]) + X[:, 1] ** 2
+    gp = GaussianProcess(kernel=kernel, optimizer=None, length_scale=[0.4, 0.6, 0.9],
+                         signal_variance=1.3, noise=1e-3).fit(X, y)
+    theta = np.log([1.3, 0.4, 0.6, 0.9, 1e-3])
+    lml, grad = gp.log_marginal_likelihood(theta, eval_gradient=True)
+    h = 1e-6
+    fd = np.array([(gp.log_marginal_likelihood(theta + h * e)
+                    - gp.log_marginal_likelihood(theta - h * e)) / (2 * h)
+                   for e in np.eye(theta.size)])
+    np.testing.assert_allclose(grad, fd, rtol=1e-5, atol=1e-6)
+
+
+def test_gp_fit_improves_lml_and_predicts(rng):
+    p = get_problem("branin")
+    X = latin_hypercube(p.domain, 40, seed=1)
+    y = p(X)
+    gp = GaussianProcess(seed=0, n_restarts=2).fit(X, y)
+    fixed = GaussianProcess(optimizer=None).fit(X, y)
+    assert gp.log_marginal_likelihood_value_ > fixed.log_marginal_likelihood_value_
+    Xt = latin_hypercube(p.domain, 2000, seed=2)
+    rel = np.sqrt(np.mean((gp.predict(Xt) - p(Xt)) ** 2)) / np.std(p(Xt))
+    assert rel < 0.05
+    # interpolates (std ~ 0, mean ~ y) at the training points
+    m, s = gp.predict(X, return_std=True)
+    np.testing.assert_allclose(m, y, atol=1e-3 * np.std(y))
+    assert s.max() < 1e-2 * np.std(y)
+    # float32 input is predicted in float64 (the weights cancel)
+    np.testing.assert_allclose(gp.predict(Xt.astype(np.float32)),
+                               gp.predict(Xt.astype(np.float32).astype(np.float64)), rtol=1e-14)
+    # deterministic for a seed
+    np.testing.assert_array_equal(GaussianProcess(seed=0, n_restarts=2).fit(X, y).predict(Xt),
+                                  gp.predict(Xt))
+
+
+def test_gp_subset_starts_path(rng):
+    X = rng.random((120, 2))
+    y = np.sin(5 * X[:, 0]) * X[:, 1]
+    gp = GaussianProcess(n_subset=40, n_restarts=1, max_iter=30).fit(X, y)
+    assert np.sqrt(np.mean((gp.predict(X) - y) ** 2)) < 1e-3
+
+
+def test_gp_duplicates_and_bad_input(rng):
+    X = rng.random((20, 2))
+    X = np.vstack([X, X[:5]])  # exact duplicates
+    y = np.sin(X).sum(axis=1)
+    for noise in (1e-6, 0.0):
+        gp = GaussianProcess(optimizer=None, noise=noise).fit(X, y)
+        m, s = gp.predict(X, return_std=True)
+        assert np.isfinite(m).all() and np.isfinite(s).all()
+    assert np.isfinite(GaussianProcess(seed=1).fit(X, y).predict(X)).all()
+    y_nan = y.copy()
+    y_nan[3] = np.nan
+    with pytest.raises(ValueError, match="y must not contain NaN.*first at index 3"):
+        GaussianProcess().fit(X, y_nan)
+    with pytest.raises(ValueError, match="X must not contain NaN"):
+        GaussianProcess().fit(np.where(X > 0.5, np.nan, X), y)
+    with pytest.raises(ValueError, match="inconsistent numbers of samples"):
+        GaussianProcess().fit(X, y[:-1])
+    with pytest.raises(ValueError, match="kernel must be one of"):
+        GaussianProcess(kernel="rq").fit(X, y)
+    with pytest.raises(ValueError, match="length_scale must be a scalar or have 2 entries"):
+        GaussianProcess(length_scale=[1, 2, 3]).fit(X, y)
+    with pytest.raises(ValueError, match="length_scale must be positive"):
+        GaussianProcess(length_scale=-1.0).fit(X, y)
+    with pytest.raises(NotFittedError):
+        GaussianProcess().predict(X)
+    gp = GaussianProcess(optimizer=None).fit(X, y)
+    with pytest.raises(ValueError, match="X has 3 features, but GaussianProcess is expecting 2"):
+        gp.predict(np.zeros((4, 3)))
+    with pytest.raises(ValueError, match="n_threads must be a non-zero"):
+        gp.predict(X, n_threads=0)
+    assert gp.predict(np.empty((0, 2))).shape == (0,)
+
+
+# ------------------------------------------------------------------ RBF
+@pytest.mark.parametrize("kernel", ["cubic", "thin_plate_spline", "linear"])
+def test_rbf_matches_scipy_and_interpolates(kernel, rng):
+    from scipy.interpolate import RBFInterpolator
+
+    X = rng.random((80, 3)) * [1, 2, 3]
+    y = np.sin(X).sum(axis=1)
+    ours = RBFInterpolant(kernel=kernel, degree=1, scale="isotropic").fit(X, y)
+    ref = RBFInterpolator(X, y, kernel=kernel, degree=1)
+    np.testing.assert_allclose(ours.predict(X), y, atol=1e-9)
+    Xt = rng.random((400, 3)) * [1, 2, 3]
+    np.testing.assert_allclose(ours.predict(Xt), ref(Xt), atol=1e-8)
+    got32 = ours.predict(Xt.astype(np.float32))
+    np.testing.assert_allclose(got32, ref(Xt.astype(np.float32).astype(np.float64)), atol=1e-8)
+
+
+def test_rbf_gaussian_and_box_scaling(rng):
+    from scipy.interpolate import RBFInterpolator
+
+    X = rng.random((50, 2))
+    y = np.cos(3 * X[:, 0]) * X[:, 1]
+    ours = RBFInterpolant(kernel="gaussian", epsilon=2.0, degree=0, scale="isotropic").fit(X, y)
+    # scipy: phi(eps * r); ours scales by 1/max half-range first: match epsilon accordingly
+    half = 0.5 * (X.max(axis=0) - X.min(axis=0)).max()
+    ref = RBFInterpolator(X, y, kernel="gaussian", epsilon=2.0 / half, degree=0)
+    Xt = rng.random((100, 2))
+    np.testing.assert_allclose(ours.predict(Xt), ref(Xt), atol=1e-6)
+    box = RBFInterpolant().fit(X * [1, 1000], y)
+    np.testing.assert_allclose(box.predict(X * [1, 1000]), y, atol=1e-9)
+
+
+def test_rbf_duplicates_and_singular(rng):
+    X = rng.random((30, 2))
+    Xd = np.vstack([X, X[:4]])
+    yd = np.concatenate([np.sin(X[:, 0]), np.sin(X[:4, 0]) + 0.2])
+    rbf = RBFInterpolant().fit(Xd, yd)
+    assert rbf.n_duplicates_ == 4
+    pred = rbf.predict(X[:4])
+    np.testing.assert_allclose(pred, np.sin(X[:4, 0]) + 0.1, atol=1e-9)  # averaged
+    with pytest.raises(ValueError, match="at least 3 distinct samples"):
+        RBFInterpolant().fit(X[:2], X[:2, 0])
+    line = np.column_stack([np.linspace(0, 1, 10), np.linspace(0, 1, 10)])
+    with pytest.raises(ValueError, match="singular"):
+        RBFInterpolant(scale="isotropic").fit(line, line[:, 0])
+    with pytest.raises(ValueError, match="degree must be >= 1"):
+        RBFInterpolant(kernel="cubic", degree=0).fit(X, X[:, 0])
+
+
+# ------------------------------------------------------------------ MLP
+def test_mlp_fits_smooth_function(rng):
+    X = rng.random((200, 3))
+    y = np.sin(3 * X[:, 0]) + X[:, 1] * X[:, 2]
+    mlp = MLPSurrogate(hidden=(12, 12), max_iter=300, seed=1).fit(X, y)
+    Xt = rng.random((500, 3))
+    yt = np.sin(3 * Xt[:, 0]) + Xt[:, 1] * Xt[:, 2]
+    assert mlp.score(Xt, yt) > 0.99
+    ref, _ = _forward_np(Xt, mlp.coefs_, mlp.intercepts_)
+    np.testing.assert_allclose(mlp.predict(Xt), ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(mlp.predict(Xt.astype(np.float32)), ref, atol=1e-4)
+    np.testing.assert_array_equal(MLPSurrogate(hidden=(12, 12), max_iter=300, seed=1)
+                                  .fit(X, y).predict(Xt), mlp.predict(Xt))
+
+
+def test_get_set_params():
+    gp = GaussianProcess(kernel="matern32", n_restarts=1)
+    assert gp.get_params()["kernel"] == "matern32"
+    gp.set_params(noise=1e-4)
+    assert gp.noise == 1e-4
+    with pytest.raises(ValueError, match="Invalid parameter 'foo'"):
+        gp.set_params(foo=1)
+    assert "GaussianProcess(" in repr(gp)
+
+
+# ------------------------------------------------------------------ acquisition
+def test_expected_improvement_against_integral(rng):
+    from scipy import integrate, stats
+
+    for mean, std, best in [(0.3, 0.5, 0.0), (-1.0, 0.2, 0.0), (2.0, 1.5, 0.5)]:
+        ref, _ = integrate.quad(lambda v, b=best, m=mean, s=std: max(b - v, 0)
+                                * stats.norm.pdf(v, m, s),
+                                mean - 12 * std, mean + 12 * std, points=[best], limit=200)
+        assert expected_improvement(mean, std, best) == pytest.approx(ref, rel=1e-7, abs=1e-14)
+        assert np.exp(expected_improvement(mean, std, best, log=True)) == pytest.approx(
+            ref, rel=1e-7, abs=1e-14)
+    # far below the incumbent: EI underflows, log EI still ranks
+    le = expected_improvement([50.0, 60.0], [1.0, 1.0], 0.0, log=True)
+    assert np.isfinite(le).all() and le[0] > le[1]
+    assert expected_improvement(1.0, 0.0, 2.0) == pytest.approx(1.0)
+    assert expected_improvement(3.0, 0.0, 2.0) == 0.0
+    assert upper_confidence_bound(1.0, 0.5, beta=2, maximize=True) == 2.0
+    assert upper_confidence_bound(1.0, 0.5, beta=2) == 0.0
