@@ -1,0 +1,13 @@
+import numpy as np
+import numpy.typing as npt
+
+def _softmax(z: npt.NDArray[np.floating], inv_t: float, out: npt.NDArray[np.floating],
+             n_threads: int) -> None: ...
+def _log_softmax(z: npt.NDArray[np.floating], inv_t: float, out: npt.NDArray[np.floating],
+                 n_threads: int) -> None: ...
+def _kd_loss(student: npt.NDArray[np.floating], teacher: npt.NDArray[np.floating],
+             labels: npt.NDArray[np.int64], inv_t: float, soft_loss_w: float,
+             soft_grad_w: float, hard_loss_w: float, hard_grad_w: float,
+             grad: npt.NDArray[np.floating], row_loss: npt.NDArray[np.float64],
+             n_threads: int) -> None: ...
+def _sum_ordered(x: npt.NDArray[np.float64]) -> float: ...
