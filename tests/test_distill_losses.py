@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import special
 
-from effai_fast.distill import kd_loss, log_softmax, softmax
+from effai_fast.distill import cross_entropy, kd_loss, log_softmax, softmax
 
 
 def _logits(rng, shape, dtype, scale=3.0):
@@ -330,7 +330,43 @@ def test_kd_loss_rejects_non_finite_logits(rng, dtype, n_threads, bad, which):
     zs, zt = _logits(rng, (200, 600), dtype), _logits(rng, (200, 600), dtype)
     y = rng.integers(0, 600, 200)
     (zs if which == "student_logits" else zt)[137, 5] = bad
-    for hw in (0.0, 0.5, 1.0):
+    for hw in (0.0, 0.5, 1.0) if which == "student_logits" else (0.0, 0.5):
         with pytest.raises(ValueError, match=rf"{which} contains NaN or infinity "
                                              r"\(first in row 137\)"):
             kd_loss(zs, zt, temperature=2.0, labels=y, hard_weight=hw, n_threads=n_threads)
+
+
+# --------------------------------------------------------------------------- cross_entropy
+
+
+def test_cross_entropy_matches_reference_and_kd_loss(rng, dtype, n_threads):
+    z = _logits(rng, (301, 333), dtype)
+    y = rng.integers(0, 333, 301)
+    loss, grad = cross_entropy(z, y, n_threads=n_threads)
+    lq = special.log_softmax(z.astype(np.float64), axis=1)
+    onehot = np.zeros(z.shape)
+    onehot[np.arange(301), y] = 1
+    rtol, atol = _tols(dtype)
+    assert loss == pytest.approx(-lq[np.arange(301), y].mean(), rel=rtol)
+    np.testing.assert_allclose(grad, (np.exp(lq) - onehot) / 301, rtol=rtol, atol=atol)
+    # kd_loss with hard_weight=1 is the same computation (teacher unused)
+    l2, g2 = kd_loss(z, np.full_like(z, np.nan), temperature=3.0, labels=y, hard_weight=1.0,
+                     n_threads=n_threads)
+    assert l2 == loss
+    np.testing.assert_array_equal(g2, grad)
+    rows, _ = cross_entropy(z, y, reduction="none")
+    assert rows.sum() == pytest.approx(cross_entropy(z, y, reduction="sum")[0], rel=1e-12)
+
+
+def test_cross_entropy_bad_input():
+    z = np.zeros((3, 4))
+    with pytest.raises(ValueError, match="labels must lie"):
+        cross_entropy(z, [0, 1, 4])
+    with pytest.raises(TypeError, match="labels"):
+        cross_entropy(z, None)
+    with pytest.raises(ValueError, match="empty batch"):
+        cross_entropy(np.zeros((0, 4)), [])
+    with pytest.raises(ValueError, match="row 1"):
+        cross_entropy(np.array([[0.0, 1.0], [np.inf, 0.0]]), [0, 1])
+    with pytest.raises(ValueError, match="reduction"):
+        cross_entropy(z, [0, 1, 2], reduction="avg")

@@ -4,13 +4,14 @@ Kernels (typed Cython, OpenMP over the batch, float32/float64):
 
 - :func:`softmax`, :func:`log_softmax` - temperature softmax, log-sum-exp stable.
 - :func:`kd_loss` - fused KD loss ``(1 - hard_weight) T^2 KL(p_T || p_S) +
-  hard_weight CE`` and its gradient with respect to the student logits.
+  hard_weight CE`` and its gradient with respect to the student logits;
+  :func:`cross_entropy` is its hard-label term alone.
 
 See ``docs/distill.md`` and the module docstring of
 :mod:`effai_fast.distill.losses` for the conventions (which weight is which,
 the T^2 factor, why "batchmean").
 """
 
-from effai_fast.distill.losses import kd_loss, log_softmax, softmax
+from effai_fast.distill.losses import cross_entropy, kd_loss, log_softmax, softmax
 
-__all__ = ["kd_loss", "log_softmax", "softmax"]
+__all__ = ["cross_entropy", "kd_loss", "log_softmax", "softmax"]

@@ -247,6 +247,29 @@ cdef int log_softmax_rows(const floating[:, ::1] z,       # IN  (B, C)
 # ---------------------------------------------------------------------------
 # fused KD loss and gradient
 
+cdef inline double _hard_row(const floating* s, Py_ssize_t n, int64_t label,
+                             double hard_loss_w, double hard_grad_w,
+                             floating* g) noexcept nogil:
+    """Cross-entropy only: row loss hard_loss_w * CE, g = hard_grad_w * (q_S - onehot)."""
+    cdef floating ms = _row_max(s, n)
+    cdef double sh, sx, loss
+    cdef floating c
+    cdef Py_ssize_t j
+    _exp_shifted(s, ms, <floating>1, g, n)
+    sh = _sum(g, n)
+    loss = hard_loss_w * (log(sh) - <double>(s[label] - ms))
+    c = <floating>(hard_grad_w / sh)
+    for j in range(n):
+        g[j] = c * g[j]
+    g[label] -= <floating>hard_grad_w
+    # -inf logits would give a finite CE (probability 0); the KD path rejects
+    # them, so this one does too: sum_j s_j is finite iff every s_j is.
+    sx = _sum(s, n)
+    if not (isfinite(ms) and isfinite(sh) and isfinite(sx)):
+        loss = loss + (ms - ms) + (sh - sh) + (sx - sx)     # NaN / inf out
+    return loss
+
+
 cdef inline double _kd_row(const floating* s,              # IN  student logits (C,)
                            const floating* t,              # IN  teacher logits (C,)
                            Py_ssize_t n,
@@ -259,14 +282,16 @@ cdef inline double _kd_row(const floating* s,              # IN  student logits 
                            floating* g,                    # OUT grad row (C,)
                            floating* tb,                   # scratch (C,)
                            floating* hb) noexcept nogil:   # scratch (C,)
-    cdef floating ms = _row_max(s, n)
-    cdef floating mt = _row_max(t, n)
+    cdef floating ms, mt
     cdef double ss, st, w, kl, sh, ce, loss
     cdef floating a, b, c
     cdef Py_ssize_t j
     cdef bint hard = label >= 0
-    cdef bint same_t = inv_t == 1
 
+    if hard and soft_loss_w == 0.0 and soft_grad_w == 0.0:
+        return _hard_row(s, n, label, hard_loss_w, hard_grad_w, g)
+    ms = _row_max(s, n)
+    mt = _row_max(t, n)
     _exp_shifted(s, ms, inv_t, g, n)             # e^S (unnormalised p_S)
     _exp_shifted(t, mt, inv_t, tb, n)            # e^T (unnormalised p_T)
     ss = _sum(g, n)
@@ -280,7 +305,7 @@ cdef inline double _kd_row(const floating* s,              # IN  student logits 
     a = <floating>(soft_grad_w / ss)
     b = <floating>(soft_grad_w / st)
     if hard:
-        if same_t:
+        if inv_t == 1:
             sh = ss
             hb = g                                # q_S = p_S when T = 1
         else:
@@ -315,7 +340,8 @@ cdef int kd_loss_rows(const floating[:, ::1] student,    # IN  (B, C)
     grad[i]     = soft_grad_w * (p_S,i - p_T,i) + hard_grad_w * (q_S,i - onehot(y_i))
 
     with p = softmax(z / T), q = softmax(z).  The hard terms are skipped when
-    ``labels`` is empty.  A NaN or infinity anywhere in row i makes
+    ``labels`` is empty; with labels and both soft weights 0 the teacher is
+    not read (plain cross-entropy, one exp per element).  A NaN or infinity anywhere in row i makes
     row_loss[i] non-finite (the caller's check); grad is then unspecified.
     Returns 0, or -1 when a thread could not allocate its scratch rows.
     """

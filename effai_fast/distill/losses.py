@@ -52,7 +52,7 @@ from effai_fast._validation import (
 )
 from effai_fast.distill import _kd
 
-__all__ = ["kd_loss", "log_softmax", "softmax"]
+__all__ = ["cross_entropy", "kd_loss", "log_softmax", "softmax"]
 
 # Elements per thread below which a second thread is not worth waking
 # (about 50 microseconds of work on one core).
@@ -250,7 +250,8 @@ def kd_loss(student_logits, teacher_logits, *, temperature: float, labels=None,
         missing when ``hard_weight > 0``; ``hard_weight`` outside [0, 1];
         an unknown ``reduction`` (including "mean"); a NaN or infinity in
         either logits array (found inside the fused pass at no extra cost;
-        ``out`` then holds garbage).
+        ``out`` then holds garbage).  With ``hard_weight=1`` the teacher
+        term vanishes and ``teacher_logits`` is neither read nor checked.
     TypeError
         Non-numeric logits, non-integer labels.
 
@@ -316,6 +317,73 @@ def kd_loss(student_logits, teacher_logits, *, temperature: float, labels=None,
     total = _kd._sum_ordered(row_loss)
     if not np.isfinite(total):
         _raise_non_finite(zs, zt, row_loss)
+    if reduction == "none":
+        return row_loss, grad
+    return total * r, grad
+
+
+def cross_entropy(logits, labels, *, reduction: str = "batchmean",
+                  out: np.ndarray | None = None, n_threads: int | None = None):
+    """Softmax cross-entropy with integer labels and its gradient, in one pass.
+
+    The hard-label loss of :func:`kd_loss` on its own (``hard_weight=1``,
+    without a teacher): the baseline that distillation is compared with.
+
+    Parameters
+    ----------
+    logits : array_like of shape (B, C)
+    labels : array_like of int, shape (B,)
+        Class indices in ``[0, C)``.
+    reduction : {"batchmean", "sum", "none"}, default="batchmean"
+        "batchmean" is the mean over samples (PyTorch's ``cross_entropy``
+        default ``"mean"``; here the word is the same as in :func:`kd_loss`).
+    out : ndarray of shape (B, C), optional
+        Buffer for the gradient.
+    n_threads : int, optional
+        OpenMP threads over the batch.
+
+    Returns
+    -------
+    loss : float, or ndarray of shape (B,) for ``reduction="none"``
+        ``-log softmax(logits)[y]``, reduced.
+    grad : ndarray of shape (B, C)
+        ``(softmax(logits) - onehot(y)) / B`` for "batchmean".
+
+    Raises
+    ------
+    ValueError
+        Empty batch, labels out of range or of the wrong length, unknown
+        reduction, non-finite logits.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from effai_fast.distill import cross_entropy
+    >>> loss, grad = cross_entropy(np.zeros((2, 4)), [0, 3])
+    >>> round(loss, 6)                     # log(4)
+    1.386294
+    """
+    if reduction == "mean":
+        reduction = "batchmean"
+    if not isinstance(reduction, str) or reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    z = _rows(logits, "logits", allow_empty_batch=False)
+    if z.ndim != 2:
+        raise ValueError(f"logits must have shape (n_samples, n_classes), got {z.shape}")
+    n_samples, n_classes = z.shape
+    if labels is None:
+        raise TypeError("labels must be an array of integer class indices, got None")
+    y = _labels(labels, n_samples, n_classes)
+    grad = np.empty_like(z) if out is None else check_out(out, "out", z.shape, z.dtype,
+                                                          logits, z)
+    n = threads_for_work(resolve_n_threads(n_threads), z.size, _GRAIN)
+    r = 1.0 / n_samples if reduction == "batchmean" else 1.0
+    row_loss = np.empty(n_samples, dtype=np.float64)
+    _kd._kd_loss(z, z, y, 1.0, 0.0, 0.0, 1.0, r, grad, row_loss, n)
+    total = _kd._sum_ordered(row_loss)
+    if not np.isfinite(total):
+        row = int(np.flatnonzero(~np.isfinite(row_loss))[0])
+        raise ValueError(f"logits contains NaN or infinity (first in row {row})")
     if reduction == "none":
         return row_loss, grad
     return total * r, grad
