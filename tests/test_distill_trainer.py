@@ -149,6 +149,19 @@ def test_same_seed_same_student_and_distillation_learns(rng):
     assert d.history_[-1]["val_accuracy"] == d.score(xt, yt)
     assert d.optimizer_.lr == 1e-2                   # restored after the cosine schedule
     assert model_macs(runs[0][0]) == 12 * 8 + 8 * 4
+    assert model_macs(object()) is None
+
+
+def test_distiller_trains_effai_fast_nn_layers(rng):
+    nn = pytest.importorskip("effai_fast.nn")
+    x, y = _blobs(rng, n=300)
+    teacher = nn.Sequential(nn.Linear(12, 64, seed=0), nn.ReLU(), nn.Linear(64, 4, seed=1))
+    Distiller(None, teacher, hard_weight=1.0, lr=1e-2, epochs=10, seed=0).fit(x, y)
+    student = nn.Sequential(nn.Linear(12, 8, seed=2), nn.ReLU(), nn.Linear(8, 4, seed=3))
+    d = Distiller(teacher, student, lr=2e-2, epochs=15, seed=0).fit(x, y)
+    assert d.history_[-1]["loss"] < d.history_[0]["loss"]
+    assert d.score(x, y) > 0.85
+    assert model_macs(student, (12,)) == 12 * 8 + 8 * 4
 
 
 def test_hard_label_training_uses_cross_entropy(rng):

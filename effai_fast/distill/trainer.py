@@ -23,7 +23,10 @@ Design note
 
   ``backward`` must *overwrite* (not accumulate into) the arrays that
   ``gradients()`` returned: the optimiser reads them after each backward.
-  A model may also offer ``cost()`` (an object with ``.macs``) for reports.
+  When ``backward`` accepts ``need_input_grad`` (the :mod:`effai_fast.nn`
+  layers do) it is called with ``need_input_grad=False``: nothing needs the
+  gradient of the images.  A model may also offer ``cost()`` (an object with
+  ``.macs``) or ``macs(sample_shape)`` for reports.
 * **Hard-label training** is the same loop with ``teacher=None`` and
   ``hard_weight=1``: comparisons of the two use identical batches, optimiser
   and schedule.
@@ -33,6 +36,7 @@ Design note
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 
@@ -81,14 +85,28 @@ def predict_logits(model, x, *, batch_size: int = 512) -> np.ndarray:
     return np.concatenate(parts, axis=0)
 
 
-def model_macs(model) -> int | None:
-    """Multiply-accumulates of one forward pass of one sample, when the model reports them."""
+def model_macs(model, sample_shape: tuple | None = None) -> int | None:
+    """Multiply-accumulates of one forward pass of one sample, when the model reports them.
+
+    Uses ``model.cost().macs`` (MobileNet models) or ``model.macs(sample_shape)``
+    (:mod:`effai_fast.nn` layers); None when the model offers neither.
+    """
     cost = getattr(model, "cost", None)
-    if not callable(cost):
-        return None
-    c = cost()
-    macs = getattr(c, "macs", c)
-    return int(macs) if macs is not None else None
+    if callable(cost):
+        c = cost()
+        macs = getattr(c, "macs", c)
+        return int(macs) if macs is not None else None
+    macs = getattr(model, "macs", None)
+    if callable(macs) and sample_shape is not None:
+        return int(macs(tuple(sample_shape)))
+    return None
+
+
+def _takes_need_input_grad(model) -> bool:
+    try:
+        return "need_input_grad" in inspect.signature(model.backward).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 class Distiller:
@@ -365,7 +383,12 @@ class Distiller:
                                  temperature=self.temperature, labels=yb,
                                  hard_weight=self.hard_weight, scale_t2=self.scale_t2,
                                  out=out, n_threads=self.n_threads)
-        self.student.backward(grad)
+        if getattr(self, "_skip_input_grad", None) is None:
+            self._skip_input_grad = _takes_need_input_grad(self.student)
+        if self._skip_input_grad:       # the student's input needs no gradient
+            self.student.backward(grad, need_input_grad=False)
+        else:
+            self.student.backward(grad)
         self.optimizer_.step()
         self.n_steps_ += 1
         return loss
