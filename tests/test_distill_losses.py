@@ -370,3 +370,35 @@ def test_cross_entropy_bad_input():
         cross_entropy(np.array([[0.0, 1.0], [np.inf, 0.0]]), [0, 1])
     with pytest.raises(ValueError, match="reduction"):
         cross_entropy(z, [0, 1, 2], reduction="avg")
+
+
+# --------------------------------------------------------------------------- ISA builds
+
+
+def test_isa_builds_give_bit_identical_results(rng, dtype):
+    import importlib
+
+    from effai_fast.distill import _kd, losses
+
+    level = _kd._cpu_level()
+    assert losses.KERNEL_BUILD in ("_kd", "_kd_x86_64_v3", "_kd_x86_64_v4")
+    mods = [_kd]
+    for lvl in (3, 4):
+        if level >= lvl:
+            try:
+                mods.append(importlib.import_module(f"effai_fast.distill._kd_x86_64_v{lvl}"))
+            except ImportError:
+                pass
+    if len(mods) == 1:
+        pytest.skip("no wider ISA build runs on this CPU")
+    zs, zt = _logits(rng, (67, 1003), dtype), _logits(rng, (67, 1003), dtype)
+    y = rng.integers(0, 1003, 67)
+    results = []
+    for m in mods:
+        g, rl, p = np.empty_like(zs), np.empty(67), np.empty_like(zs)
+        m._kd_loss(zs, zt, y, 1 / 3.0, 8.1, 0.03, 0.1, 0.001, g, rl, 2)
+        m._log_softmax(zs, 1 / 3.0, p, 2)
+        results.append((g, rl, p))
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(a, b)

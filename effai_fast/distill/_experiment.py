@@ -159,7 +159,7 @@ def run_experiment(dataset: str = "digits", *, arch: str = "mlp", student_alpha:
                    temperature: float = 4.0, hard_weight: float = 0.1, lr: float = 3e-3,
                    weight_decay: float = 0.0, batch_size: int = 64, seeds=(0,),
                    n_train: int | None = None, teacher_seed: int = 1000, data=None,
-                   log=print) -> dict:
+                   log=print, models: dict | None = None) -> dict:
     """Teacher, hard-label student and distilled student on a real data set.
 
     Returns
@@ -167,15 +167,18 @@ def run_experiment(dataset: str = "digits", *, arch: str = "mlp", student_alpha:
     dict
         ``teacher`` (accuracy, macs, seconds), ``students``: one record per seed
         with ``hard`` and ``kd`` accuracies, and the per-epoch times of both.
+        When ``models`` is a dict, the trained teacher and its cached logits are
+        stored in it (keys ``teacher``, ``teacher_logits``).
     """
     with blas_single_thread():
         return _run(dataset, arch, student_alpha, teacher_epochs, student_epochs, temperature,
                     hard_weight, lr, weight_decay, batch_size, seeds, n_train, teacher_seed,
-                    data, log)
+                    data, log, models)
 
 
 def _run(dataset, arch, student_alpha, teacher_epochs, student_epochs, temperature,
-         hard_weight, lr, weight_decay, batch_size, seeds, n_train, teacher_seed, data, log):
+         hard_weight, lr, weight_decay, batch_size, seeds, n_train, teacher_seed, data, log,
+         models):
     check_real(student_alpha, "student_alpha", min_value=0.0, min_inclusive=False)
     check_int(teacher_epochs, "teacher_epochs", min_value=1)
     check_int(student_epochs, "student_epochs", min_value=1)
@@ -199,6 +202,9 @@ def _run(dataset, arch, student_alpha, teacher_epochs, student_epochs, temperatu
 
     cache = predict_logits(teacher, xtr)
     t_cache = time.perf_counter() - t0
+    if models is not None:
+        models["teacher"] = teacher
+        models["teacher_logits"] = cache
     records = []
     s_macs = None
     for seed in seeds:

@@ -41,6 +41,8 @@ gradient with respect to the student logits is exactly
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 
 from effai_fast._threads import resolve_n_threads, threads_for_work
@@ -50,7 +52,24 @@ from effai_fast._validation import (
     check_real,
     result_float_dtype,
 )
-from effai_fast.distill import _kd
+from effai_fast.distill import _kd as _kd_baseline
+
+
+def _select_kernels():
+    """The widest ISA build of the kernels that this CPU runs (bit-identical results)."""
+    level = _kd_baseline._cpu_level()
+    for lvl in (4, 3):
+        if level >= lvl:
+            try:
+                return importlib.import_module(f"effai_fast.distill._kd_x86_64_v{lvl}")
+            except ImportError:       # not built (other compiler / architecture)
+                continue
+    return _kd_baseline
+
+
+_kd = _select_kernels()
+#: Name of the kernel build in use ("_kd", "_kd_x86_64_v3" or "_kd_x86_64_v4").
+KERNEL_BUILD = _kd.__name__.rsplit(".", 1)[-1]
 
 __all__ = ["cross_entropy", "kd_loss", "log_softmax", "softmax"]
 
