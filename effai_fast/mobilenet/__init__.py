@@ -25,6 +25,8 @@ from effai_fast.mobilenet._budget import (
     optimal_multipliers,
 )
 from effai_fast.mobilenet._cost import LayerCost, MobileNetCost, cost
+from effai_fast.mobilenet._model import MobileNetV1, load_mobilenet, mobilenet_v1
+from effai_fast.mobilenet._torch_ref import torch_mobilenet_v1
 
 __all__ = [
     "BLOCKS",
@@ -36,9 +38,13 @@ __all__ = [
     "BudgetSolution",
     "LayerCost",
     "MobileNetCost",
+    "MobileNetV1",
     "cost",
     "fit_accuracy_model",
+    "load_mobilenet",
+    "mobilenet_v1",
     "optimal_multipliers",
     "paper_accuracy_points",
     "scaled_channels",
+    "torch_mobilenet_v1",
 ]

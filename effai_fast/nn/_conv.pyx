@@ -1,0 +1,922 @@
+"""Convolution kernels for MobileNet-style networks: NHWC, float32/float64, OpenMP.
+
+Design note
+-----------
+Layout.  Activations are NHWC: the channel axis is contiguous, so every inner
+loop of the depthwise kernels runs over channels (unit stride, vectorised by
+the compiler) and a 1x1 convolution is a plain row-major GEMM over the N*H*W
+pixels.  NCHW would make depthwise a 2-D stencil per channel (short rows,
+poor vectorisation at 7x7/14x14) and would force a transpose before every
+pointwise GEMM.
+
+Depthwise forward.  Work is split over output rows (n, oh) with a static
+schedule; each output pixel is formed by accumulating its KH*KW taps into the
+output row (which stays in L1) and the bias and activation are fused into the
+last pass.  For 3x3 filters the interior of each row runs a register-blocked
+path that computes four output pixels per sweep over the channels (nine
+weights, four accumulators and the input columns live in registers), so each
+input vector is loaded once per kernel row instead of once per tap; border
+pixels take the general path.
+
+Pointwise (1x1) and dense convolutions run on BLAS (scipy.linalg.cython_blas,
+called without the GIL).  OpenMP splits the pixels into blocks, each thread
+calls a GEMM on its block and applies bias + activation while the block is
+still in cache.  The dense stem convolution forms an im2col patch matrix per
+pixel block in per-thread scratch (small: K = KH*KW*C_in) and does the same.
+
+Determinism.  No result depends on the number of threads:
+
+* outputs and input gradients are computed pixel by pixel (or by GEMM over
+  pixel blocks, whose per-element summation over the reduction axis does not
+  depend on how the other axis is blocked);
+* weight and bias gradients are split over *output* elements (channel ranges),
+  never over the reduction axis: each thread sums every pixel for its own
+  channels, in pixel order, with a two-level (per output row, then total)
+  summation for accuracy.  No cross-thread reduction, so no ordering issue.
+
+Separable block.  ``separable_forward`` computes a tile of depthwise output
+(about 128 KiB, L2-resident) into per-thread scratch and immediately runs the
+pointwise GEMM on it, so the intermediate tensor never goes to memory.
+
+All kernels trust their inputs: effai_fast.nn.functional validates shapes,
+dtypes, paddings and output buffers, and resolves the thread count.
+"""
+
+from cython cimport floating
+from cython.parallel cimport parallel, prange
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy, memset
+from scipy.linalg.cython_blas cimport dgemm, sgemm
+
+from effai_fast._openmp cimport omp_get_thread_num
+
+# ---------------------------------------------------------------------------
+# small helpers
+# ---------------------------------------------------------------------------
+
+cdef inline void _gemm(char transa, char transb, int m, int n, int k,
+                       const floating* a, int lda, const floating* b, int ldb,
+                       floating beta, floating* c, int ldc) noexcept nogil:
+    """C = op(A) op(B) + beta C, column-major BLAS convention."""
+    cdef floating one = 1
+    cdef int j
+    cdef char ta = transa
+    cdef char tb = transb
+    if m <= 0 or n <= 0:
+        return
+    if k <= 0:
+        # BLAS would scale C by beta; do it here so that lda/ldb never matter.
+        if beta == 0:
+            for j in range(n):
+                memset(c + j * ldc, 0, m * sizeof(floating))
+        return
+    if floating is float:
+        sgemm(&ta, &tb, &m, &n, &k, &one, <float*> a, &lda, <float*> b, &ldb,
+              &beta, c, &ldc)
+    else:
+        dgemm(&ta, &tb, &m, &n, &k, &one, <double*> a, &lda, <double*> b, &ldb,
+              &beta, c, &ldc)
+
+
+cdef inline void _finish(floating* row, Py_ssize_t n, const floating* b,
+                         int act) noexcept nogil:
+    """row[:n] = act(row[:n] + b) in place (b may be NULL).  NaN propagates."""
+    cdef Py_ssize_t c
+    cdef floating v
+    if b != NULL:
+        if act == ACT_NONE:
+            for c in range(n):
+                row[c] = row[c] + b[c]
+        elif act == ACT_RELU:
+            for c in range(n):
+                v = row[c] + b[c]
+                row[c] = 0 if v < 0 else v
+        else:
+            for c in range(n):
+                v = row[c] + b[c]
+                row[c] = 0 if v < 0 else (6 if v > 6 else v)
+    else:
+        if act == ACT_RELU:
+            for c in range(n):
+                v = row[c]
+                row[c] = 0 if v < 0 else v
+        elif act == ACT_RELU6:
+            for c in range(n):
+                v = row[c]
+                row[c] = 0 if v < 0 else (6 if v > 6 else v)
+
+
+cdef inline void _mask(floating* dst, const floating* g, const floating* y,
+                       Py_ssize_t n, int act) noexcept nogil:
+    """dst = g * act'(y): the gradient before the activation."""
+    cdef Py_ssize_t c
+    if act == ACT_RELU:
+        for c in range(n):
+            dst[c] = g[c] if y[c] > 0 else 0
+    elif act == ACT_RELU6:
+        for c in range(n):
+            dst[c] = g[c] if (y[c] > 0 and y[c] < 6) else 0
+    else:
+        memcpy(dst, g, n * sizeof(floating))
+
+
+cdef inline Py_ssize_t _split(Py_ssize_t n_blocks, Py_ssize_t n_parts,
+                              Py_ssize_t i) noexcept nogil:
+    """Start of part i when n_blocks are split into n_parts contiguous parts."""
+    return (i * n_blocks) // n_parts
+
+
+# ---------------------------------------------------------------------------
+# depthwise forward
+# ---------------------------------------------------------------------------
+
+cdef void _dw_pixels(const floating* xn, const floating* w, const floating* b,
+                     floating* o, Py_ssize_t H, Py_ssize_t W, Py_ssize_t C,
+                     Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t ih0,
+                     Py_ssize_t ow0, Py_ssize_t ow1, Py_ssize_t sw,
+                     Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t pl,
+                     int act) noexcept nogil:
+    """Output pixels ow0..ow1-1 of one output row; ``o`` points at pixel ow0.
+
+    ``xn`` is the start of the input image, ``ih0 = oh*stride_h - pad_top``.
+    """
+    cdef Py_ssize_t ow, kh, kw, c, ih, iw, iw0, j
+    cdef Py_ssize_t ow_lo, ow_hi, ow_fast_end
+    cdef floating* op
+    cdef const floating* xp
+    cdef const floating* wp
+    cdef const floating* x0
+    cdef const floating* x1
+    cdef const floating* x2
+    cdef bint rows_ok
+    cdef floating w00, w01, w02, w10, w11, w12, w20, w21, w22, bb
+    cdef floating a0, a1, a2, a3
+    cdef Py_ssize_t s1, s2, s3, d1, d2
+
+    # Interior columns: every tap of the row is inside the image.
+    ow_lo = ow0
+    ow_hi = ow0
+    rows_ok = KH == 3 and KW == 3 and ih0 >= 0 and ih0 + 2 * dh < H
+    if rows_ok:
+        # first ow with ow*sw - pl >= 0
+        ow_lo = (pl + sw - 1) // sw
+        if ow_lo < ow0:
+            ow_lo = ow0
+        # last ow (exclusive) with ow*sw - pl + 2*dw <= W-1
+        ow_hi = (W - 1 - 2 * dw + pl)
+        ow_hi = ow_hi // sw + 1 if ow_hi >= 0 else 0
+        if ow_hi > ow1:
+            ow_hi = ow1
+        if ow_hi < ow_lo:
+            ow_hi = ow_lo
+    ow_fast_end = ow_lo + ((ow_hi - ow_lo) // 4) * 4
+
+    ow = ow0
+    while ow < ow1:
+        if ow == ow_lo and ow < ow_fast_end:
+            # 3x3, four output pixels per sweep over the channels.
+            s1 = sw * C
+            s2 = 2 * sw * C
+            s3 = 3 * sw * C
+            d1 = dw * C
+            d2 = 2 * dw * C
+            while ow < ow_fast_end:
+                op = o + (ow - ow0) * C
+                iw0 = ow * sw - pl
+                x0 = xn + (ih0 * W + iw0) * C
+                x1 = x0 + dh * W * C
+                x2 = x1 + dh * W * C
+                for c in range(C):
+                    w00 = w[c]
+                    w01 = w[C + c]
+                    w02 = w[2 * C + c]
+                    w10 = w[3 * C + c]
+                    w11 = w[4 * C + c]
+                    w12 = w[5 * C + c]
+                    w20 = w[6 * C + c]
+                    w21 = w[7 * C + c]
+                    w22 = w[8 * C + c]
+                    bb = b[c] if b != NULL else 0
+                    a0 = (bb + x0[c] * w00 + x0[c + d1] * w01 + x0[c + d2] * w02
+                          + x1[c] * w10 + x1[c + d1] * w11 + x1[c + d2] * w12
+                          + x2[c] * w20 + x2[c + d1] * w21 + x2[c + d2] * w22)
+                    a1 = (bb + x0[s1 + c] * w00 + x0[s1 + c + d1] * w01
+                          + x0[s1 + c + d2] * w02
+                          + x1[s1 + c] * w10 + x1[s1 + c + d1] * w11
+                          + x1[s1 + c + d2] * w12
+                          + x2[s1 + c] * w20 + x2[s1 + c + d1] * w21
+                          + x2[s1 + c + d2] * w22)
+                    a2 = (bb + x0[s2 + c] * w00 + x0[s2 + c + d1] * w01
+                          + x0[s2 + c + d2] * w02
+                          + x1[s2 + c] * w10 + x1[s2 + c + d1] * w11
+                          + x1[s2 + c + d2] * w12
+                          + x2[s2 + c] * w20 + x2[s2 + c + d1] * w21
+                          + x2[s2 + c + d2] * w22)
+                    a3 = (bb + x0[s3 + c] * w00 + x0[s3 + c + d1] * w01
+                          + x0[s3 + c + d2] * w02
+                          + x1[s3 + c] * w10 + x1[s3 + c + d1] * w11
+                          + x1[s3 + c + d2] * w12
+                          + x2[s3 + c] * w20 + x2[s3 + c + d1] * w21
+                          + x2[s3 + c + d2] * w22)
+                    op[c] = a0
+                    op[C + c] = a1
+                    op[2 * C + c] = a2
+                    op[3 * C + c] = a3
+                if act != ACT_NONE:
+                    _finish(op, 4 * C, <const floating*> NULL, act)
+                ow = ow + 4
+            continue
+        # general path: one pixel, taps accumulated in the output row
+        op = o + (ow - ow0) * C
+        if b != NULL:
+            memcpy(op, b, C * sizeof(floating))
+        else:
+            memset(op, 0, C * sizeof(floating))
+        iw0 = ow * sw - pl
+        for kh in range(KH):
+            ih = ih0 + kh * dh
+            if ih < 0 or ih >= H:
+                continue
+            for kw in range(KW):
+                iw = iw0 + kw * dw
+                if iw < 0 or iw >= W:
+                    continue
+                xp = xn + (ih * W + iw) * C
+                wp = w + (kh * KW + kw) * C
+                for c in range(C):
+                    op[c] = op[c] + xp[c] * wp[c]
+        if act != ACT_NONE:
+            _finish(op, C, <const floating*> NULL, act)
+        ow = ow + 1
+
+
+cdef void depthwise_forward(
+    const floating[:, :, :, ::1] x,
+    const floating[:, :, ::1] weight,
+    const floating[::1] bias,
+    floating[:, :, :, ::1] out,
+    int stride_h, int stride_w, int dil_h, int dil_w,
+    int pad_top, int pad_left, int activation, int n_threads,
+) noexcept nogil:
+    cdef Py_ssize_t N = x.shape[0], H = x.shape[1], W = x.shape[2], C = x.shape[3]
+    cdef Py_ssize_t KH = weight.shape[0], KW = weight.shape[1]
+    cdef Py_ssize_t OH = out.shape[1], OW = out.shape[2]
+    cdef Py_ssize_t r, n, oh
+    cdef const floating* b = &bias[0] if bias.shape[0] > 0 else NULL
+    if N == 0 or OH == 0 or OW == 0 or C == 0:
+        return
+    cdef const floating* xp = &x[0, 0, 0, 0]
+    cdef const floating* wp = &weight[0, 0, 0]
+    cdef floating* op = &out[0, 0, 0, 0]
+    for r in prange(N * OH, schedule="static", num_threads=n_threads):
+        n = r // OH
+        oh = r - n * OH
+        _dw_pixels(xp + n * H * W * C, wp, b, op + r * OW * C, H, W, C, KH, KW,
+                   oh * stride_h - pad_top, 0, OW, stride_w, dil_h, dil_w,
+                   pad_left, activation)
+
+
+# ---------------------------------------------------------------------------
+# depthwise backward
+# ---------------------------------------------------------------------------
+
+cdef void _dw_grad_x_row(const floating* gn, const floating* yn, const floating* w,
+                         floating* gxr, Py_ssize_t H, Py_ssize_t W, Py_ssize_t C,
+                         Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t OH, Py_ssize_t OW,
+                         Py_ssize_t ih, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh,
+                         Py_ssize_t dw, Py_ssize_t pt, Py_ssize_t pl,
+                         int act) noexcept nogil:
+    """Input gradient of one input row (gather form: each element written once)."""
+    cdef Py_ssize_t iw, kh, kw, c, t, u, oh, ow
+    cdef floating* gx
+    cdef const floating* gp
+    cdef const floating* yp
+    cdef const floating* wp
+    for iw in range(W):
+        gx = gxr + iw * C
+        memset(gx, 0, C * sizeof(floating))
+        for kh in range(KH):
+            t = ih + pt - kh * dh
+            if t < 0 or t % sh != 0:
+                continue
+            oh = t // sh
+            if oh >= OH:
+                continue
+            for kw in range(KW):
+                u = iw + pl - kw * dw
+                if u < 0 or u % sw != 0:
+                    continue
+                ow = u // sw
+                if ow >= OW:
+                    continue
+                gp = gn + (oh * OW + ow) * C
+                wp = w + (kh * KW + kw) * C
+                if act == ACT_NONE:
+                    for c in range(C):
+                        gx[c] = gx[c] + gp[c] * wp[c]
+                elif act == ACT_RELU:
+                    yp = yn + (oh * OW + ow) * C
+                    for c in range(C):
+                        gx[c] = gx[c] + (gp[c] if yp[c] > 0 else 0) * wp[c]
+                else:
+                    yp = yn + (oh * OW + ow) * C
+                    for c in range(C):
+                        gx[c] = gx[c] + (gp[c] if (yp[c] > 0 and yp[c] < 6) else 0) * wp[c]
+
+
+cdef void _dw_grad_w_range(const floating* x, const floating* g, const floating* y,
+                           floating* gw, floating* gb, floating* scratch,
+                           Py_ssize_t N, Py_ssize_t H, Py_ssize_t W, Py_ssize_t C,
+                           Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t OH, Py_ssize_t OW,
+                           Py_ssize_t c0, Py_ssize_t c1, Py_ssize_t sh, Py_ssize_t sw,
+                           Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t pt, Py_ssize_t pl,
+                           int act) noexcept nogil:
+    """Weight (and bias) gradient for channels c0..c1-1, summed over all pixels.
+
+    Pixel order is fixed (n, oh, ow); sums are formed per output row and then
+    added to the total, which keeps float32 error small on large batches.
+    """
+    cdef Py_ssize_t R = c1 - c0
+    cdef Py_ssize_t T = KH * KW
+    cdef floating* acc = scratch                  # T*R   total
+    cdef floating* racc = scratch + T * R         # T*R   this row
+    cdef floating* accb = scratch + 2 * T * R     # R
+    cdef floating* raccb = scratch + 2 * T * R + R  # R
+    cdef floating* gml = scratch + 2 * T * R + 2 * R  # R
+    cdef Py_ssize_t n, oh, ow, kh, kw, ih, iw, iw0, ih0, c, k
+    cdef const floating* gp
+    cdef const floating* xp
+    cdef floating* ap
+    memset(acc, 0, (2 * T * R + 2 * R) * sizeof(floating))
+    for n in range(N):
+        for oh in range(OH):
+            memset(racc, 0, T * R * sizeof(floating))
+            memset(raccb, 0, R * sizeof(floating))
+            ih0 = oh * sh - pt
+            for ow in range(OW):
+                gp = g + ((n * OH + oh) * OW + ow) * C + c0
+                if act != ACT_NONE:
+                    _mask(gml, gp, y + ((n * OH + oh) * OW + ow) * C + c0, R, act)
+                    gp = gml
+                for c in range(R):
+                    raccb[c] = raccb[c] + gp[c]
+                iw0 = ow * sw - pl
+                for kh in range(KH):
+                    ih = ih0 + kh * dh
+                    if ih < 0 or ih >= H:
+                        continue
+                    for kw in range(KW):
+                        iw = iw0 + kw * dw
+                        if iw < 0 or iw >= W:
+                            continue
+                        xp = x + ((n * H + ih) * W + iw) * C + c0
+                        ap = racc + (kh * KW + kw) * R
+                        for c in range(R):
+                            ap[c] = ap[c] + gp[c] * xp[c]
+            for k in range(T * R):
+                acc[k] = acc[k] + racc[k]
+            for c in range(R):
+                accb[c] = accb[c] + raccb[c]
+    for k in range(T):
+        memcpy(gw + k * C + c0, acc + k * R, R * sizeof(floating))
+    if gb != NULL:
+        memcpy(gb + c0, accb, R * sizeof(floating))
+
+
+cdef void depthwise_backward(
+    const floating[:, :, :, ::1] x,
+    const floating[:, :, ::1] weight,
+    const floating[:, :, :, ::1] grad_out,
+    const floating[:, :, :, ::1] y,
+    floating[:, :, :, ::1] grad_x,
+    floating[:, :, ::1] grad_weight,
+    floating[::1] grad_bias,
+    int stride_h, int stride_w, int dil_h, int dil_w,
+    int pad_top, int pad_left, int activation, int n_threads,
+) noexcept nogil:
+    cdef Py_ssize_t N = x.shape[0], H = x.shape[1], W = x.shape[2], C = x.shape[3]
+    cdef Py_ssize_t KH = weight.shape[0], KW = weight.shape[1]
+    cdef Py_ssize_t OH = grad_out.shape[1], OW = grad_out.shape[2]
+    cdef Py_ssize_t r, n, ih, i, c0, c1, n_parts, n_blocks, align
+    cdef int act = activation
+    cdef floating* scratch
+    cdef floating* gb = &grad_bias[0] if grad_bias.shape[0] > 0 else NULL
+    cdef floating* gwp = &grad_weight[0, 0, 0]
+    if C == 0:
+        return
+    if N == 0 or OH == 0 or OW == 0:
+        memset(gwp, 0, KH * KW * C * sizeof(floating))
+        if gb != NULL:
+            memset(gb, 0, C * sizeof(floating))
+        if grad_x.shape[0] > 0 and N > 0:
+            memset(&grad_x[0, 0, 0, 0], 0, N * H * W * C * sizeof(floating))
+        return
+    cdef const floating* xp = &x[0, 0, 0, 0]
+    cdef const floating* wp = &weight[0, 0, 0]
+    cdef const floating* gp = &grad_out[0, 0, 0, 0]
+    cdef const floating* yp = &y[0, 0, 0, 0] if act != ACT_NONE else NULL
+    cdef floating* gxp
+
+    if grad_x.shape[0] > 0:
+        gxp = &grad_x[0, 0, 0, 0]
+        for r in prange(N * H, schedule="static", num_threads=n_threads):
+            n = r // H
+            ih = r - n * H
+            _dw_grad_x_row(gp + n * OH * OW * C,
+                           (yp + n * OH * OW * C) if yp != NULL else NULL,
+                           wp, gxp + r * W * C, H, W, C, KH, KW, OH, OW, ih,
+                           stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, act)
+
+    # Weight gradient: channels split into cache-line-aligned ranges.
+    align = 64 // sizeof(floating)
+    n_blocks = (C + align - 1) // align
+    n_parts = n_threads if n_threads < n_blocks else n_blocks
+    with parallel(num_threads=n_parts):
+        scratch = <floating*> malloc(
+            (2 * KH * KW + 3) * (n_blocks // n_parts + 1) * align * sizeof(floating))
+        for i in prange(n_parts, schedule="static"):
+            c0 = _split(n_blocks, n_parts, i) * align
+            c1 = _split(n_blocks, n_parts, i + 1) * align
+            if c1 > C:
+                c1 = C
+            if scratch != NULL and c1 > c0:
+                _dw_grad_w_range(xp, gp, yp, gwp, gb, scratch, N, H, W, C, KH, KW,
+                                 OH, OW, c0, c1, stride_h, stride_w, dil_h, dil_w,
+                                 pad_top, pad_left, act)
+        free(scratch)
+
+
+# ---------------------------------------------------------------------------
+# pointwise (1x1): GEMM over pixels
+# ---------------------------------------------------------------------------
+
+cdef inline Py_ssize_t _block(Py_ssize_t P, Py_ssize_t bytes_per_row,
+                              Py_ssize_t budget) noexcept nogil:
+    """Rows per GEMM block: about ``budget`` bytes, a multiple of 64 rows.
+
+    Depends on the shape only, never on the thread count: BLAS kernels treat
+    the edges of a matrix with other micro-kernels (another summation order),
+    so a blocking that moved with n_threads would move the rounding too.
+    """
+    cdef Py_ssize_t pb = (budget // (bytes_per_row + 1)) // 64 * 64
+    if pb < 64:
+        pb = 64
+    if pb > P:
+        pb = P
+    if pb < 1:
+        pb = 1
+    return pb
+
+
+cdef void _col_sums(const floating* g, floating* out, Py_ssize_t P, Py_ssize_t C,
+                    int n_threads) noexcept nogil:
+    """out[j] = sum_p g[p, j]: split over columns, pixel order fixed, two-level sum."""
+    cdef Py_ssize_t align = 64 // sizeof(floating)
+    cdef Py_ssize_t n_blocks = (C + align - 1) // align
+    cdef Py_ssize_t n_parts = n_threads if n_threads < n_blocks else n_blocks
+    cdef Py_ssize_t i, j, p, p0, p1, c0, c1
+    cdef floating* part
+    cdef const floating* row
+    if n_parts < 1:
+        return
+    with parallel(num_threads=n_parts):
+        part = <floating*> malloc(C * sizeof(floating))
+        for i in prange(n_parts, schedule="static"):
+            c0 = _split(n_blocks, n_parts, i) * align
+            c1 = _split(n_blocks, n_parts, i + 1) * align
+            if c1 > C:
+                c1 = C
+            if part != NULL and c1 > c0:
+                memset(out + c0, 0, (c1 - c0) * sizeof(floating))
+                p0 = 0
+                while p0 < P:
+                    p1 = p0 + 256
+                    if p1 > P:
+                        p1 = P
+                    memset(part, 0, (c1 - c0) * sizeof(floating))
+                    for p in range(p0, p1):
+                        row = g + p * C + c0
+                        for j in range(c1 - c0):
+                            part[j] = part[j] + row[j]
+                    for j in range(c1 - c0):
+                        out[c0 + j] = out[c0 + j] + part[j]
+                    p0 = p1
+        free(part)
+
+
+cdef void pointwise_forward(
+    const floating[:, ::1] x,
+    const floating[:, ::1] weight,
+    const floating[::1] bias,
+    floating[:, ::1] out,
+    int activation, int n_threads,
+) noexcept nogil:
+    cdef Py_ssize_t P = x.shape[0], Ci = x.shape[1], Co = weight.shape[1]
+    cdef Py_ssize_t pb, nb, i, p0, p1
+    cdef const floating* b = &bias[0] if bias.shape[0] > 0 else NULL
+    if P == 0 or Co == 0:
+        return
+    cdef const floating* xp = &x[0, 0]
+    cdef const floating* wp = &weight[0, 0]
+    cdef floating* op = &out[0, 0]
+    pb = _block(P, Co * sizeof(floating), 256 * 1024)
+    nb = (P + pb - 1) // pb
+    for i in prange(nb, schedule="static", num_threads=n_threads):
+        p0 = i * pb
+        p1 = p0 + pb
+        if p1 > P:
+            p1 = P
+        _gemm(c'N', c'N', <int> Co, <int> (p1 - p0), <int> Ci, wp, <int> Co,
+              xp + p0 * Ci, <int> Ci, 0, op + p0 * Co, <int> Co)
+        if b != NULL or activation != ACT_NONE:
+            _pw_finish_block(op + p0 * Co, p1 - p0, Co, b, activation)
+
+
+cdef inline void _pw_finish_block(floating* o, Py_ssize_t npix, Py_ssize_t C,
+                                  const floating* b, int act) noexcept nogil:
+    cdef Py_ssize_t p
+    if b == NULL:
+        _finish(o, npix * C, b, act)
+    else:
+        for p in range(npix):
+            _finish(o + p * C, C, b, act)
+
+
+cdef void pointwise_backward(
+    const floating[:, ::1] x,
+    const floating[:, ::1] weight,
+    const floating[:, ::1] grad_out,
+    const floating[:, ::1] y,
+    floating[:, ::1] grad_masked,
+    floating[:, ::1] grad_x,
+    floating[:, ::1] grad_weight,
+    floating[::1] grad_bias,
+    int activation, int n_threads,
+) noexcept nogil:
+    cdef Py_ssize_t P = x.shape[0], Ci = x.shape[1], Co = weight.shape[1]
+    cdef Py_ssize_t pb, nb, i, p0, p1, p, c0, c1, n_parts, n_blocks, align
+    cdef const floating* gm
+    cdef floating* gmw
+    cdef floating* gwp = &grad_weight[0, 0]
+    if P == 0:
+        memset(gwp, 0, Ci * Co * sizeof(floating))
+        if grad_bias.shape[0] > 0:
+            memset(&grad_bias[0], 0, Co * sizeof(floating))
+        return
+    cdef const floating* xp = &x[0, 0]
+    cdef const floating* wp = &weight[0, 0]
+    cdef const floating* yp
+    gm = &grad_out[0, 0]
+    if activation != ACT_NONE:
+        yp = &y[0, 0]
+        gmw = &grad_masked[0, 0]
+        for p in prange(P, schedule="static", num_threads=n_threads):
+            _mask(gmw + p * Co, gm + p * Co, yp + p * Co, Co, activation)
+        gm = gmw
+    if grad_x.shape[0] > 0:
+        pb = _block(P, Ci * sizeof(floating), 256 * 1024)
+        nb = (P + pb - 1) // pb
+        for i in prange(nb, schedule="static", num_threads=n_threads):
+            p0 = i * pb
+            p1 = p0 + pb
+            if p1 > P:
+                p1 = P
+            _gemm(c'T', c'N', <int> Ci, <int> (p1 - p0), <int> Co, wp, <int> Co,
+                  gm + p0 * Co, <int> Co, 0, &grad_x[0, 0] + p0 * Ci, <int> Ci)
+    # grad_weight (C_in, C_out) = x^T gm, split over fixed chunks of C_in rows
+    # (never over pixels, so every element is one BLAS dot product).
+    n_parts = (Ci + 127) // 128
+    for i in prange(n_parts, schedule="static", num_threads=n_threads):
+        c0 = i * 128
+        c1 = c0 + 128
+        if c1 > Ci:
+            c1 = Ci
+        if c1 > c0:
+            _gemm(c'N', c'T', <int> Co, <int> (c1 - c0), <int> P, gm, <int> Co,
+                  xp + c0, <int> Ci, 0, gwp + c0 * Co, <int> Co)
+    if grad_bias.shape[0] > 0:
+        _col_sums(gm, &grad_bias[0], P, Co, n_threads)
+
+
+# ---------------------------------------------------------------------------
+# dense convolution (im2col + GEMM)
+# ---------------------------------------------------------------------------
+
+cdef void _im2col(const floating* x, floating* patch, Py_ssize_t p0, Py_ssize_t p1,
+                  Py_ssize_t H, Py_ssize_t W, Py_ssize_t C, Py_ssize_t KH, Py_ssize_t KW,
+                  Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t sh, Py_ssize_t sw,
+                  Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t pt,
+                  Py_ssize_t pl) noexcept nogil:
+    """Patch rows (KH*KW*C each, HWC order) for flat output pixels p0..p1-1."""
+    cdef Py_ssize_t K = KH * KW * C
+    cdef Py_ssize_t p, n, rem, oh, ow, kh, kw, ih, iw
+    cdef floating* dst
+    for p in range(p0, p1):
+        n = p // (OH * OW)
+        rem = p - n * OH * OW
+        oh = rem // OW
+        ow = rem - oh * OW
+        for kh in range(KH):
+            ih = oh * sh - pt + kh * dh
+            for kw in range(KW):
+                iw = ow * sw - pl + kw * dw
+                dst = patch + (p - p0) * K + (kh * KW + kw) * C
+                if ih < 0 or ih >= H or iw < 0 or iw >= W:
+                    memset(dst, 0, C * sizeof(floating))
+                else:
+                    memcpy(dst, x + ((n * H + ih) * W + iw) * C, C * sizeof(floating))
+
+
+cdef void _col2im_add(const floating* patch, floating* gx, Py_ssize_t p0, Py_ssize_t p1,
+                      Py_ssize_t H, Py_ssize_t W, Py_ssize_t C, Py_ssize_t KH,
+                      Py_ssize_t KW, Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t sh,
+                      Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t pt,
+                      Py_ssize_t pl) noexcept nogil:
+    """The adjoint of _im2col: scatter-add patch rows back into the image."""
+    cdef Py_ssize_t K = KH * KW * C
+    cdef Py_ssize_t p, n, rem, oh, ow, kh, kw, ih, iw, c
+    cdef const floating* src
+    cdef floating* dst
+    for p in range(p0, p1):
+        n = p // (OH * OW)
+        rem = p - n * OH * OW
+        oh = rem // OW
+        ow = rem - oh * OW
+        for kh in range(KH):
+            ih = oh * sh - pt + kh * dh
+            if ih < 0 or ih >= H:
+                continue
+            for kw in range(KW):
+                iw = ow * sw - pl + kw * dw
+                if iw < 0 or iw >= W:
+                    continue
+                src = patch + (p - p0) * K + (kh * KW + kw) * C
+                dst = gx + ((n * H + ih) * W + iw) * C
+                for c in range(C):
+                    dst[c] = dst[c] + src[c]
+
+
+cdef void conv2d_forward(
+    const floating[:, :, :, ::1] x,
+    const floating[:, :, :, ::1] weight,
+    const floating[::1] bias,
+    floating[:, :, :, ::1] out,
+    int stride_h, int stride_w, int dil_h, int dil_w,
+    int pad_top, int pad_left, int activation, int n_threads,
+) noexcept nogil:
+    cdef Py_ssize_t N = x.shape[0], H = x.shape[1], W = x.shape[2], Ci = x.shape[3]
+    cdef Py_ssize_t KH = weight.shape[0], KW = weight.shape[1], Co = weight.shape[3]
+    cdef Py_ssize_t OH = out.shape[1], OW = out.shape[2]
+    cdef Py_ssize_t K = KH * KW * Ci
+    cdef Py_ssize_t P = N * OH * OW
+    cdef Py_ssize_t pb, nb, i, p0, p1
+    cdef floating* patch
+    cdef const floating* b = &bias[0] if bias.shape[0] > 0 else NULL
+    if P == 0 or Co == 0:
+        return
+    cdef const floating* xp = &x[0, 0, 0, 0]
+    cdef const floating* wp = &weight[0, 0, 0, 0]
+    cdef floating* op = &out[0, 0, 0, 0]
+    pb = _block(P, K * sizeof(floating), 128 * 1024)
+    nb = (P + pb - 1) // pb
+    with parallel(num_threads=n_threads):
+        patch = <floating*> malloc(pb * K * sizeof(floating))
+        for i in prange(nb, schedule="static"):
+            if patch != NULL:
+                p0 = i * pb
+                p1 = p0 + pb
+                if p1 > P:
+                    p1 = P
+                _im2col(xp, patch, p0, p1, H, W, Ci, KH, KW, OH, OW, stride_h, stride_w,
+                        dil_h, dil_w, pad_top, pad_left)
+                _gemm(c'N', c'N', <int> Co, <int> (p1 - p0), <int> K, wp, <int> Co,
+                      patch, <int> K, 0, op + p0 * Co, <int> Co)
+                if b != NULL or activation != ACT_NONE:
+                    _pw_finish_block(op + p0 * Co, p1 - p0, Co, b, activation)
+        free(patch)
+
+
+cdef void conv2d_backward(
+    const floating[:, :, :, ::1] x,
+    const floating[:, :, :, ::1] weight,
+    const floating[:, :, :, ::1] grad_out,
+    const floating[:, :, :, ::1] y,
+    floating[:, :, :, ::1] grad_masked,
+    floating[:, :, :, ::1] grad_x,
+    floating[:, :, :, ::1] grad_weight,
+    floating[::1] grad_bias,
+    int stride_h, int stride_w, int dil_h, int dil_w,
+    int pad_top, int pad_left, int activation, int n_threads,
+) noexcept nogil:
+    cdef Py_ssize_t N = x.shape[0], H = x.shape[1], W = x.shape[2], Ci = x.shape[3]
+    cdef Py_ssize_t KH = weight.shape[0], KW = weight.shape[1], Co = weight.shape[3]
+    cdef Py_ssize_t OH = grad_out.shape[1], OW = grad_out.shape[2]
+    cdef Py_ssize_t K = KH * KW * Ci
+    cdef Py_ssize_t P = N * OH * OW
+    cdef Py_ssize_t HW = OH * OW
+    cdef Py_ssize_t pb, nb, i, j, p, p0, p1, q0, q1, n, c0, c1, n_parts, n_blocks, align
+    cdef floating* patch
+    cdef floating* partial
+    cdef floating* gmw = NULL
+    cdef const floating* gm
+    cdef floating* gwp = &grad_weight[0, 0, 0, 0]
+    cdef floating* gxp
+    if P == 0:
+        memset(gwp, 0, K * Co * sizeof(floating))
+        if grad_bias.shape[0] > 0:
+            memset(&grad_bias[0], 0, Co * sizeof(floating))
+        if grad_x.shape[0] > 0 and N > 0 and H * W * Ci > 0:
+            memset(&grad_x[0, 0, 0, 0], 0, N * H * W * Ci * sizeof(floating))
+        return
+    cdef const floating* xp = &x[0, 0, 0, 0]
+    cdef const floating* wp = &weight[0, 0, 0, 0]
+    cdef const floating* yp
+    gm = &grad_out[0, 0, 0, 0]
+    if activation != ACT_NONE:
+        gmw = &grad_masked[0, 0, 0, 0]
+        yp = &y[0, 0, 0, 0]
+        for p in prange(P, schedule="static", num_threads=n_threads):
+            _mask(gmw + p * Co, gm + p * Co, yp + p * Co, Co, activation)
+        gm = gmw
+
+    pb = _block(P, K * sizeof(floating), 128 * 1024)
+    nb = (P + pb - 1) // pb
+
+    # grad_weight (K, C_out) = patches^T gm.  The pixels are cut into at most
+    # 8 chunks fixed by the shape; each chunk sums its blocks in order into its
+    # own partial, and the partials are added in chunk order at the end.
+    n_parts = nb if nb < 8 else 8
+    partial = <floating*> malloc(n_parts * K * Co * sizeof(floating))
+    if partial == NULL:
+        return
+    with parallel(num_threads=n_threads):
+        patch = <floating*> malloc(pb * K * sizeof(floating))
+        for i in prange(n_parts, schedule="static"):
+            if patch != NULL:
+                for j in range(_split(nb, n_parts, i), _split(nb, n_parts, i + 1)):
+                    p0 = j * pb
+                    p1 = p0 + pb
+                    if p1 > P:
+                        p1 = P
+                    _im2col(xp, patch, p0, p1, H, W, Ci, KH, KW, OH, OW, stride_h,
+                            stride_w, dil_h, dil_w, pad_top, pad_left)
+                    _gemm(c'N', c'T', <int> Co, <int> K, <int> (p1 - p0),
+                          gm + p0 * Co, <int> Co, patch, <int> K,
+                          0 if j == _split(nb, n_parts, i) else 1,
+                          partial + i * K * Co, <int> Co)
+        free(patch)
+    memcpy(gwp, partial, K * Co * sizeof(floating))
+    for i in range(1, n_parts):
+        for j in range(K * Co):
+            gwp[j] = gwp[j] + partial[i * K * Co + j]
+    free(partial)
+
+    if grad_bias.shape[0] > 0:
+        _col_sums(gm, &grad_bias[0], P, Co, n_threads)
+
+    # grad_x: per image (scatter-add stays inside one image), blocks of pixels.
+    if grad_x.shape[0] > 0:
+        gxp = &grad_x[0, 0, 0, 0]
+        if pb > HW:
+            pb = HW
+        with parallel(num_threads=n_threads if n_threads < N else N):
+            patch = <floating*> malloc(pb * K * sizeof(floating))
+            for n in prange(N, schedule="static"):
+                if patch != NULL:
+                    memset(gxp + n * H * W * Ci, 0, H * W * Ci * sizeof(floating))
+                    q0 = n * HW
+                    while q0 < (n + 1) * HW:
+                        q1 = q0 + pb
+                        if q1 > (n + 1) * HW:
+                            q1 = (n + 1) * HW
+                        _gemm(c'T', c'N', <int> K, <int> (q1 - q0), <int> Co, wp,
+                              <int> Co, gm + q0 * Co, <int> Co, 0, patch, <int> K)
+                        _col2im_add(patch, gxp, q0, q1, H, W, Ci, KH, KW, OH, OW,
+                                    stride_h, stride_w, dil_h, dil_w, pad_top, pad_left)
+                        q0 = q1
+            free(patch)
+
+
+# ---------------------------------------------------------------------------
+# fused depthwise -> pointwise
+# ---------------------------------------------------------------------------
+
+cdef void separable_forward(
+    const floating[:, :, :, ::1] x,
+    const floating[:, :, ::1] dw_weight,
+    const floating[::1] dw_bias,
+    const floating[:, ::1] pw_weight,
+    const floating[::1] pw_bias,
+    floating[:, :, :, ::1] out,
+    int stride_h, int stride_w, int dil_h, int dil_w,
+    int pad_top, int pad_left, int dw_activation, int pw_activation, int n_threads,
+) noexcept nogil:
+    cdef Py_ssize_t N = x.shape[0], H = x.shape[1], W = x.shape[2], C = x.shape[3]
+    cdef Py_ssize_t KH = dw_weight.shape[0], KW = dw_weight.shape[1]
+    cdef Py_ssize_t Co = pw_weight.shape[1]
+    cdef Py_ssize_t OH = out.shape[1], OW = out.shape[2]
+    cdef Py_ssize_t P = N * OH * OW
+    cdef Py_ssize_t tp, nt, i, p, p0, p1, seg, n, rem, oh, ow
+    cdef floating* tile
+    cdef const floating* db = &dw_bias[0] if dw_bias.shape[0] > 0 else NULL
+    cdef const floating* pbias = &pw_bias[0] if pw_bias.shape[0] > 0 else NULL
+    if P == 0 or Co == 0:
+        return
+    cdef const floating* xp = &x[0, 0, 0, 0]
+    cdef const floating* dwp = &dw_weight[0, 0, 0]
+    cdef const floating* pwp = &pw_weight[0, 0]
+    cdef floating* op = &out[0, 0, 0, 0]
+    # Tile of depthwise output: about 128 KiB (fixed by the shape).
+    tp = _block(P, C * sizeof(floating), 128 * 1024)
+    nt = (P + tp - 1) // tp
+    with parallel(num_threads=n_threads):
+        tile = <floating*> malloc(tp * C * sizeof(floating))
+        for i in prange(nt, schedule="static"):
+            if tile != NULL:
+                p0 = i * tp
+                p1 = p0 + tp
+                if p1 > P:
+                    p1 = P
+                p = p0
+                while p < p1:
+                    n = p // (OH * OW)
+                    rem = p - n * OH * OW
+                    oh = rem // OW
+                    ow = rem - oh * OW
+                    seg = OW - ow
+                    if seg > p1 - p:
+                        seg = p1 - p
+                    _dw_pixels(xp + n * H * W * C, dwp, db, tile + (p - p0) * C, H, W,
+                               C, KH, KW, oh * stride_h - pad_top, ow, ow + seg,
+                               stride_w, dil_h, dil_w, pad_left, dw_activation)
+                    p = p + seg
+                _gemm(c'N', c'N', <int> Co, <int> (p1 - p0), <int> C, pwp, <int> Co,
+                      tile, <int> C, 0, op + p0 * Co, <int> Co)
+                if pbias != NULL or pw_activation != ACT_NONE:
+                    _pw_finish_block(op + p0 * Co, p1 - p0, Co, pbias, pw_activation)
+        free(tile)
+
+
+# ---------------------------------------------------------------------------
+# Python entry points (called by effai_fast.nn.functional after validation)
+# ---------------------------------------------------------------------------
+
+def _depthwise_forward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] weight,
+                       const floating[::1] bias, floating[:, :, :, ::1] out,
+                       int sh, int sw, int dh, int dw, int pt, int pl, int act, int nt):
+    with nogil:
+        depthwise_forward(x, weight, bias, out, sh, sw, dh, dw, pt, pl, act, nt)
+
+
+def _depthwise_backward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] weight,
+                        const floating[:, :, :, ::1] grad_out,
+                        const floating[:, :, :, ::1] y, floating[:, :, :, ::1] grad_x,
+                        floating[:, :, ::1] grad_weight, floating[::1] grad_bias,
+                        int sh, int sw, int dh, int dw, int pt, int pl, int act, int nt):
+    with nogil:
+        depthwise_backward(x, weight, grad_out, y, grad_x, grad_weight, grad_bias,
+                           sh, sw, dh, dw, pt, pl, act, nt)
+
+
+def _pointwise_forward(const floating[:, ::1] x, const floating[:, ::1] weight,
+                       const floating[::1] bias, floating[:, ::1] out, int act, int nt):
+    with nogil:
+        pointwise_forward(x, weight, bias, out, act, nt)
+
+
+def _pointwise_backward(const floating[:, ::1] x, const floating[:, ::1] weight,
+                        const floating[:, ::1] grad_out, const floating[:, ::1] y,
+                        floating[:, ::1] grad_masked, floating[:, ::1] grad_x,
+                        floating[:, ::1] grad_weight, floating[::1] grad_bias,
+                        int act, int nt):
+    with nogil:
+        pointwise_backward(x, weight, grad_out, y, grad_masked, grad_x, grad_weight,
+                           grad_bias, act, nt)
+
+
+def _conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,
+                    const floating[::1] bias, floating[:, :, :, ::1] out,
+                    int sh, int sw, int dh, int dw, int pt, int pl, int act, int nt):
+    with nogil:
+        conv2d_forward(x, weight, bias, out, sh, sw, dh, dw, pt, pl, act, nt)
+
+
+def _conv2d_backward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,
+                     const floating[:, :, :, ::1] grad_out,
+                     const floating[:, :, :, ::1] y, floating[:, :, :, ::1] grad_masked,
+                     floating[:, :, :, ::1] grad_x,
+                     floating[:, :, :, ::1] grad_weight, floating[::1] grad_bias,
+                     int sh, int sw, int dh, int dw, int pt, int pl, int act, int nt):
+    with nogil:
+        conv2d_backward(x, weight, grad_out, y, grad_masked, grad_x, grad_weight, grad_bias,
+                        sh, sw, dh, dw, pt, pl, act, nt)
+
+
+def _separable_forward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] dw_weight,
+                       const floating[::1] dw_bias, const floating[:, ::1] pw_weight,
+                       const floating[::1] pw_bias, floating[:, :, :, ::1] out,
+                       int sh, int sw, int dh, int dw, int pt, int pl, int dw_act,
+                       int pw_act, int nt):
+    with nogil:
+        separable_forward(x, dw_weight, dw_bias, pw_weight, pw_bias, out, sh, sw, dh, dw,
+                          pt, pl, dw_act, pw_act, nt)

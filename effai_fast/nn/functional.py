@@ -1,0 +1,614 @@
+"""Stateless convolution functions for NHWC tensors (forward and VJPs).
+
+Every function validates its arguments here, in Python, then calls a compiled
+kernel of :mod:`effai_fast.nn._conv` that releases the GIL and runs on OpenMP
+threads.  Layouts follow TensorFlow's NHWC / HWIO conventions:
+
+=====================  ==========================
+activations ``x``      ``(N, H, W, C)``
+depthwise filter       ``(KH, KW, C)``
+pointwise filter       ``(C_in, C_out)``
+dense filter           ``(KH, KW, C_in, C_out)``
+=====================  ==========================
+
+Padding is ``"same"`` (TensorFlow semantics: output size ``ceil(H / stride)``,
+the odd pixel of padding goes to the bottom/right), ``"valid"``, an int, a
+``(pad_h, pad_w)`` pair or a ``(top, bottom, left, right)`` tuple.  The
+activation (``None``, ``"relu"`` or ``"relu6"``) is fused into the store; NaN
+propagates through it.  Results do not depend on ``n_threads``.
+
+Large outputs should be passed in through ``out=``: a fresh 50 MB array costs
+more to page in than the convolution takes to fill it.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from effai_fast._threads import resolve_n_threads, threads_for_work
+from effai_fast._validation import as_float_array, check_out, result_float_dtype
+from effai_fast.nn import _conv
+
+__all__ = [
+    "conv2d",
+    "conv2d_vjp",
+    "conv_output_shape",
+    "depthwise_conv2d",
+    "depthwise_conv2d_vjp",
+    "depthwise_separable_conv2d",
+    "pointwise_conv2d",
+    "pointwise_conv2d_vjp",
+]
+
+_ACTIVATIONS = {None: 0, "none": 0, "linear": 0, "relu": 1, "relu6": 2}
+
+# Least work (multiply-adds) worth waking a second thread for.  A libgomp
+# team costs ~5-30 us to start on a shared machine; this is ~20-40 us of work.
+_GRAIN_MACS = 400_000
+
+
+# ---------------------------------------------------------------------------
+# argument handling
+# ---------------------------------------------------------------------------
+
+def _activation(activation, name: str = "activation") -> int:
+    if activation is not None and not isinstance(activation, str):
+        raise TypeError(f"{name} must be None, 'relu' or 'relu6', got {activation!r}")
+    key = activation.lower() if isinstance(activation, str) else None
+    if key not in _ACTIVATIONS:
+        raise ValueError(f"{name} must be None, 'relu' or 'relu6', got {activation!r}")
+    return _ACTIVATIONS[key]
+
+
+def _pair(value, name: str, min_value: int) -> tuple[int, int]:
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+        pair = tuple(value)
+    else:
+        pair = (value, value)
+    out = []
+    for v in pair:
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+            raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
+        if v < min_value:
+            raise ValueError(f"{name} must be >= {min_value}, got {value!r}")
+        out.append(int(v))
+    return out[0], out[1]
+
+
+def _padding(padding, H, W, KH, KW, sh, sw, dh, dw):
+    """Return (top, bottom, left, right) for a padding specification."""
+    ekh = (KH - 1) * dh + 1
+    ekw = (KW - 1) * dw + 1
+    if isinstance(padding, str):
+        mode = padding.lower()
+        if mode == "valid":
+            return 0, 0, 0, 0
+        if mode == "same":
+            oh = -(-H // sh)
+            ow = -(-W // sw)
+            th = max((oh - 1) * sh + ekh - H, 0)
+            tw = max((ow - 1) * sw + ekw - W, 0)
+            return th // 2, th - th // 2, tw // 2, tw - tw // 2
+        raise ValueError(
+            f"padding must be 'same', 'valid', an int or a tuple, got {padding!r}")
+    if isinstance(padding, (tuple, list)):
+        vals = tuple(padding)
+        if len(vals) == 2:
+            vals = (vals[0], vals[0], vals[1], vals[1])
+        if len(vals) != 4:
+            raise ValueError(
+                "padding must be an int, a (pad_h, pad_w) pair or a "
+                f"(top, bottom, left, right) tuple, got {padding!r}")
+    else:
+        vals = (padding,) * 4
+    for v in vals:
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+            raise TypeError(
+                f"padding must be 'same', 'valid', an int or a tuple of ints, got {padding!r}")
+        if v < 0:
+            raise ValueError(f"padding must be non-negative, got {padding!r}")
+    return tuple(int(v) for v in vals)
+
+
+def _geometry(x_shape, KH, KW, stride, padding, dilation, kernel_name="weight"):
+    """Resolve stride/dilation/padding; return (sh, sw, dh, dw, pads, OH, OW)."""
+    sh, sw = _pair(stride, "stride", 1)
+    dh, dw = _pair(dilation, "dilation", 1)
+    H, W = x_shape[1], x_shape[2]
+    pads = _padding(padding, H, W, KH, KW, sh, sw, dh, dw)
+    ekh = (KH - 1) * dh + 1
+    ekw = (KW - 1) * dw + 1
+    hp = H + pads[0] + pads[1]
+    wp = W + pads[2] + pads[3]
+    if ekh > hp or ekw > wp:
+        raise ValueError(
+            f"{kernel_name} spans {ekh}x{ekw} pixels (kernel {KH}x{KW}, dilation {dh}x{dw}), "
+            f"larger than the padded input {hp}x{wp}")
+    OH = (hp - ekh) // sh + 1
+    OW = (wp - ekw) // sw + 1
+    return sh, sw, dh, dw, pads, OH, OW
+
+
+def conv_output_shape(input_shape, kernel_size, *, stride=1, padding="same", dilation=1):
+    """Output ``(N, OH, OW)`` of a convolution of an NHWC input (without channels).
+
+    Parameters
+    ----------
+    input_shape : tuple of int
+        ``(N, H, W)`` or ``(N, H, W, C)``.
+    kernel_size : int or (int, int)
+    stride, padding, dilation
+        As in :func:`depthwise_conv2d`.
+
+    Returns
+    -------
+    tuple of int
+        ``(N, OH, OW)``.
+    """
+    kh, kw = _pair(kernel_size, "kernel_size", 1)
+    _, _, _, _, _, oh, ow = _geometry(tuple(input_shape), kh, kw, stride, padding, dilation)
+    return (int(input_shape[0]), oh, ow)
+
+
+def _as_x(x, dtype, name="x"):
+    arr = as_float_array(x, name, dtype=dtype, ndim=4, allow_empty=True)
+    if arr.shape[1] == 0 or arr.shape[2] == 0 or arr.shape[3] == 0:
+        raise ValueError(f"{name} must have non-zero height, width and channels, "
+                         f"got shape {arr.shape}")
+    return arr
+
+
+def _dtype_of(*arrays):
+    for a in arrays:
+        if a is not None:
+            k = np.asarray(a).dtype.kind
+            if k == "c":
+                raise TypeError(f"complex input is not supported, got dtype {np.asarray(a).dtype}")
+    return result_float_dtype(*arrays)
+
+
+def _bias(bias, C, dtype, name="bias"):
+    if bias is None:
+        return np.empty(0, dtype=dtype)
+    return as_float_array(bias, name, dtype=dtype, shape=(C,))
+
+
+def _empty(dtype, ndim):
+    return np.empty((0,) * ndim, dtype=dtype)
+
+
+def _output(out, name, shape, dtype, *inputs):
+    if out is None:
+        return np.empty(shape, dtype=dtype)
+    return check_out(out, name, shape, dtype, *inputs)
+
+
+def _grad_outs(out, shapes, dtype, inputs):
+    """Validate the ``out=(grad_x, grad_weight, grad_bias)`` tuple of a VJP."""
+    if out is None:
+        out = (None,) * len(shapes)
+    if not isinstance(out, (tuple, list)) or len(out) != len(shapes):
+        raise TypeError(f"out must be None or a tuple of {len(shapes)} arrays/None, "
+                        f"got {type(out).__name__}")
+    names = ("out[0] (grad_x)", "out[1] (grad_weight)", "out[2] (grad_bias)")
+    res = []
+    for i, (buf, shape) in enumerate(zip(out, shapes)):
+        if shape is None:
+            res.append(None)
+        elif buf is None:
+            res.append(np.empty(shape, dtype=dtype))
+        else:
+            res.append(check_out(buf, names[i], shape, dtype, *inputs))
+    for i in range(len(res)):
+        for j in range(i):
+            if res[i] is not None and res[j] is not None and np.may_share_memory(res[i], res[j]):
+                raise ValueError(f"{names[i]} must not share memory with {names[j]}")
+    return res
+
+
+def _threads(n_threads, macs):
+    return threads_for_work(resolve_n_threads(n_threads), macs, _GRAIN_MACS)
+
+
+def _check_grad_out(grad_out, dtype, shape):
+    return as_float_array(grad_out, "grad_out", dtype=dtype, shape=shape, allow_empty=True)
+
+
+def _check_output(output, act, dtype, shape):
+    if act == 0:
+        return _empty(dtype, len(shape))
+    if output is None:
+        raise ValueError("output (the forward result) is required to differentiate "
+                         "through a fused activation")
+    return as_float_array(output, "output", dtype=dtype, shape=shape, allow_empty=True)
+
+
+# ---------------------------------------------------------------------------
+# depthwise
+# ---------------------------------------------------------------------------
+
+def depthwise_conv2d(x, weight, bias=None, *, stride=1, padding="same", dilation=1,
+                     activation=None, n_threads=None, out=None) -> np.ndarray:
+    """Depthwise 2-D convolution of an NHWC tensor (one filter per channel).
+
+    Parameters
+    ----------
+    x : array_like, shape (N, H, W, C)
+        Input.  Integers are cast to float64; float32 stays float32.
+    weight : array_like, shape (KH, KW, C)
+        One KHxKW filter per channel.
+    bias : array_like, shape (C,), optional
+    stride : int or (int, int), default=1
+    padding : {"same", "valid"} or int or tuple, default="same"
+        "same" follows TensorFlow: output ``ceil(H / stride)``, extra padding at
+        the bottom/right.  An int pads all sides; ``(pad_h, pad_w)`` or
+        ``(top, bottom, left, right)`` give explicit paddings.
+    dilation : int or (int, int), default=1
+    activation : {None, "relu", "relu6"}, default=None
+        Applied in the same pass as the store.
+    n_threads : int, optional
+        OpenMP threads (see :func:`effai_fast.resolve_n_threads`); small
+        problems run on one thread whatever is asked.
+    out : ndarray, shape (N, OH, OW, C), optional
+        Output buffer (C-contiguous, the result dtype).
+
+    Returns
+    -------
+    ndarray, shape (N, OH, OW, C)
+
+    Raises
+    ------
+    TypeError
+        For complex or non-numeric input, a wrong ``out`` dtype.
+    ValueError
+        For wrong shapes, a channel mismatch, stride or dilation < 1, a kernel
+        larger than the padded input.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from effai_fast.nn.functional import depthwise_conv2d
+    >>> x = np.ones((1, 5, 5, 2), dtype=np.float32)
+    >>> w = np.ones((3, 3, 2), dtype=np.float32)
+    >>> depthwise_conv2d(x, w, stride=2)[0, :, :, 0]
+    array([[4., 6., 4.],
+           [6., 9., 6.],
+           [4., 6., 4.]], dtype=float32)
+    """
+    dtype = _dtype_of(x, weight, bias)
+    x = _as_x(x, dtype)
+    C = x.shape[3]
+    weight = as_float_array(weight, "weight", dtype=dtype, ndim=3)
+    if weight.shape[2] != C:
+        raise ValueError(f"weight has {weight.shape[2]} channels but x has {C} "
+                         f"(weight shape {weight.shape}, x shape {x.shape})")
+    KH, KW = weight.shape[:2]
+    b = _bias(bias, C, dtype)
+    act = _activation(activation)
+    sh, sw, dh, dw, pads, OH, OW = _geometry(x.shape, KH, KW, stride, padding, dilation)
+    shape = (x.shape[0], OH, OW, C)
+    res = _output(out, "out", shape, dtype, x, weight, b)
+    nt = _threads(n_threads, x.shape[0] * OH * OW * C * KH * KW)
+    _conv._depthwise_forward(x, weight, b, res, sh, sw, dh, dw, pads[0], pads[2], act, nt)
+    return res
+
+
+def depthwise_conv2d_vjp(x, weight, grad_out, *, stride=1, padding="same", dilation=1,
+                         activation=None, output=None, need_input_grad=True,
+                         n_threads=None, out=None):
+    """Vector-Jacobian product of :func:`depthwise_conv2d`.
+
+    Parameters
+    ----------
+    x, weight : array_like
+        The forward inputs, shapes ``(N, H, W, C)`` and ``(KH, KW, C)``.
+    grad_out : array_like, shape (N, OH, OW, C)
+        Gradient of the loss with respect to the forward output.
+    stride, padding, dilation, activation
+        As in the forward call.
+    output : array_like, shape (N, OH, OW, C), optional
+        The forward output; required when ``activation`` is set (its sign and
+        the relu6 clip give the activation's derivative).
+    need_input_grad : bool, default=True
+        False skips ``grad_x`` (returned as None), e.g. for a network's input.
+    n_threads : int, optional
+    out : tuple (grad_x, grad_weight, grad_bias) of ndarray or None, optional
+        Buffers for the results; None entries are allocated.
+
+    Returns
+    -------
+    grad_x : ndarray, shape (N, H, W, C), or None
+    grad_weight : ndarray, shape (KH, KW, C)
+    grad_bias : ndarray, shape (C,)
+        Gradients with respect to the input, the filter and the bias (the
+        bias gradient is returned whether or not the forward used a bias).
+
+    Notes
+    -----
+    The weight and bias gradients are split over channels, never over pixels,
+    so the result does not depend on ``n_threads``.
+    """
+    dtype = _dtype_of(x, weight, grad_out)
+    x = _as_x(x, dtype)
+    C = x.shape[3]
+    weight = as_float_array(weight, "weight", dtype=dtype, ndim=3)
+    if weight.shape[2] != C:
+        raise ValueError(f"weight has {weight.shape[2]} channels but x has {C}")
+    KH, KW = weight.shape[:2]
+    act = _activation(activation)
+    sh, sw, dh, dw, pads, OH, OW = _geometry(x.shape, KH, KW, stride, padding, dilation)
+    oshape = (x.shape[0], OH, OW, C)
+    g = _check_grad_out(grad_out, dtype, oshape)
+    y = _check_output(output, act, dtype, oshape)
+    gx, gw, gb = _grad_outs(out, (x.shape if need_input_grad else None, weight.shape, (C,)),
+                            dtype, (x, weight, g, y))
+    nt = _threads(n_threads, 2 * x.shape[0] * OH * OW * C * KH * KW)
+    _conv._depthwise_backward(x, weight, g, y, gx if gx is not None else _empty(dtype, 4),
+                              gw, gb, sh, sw, dh, dw, pads[0], pads[2], act, nt)
+    return gx, gw, gb
+
+
+# ---------------------------------------------------------------------------
+# pointwise
+# ---------------------------------------------------------------------------
+
+def _pw_x(x, dtype):
+    arr = as_float_array(x, "x", dtype=dtype, ndim=(2, 4), allow_empty=True)
+    if arr.shape[-1] == 0:
+        raise ValueError(f"x must have at least one channel, got shape {arr.shape}")
+    return arr
+
+
+def pointwise_conv2d(x, weight, bias=None, *, activation=None, n_threads=None,
+                     out=None) -> np.ndarray:
+    """1x1 convolution of an NHWC tensor: a GEMM over the N*H*W pixels.
+
+    Parameters
+    ----------
+    x : array_like, shape (N, H, W, C_in) or (P, C_in)
+    weight : array_like, shape (C_in, C_out)
+    bias : array_like, shape (C_out,), optional
+    activation : {None, "relu", "relu6"}, default=None
+    n_threads : int, optional
+    out : ndarray, shape (..., C_out), optional
+
+    Returns
+    -------
+    ndarray, shape (N, H, W, C_out) (or (P, C_out))
+
+    Raises
+    ------
+    TypeError, ValueError
+        As for :func:`depthwise_conv2d`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from effai_fast.nn.functional import pointwise_conv2d
+    >>> x = np.ones((1, 2, 2, 3))
+    >>> pointwise_conv2d(x, np.ones((3, 4)), bias=np.arange(4.0))[0, 0, 0]
+    array([3., 4., 5., 6.])
+    """
+    dtype = _dtype_of(x, weight, bias)
+    x = _pw_x(x, dtype)
+    Ci = x.shape[-1]
+    weight = as_float_array(weight, "weight", dtype=dtype, ndim=2)
+    if weight.shape[0] != Ci:
+        raise ValueError(f"weight has {weight.shape[0]} input channels but x has {Ci} "
+                         f"(weight shape {weight.shape}, x shape {x.shape})")
+    Co = weight.shape[1]
+    b = _bias(bias, Co, dtype)
+    act = _activation(activation)
+    shape = x.shape[:-1] + (Co,)
+    res = _output(out, "out", shape, dtype, x, weight, b)
+    x2 = x.reshape(-1, Ci)
+    nt = _threads(n_threads, x2.shape[0] * Ci * Co)
+    _conv._pointwise_forward(x2, weight, b, res.reshape(-1, Co), act, nt)
+    return res
+
+
+def pointwise_conv2d_vjp(x, weight, grad_out, *, activation=None, output=None,
+                         need_input_grad=True, n_threads=None, out=None):
+    """Vector-Jacobian product of :func:`pointwise_conv2d`.
+
+    Parameters
+    ----------
+    x : array_like, shape (N, H, W, C_in) or (P, C_in)
+    weight : array_like, shape (C_in, C_out)
+    grad_out : array_like, shape (..., C_out)
+    activation : {None, "relu", "relu6"}, default=None
+    output : array_like, optional
+        The forward output, required with an activation.
+    need_input_grad : bool, default=True
+    n_threads : int, optional
+    out : tuple (grad_x, grad_weight, grad_bias), optional
+
+    Returns
+    -------
+    grad_x, grad_weight, grad_bias : ndarray (grad_x None if not needed)
+    """
+    dtype = _dtype_of(x, weight, grad_out)
+    x = _pw_x(x, dtype)
+    Ci = x.shape[-1]
+    weight = as_float_array(weight, "weight", dtype=dtype, ndim=2)
+    if weight.shape[0] != Ci:
+        raise ValueError(f"weight has {weight.shape[0]} input channels but x has {Ci}")
+    Co = weight.shape[1]
+    act = _activation(activation)
+    oshape = x.shape[:-1] + (Co,)
+    g = _check_grad_out(grad_out, dtype, oshape)
+    y = _check_output(output, act, dtype, oshape)
+    gx, gw, gb = _grad_outs(out, (x.shape if need_input_grad else None, weight.shape, (Co,)),
+                            dtype, (x, weight, g, y))
+    P = int(np.prod(x.shape[:-1]))
+    gm = np.empty((P, Co), dtype=dtype) if act else _empty(dtype, 2)
+    nt = _threads(n_threads, 2 * P * Ci * Co)
+    _conv._pointwise_backward(x.reshape(P, Ci), weight, g.reshape(P, Co),
+                              y.reshape(P, Co) if act else _empty(dtype, 2), gm,
+                              gx.reshape(P, Ci) if gx is not None else _empty(dtype, 2),
+                              gw, gb, act, nt)
+    return gx, gw, gb
+
+
+# ---------------------------------------------------------------------------
+# dense
+# ---------------------------------------------------------------------------
+
+def conv2d(x, weight, bias=None, *, stride=1, padding="same", dilation=1, activation=None,
+           n_threads=None, out=None) -> np.ndarray:
+    """Dense 2-D convolution of an NHWC tensor (e.g. MobileNet's 3x3/2 stem).
+
+    Parameters
+    ----------
+    x : array_like, shape (N, H, W, C_in)
+    weight : array_like, shape (KH, KW, C_in, C_out)
+        HWIO layout (TensorFlow's).  A PyTorch OIHW filter ``w`` is
+        ``w.transpose(2, 3, 1, 0)``.
+    bias : array_like, shape (C_out,), optional
+    stride, padding, dilation, activation, n_threads, out
+        As in :func:`depthwise_conv2d`.
+
+    Returns
+    -------
+    ndarray, shape (N, OH, OW, C_out)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from effai_fast.nn.functional import conv2d
+    >>> x = np.ones((1, 4, 4, 3))
+    >>> conv2d(x, np.ones((3, 3, 3, 2)), stride=2, padding="valid").shape
+    (1, 1, 1, 2)
+    """
+    dtype = _dtype_of(x, weight, bias)
+    x = _as_x(x, dtype)
+    Ci = x.shape[3]
+    weight = as_float_array(weight, "weight", dtype=dtype, ndim=4)
+    if weight.shape[2] != Ci:
+        raise ValueError(f"weight has {weight.shape[2]} input channels but x has {Ci} "
+                         f"(weight shape {weight.shape}, x shape {x.shape})")
+    KH, KW, _, Co = weight.shape
+    b = _bias(bias, Co, dtype)
+    act = _activation(activation)
+    sh, sw, dh, dw, pads, OH, OW = _geometry(x.shape, KH, KW, stride, padding, dilation)
+    shape = (x.shape[0], OH, OW, Co)
+    res = _output(out, "out", shape, dtype, x, weight, b)
+    nt = _threads(n_threads, x.shape[0] * OH * OW * KH * KW * Ci * Co)
+    _conv._conv2d_forward(x, weight, b, res, sh, sw, dh, dw, pads[0], pads[2], act, nt)
+    return res
+
+
+def conv2d_vjp(x, weight, grad_out, *, stride=1, padding="same", dilation=1, activation=None,
+               output=None, need_input_grad=True, n_threads=None, out=None):
+    """Vector-Jacobian product of :func:`conv2d`.
+
+    Parameters and returns as in :func:`depthwise_conv2d_vjp`, with
+    ``weight`` of shape ``(KH, KW, C_in, C_out)``.
+    """
+    dtype = _dtype_of(x, weight, grad_out)
+    x = _as_x(x, dtype)
+    Ci = x.shape[3]
+    weight = as_float_array(weight, "weight", dtype=dtype, ndim=4)
+    if weight.shape[2] != Ci:
+        raise ValueError(f"weight has {weight.shape[2]} input channels but x has {Ci}")
+    KH, KW, _, Co = weight.shape
+    act = _activation(activation)
+    sh, sw, dh, dw, pads, OH, OW = _geometry(x.shape, KH, KW, stride, padding, dilation)
+    oshape = (x.shape[0], OH, OW, Co)
+    g = _check_grad_out(grad_out, dtype, oshape)
+    y = _check_output(output, act, dtype, oshape)
+    gx, gw, gb = _grad_outs(out, (x.shape if need_input_grad else None, weight.shape, (Co,)),
+                            dtype, (x, weight, g, y))
+    gm = np.empty(oshape, dtype=dtype) if act else _empty(dtype, 4)
+    nt = _threads(n_threads, 2 * x.shape[0] * OH * OW * KH * KW * Ci * Co)
+    _conv._conv2d_backward(x, weight, g, y, gm,
+                           gx if gx is not None else _empty(dtype, 4), gw, gb,
+                           sh, sw, dh, dw, pads[0], pads[2], act, nt)
+    return gx, gw, gb
+
+
+# ---------------------------------------------------------------------------
+# fused depthwise -> pointwise
+# ---------------------------------------------------------------------------
+
+def depthwise_separable_conv2d(x, dw_weight, pw_weight, dw_bias=None, pw_bias=None, *,
+                               stride=1, padding="same", dilation=1, dw_activation=None,
+                               activation=None, n_threads=None, out=None) -> np.ndarray:
+    """A MobileNet block in one pass: depthwise conv -> activation -> 1x1 conv -> activation.
+
+    Equal to ``pointwise_conv2d(depthwise_conv2d(x, dw_weight, dw_bias, ...,
+    activation=dw_activation), pw_weight, pw_bias, activation=activation)``,
+    but the depthwise result is produced one L2-sized tile of pixels at a
+    time and consumed by the pointwise GEMM straight away, so the
+    intermediate tensor never travels to memory.
+
+    Parameters
+    ----------
+    x : array_like, shape (N, H, W, C)
+    dw_weight : array_like, shape (KH, KW, C)
+    pw_weight : array_like, shape (C, C_out)
+    dw_bias : array_like, shape (C,), optional
+    pw_bias : array_like, shape (C_out,), optional
+    stride, padding, dilation
+        Of the depthwise convolution.
+    dw_activation, activation : {None, "relu", "relu6"}
+        After the depthwise and after the pointwise convolution.
+    n_threads : int, optional
+    out : ndarray, shape (N, OH, OW, C_out), optional
+
+    Returns
+    -------
+    ndarray, shape (N, OH, OW, C_out)
+    """
+    dtype = _dtype_of(x, dw_weight, pw_weight, dw_bias, pw_bias)
+    x = _as_x(x, dtype)
+    C = x.shape[3]
+    dw_weight = as_float_array(dw_weight, "dw_weight", dtype=dtype, ndim=3)
+    if dw_weight.shape[2] != C:
+        raise ValueError(f"dw_weight has {dw_weight.shape[2]} channels but x has {C}")
+    pw_weight = as_float_array(pw_weight, "pw_weight", dtype=dtype, ndim=2)
+    if pw_weight.shape[0] != C:
+        raise ValueError(f"pw_weight has {pw_weight.shape[0]} input channels but x has {C}")
+    KH, KW = dw_weight.shape[:2]
+    Co = pw_weight.shape[1]
+    db = _bias(dw_bias, C, dtype, "dw_bias")
+    pb = _bias(pw_bias, Co, dtype, "pw_bias")
+    a1 = _activation(dw_activation, "dw_activation")
+    a2 = _activation(activation)
+    sh, sw, dh, dw, pads, OH, OW = _geometry(x.shape, KH, KW, stride, padding, dilation,
+                                             "dw_weight")
+    shape = (x.shape[0], OH, OW, Co)
+    res = _output(out, "out", shape, dtype, x, dw_weight, pw_weight, db, pb)
+    nt = _threads(n_threads, x.shape[0] * OH * OW * C * (KH * KW + Co))
+    _conv._separable_forward(x, dw_weight, db, pw_weight, pb, res, sh, sw, dh, dw,
+                             pads[0], pads[2], a1, a2, nt)
+    return res
+
+
+# Non-convolution operations (batch norm, activations, pooling, linear, loss) live in
+# effai_fast.nn._functional_dense; re-exported here so that one module holds the functional API.
+from effai_fast.nn._functional_dense import (  # noqa: E402
+    activation_vjp,
+    batch_norm,
+    batch_norm_vjp,
+    dropout,
+    global_avg_pool,
+    global_avg_pool_vjp,
+    linear,
+    linear_vjp,
+    log_softmax,
+    relu,
+    relu6,
+    softmax,
+    softmax_cross_entropy,
+)
+
+__all__ += [
+    "activation_vjp", "batch_norm", "batch_norm_vjp", "dropout", "global_avg_pool",
+    "global_avg_pool_vjp", "linear", "linear_vjp", "log_softmax", "relu", "relu6", "softmax",
+    "softmax_cross_entropy",
+]
