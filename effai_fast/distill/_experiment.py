@@ -14,9 +14,8 @@ Architectures
     multiplied by ``student_alpha`` (rounded, at least 1), so its MACs shrink
     about as alpha^2 - the width multiplier of MobileNet applied to an MLP.
 ``"mobilenet"``
-    MobileNet-v1-style CNNs from :mod:`effai_fast.mobilenet` (teacher alpha=1,
-    student alpha = ``student_alpha``), used when that module provides a model
-    builder (it needs the convolution layers of :mod:`effai_fast.nn`).
+    :func:`effai_fast.mobilenet.mobilenet_v1` (Howard et al. 2017, Table 1) at
+    the images' resolution: teacher alpha=1, student alpha = ``student_alpha``.
 """
 
 from __future__ import annotations
@@ -128,14 +127,11 @@ def make_model(arch: str, dataset: str, sample_shape, n_classes: int, *, alpha: 
         n_in = int(np.prod(sample_shape))
         return _Flat(make_mlp(n_in, n_classes, _MLP_HIDDEN[dataset], alpha=alpha, seed=seed))
     if arch == "mobilenet":
-        from effai_fast import mobilenet
+        from effai_fast.mobilenet import mobilenet_v1
 
-        build = getattr(mobilenet, "small_mobilenet", None)
-        if build is None:
-            raise RuntimeError("arch='mobilenet' needs effai_fast.mobilenet.small_mobilenet "
-                               "(the convolution layers); use arch='mlp'")
-        return build(alpha=alpha, input_shape=tuple(sample_shape), num_classes=n_classes,
-                     seed=seed)
+        h, w, c = sample_shape
+        return mobilenet_v1(alpha=min(1.0, alpha), resolution=int(h), num_classes=n_classes,
+                            in_channels=int(c), seed=seed)
     raise ValueError(f"arch must be 'mlp' or 'mobilenet', got {arch!r}")
 
 
