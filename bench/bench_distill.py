@@ -42,7 +42,7 @@ from effai_fast.distill._experiment import (  # noqa: E402
     make_model,
     run_experiment,
 )
-from effai_fast.distill.trainer import Distiller, model_macs, predict_logits  # noqa: E402
+from effai_fast.distill.trainer import Distiller, predict_logits  # noqa: E402
 
 PARTS = ("kernel", "step", "digits", "fashion")
 
@@ -73,7 +73,7 @@ def bench_kernel(quick: bool) -> tuple[str, dict]:
                 return F.kl_div(F.log_softmax(xs / t, dim=1), F.log_softmax(xt / t, dim=1),
                                 log_target=True, reduction="batchmean") * (t * t)
     for n in (1, 2):
-        ours = timeit(lambda: kd_loss(zs, zt, temperature=t, out=out, n_threads=n))["best"]
+        ours = timeit(lambda: kd_loss(zs, zt, temperature=t, out=out, n_threads=n))["best"]  # noqa: B023
         rec = {"ours_ms": ours * 1e3}
         if torch is not None:
             torch.set_num_threads(n)
@@ -129,8 +129,8 @@ def bench_step(quick: bool) -> tuple[str, dict]:
             # interleave to share the machine's load fairly between the two
             kd_t, hd_t = [], []
             for _ in range(3):
-                kd_t.append(timeit(lambda: d_kd.train_step(xb, yb, tb), repeat=3)["best"])
-                hd_t.append(timeit(lambda: d_hd.train_step(xb, yb), repeat=3)["best"])
+                kd_t.append(timeit(lambda: d_kd.train_step(xb, yb, tb), repeat=3)["best"])  # noqa: B023
+                hd_t.append(timeit(lambda: d_hd.train_step(xb, yb), repeat=3)["best"])  # noqa: B023
         kd, hd = min(kd_t), min(hd_t)
         rec = {"kd_ms": kd * 1e3, "hard_ms": hd * 1e3, "ratio": kd / hd}
         torch_cells = ["-", "-"]
@@ -144,13 +144,13 @@ def bench_step(quick: bool) -> tuple[str, dict]:
             tt = torch.from_numpy(tb)
 
             def tstep():
-                opt.zero_grad()
-                z = net(xt)
-                loss = 0.9 * 16.0 * F.kl_div(F.log_softmax(z / 4, 1), F.log_softmax(tt / 4, 1),
+                opt.zero_grad()  # noqa: B023
+                z = net(xt)  # noqa: B023
+                loss = 0.9 * 16.0 * F.kl_div(F.log_softmax(z / 4, 1), F.log_softmax(tt / 4, 1),  # noqa: B023
                                              log_target=True, reduction="batchmean") \
-                    + 0.1 * F.cross_entropy(z, yt)
+                    + 0.1 * F.cross_entropy(z, yt)  # noqa: B023
                 loss.backward()
-                opt.step()
+                opt.step()  # noqa: B023
             for n in (1, 2):
                 torch.set_num_threads(n)
                 rec[f"torch_kd_ms_t{n}"] = timeit(tstep, repeat=3)["best"] * 1e3

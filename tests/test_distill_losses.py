@@ -400,5 +400,5 @@ def test_isa_builds_give_bit_identical_results(rng, dtype):
         m._log_softmax(zs, 1 / 3.0, p, 2)
         results.append((g, rl, p))
     for other in results[1:]:
-        for a, b in zip(results[0], other):
+        for a, b in zip(results[0], other, strict=True):
             np.testing.assert_array_equal(a, b)

@@ -69,7 +69,7 @@ def test_mlp_helper_gradient_matches_finite_differences(rng):
     _, g = cross_entropy(m.forward(x, training=True), y)
     m.backward(g)
     h = 1e-6
-    for p, gp in zip(m.parameters(), m.gradients()):
+    for p, gp in zip(m.parameters(), m.gradients(), strict=True):
         for idx in [(0,) * p.ndim, tuple(s - 1 for s in p.shape)]:
             old = p[idx]
             p[idx] = old + h
@@ -95,7 +95,7 @@ def test_train_step_is_kd_loss_backward_and_optimizer_step(rng):
     twin.backward(g)
     SGD(twin.parameters(), lr=0.05).step(twin.gradients())
     assert loss == ref_loss
-    for a, b in zip(student.parameters(), twin.parameters()):
+    for a, b in zip(student.parameters(), twin.parameters(), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -141,7 +141,7 @@ def test_same_seed_same_student_and_distillation_learns(rng):
         d = Distiller(teacher, s, temperature=4.0, hard_weight=0.1, lr=1e-2, epochs=15,
                       seed=7).fit(x, y, validation_data=(xt, yt))
         runs.append((s, d))
-    for a, b in zip(runs[0][0].parameters(), runs[1][0].parameters()):
+    for a, b in zip(runs[0][0].parameters(), runs[1][0].parameters(), strict=True):
         np.testing.assert_array_equal(a, b)
     d = runs[0][1]
     assert d.history_[-1]["loss"] < d.history_[0]["loss"]
@@ -174,7 +174,7 @@ def test_hard_label_training_uses_cross_entropy(rng):
     AdamW([{"params": twin.parameters(), "grads": twin.gradients()}], lr=1e-3,
           weight_decay=0.0).step()
     assert loss == ref
-    for a, b in zip(s.parameters(), twin.parameters()):
+    for a, b in zip(s.parameters(), twin.parameters(), strict=True):
         np.testing.assert_array_equal(a, b)
 
 

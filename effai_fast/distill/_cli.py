@@ -63,9 +63,9 @@ def _main(args: argparse.Namespace) -> int:
           f"student alpha={r['student_alpha']:g}, hard_weight={r['hard_weight']:g}, "
           f"{n} seed(s)")
     widths = [max(len(str(x)) for x in col) for col in zip(("model", "MACs", "", "accuracy %"),
-                                                           *rows)]
+                                                           *rows, strict=True)]
     for row in [("model", "MACs", "", "accuracy %")] + rows:
-        print("  " + "  ".join(str(c).ljust(w) for c, w in zip(row, widths)))
+        print("  " + "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)))
     if "p_value" in r:
         print(f"  paired t-test, distilled vs hard labels over seeds: p = {r['p_value']:.3g}")
     if args.json:
