@@ -340,6 +340,68 @@ def bench_fashion(quick: bool) -> tuple[str, dict]:
     return md, setups
 
 
+# --------------------------------------------------------------------------- status
+def _status(sections) -> str:
+    """Issue 7's figures next to ours, each marked reproduced or not."""
+    out = ["### Issue 7 targets: what was and was not reproduced", ""]
+    k = sections.get("kernel", {}).get("data", {})
+    for n in (1, 2):
+        rec = k.get(f"threads{n}")
+        if rec and "torch_fb_ms" in rec:
+            ratio = rec["torch_fb_ms"] / rec["ours_ms"]
+            out.append(f"- Fused kd_loss (4096 x 1000 float32) >= 2x the PyTorch expression at "
+                       f"{n} thread(s): **{ratio:.2f}x** vs forward+backward "
+                       f"({rec['torch_f_ms'] / rec['ours_ms']:.2f}x vs PyTorch's forward "
+                       f"alone) - {'met' if ratio >= 2 else 'NOT met'}.")
+    st = sections.get("step", {}).get("data", {})
+    for key, rec in st.items():
+        out.append(f"- Distillation step with cached logits <= 1.10x a hard-label step "
+                   f"({key}): **{rec['ratio']:.2f}x** - "
+                   f"{'met' if rec['ratio'] <= 1.10 else 'NOT met'}.")
+    dg = sections.get("digits", {}).get("data", {}).get("digits_a0.25_T4")
+    if dg:
+        gain = dg["kd_mean"] - dg["hard_mean"]
+        ok = dg["kd_mean"] >= 98.3 and gain >= 1.0
+        out.append(f"- Digits, KD >= 98.3% and >= 1.0 point above hard labels (issue, CNN "
+                   f"student: hard 97.15 ± 0.68, KD 98.59 ± 0.46, p = 0.006).  Ours (MLP "
+                   f"student): hard {dg['hard_mean']:.2f} ± {dg['hard_sd']:.2f}, KD "
+                   f"{dg['kd_mean']:.2f} ± {dg['kd_sd']:.2f}, p = {dg.get('p_value', 1):.3g} - "
+                   f"{'met' if ok else 'NOT reproduced'}.")
+    fs = sections.get("fashion", {}).get("data", {})
+    f2 = fs.get("fashion 2k, alpha=0.5, T=4")
+    if f2:
+        ok = f2["kd_mean"] >= 81.5 and f2["hard_mean"] <= 80.3
+        out.append(f"- Fashion-MNIST 2k, alpha=0.5, T=4: issue hard 79.91 ± 0.09, KD 81.93 ± "
+                   f"0.14 (CNN); ours (MLP) hard {f2['hard_mean']:.2f} ± {f2['hard_sd']:.2f}, "
+                   f"KD {f2['kd_mean']:.2f} ± {f2['kd_sd']:.2f} - "
+                   f"{'met' if ok else 'NOT reproduced'}.")
+    f10 = fs.get("fashion 10k, alpha=0.25, T=8")
+    if f10:
+        ok = abs(f10["hard_mean"] - 83.1) <= 0.5 and abs(f10["kd_mean"] - 79.9) <= 0.5
+        worse = f10["kd_mean"] < f10["hard_mean"]
+        out.append(f"- Fashion-MNIST 10k, alpha=0.25, T=8 (issue: KD hurts, hard 83.1, KD "
+                   f"79.9): ours (MLP) hard {f10['hard_mean']:.2f}, KD {f10['kd_mean']:.2f} - "
+                   f"{'reproduced within 0.5' if ok else 'not within 0.5 points'}"
+                   f"{'; KD is worse here too' if worse else '; KD is not worse here'}.")
+    for name, r in list(fs.items()) + ([("digits", dg)] if dg else []):
+        if r and "torch_kd_mean" in r:
+            d1 = abs(r["hard_mean"] - r["torch_hard_mean"])
+            d2 = abs(r["kd_mean"] - r["torch_kd_mean"])
+            out.append(f"- {name}: same architecture trained with PyTorch within 0.4 points: "
+                       f"hard {d1:.2f}, KD {d2:.2f} points apart - "
+                       f"{'met' if max(d1, d2) <= 0.4 else 'NOT met'}.")
+    out.append("- Not run: MobileNet-v1-style CNN students (the issue's architecture).  "
+               "`effai distill --arch mobilenet` works, but the convolution layers reached "
+               "this branch late and a MobileNet alpha=0.25 epoch on digits took ~7 s CPU "
+               "(~25 s wall on the shared machine), too slow for 5 seeds x 2 students x 60 "
+               "epochs plus a teacher in the time available; all accuracy figures above are "
+               "for MLPs of effai_fast.nn, so they are the same experiment on a different "
+               "model family, not a reproduction of the issue's CNN numbers.  Also not run: "
+               "the MNIST-sized regime (60k images), and the student-training speed targets "
+               "against PyTorch for CNNs (the MLP step times are in the table above).")
+    return "\n".join(out)
+
+
 # --------------------------------------------------------------------------- main
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -377,6 +439,7 @@ def main(argv=None) -> int:
             s = sections[part]
             body += (s["markdown"] + f"\n\n_(measured {s['measured']}, "
                      f"{s['seconds']:.0f} s, load {s['loadavg']:.1f})_\n\n")
+    body += _status(sections) + "\n"
     write_result("distill", "Knowledge distillation (effai_fast.distill)", body,
                  data={"sections": sections},
                  command="python bench/bench_distill.py" + (" --quick" if args.quick else ""))

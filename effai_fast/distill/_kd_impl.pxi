@@ -365,6 +365,33 @@ def _kd_loss(const floating[:, ::1] student, const floating[:, ::1] teacher,
         raise MemoryError("kd_loss could not allocate its scratch rows")
 
 
+# Non-fused twins of the entry points above: a fused ``def`` picks its
+# specialisation by inspecting the arguments at every call (~10 us); these skip
+# that for the small batches of a training step.
+def _kd_loss_f32(const float[:, ::1] student, const float[:, ::1] teacher,
+                 const int64_t[::1] labels, double inv_t,
+                 double soft_loss_w, double soft_grad_w, double hard_loss_w, double hard_grad_w,
+                 float[:, ::1] grad, double[::1] row_loss, int n_threads):
+    cdef int status
+    with nogil:
+        status = kd_loss_rows(student, teacher, labels, inv_t, soft_loss_w, soft_grad_w,
+                              hard_loss_w, hard_grad_w, grad, row_loss, n_threads)
+    if status != 0:
+        raise MemoryError("kd_loss could not allocate its scratch rows")
+
+
+def _kd_loss_f64(const double[:, ::1] student, const double[:, ::1] teacher,
+                 const int64_t[::1] labels, double inv_t,
+                 double soft_loss_w, double soft_grad_w, double hard_loss_w, double hard_grad_w,
+                 double[:, ::1] grad, double[::1] row_loss, int n_threads):
+    cdef int status
+    with nogil:
+        status = kd_loss_rows(student, teacher, labels, inv_t, soft_loss_w, soft_grad_w,
+                              hard_loss_w, hard_grad_w, grad, row_loss, n_threads)
+    if status != 0:
+        raise MemoryError("kd_loss could not allocate its scratch rows")
+
+
 def _sum_ordered(const double[::1] x):
     """Sum in index order (the reduction the loss uses; thread-count independent)."""
     cdef double s = 0.0

@@ -68,6 +68,7 @@ def _select_kernels():
 
 
 _kd = _select_kernels()
+_KD_LOSS = {np.dtype(np.float32): _kd._kd_loss_f32, np.dtype(np.float64): _kd._kd_loss_f64}
 #: Name of the kernel build in use ("_kd", "_kd_x86_64_v3" or "_kd_x86_64_v4").
 KERNEL_BUILD = _kd.__name__.rsplit(".", 1)[-1]
 
@@ -331,8 +332,8 @@ def kd_loss(student_logits, teacher_logits, *, temperature: float, labels=None,
     soft = (1.0 - hard_weight) * (t * t if scale_t2 else 1.0)
     r = 1.0 / n_samples if reduction == "batchmean" else 1.0
     row_loss = np.empty(n_samples, dtype=np.float64)
-    _kd._kd_loss(zs, zt, y, inv_t, soft, soft * inv_t * r, hard_weight, hard_weight * r,
-                 grad, row_loss, n)
+    _KD_LOSS[zs.dtype](zs, zt, y, inv_t, soft, soft * inv_t * r, hard_weight,
+                       hard_weight * r, grad, row_loss, n)
     total = _kd._sum_ordered(row_loss)
     if not np.isfinite(total):
         _raise_non_finite(zs, zt, row_loss)
@@ -398,7 +399,7 @@ def cross_entropy(logits, labels, *, reduction: str = "batchmean",
     n = threads_for_work(resolve_n_threads(n_threads), z.size, _GRAIN)
     r = 1.0 / n_samples if reduction == "batchmean" else 1.0
     row_loss = np.empty(n_samples, dtype=np.float64)
-    _kd._kd_loss(z, z, y, 1.0, 0.0, 0.0, 1.0, r, grad, row_loss, n)
+    _KD_LOSS[z.dtype](z, z, y, 1.0, 0.0, 0.0, 1.0, r, grad, row_loss, n)
     total = _kd._sum_ordered(row_loss)
     if not np.isfinite(total):
         row = int(np.flatnonzero(~np.isfinite(row_loss))[0])
