@@ -587,3 +587,28 @@ def depthwise_separable_conv2d(x, dw_weight, pw_weight, dw_bias=None, pw_bias=No
     _conv._separable_forward(x, dw_weight, db, pw_weight, pb, res, sh, sw, dh, dw,
                              pads[0], pads[2], a1, a2, nt)
     return res
+
+
+# Non-convolution operations (batch norm, activations, pooling, linear, loss) live in
+# effai_fast.nn._functional_dense; re-exported here so that one module holds the functional API.
+from effai_fast.nn._functional_dense import (  # noqa: E402
+    activation_vjp,
+    batch_norm,
+    batch_norm_vjp,
+    dropout,
+    global_avg_pool,
+    global_avg_pool_vjp,
+    linear,
+    linear_vjp,
+    log_softmax,
+    relu,
+    relu6,
+    softmax,
+    softmax_cross_entropy,
+)
+
+__all__ += [
+    "activation_vjp", "batch_norm", "batch_norm_vjp", "dropout", "global_avg_pool",
+    "global_avg_pool_vjp", "linear", "linear_vjp", "log_softmax", "relu", "relu6", "softmax",
+    "softmax_cross_entropy",
+]

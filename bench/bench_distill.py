@@ -1,0 +1,458 @@
+"""Knowledge distillation: fused KD kernel vs PyTorch, step cost, and accuracy on real data.
+
+Parts (``--only`` picks some; the others keep their last results from results/distill.json):
+
+``kernel``   fused ``kd_loss`` (loss + gradient) on (4096, 1000) float32 vs the PyTorch
+             expression ``F.kl_div(log_softmax(zs/T), log_softmax(zt/T), log_target=True,
+             reduction="batchmean") * T**2`` with autograd (forward + backward, and forward
+             only), at 1 and 2 threads.
+``step``     a distillation training step with cached teacher logits vs a hard-label step
+             (same student, same batch); and the same student step in PyTorch.
+``digits``   teacher, hard-label and distilled students on scikit-learn's digits (1257 / 540
+             stratified split, random_state=0), several seeds, paired t-test; the same
+             architecture trained with PyTorch from the same initial weights and batches;
+             accuracy vs MACs for several student widths.
+``fashion``  Fashion-MNIST setups of issue 7 (2,000- and 10,000-image class-balanced subsets,
+             full 10k test set), as far as CPU time allows.
+
+Run: ``python bench/bench_distill.py [--quick] [--only kernel,step,digits,fashion]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")   # see _experiment.blas_single_thread
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import RESULTS, have, md_table, timeit, write_result  # noqa: E402
+
+from effai_fast.distill import kd_loss  # noqa: E402
+from effai_fast.distill._experiment import (  # noqa: E402
+    blas_single_thread,
+    load_dataset,
+    make_model,
+    run_experiment,
+)
+from effai_fast.distill.trainer import Distiller, predict_logits  # noqa: E402
+
+PARTS = ("kernel", "step", "digits", "fashion")
+
+
+# --------------------------------------------------------------------------- kernel
+def bench_kernel(quick: bool) -> tuple[str, dict]:
+    b, c, t = (1024, 1000, 4.0) if quick else (4096, 1000, 4.0)
+    rng = np.random.default_rng(0)
+    zs = (3 * rng.standard_normal((b, c))).astype(np.float32)
+    zt = (3 * rng.standard_normal((b, c))).astype(np.float32)
+    out = np.empty_like(zs)
+    rows, data = [], {}
+    torch = None
+    if have("torch"):
+        import torch
+        import torch.nn.functional as F  # noqa: N812
+        xs, xt = torch.from_numpy(zs), torch.from_numpy(zt)
+
+        def torch_fb():
+            z = xs.detach().requires_grad_()
+            loss = F.kl_div(F.log_softmax(z / t, dim=1), F.log_softmax(xt / t, dim=1),
+                            log_target=True, reduction="batchmean") * (t * t)
+            loss.backward()
+            return z.grad
+
+        def torch_f():
+            with torch.no_grad():
+                return F.kl_div(F.log_softmax(xs / t, dim=1), F.log_softmax(xt / t, dim=1),
+                                log_target=True, reduction="batchmean") * (t * t)
+    for n in (1, 2):
+        ours = timeit(lambda: kd_loss(zs, zt, temperature=t, out=out, n_threads=n))["best"]  # noqa: B023
+        rec = {"ours_ms": ours * 1e3}
+        if torch is not None:
+            torch.set_num_threads(n)
+            fb = timeit(torch_fb)["best"]
+            f = timeit(torch_f)["best"]
+            rec.update(torch_fb_ms=fb * 1e3, torch_f_ms=f * 1e3)
+            rows.append([n, ours * 1e3, fb * 1e3, f * 1e3, fb / ours, f / ours])
+        else:
+            rows.append([n, ours * 1e3, "-", "-", "-", "-"])
+        data[f"threads{n}"] = rec
+    md = (f"### Fused kd_loss kernel, ({b}, {c}) float32, T={t:g}\n\n"
+          "Ours: loss **and** gradient w.r.t. the student logits in one pass (`out=` buffer). "
+          "PyTorch: the expression of the issue, `F.kl_div(F.log_softmax(zs/T), "
+          "F.log_softmax(zt/T), log_target=True, reduction=\"batchmean\") * T**2`, timed with "
+          "autograd (forward + `backward()`, the work that gives the same two results) and "
+          "forward only (loss without gradient), `torch.set_num_threads(n)`.\n\n"
+          + md_table(["threads", "ours ms", "torch fwd+bwd ms", "torch fwd only ms",
+                      "speed-up vs fwd+bwd", "speed-up vs fwd only"], rows))
+    return md, data
+
+
+# --------------------------------------------------------------------------- step
+def _torch_mlp_from(model):
+    """A torch.nn.Sequential with the same weights as an effai_fast MLP (``_Flat``)."""
+    import torch
+
+    layers = []
+    lin = [m for m in model.model.layers if type(m).__name__ == "Linear"]
+    for k, m in enumerate(lin):
+        tl = torch.nn.Linear(m.in_features, m.out_features)
+        with torch.no_grad():
+            tl.weight.copy_(torch.from_numpy(m.weight.T.copy()))
+            tl.bias.copy_(torch.from_numpy(m.bias.copy()))
+        layers.append(tl)
+        if k < len(lin) - 1:
+            layers.append(torch.nn.ReLU())
+    return torch.nn.Sequential(*layers)
+
+
+def bench_step(quick: bool) -> tuple[str, dict]:
+    xtr, ytr, xte, yte = load_dataset("digits")
+    shape = xtr.shape[1:]
+    teacher = make_model("mlp", "digits", shape, 10, alpha=1.0, seed=1000)
+    cache = predict_logits(teacher, xtr)
+    rows, data = [], {}
+    for batch in (64, 256):
+        xb, yb, tb = xtr[:batch], ytr[:batch], cache[:batch]
+        s_kd = make_model("mlp", "digits", shape, 10, alpha=0.25, seed=0)
+        s_hd = make_model("mlp", "digits", shape, 10, alpha=0.25, seed=0)
+        d_kd = Distiller(teacher, s_kd, temperature=4.0, hard_weight=0.1, lr=1e-4)
+        d_hd = Distiller(None, s_hd, hard_weight=1.0, lr=1e-4)
+        with blas_single_thread():
+            # interleave to share the machine's load fairly between the two
+            kd_t, hd_t = [], []
+            for _ in range(3):
+                kd_t.append(timeit(lambda: d_kd.train_step(xb, yb, tb), repeat=3)["best"])  # noqa: B023
+                hd_t.append(timeit(lambda: d_hd.train_step(xb, yb), repeat=3)["best"])  # noqa: B023
+        kd, hd = min(kd_t), min(hd_t)
+        rec = {"kd_ms": kd * 1e3, "hard_ms": hd * 1e3, "ratio": kd / hd}
+        torch_cells = ["-", "-"]
+        if have("torch"):
+            import torch
+            import torch.nn.functional as F  # noqa: N812
+            net = _torch_mlp_from(s_hd)
+            opt = torch.optim.AdamW(net.parameters(), lr=1e-4, weight_decay=0.0)
+            xt = torch.from_numpy(xb.reshape(batch, -1))
+            yt = torch.from_numpy(yb)
+            tt = torch.from_numpy(tb)
+
+            def tstep():
+                opt.zero_grad()  # noqa: B023
+                z = net(xt)  # noqa: B023
+                loss = 0.9 * 16.0 * F.kl_div(F.log_softmax(z / 4, 1), F.log_softmax(tt / 4, 1),  # noqa: B023
+                                             log_target=True, reduction="batchmean") \
+                    + 0.1 * F.cross_entropy(z, yt)  # noqa: B023
+                loss.backward()
+                opt.step()  # noqa: B023
+            for n in (1, 2):
+                torch.set_num_threads(n)
+                rec[f"torch_kd_ms_t{n}"] = timeit(tstep, repeat=3)["best"] * 1e3
+            torch_cells = [rec["torch_kd_ms_t1"], rec["torch_kd_ms_t2"]]
+        rows.append([batch, hd * 1e3, kd * 1e3, kd / hd, *torch_cells])
+        data[f"batch{batch}"] = rec
+    md = ("### Distillation step vs hard-label step (digits MLP student 64-64-64-10)\n\n"
+          "One optimisation step (forward, loss + gradient, backward, AdamW) of the same "
+          "student on the same batch: hard labels (`cross_entropy`) vs distillation with "
+          "cached teacher logits (`kd_loss`, T=4, hard_weight=0.1).  Issue target: ratio "
+          "<= 1.10.  PyTorch: the same architecture and distillation step (`torch.optim.AdamW`)"
+          " at 1 and 2 threads, for scale (the student's layers are effai_fast.nn's).\n\n"
+          + md_table(["batch", "hard step ms", "KD step ms", "KD / hard",
+                      "torch KD step ms (1 thr)", "torch KD step ms (2 thr)"], rows))
+    return md, data
+
+
+# --------------------------------------------------------------------------- torch twin
+def _torch_train(student_init, x, y, cache, *, mode, epochs, lr, batch_size, seed,
+                 temperature, hard_weight):
+    """Train the same MLP in PyTorch with the Distiller's exact batches and schedule."""
+    import torch
+    import torch.nn.functional as F  # noqa: N812
+
+    torch.set_num_threads(1)
+    net = _torch_mlp_from(student_init)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.0)
+    xt = torch.from_numpy(x.reshape(len(x), -1))
+    yt = torch.from_numpy(y)
+    ct = torch.from_numpy(cache)
+    rng = np.random.default_rng(seed)
+    n = len(x)
+    steps = math.ceil(n / batch_size)
+    total = steps * epochs
+    k = 0
+    t = temperature
+    for _ in range(epochs):
+        order = rng.permutation(n)
+        for s in range(steps):
+            for g in opt.param_groups:
+                g["lr"] = 0.5 * lr * (1 + math.cos(math.pi * k / total))
+            idx = torch.from_numpy(order[s * batch_size:(s + 1) * batch_size])
+            opt.zero_grad()
+            z = net(xt[idx])
+            ce = F.cross_entropy(z, yt[idx])
+            if mode == "hard":
+                loss = ce
+            else:
+                kl = F.kl_div(F.log_softmax(z / t, 1), F.log_softmax(ct[idx] / t, 1),
+                              log_target=True, reduction="batchmean") * (t * t)
+                loss = (1 - hard_weight) * kl + hard_weight * ce
+            loss.backward()
+            opt.step()
+            k += 1
+    return net
+
+
+def _torch_acc(net, x, y):
+    import torch
+
+    with torch.no_grad():
+        z = net(torch.from_numpy(x.reshape(len(x), -1)))
+    return float((z.argmax(1).numpy() == y).mean())
+
+
+def _compare_torch(r, data, cache, *, epochs, lr, batch_size, alpha, temperature,
+                   hard_weight, dataset):
+    """Re-train each seed's students with PyTorch (same init / batches) and add to ``r``."""
+    if not have("torch"):
+        return
+    xtr, ytr, xte, yte = data
+    shape = xtr.shape[1:]
+    for rec in r["students"]:
+        init = make_model("mlp", dataset, shape, 10, alpha=alpha, seed=rec["seed"])
+        for mode in ("hard", "kd"):
+            net = _torch_train(init, xtr, ytr, cache, mode=mode, epochs=epochs, lr=lr,
+                               batch_size=batch_size, seed=rec["seed"],
+                               temperature=temperature, hard_weight=hard_weight)
+            rec["torch_" + mode] = _torch_acc(net, xte, yte)
+    for mode in ("hard", "kd"):
+        v = np.array([rec["torch_" + mode] for rec in r["students"]]) * 100
+        r[f"torch_{mode}_mean"] = float(v.mean())
+        r[f"torch_{mode}_sd"] = float(v.std(ddof=1)) if len(v) > 1 else 0.0
+
+
+def _setup_row(name, r):
+    n = len(r["students"])
+    row = [name, n, r["teacher"]["macs"], r["student_macs"],
+           round(r["teacher"]["macs"] / r["student_macs"], 1),
+           round(r["teacher"]["accuracy"], 2),
+           f"{r['hard_mean']:.2f} ± {r['hard_sd']:.2f}", f"{r['kd_mean']:.2f} ± {r['kd_sd']:.2f}",
+           f"{r['kd_mean'] - r['hard_mean']:+.2f}",
+           f"{r['p_value']:.3g}" if "p_value" in r else "-"]
+    if "torch_hard_mean" in r:
+        row += [f"{r['torch_hard_mean']:.2f} ± {r['torch_hard_sd']:.2f}",
+                f"{r['torch_kd_mean']:.2f} ± {r['torch_kd_sd']:.2f}"]
+    else:
+        row += ["-", "-"]
+    return row
+
+
+_SETUP_HEAD = ["setup", "seeds", "teacher MACs", "student MACs", "MAC ratio", "teacher acc %",
+               "hard acc % (ours)", "KD acc % (ours)", "KD - hard", "p (paired t)",
+               "hard acc % (torch)", "KD acc % (torch)"]
+
+
+def _run_setup(name, dataset, *, alpha, seeds, teacher_epochs, student_epochs, temperature,
+               hard_weight, lr, batch_size, n_train=None, torch_twin=True, data=None):
+    print(f"== {name}", flush=True)
+    data = data if data is not None else load_dataset(dataset, n_train=n_train)
+    models = {}
+    r = run_experiment(dataset, arch="mlp", student_alpha=alpha, seeds=seeds,
+                       teacher_epochs=teacher_epochs, student_epochs=student_epochs,
+                       temperature=temperature, hard_weight=hard_weight, lr=lr,
+                       batch_size=batch_size, data=data, models=models)
+    r["teacher_epochs"] = teacher_epochs
+    r["student_epochs"] = student_epochs
+    if torch_twin:
+        with blas_single_thread():
+            _compare_torch(r, data, models["teacher_logits"], epochs=student_epochs, lr=lr,
+                           batch_size=batch_size, alpha=alpha, temperature=temperature,
+                           hard_weight=hard_weight, dataset=dataset)
+    return r
+
+
+def bench_digits(quick: bool) -> tuple[str, dict]:
+    seeds = (0, 1) if quick else (0, 1, 2, 3, 4)
+    te, se = (10, 20) if quick else (30, 60)
+    common = dict(teacher_epochs=te, student_epochs=se, lr=3e-3, batch_size=64)
+    data = load_dataset("digits")
+    main = _run_setup("digits alpha=0.25 T=4", "digits", alpha=0.25, seeds=seeds,
+                      temperature=4.0, hard_weight=0.1, data=data, **common)
+    rows = [_setup_row("digits, alpha=0.25, T=4, hard_weight=0.1", main)]
+    setups = {"digits_a0.25_T4": main}
+    macs_rows = [["teacher (alpha=1)", main["teacher"]["macs"],
+                  round(main["teacher"]["accuracy"], 2), "-"]]
+    for alpha in ((0.125,) if quick else (0.0625, 0.125, 0.25, 0.5)):
+        r = main if alpha == 0.25 else _run_setup(
+            f"digits alpha={alpha}", "digits", alpha=alpha, seeds=seeds[:3], temperature=4.0,
+            hard_weight=0.1, data=data, torch_twin=False, **common)
+        setups[f"digits_a{alpha}_T4"] = r
+        macs_rows.append([f"student alpha={alpha}", r["student_macs"],
+                          f"{r['hard_mean']:.2f} ± {r['hard_sd']:.2f}",
+                          f"{r['kd_mean']:.2f} ± {r['kd_sd']:.2f}"])
+    md = ("### Digits: teacher, hard-label and distilled students\n\n"
+          "scikit-learn digits, `train_test_split(test_size=0.3, stratify=y, random_state=0)`"
+          f" (1257 / 540).  Models: effai_fast.nn MLPs (teacher 64-256-256-10; student = "
+          "the teacher with every hidden width times alpha), AdamW lr 3e-3 with a cosine "
+          f"schedule, batch 64, teacher {te} epochs, students {se} epochs, no augmentation, "
+          "teacher logits cached once per image.  For each seed both students start from "
+          "the same weights and see the same batches.  PyTorch columns: the same "
+          "architecture, initial weights, batches, loss and schedule trained with "
+          "torch.optim.AdamW (our trainer's reference).  Significance: "
+          "`scipy.stats.ttest_rel` over seeds (KD vs hard).\n\n"
+          + md_table(_SETUP_HEAD, rows)
+          + "\n\nAccuracy vs MACs (MACs per image; mean ± sd over seeds, 3 seeds for the "
+            "other widths):\n\n"
+          + md_table(["model", "MACs", "hard acc %", "KD acc % (T=4)"], macs_rows))
+    return md, setups
+
+
+def bench_fashion(quick: bool) -> tuple[str, dict]:
+    try:
+        load_dataset("fashion-mnist", n_train=100)
+    except FileNotFoundError as exc:
+        return f"### Fashion-MNIST\n\nNot run: {exc}", {}
+    rows, setups = [], {}
+    plan = [
+        ("fashion 2k, alpha=0.5, T=4", dict(n_train=2000, alpha=0.5, temperature=4.0,
+                                            seeds=(0,) if quick else (0, 1, 2))),
+        ("fashion 10k, alpha=0.25, T=8", dict(n_train=10000, alpha=0.25, temperature=8.0,
+                                              seeds=(0,) if quick else (0, 1, 2))),
+    ]
+    te, se = (3, 5) if quick else (20, 30)
+    for name, kw in plan:
+        r = _run_setup(name, "fashion-mnist", teacher_epochs=te, student_epochs=se,
+                       hard_weight=0.1, lr=2e-3, batch_size=64,
+                       torch_twin=not quick, **kw)
+        setups[name] = r
+        rows.append(_setup_row(name, r))
+    md = ("### Fashion-MNIST\n\n"
+          "Debian `dataset-fashion-mnist`, class-balanced training subsets (n/10 per class, "
+          "seed 0), full 10k test set.  effai_fast.nn MLPs (teacher 784-512-512-10, student "
+          f"= widths x alpha), AdamW lr 2e-3 cosine, batch 64, teacher {te} epochs, students "
+          f"{se} epochs, hard_weight=0.1, cached teacher logits, no augmentation; PyTorch "
+          "twin as for digits.\n\n" + md_table(_SETUP_HEAD, rows))
+    return md, setups
+
+
+# --------------------------------------------------------------------------- status
+def _status(sections) -> str:
+    """Issue 7's figures next to ours, each marked reproduced or not."""
+    out = ["### Issue 7 targets: what was and was not reproduced", ""]
+    k = sections.get("kernel", {}).get("data", {})
+    for n in (1, 2):
+        rec = k.get(f"threads{n}")
+        if rec and "torch_fb_ms" in rec:
+            ratio = rec["torch_fb_ms"] / rec["ours_ms"]
+            out.append(f"- Fused kd_loss (4096 x 1000 float32) >= 2x the PyTorch expression at "
+                       f"{n} thread(s): **{ratio:.2f}x** vs forward+backward "
+                       f"({rec['torch_f_ms'] / rec['ours_ms']:.2f}x vs PyTorch's forward "
+                       f"alone) - {'met' if ratio >= 2 else 'NOT met'}.")
+    if k.get("threads2", {}).get("ours_ms", 0) > k.get("threads1", {}).get("ours_ms", 1e9):
+        out.append("- Caveat: in this run 2 threads were slower than 1 for both libraries "
+                   "(the 2-core machine was running other jobs, load average > 10); the "
+                   "2-thread ratio measures robustness under contention, not scaling.")
+    st = sections.get("step", {}).get("data", {})
+    for key, rec in st.items():
+        out.append(f"- Distillation step with cached logits <= 1.10x a hard-label step "
+                   f"({key}): **{rec['ratio']:.2f}x** - "
+                   f"{'met' if rec['ratio'] <= 1.10 else 'NOT met'}.")
+    dg = sections.get("digits", {}).get("data", {}).get("digits_a0.25_T4")
+    if dg:
+        gain = dg["kd_mean"] - dg["hard_mean"]
+        ok = dg["kd_mean"] >= 98.3 and gain >= 1.0
+        out.append(f"- Digits, KD >= 98.3% and >= 1.0 point above hard labels (issue, CNN "
+                   f"student: hard 97.15 ± 0.68, KD 98.59 ± 0.46, p = 0.006).  Ours (MLP "
+                   f"student): hard {dg['hard_mean']:.2f} ± {dg['hard_sd']:.2f}, KD "
+                   f"{dg['kd_mean']:.2f} ± {dg['kd_sd']:.2f}, p = {dg.get('p_value', 1):.3g} - "
+                   f"{'met' if ok else 'NOT reproduced'}.")
+    fs = sections.get("fashion", {}).get("data", {})
+    f2 = fs.get("fashion 2k, alpha=0.5, T=4")
+    if f2:
+        ok = f2["kd_mean"] >= 81.5 and f2["hard_mean"] <= 80.3
+        out.append(f"- Fashion-MNIST 2k, alpha=0.5, T=4: issue hard 79.91 ± 0.09, KD 81.93 ± "
+                   f"0.14 (CNN); ours (MLP) hard {f2['hard_mean']:.2f} ± {f2['hard_sd']:.2f}, "
+                   f"KD {f2['kd_mean']:.2f} ± {f2['kd_sd']:.2f} - "
+                   f"{'met' if ok else 'NOT reproduced'}.")
+    f10 = fs.get("fashion 10k, alpha=0.25, T=8")
+    if f10:
+        ok = abs(f10["hard_mean"] - 83.1) <= 0.5 and abs(f10["kd_mean"] - 79.9) <= 0.5
+        worse = f10["kd_mean"] < f10["hard_mean"]
+        out.append(f"- Fashion-MNIST 10k, alpha=0.25, T=8 (issue: KD hurts, hard 83.1, KD "
+                   f"79.9): ours (MLP) hard {f10['hard_mean']:.2f}, KD {f10['kd_mean']:.2f} - "
+                   f"{'reproduced within 0.5' if ok else 'not within 0.5 points'}"
+                   f"{'; KD is worse here too' if worse else '; KD is not worse here'}.")
+    for name, r in list(fs.items()) + ([("digits", dg)] if dg else []):
+        if r and "torch_kd_mean" in r:
+            d1 = abs(r["hard_mean"] - r["torch_hard_mean"])
+            d2 = abs(r["kd_mean"] - r["torch_kd_mean"])
+            out.append(f"- {name}: same architecture trained with PyTorch within 0.4 points: "
+                       f"hard {d1:.2f}, KD {d2:.2f} points apart - "
+                       f"{'met' if max(d1, d2) <= 0.4 else 'NOT met'}.")
+    out.append("- Not run: MobileNet-v1-style CNN students (the issue's architecture).  "
+               "`effai distill --arch mobilenet` works, but the convolution layers reached "
+               "this branch late and a MobileNet alpha=0.25 epoch on digits took ~7 s CPU "
+               "(~25 s wall on the shared machine), too slow for 5 seeds x 2 students x 60 "
+               "epochs plus a teacher in the time available (a single-seed attempt, "
+               "`effai distill --arch mobilenet --teacher-epochs 15 --student-epochs 25`, "
+               "had not finished training its alpha=1 teacher after 18 min at load ~14 "
+               "and was stopped); all accuracy "
+               "figures above are "
+               "for MLPs of effai_fast.nn, so they are the same experiment on a different "
+               "model family, not a reproduction of the issue's CNN numbers.  Also not run: "
+               "the MNIST-sized regime (60k images), and the student-training speed targets "
+               "against PyTorch for CNNs (the MLP step times are in the table above).")
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- main
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--only", default=",".join(PARTS),
+                    help=f"comma-separated parts among {PARTS}")
+    args = ap.parse_args(argv)
+    only = [p for p in args.only.split(",") if p]
+    unknown = set(only) - set(PARTS)
+    if unknown:
+        ap.error(f"unknown parts {sorted(unknown)}")
+    prev_path = RESULTS / "distill.json"
+    sections: dict[str, dict] = {}
+    if prev_path.exists() and not args.quick:
+        try:
+            sections = json.loads(prev_path.read_text())["data"].get("sections", {})
+        except (ValueError, KeyError):
+            sections = {}
+    funcs = {"kernel": bench_kernel, "step": bench_step, "digits": bench_digits,
+             "fashion": bench_fashion}
+    for part in PARTS:
+        if part in only:
+            t0 = time.perf_counter()
+            md, data = funcs[part](args.quick)
+            sections[part] = {"markdown": md, "data": data,
+                              "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                              "seconds": time.perf_counter() - t0,
+                              "loadavg": os.getloadavg()[0]}
+            print(md, flush=True)
+    body = ("The machine (2 cores) was shared with other jobs during these runs: absolute "
+            "times are noisy, ratios come from interleaved runs in the same process.  Each "
+            "part gives the time it was measured and the 1-minute load average at its end.\n\n")
+    for part in PARTS:
+        if part in sections:
+            s = sections[part]
+            body += (s["markdown"] + f"\n\n_(measured {s['measured']}, "
+                     f"{s['seconds']:.0f} s, load {s['loadavg']:.1f})_\n\n")
+    body += _status(sections) + "\n"
+    write_result("distill", "Knowledge distillation (effai_fast.distill)", body,
+                 data={"sections": sections},
+                 command="python bench/bench_distill.py" + (" --quick" if args.quick else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
