@@ -434,3 +434,32 @@ def test_stem_conv_matches_torch(dtype, rng):
     yt = torch.relu(torch.nn.functional.conv2d(torch.nn.functional.pad(xt, (0, 1, 0, 1)), wt,
                                                torch.from_numpy(b), stride=2))
     _close(y, yt.numpy().transpose(0, 2, 3, 1), dtype)
+
+
+@pytest.mark.parametrize("isa", ["baseline", "avx2", "avx512"])
+def test_every_isa_build_matches_reference(isa, monkeypatch, dtype, rng):
+    from effai_fast.nn import _conv
+
+    level = {"baseline": 0, "avx2": 1, "avx512": 2}[isa]
+    if _conv._cpu_level() < level:
+        pytest.skip(f"CPU lacks {isa}")
+    name, module = F._select_kernels(isa)
+    if name != isa:
+        pytest.skip(f"{isa} build not present")
+    monkeypatch.setattr(F, "_conv", module)
+    for case in DW_CASES[:6]:
+        x, w, b = _dw_data(rng, case, dtype)
+        y = F.depthwise_conv2d(x, w, b, activation="relu", n_threads=2, **_kw(case))
+        _close(y, ref.depthwise(x, w, b, activation="relu", **_kw(case)), dtype)
+        g = rng.standard_normal(y.shape).astype(dtype)
+        gx, gw, gb = F.depthwise_conv2d_vjp(x, w, g, activation="relu", output=y, n_threads=2,
+                                            **_kw(case))
+        rx, rw, rb = ref.depthwise_vjp(x, w, g, activation="relu", y=y, **_kw(case))
+        _close(gx, rx, dtype)
+        _close(gw, rw, dtype, scale=np.abs(g).sum(axis=(0, 1, 2)).max() * np.abs(x).max())
+    x = rng.standard_normal((2, 9, 8, 3)).astype(dtype)
+    w4 = rng.standard_normal((3, 3, 3, 16)).astype(dtype)
+    _close(F.conv2d(x, w4, stride=2), ref.conv2d(x, w4, stride=2), dtype)
+    pw = rng.standard_normal((3, 5)).astype(dtype)
+    _close(F.depthwise_separable_conv2d(x, w4[..., 0], pw, stride=2),
+           ref.pointwise(ref.depthwise(x, w4[..., 0], stride=2), pw), dtype)

@@ -50,6 +50,28 @@ from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 from effai_fast._openmp cimport omp_get_thread_num
 
+cdef extern from *:
+    """
+    static int effai_conv_cpu_level(void) {
+    #if defined(__GNUC__) && defined(__x86_64__)
+        __builtin_cpu_init();
+        if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
+            && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
+            return 2;
+        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+            return 1;
+    #endif
+        return 0;
+    }
+    """
+    int effai_conv_cpu_level() nogil
+
+
+def _cpu_level():
+    """0 = baseline, 1 = AVX2+FMA, 2 = AVX-512 (F/BW/VL/DQ) on this CPU."""
+    return effai_conv_cpu_level()
+
+
 # ---------------------------------------------------------------------------
 # small helpers
 # ---------------------------------------------------------------------------
@@ -126,6 +148,51 @@ cdef inline Py_ssize_t _split(Py_ssize_t n_blocks, Py_ssize_t n_parts,
     return (i * n_blocks) // n_parts
 
 
+cdef inline void _pw_finish_block(floating* o, Py_ssize_t npix, Py_ssize_t C,
+                                  const floating* b, int act) noexcept nogil:
+    cdef Py_ssize_t p
+    if b == NULL:
+        _finish(o, npix * C, b, act)
+    else:
+        for p in range(npix):
+            _finish(o + p * C, C, b, act)
+
+
+cdef enum:
+    _CB = 64    # channels per register-blocked sweep of the 3x3 path
+
+
+cdef inline void _store(floating* dst, const floating* src, const floating* b,
+                        Py_ssize_t n, int act) noexcept nogil:
+    """dst[:n] = act(src[:n] + b[:n]) (b may be NULL).  NaN propagates."""
+    cdef Py_ssize_t c
+    cdef floating v
+    if b != NULL:
+        if act == ACT_NONE:
+            for c in range(n):
+                dst[c] = src[c] + b[c]
+        elif act == ACT_RELU:
+            for c in range(n):
+                v = src[c] + b[c]
+                dst[c] = 0 if v < 0 else v
+        else:
+            for c in range(n):
+                v = src[c] + b[c]
+                dst[c] = 0 if v < 0 else (6 if v > 6 else v)
+    else:
+        if act == ACT_NONE:
+            for c in range(n):
+                dst[c] = src[c]
+        elif act == ACT_RELU:
+            for c in range(n):
+                v = src[c]
+                dst[c] = 0 if v < 0 else v
+        else:
+            for c in range(n):
+                v = src[c]
+                dst[c] = 0 if v < 0 else (6 if v > 6 else v)
+
+
 # ---------------------------------------------------------------------------
 # depthwise forward
 # ---------------------------------------------------------------------------
@@ -149,9 +216,11 @@ cdef void _dw_pixels(const floating* xn, const floating* w, const floating* b,
     cdef const floating* x1
     cdef const floating* x2
     cdef bint rows_ok
-    cdef floating w00, w01, w02, w10, w11, w12, w20, w21, w22, bb
+    cdef floating w00, w01, w02, w10, w11, w12, w20, w21, w22
     cdef floating a0, a1, a2, a3
-    cdef Py_ssize_t s1, s2, s3, d1, d2
+    cdef Py_ssize_t s1, s2, s3, d1, d2, c0, cl
+    cdef const floating* wq
+    cdef floating acc[4 * _CB]
 
     # Interior columns: every tap of the row is inside the image.
     ow_lo = ow0
@@ -174,7 +243,9 @@ cdef void _dw_pixels(const floating* xn, const floating* w, const floating* b,
     ow = ow0
     while ow < ow1:
         if ow == ow_lo and ow < ow_fast_end:
-            # 3x3, four output pixels per sweep over the channels.
+            # 3x3, four output pixels per sweep over a chunk of channels.  The
+            # sums go to a local array first: it cannot alias the inputs, so
+            # the compiler vectorises the loop without runtime alias checks.
             s1 = sw * C
             s2 = 2 * sw * C
             s3 = 3 * sw * C
@@ -183,55 +254,55 @@ cdef void _dw_pixels(const floating* xn, const floating* w, const floating* b,
             while ow < ow_fast_end:
                 op = o + (ow - ow0) * C
                 iw0 = ow * sw - pl
-                x0 = xn + (ih0 * W + iw0) * C
-                x1 = x0 + dh * W * C
-                x2 = x1 + dh * W * C
-                for c in range(C):
-                    w00 = w[c]
-                    w01 = w[C + c]
-                    w02 = w[2 * C + c]
-                    w10 = w[3 * C + c]
-                    w11 = w[4 * C + c]
-                    w12 = w[5 * C + c]
-                    w20 = w[6 * C + c]
-                    w21 = w[7 * C + c]
-                    w22 = w[8 * C + c]
-                    bb = b[c] if b != NULL else 0
-                    a0 = (bb + x0[c] * w00 + x0[c + d1] * w01 + x0[c + d2] * w02
-                          + x1[c] * w10 + x1[c + d1] * w11 + x1[c + d2] * w12
-                          + x2[c] * w20 + x2[c + d1] * w21 + x2[c + d2] * w22)
-                    a1 = (bb + x0[s1 + c] * w00 + x0[s1 + c + d1] * w01
-                          + x0[s1 + c + d2] * w02
-                          + x1[s1 + c] * w10 + x1[s1 + c + d1] * w11
-                          + x1[s1 + c + d2] * w12
-                          + x2[s1 + c] * w20 + x2[s1 + c + d1] * w21
-                          + x2[s1 + c + d2] * w22)
-                    a2 = (bb + x0[s2 + c] * w00 + x0[s2 + c + d1] * w01
-                          + x0[s2 + c + d2] * w02
-                          + x1[s2 + c] * w10 + x1[s2 + c + d1] * w11
-                          + x1[s2 + c + d2] * w12
-                          + x2[s2 + c] * w20 + x2[s2 + c + d1] * w21
-                          + x2[s2 + c + d2] * w22)
-                    a3 = (bb + x0[s3 + c] * w00 + x0[s3 + c + d1] * w01
-                          + x0[s3 + c + d2] * w02
-                          + x1[s3 + c] * w10 + x1[s3 + c + d1] * w11
-                          + x1[s3 + c + d2] * w12
-                          + x2[s3 + c] * w20 + x2[s3 + c + d1] * w21
-                          + x2[s3 + c + d2] * w22)
-                    op[c] = a0
-                    op[C + c] = a1
-                    op[2 * C + c] = a2
-                    op[3 * C + c] = a3
-                if act != ACT_NONE:
-                    _finish(op, 4 * C, <const floating*> NULL, act)
+                c0 = 0
+                while c0 < C:
+                    cl = C - c0
+                    if cl > _CB:
+                        cl = _CB
+                    x0 = xn + (ih0 * W + iw0) * C + c0
+                    x1 = x0 + dh * W * C
+                    x2 = x1 + dh * W * C
+                    wq = w + c0
+                    for c in range(cl):
+                        w00 = wq[c]
+                        w01 = wq[C + c]
+                        w02 = wq[2 * C + c]
+                        w10 = wq[3 * C + c]
+                        w11 = wq[4 * C + c]
+                        w12 = wq[5 * C + c]
+                        w20 = wq[6 * C + c]
+                        w21 = wq[7 * C + c]
+                        w22 = wq[8 * C + c]
+                        acc[c] = (x0[c] * w00 + x0[c + d1] * w01 + x0[c + d2] * w02
+                                  + x1[c] * w10 + x1[c + d1] * w11 + x1[c + d2] * w12
+                                  + x2[c] * w20 + x2[c + d1] * w21 + x2[c + d2] * w22)
+                        acc[_CB + c] = (
+                            x0[s1 + c] * w00 + x0[s1 + c + d1] * w01 + x0[s1 + c + d2] * w02
+                            + x1[s1 + c] * w10 + x1[s1 + c + d1] * w11
+                            + x1[s1 + c + d2] * w12
+                            + x2[s1 + c] * w20 + x2[s1 + c + d1] * w21
+                            + x2[s1 + c + d2] * w22)
+                        acc[2 * _CB + c] = (
+                            x0[s2 + c] * w00 + x0[s2 + c + d1] * w01 + x0[s2 + c + d2] * w02
+                            + x1[s2 + c] * w10 + x1[s2 + c + d1] * w11
+                            + x1[s2 + c + d2] * w12
+                            + x2[s2 + c] * w20 + x2[s2 + c + d1] * w21
+                            + x2[s2 + c + d2] * w22)
+                        acc[3 * _CB + c] = (
+                            x0[s3 + c] * w00 + x0[s3 + c + d1] * w01 + x0[s3 + c + d2] * w02
+                            + x1[s3 + c] * w10 + x1[s3 + c + d1] * w11
+                            + x1[s3 + c + d2] * w12
+                            + x2[s3 + c] * w20 + x2[s3 + c + d1] * w21
+                            + x2[s3 + c + d2] * w22)
+                    for j in range(4):
+                        _store(op + j * C + c0, acc + j * _CB,
+                               (b + c0) if b != NULL else NULL, cl, act)
+                    c0 = c0 + _CB
                 ow = ow + 4
             continue
         # general path: one pixel, taps accumulated in the output row
         op = o + (ow - ow0) * C
-        if b != NULL:
-            memcpy(op, b, C * sizeof(floating))
-        else:
-            memset(op, 0, C * sizeof(floating))
+        memset(op, 0, C * sizeof(floating))
         iw0 = ow * sw - pl
         for kh in range(KH):
             ih = ih0 + kh * dh
@@ -245,8 +316,8 @@ cdef void _dw_pixels(const floating* xn, const floating* w, const floating* b,
                 wp = w + (kh * KW + kw) * C
                 for c in range(C):
                     op[c] = op[c] + xp[c] * wp[c]
-        if act != ACT_NONE:
-            _finish(op, C, <const floating*> NULL, act)
+        if b != NULL or act != ACT_NONE:
+            _finish(op, C, b, act)
         ow = ow + 1
 
 
@@ -530,16 +601,6 @@ cdef void pointwise_forward(
               xp + p0 * Ci, <int> Ci, 0, op + p0 * Co, <int> Co)
         if b != NULL or activation != ACT_NONE:
             _pw_finish_block(op + p0 * Co, p1 - p0, Co, b, activation)
-
-
-cdef inline void _pw_finish_block(floating* o, Py_ssize_t npix, Py_ssize_t C,
-                                  const floating* b, int act) noexcept nogil:
-    cdef Py_ssize_t p
-    if b == NULL:
-        _finish(o, npix * C, b, act)
-    else:
-        for p in range(npix):
-            _finish(o + p * C, C, b, act)
 
 
 cdef void pointwise_backward(
