@@ -44,7 +44,7 @@ dtypes, paddings and output buffers, and resolves the thread count.
 
 from cython cimport floating
 from cython.parallel cimport parallel, prange
-from libc.stdlib cimport free, malloc
+from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
@@ -197,108 +197,169 @@ cdef inline void _store(floating* dst, const floating* src, const floating* b,
 # depthwise forward
 # ---------------------------------------------------------------------------
 
+cdef inline void _dw3x3_block4(const floating* r0, const floating* r1, const floating* r2,
+                              const floating* w, const floating* b, floating* op,
+                              Py_ssize_t C, Py_ssize_t sw, Py_ssize_t dw, int act,
+                              floating* acc) noexcept nogil:
+    """Four adjacent output pixels of a 3x3 depthwise filter, all taps valid.
+
+    r0, r1, r2 point at the input rows (a zero row for taps in the padding),
+    already offset to the first tap's column.  Channels go in chunks of _CB;
+    the sums go to ``acc`` (a local array of the caller: it cannot alias the
+    inputs, so the compiler vectorises without runtime alias checks), then the
+    bias and activation are applied on the way out.  Taps are summed in
+    (kh, kw) order, as in the general path.
+    """
+    cdef Py_ssize_t c, c0, cl, j
+    cdef Py_ssize_t s1 = sw * C
+    cdef Py_ssize_t s2 = 2 * sw * C
+    cdef Py_ssize_t s3 = 3 * sw * C
+    cdef Py_ssize_t d1 = dw * C
+    cdef Py_ssize_t d2 = 2 * dw * C
+    cdef const floating* x0
+    cdef const floating* x1
+    cdef const floating* x2
+    cdef const floating* wq
+    cdef floating w00, w01, w02, w10, w11, w12, w20, w21, w22
+    cdef floating u0, u1, u2, u3, u4, u5
+    cdef floating v0, v1, v2, v3, v4, v5
+    cdef floating z0, z1, z2, z3, z4, z5
+    c0 = 0
+    while c0 < C:
+        cl = C - c0
+        if cl > _CB:
+            cl = _CB
+        x0 = r0 + c0
+        x1 = r1 + c0
+        x2 = r2 + c0
+        wq = w + c0
+        if sw == 1 and dw == 1:
+            # unit stride: the four pixels share input columns (6 loads per row)
+            for c in range(cl):
+                w00 = wq[c]
+                w01 = wq[C + c]
+                w02 = wq[2 * C + c]
+                w10 = wq[3 * C + c]
+                w11 = wq[4 * C + c]
+                w12 = wq[5 * C + c]
+                w20 = wq[6 * C + c]
+                w21 = wq[7 * C + c]
+                w22 = wq[8 * C + c]
+                u0 = x0[c]
+                u1 = x0[c + C]
+                u2 = x0[c + 2 * C]
+                u3 = x0[c + 3 * C]
+                u4 = x0[c + 4 * C]
+                u5 = x0[c + 5 * C]
+                v0 = x1[c]
+                v1 = x1[c + C]
+                v2 = x1[c + 2 * C]
+                v3 = x1[c + 3 * C]
+                v4 = x1[c + 4 * C]
+                v5 = x1[c + 5 * C]
+                z0 = x2[c]
+                z1 = x2[c + C]
+                z2 = x2[c + 2 * C]
+                z3 = x2[c + 3 * C]
+                z4 = x2[c + 4 * C]
+                z5 = x2[c + 5 * C]
+                acc[c] = (u0 * w00 + u1 * w01 + u2 * w02 + v0 * w10 + v1 * w11
+                          + v2 * w12 + z0 * w20 + z1 * w21 + z2 * w22)
+                acc[_CB + c] = (u1 * w00 + u2 * w01 + u3 * w02 + v1 * w10 + v2 * w11
+                                + v3 * w12 + z1 * w20 + z2 * w21 + z3 * w22)
+                acc[2 * _CB + c] = (u2 * w00 + u3 * w01 + u4 * w02 + v2 * w10 + v3 * w11
+                                    + v4 * w12 + z2 * w20 + z3 * w21 + z4 * w22)
+                acc[3 * _CB + c] = (u3 * w00 + u4 * w01 + u5 * w02 + v3 * w10 + v4 * w11
+                                    + v5 * w12 + z3 * w20 + z4 * w21 + z5 * w22)
+        else:
+            for c in range(cl):
+                w00 = wq[c]
+                w01 = wq[C + c]
+                w02 = wq[2 * C + c]
+                w10 = wq[3 * C + c]
+                w11 = wq[4 * C + c]
+                w12 = wq[5 * C + c]
+                w20 = wq[6 * C + c]
+                w21 = wq[7 * C + c]
+                w22 = wq[8 * C + c]
+                acc[c] = (x0[c] * w00 + x0[c + d1] * w01 + x0[c + d2] * w02
+                          + x1[c] * w10 + x1[c + d1] * w11 + x1[c + d2] * w12
+                          + x2[c] * w20 + x2[c + d1] * w21 + x2[c + d2] * w22)
+                acc[_CB + c] = (
+                    x0[s1 + c] * w00 + x0[s1 + c + d1] * w01 + x0[s1 + c + d2] * w02
+                    + x1[s1 + c] * w10 + x1[s1 + c + d1] * w11 + x1[s1 + c + d2] * w12
+                    + x2[s1 + c] * w20 + x2[s1 + c + d1] * w21 + x2[s1 + c + d2] * w22)
+                acc[2 * _CB + c] = (
+                    x0[s2 + c] * w00 + x0[s2 + c + d1] * w01 + x0[s2 + c + d2] * w02
+                    + x1[s2 + c] * w10 + x1[s2 + c + d1] * w11 + x1[s2 + c + d2] * w12
+                    + x2[s2 + c] * w20 + x2[s2 + c + d1] * w21 + x2[s2 + c + d2] * w22)
+                acc[3 * _CB + c] = (
+                    x0[s3 + c] * w00 + x0[s3 + c + d1] * w01 + x0[s3 + c + d2] * w02
+                    + x1[s3 + c] * w10 + x1[s3 + c + d1] * w11 + x1[s3 + c + d2] * w12
+                    + x2[s3 + c] * w20 + x2[s3 + c + d1] * w21 + x2[s3 + c + d2] * w22)
+        for j in range(4):
+            _store(op + j * C + c0, acc + j * _CB, (b + c0) if b != NULL else NULL, cl, act)
+        c0 = c0 + _CB
+
+
 cdef void _dw_pixels(const floating* xn, const floating* w, const floating* b,
                      floating* o, Py_ssize_t H, Py_ssize_t W, Py_ssize_t C,
                      Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t ih0,
                      Py_ssize_t ow0, Py_ssize_t ow1, Py_ssize_t sw,
                      Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t pl,
-                     int act) noexcept nogil:
+                     int act, const floating* zrow) noexcept nogil:
     """Output pixels ow0..ow1-1 of one output row; ``o`` points at pixel ow0.
 
-    ``xn`` is the start of the input image, ``ih0 = oh*stride_h - pad_top``.
+    ``xn`` is the start of the input image, ``ih0 = oh*stride_h - pad_top``,
+    ``zrow`` a row of W*C zeros that stands in for rows in the padding.
+    3x3 filters: the columns whose taps are all inside the image run four
+    pixels at a time (the last block overlaps the previous one rather than
+    falling back to the slow path); the border columns take the general path.
     """
-    cdef Py_ssize_t ow, kh, kw, c, ih, iw, iw0, j
-    cdef Py_ssize_t ow_lo, ow_hi, ow_fast_end
+    cdef Py_ssize_t ow, kh, kw, c, ih, iw, iw0, jb
+    cdef Py_ssize_t ow_lo = 0, ow_hi = 0
     cdef floating* op
     cdef const floating* xp
     cdef const floating* wp
-    cdef const floating* x0
-    cdef const floating* x1
-    cdef const floating* x2
-    cdef bint rows_ok
-    cdef floating w00, w01, w02, w10, w11, w12, w20, w21, w22
-    cdef floating a0, a1, a2, a3
-    cdef Py_ssize_t s1, s2, s3, d1, d2, c0, cl
-    cdef const floating* wq
+    cdef const floating* r0 = NULL
+    cdef const floating* r1 = NULL
+    cdef const floating* r2 = NULL
+    cdef bint fast = False
     cdef floating acc[4 * _CB]
 
-    # Interior columns: every tap of the row is inside the image.
-    ow_lo = ow0
-    ow_hi = ow0
-    rows_ok = KH == 3 and KW == 3 and ih0 >= 0 and ih0 + 2 * dh < H
-    if rows_ok:
+    if KH == 3 and KW == 3 and zrow != NULL:
         # first ow with ow*sw - pl >= 0
         ow_lo = (pl + sw - 1) // sw
         if ow_lo < ow0:
             ow_lo = ow0
         # last ow (exclusive) with ow*sw - pl + 2*dw <= W-1
-        ow_hi = (W - 1 - 2 * dw + pl)
+        ow_hi = W - 1 - 2 * dw + pl
         ow_hi = ow_hi // sw + 1 if ow_hi >= 0 else 0
         if ow_hi > ow1:
             ow_hi = ow1
-        if ow_hi < ow_lo:
-            ow_hi = ow_lo
-    ow_fast_end = ow_lo + ((ow_hi - ow_lo) // 4) * 4
+        fast = ow_hi - ow_lo >= 4
+        if fast:
+            ih = ih0
+            r0 = (xn + ih * W * C) if 0 <= ih < H else zrow
+            ih = ih0 + dh
+            r1 = (xn + ih * W * C) if 0 <= ih < H else zrow
+            ih = ih0 + 2 * dh
+            r2 = (xn + ih * W * C) if 0 <= ih < H else zrow
 
     ow = ow0
     while ow < ow1:
-        if ow == ow_lo and ow < ow_fast_end:
-            # 3x3, four output pixels per sweep over a chunk of channels.  The
-            # sums go to a local array first: it cannot alias the inputs, so
-            # the compiler vectorises the loop without runtime alias checks.
-            s1 = sw * C
-            s2 = 2 * sw * C
-            s3 = 3 * sw * C
-            d1 = dw * C
-            d2 = 2 * dw * C
-            while ow < ow_fast_end:
-                op = o + (ow - ow0) * C
-                iw0 = ow * sw - pl
-                c0 = 0
-                while c0 < C:
-                    cl = C - c0
-                    if cl > _CB:
-                        cl = _CB
-                    x0 = xn + (ih0 * W + iw0) * C + c0
-                    x1 = x0 + dh * W * C
-                    x2 = x1 + dh * W * C
-                    wq = w + c0
-                    for c in range(cl):
-                        w00 = wq[c]
-                        w01 = wq[C + c]
-                        w02 = wq[2 * C + c]
-                        w10 = wq[3 * C + c]
-                        w11 = wq[4 * C + c]
-                        w12 = wq[5 * C + c]
-                        w20 = wq[6 * C + c]
-                        w21 = wq[7 * C + c]
-                        w22 = wq[8 * C + c]
-                        acc[c] = (x0[c] * w00 + x0[c + d1] * w01 + x0[c + d2] * w02
-                                  + x1[c] * w10 + x1[c + d1] * w11 + x1[c + d2] * w12
-                                  + x2[c] * w20 + x2[c + d1] * w21 + x2[c + d2] * w22)
-                        acc[_CB + c] = (
-                            x0[s1 + c] * w00 + x0[s1 + c + d1] * w01 + x0[s1 + c + d2] * w02
-                            + x1[s1 + c] * w10 + x1[s1 + c + d1] * w11
-                            + x1[s1 + c + d2] * w12
-                            + x2[s1 + c] * w20 + x2[s1 + c + d1] * w21
-                            + x2[s1 + c + d2] * w22)
-                        acc[2 * _CB + c] = (
-                            x0[s2 + c] * w00 + x0[s2 + c + d1] * w01 + x0[s2 + c + d2] * w02
-                            + x1[s2 + c] * w10 + x1[s2 + c + d1] * w11
-                            + x1[s2 + c + d2] * w12
-                            + x2[s2 + c] * w20 + x2[s2 + c + d1] * w21
-                            + x2[s2 + c + d2] * w22)
-                        acc[3 * _CB + c] = (
-                            x0[s3 + c] * w00 + x0[s3 + c + d1] * w01 + x0[s3 + c + d2] * w02
-                            + x1[s3 + c] * w10 + x1[s3 + c + d1] * w11
-                            + x1[s3 + c + d2] * w12
-                            + x2[s3 + c] * w20 + x2[s3 + c + d1] * w21
-                            + x2[s3 + c + d2] * w22)
-                    for j in range(4):
-                        _store(op + j * C + c0, acc + j * _CB,
-                               (b + c0) if b != NULL else NULL, cl, act)
-                    c0 = c0 + _CB
-                ow = ow + 4
+        if fast and ow == ow_lo:
+            jb = ow_lo
+            while True:
+                if jb + 4 > ow_hi:
+                    jb = ow_hi - 4   # overlap: recompute, same values
+                iw0 = (jb * sw - pl) * C
+                _dw3x3_block4(r0 + iw0, r1 + iw0, r2 + iw0, w, b, o + (jb - ow0) * C,
+                              C, sw, dw, act, acc)
+                jb = jb + 4
+                if jb >= ow_hi:
+                    break
+            ow = ow_hi
             continue
         # general path: one pixel, taps accumulated in the output row
         op = o + (ow - ow0) * C
@@ -339,12 +400,15 @@ cdef void depthwise_forward(
     cdef const floating* xp = &x[0, 0, 0, 0]
     cdef const floating* wp = &weight[0, 0, 0]
     cdef floating* op = &out[0, 0, 0, 0]
+    # A row of zeros stands in for input rows in the padding (3x3 fast path).
+    cdef floating* zrow = <floating*> calloc(W * C, sizeof(floating))
     for r in prange(N * OH, schedule="static", num_threads=n_threads):
         n = r // OH
         oh = r - n * OH
         _dw_pixels(xp + n * H * W * C, wp, b, op + r * OW * C, H, W, C, KH, KW,
                    oh * stride_h - pad_top, 0, OW, stride_w, dil_h, dil_w,
-                   pad_left, activation)
+                   pad_left, activation, zrow)
+    free(zrow)
 
 
 # ---------------------------------------------------------------------------
@@ -890,6 +954,7 @@ cdef void separable_forward(
     # Tile of depthwise output: about 128 KiB (fixed by the shape).
     tp = _block(P, C * sizeof(floating), 128 * 1024)
     nt = (P + tp - 1) // tp
+    cdef floating* zrow = <floating*> calloc(W * C, sizeof(floating))
     with parallel(num_threads=n_threads):
         tile = <floating*> malloc(tp * C * sizeof(floating))
         for i in prange(nt, schedule="static"):
@@ -909,13 +974,14 @@ cdef void separable_forward(
                         seg = p1 - p
                     _dw_pixels(xp + n * H * W * C, dwp, db, tile + (p - p0) * C, H, W,
                                C, KH, KW, oh * stride_h - pad_top, ow, ow + seg,
-                               stride_w, dil_h, dil_w, pad_left, dw_activation)
+                               stride_w, dil_h, dil_w, pad_left, dw_activation, zrow)
                     p = p + seg
                 _gemm(c'N', c'N', <int> Co, <int> (p1 - p0), <int> C, pwp, <int> Co,
                       tile, <int> C, 0, op + p0 * Co, <int> Co)
                 if pbias != NULL or pw_activation != ACT_NONE:
                     _pw_finish_block(op + p0 * Co, p1 - p0, Co, pbias, pw_activation)
         free(tile)
+    free(zrow)
 
 
 # ---------------------------------------------------------------------------
