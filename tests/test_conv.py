@@ -64,7 +64,7 @@ def test_depthwise_forward_matches_reference(case, activation, dtype, n_threads,
 
 
 @pytest.mark.parametrize("case", DW_CASES, ids=str)
-@pytest.mark.parametrize("activation", ACTS)
+@pytest.mark.parametrize("activation", [None, "relu6"])
 def test_depthwise_vjp_matches_reference(case, activation, dtype, n_threads, rng):
     x, w, b = _dw_data(rng, case, dtype)
     y = F.depthwise_conv2d(x, w, b, activation=activation, **_kw(case))
@@ -96,7 +96,7 @@ def _fd_check(f, vjp_grads, args, rng, eps=1e-6):
 
 
 @pytest.mark.parametrize("case", DW_CASES[:8], ids=str)
-@pytest.mark.parametrize("activation", [None, "relu6"])
+@pytest.mark.parametrize("activation", [None, "relu"])
 def test_depthwise_vjp_finite_differences(case, activation, rng):
     x, w, b = _dw_data(rng, case, np.float64)
     kw = _kw(case)
@@ -120,7 +120,7 @@ PW_CASES = [(1, 1, 1, 1, 1), (2, 3, 5, 3, 17), (1, 7, 7, 64, 40), (3, 4, 5, 33, 
 
 
 @pytest.mark.parametrize("case", PW_CASES, ids=str)
-@pytest.mark.parametrize("activation", ACTS)
+@pytest.mark.parametrize("activation", [None, "relu"])
 def test_pointwise_forward_and_vjp(case, activation, dtype, n_threads, rng):
     N, H, W, Ci, Co = case
     x = (3 * rng.standard_normal((N, H, W, Ci))).astype(dtype)
@@ -173,7 +173,7 @@ CONV_CASES = [
 
 
 @pytest.mark.parametrize("case", CONV_CASES, ids=str)
-@pytest.mark.parametrize("activation", ACTS)
+@pytest.mark.parametrize("activation", [None, "relu6"])
 def test_conv2d_forward_and_vjp(case, activation, dtype, n_threads, rng):
     N, H, W, Ci, KH, KW, Co, stride, padding, dilation = case
     kw = dict(stride=stride, padding=padding, dilation=dilation)

@@ -307,11 +307,14 @@ cdef void _dw_pixels(const floating* xn, const floating* w, const floating* b,
                      Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t ih0,
                      Py_ssize_t ow0, Py_ssize_t ow1, Py_ssize_t sw,
                      Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t pl,
-                     int act, const floating* zrow) noexcept nogil:
+                     int act, const floating* zrow,
+                     const floating** rowp) noexcept nogil:
     """Output pixels ow0..ow1-1 of one output row; ``o`` points at pixel ow0.
 
     ``xn`` is the start of the input image, ``ih0 = oh*stride_h - pad_top``,
     ``zrow`` a row of W*C zeros that stands in for rows in the padding.
+    ``rowp``, if not NULL, gives the KH (= 3) input rows directly (already
+    resolved to ``zrow`` outside the image); ``xn`` and ``ih0`` are then unused.
     3x3 filters: the columns whose taps are all inside the image run four
     pixels at a time (the last block overlaps the previous one rather than
     falling back to the slow path); the border columns take the general path.
@@ -325,6 +328,7 @@ cdef void _dw_pixels(const floating* xn, const floating* w, const floating* b,
     cdef const floating* r1 = NULL
     cdef const floating* r2 = NULL
     cdef bint fast = False
+    cdef const floating* xr
     cdef floating acc[4 * _CB]
 
     if KH == 3 and KW == 3 and zrow != NULL:
@@ -338,7 +342,11 @@ cdef void _dw_pixels(const floating* xn, const floating* w, const floating* b,
         if ow_hi > ow1:
             ow_hi = ow1
         fast = ow_hi - ow_lo >= 4
-        if fast:
+        if fast and rowp != NULL:
+            r0 = rowp[0]
+            r1 = rowp[1]
+            r2 = rowp[2]
+        elif fast:
             ih = ih0
             r0 = (xn + ih * W * C) if 0 <= ih < H else zrow
             ih = ih0 + dh
@@ -366,14 +374,18 @@ cdef void _dw_pixels(const floating* xn, const floating* w, const floating* b,
         memset(op, 0, C * sizeof(floating))
         iw0 = ow * sw - pl
         for kh in range(KH):
-            ih = ih0 + kh * dh
-            if ih < 0 or ih >= H:
-                continue
+            if rowp != NULL:
+                xr = rowp[kh]
+            else:
+                ih = ih0 + kh * dh
+                if ih < 0 or ih >= H:
+                    continue
+                xr = xn + ih * W * C
             for kw in range(KW):
                 iw = iw0 + kw * dw
                 if iw < 0 or iw >= W:
                     continue
-                xp = xn + (ih * W + iw) * C
+                xp = xr + iw * C
                 wp = w + (kh * KW + kw) * C
                 for c in range(C):
                     op[c] = op[c] + xp[c] * wp[c]
@@ -407,7 +419,7 @@ cdef void depthwise_forward(
         oh = r - n * OH
         _dw_pixels(xp + n * H * W * C, wp, b, op + r * OW * C, H, W, C, KH, KW,
                    oh * stride_h - pad_top, 0, OW, stride_w, dil_h, dil_w,
-                   pad_left, activation, zrow)
+                   pad_left, activation, zrow, NULL)
     free(zrow)
 
 
@@ -459,6 +471,72 @@ cdef void _dw_grad_x_row(const floating* gn, const floating* yn, const floating*
                         gx[c] = gx[c] + (gp[c] if (yp[c] > 0 and yp[c] < 6) else 0) * wp[c]
 
 
+cdef void _dw_gw_row3(const floating* grow, const floating* yrow, const floating* x0,
+                      const floating* x1, const floating* x2, floating* racc,
+                      floating* raccb, Py_ssize_t R, Py_ssize_t C, Py_ssize_t ow_lo,
+                      Py_ssize_t ow_hi, Py_ssize_t sw, Py_ssize_t dw, Py_ssize_t pl,
+                      int act) noexcept nogil:
+    """3x3 weight/bias gradient of the interior pixels ow_lo..ow_hi-1 of one row.
+
+    Channels outside, pixels inside: the nine tap sums and the bias sum of a
+    channel stay in registers over the whole row (the compiler vectorises the
+    channel loop), instead of a load and a store of every partial sum per tap.
+    ``grow``/``yrow`` point at channel c0 of output pixel 0 of the row,
+    ``x0..x2`` at channel c0 of column 0 of the three input rows.
+    """
+    cdef Py_ssize_t c, ow, q, c0, cl, t
+    cdef Py_ssize_t d1 = dw * C
+    cdef Py_ssize_t d2 = 2 * dw * C
+    cdef floating gv, yv
+    cdef floating hi = 6 if act == ACT_RELU6 else <floating> 1e300
+    cdef const floating* gq
+    cdef const floating* yq
+    cdef const floating* p0
+    cdef const floating* p1
+    cdef const floating* p2
+    cdef floating gl[_CB]
+    cdef floating a[10 * _CB]
+    c0 = 0
+    while c0 < R:
+        cl = R - c0
+        if cl > _CB:
+            cl = _CB
+        for c in range(10 * _CB):
+            a[c] = 0
+        for ow in range(ow_lo, ow_hi):
+            gq = grow + ow * C + c0
+            if act != ACT_NONE:
+                yq = yrow + ow * C + c0
+                for c in range(cl):
+                    yv = yq[c]
+                    gl[c] = gq[c] if (yv > 0 and yv < hi) else 0
+            else:
+                for c in range(cl):
+                    gl[c] = gq[c]
+            q = (ow * sw - pl) * C + c0
+            p0 = x0 + q
+            p1 = x1 + q
+            p2 = x2 + q
+            for c in range(cl):
+                gv = gl[c]
+                a[c] = a[c] + gv * p0[c]
+                a[_CB + c] = a[_CB + c] + gv * p0[c + d1]
+                a[2 * _CB + c] = a[2 * _CB + c] + gv * p0[c + d2]
+                a[3 * _CB + c] = a[3 * _CB + c] + gv * p1[c]
+                a[4 * _CB + c] = a[4 * _CB + c] + gv * p1[c + d1]
+                a[5 * _CB + c] = a[5 * _CB + c] + gv * p1[c + d2]
+                a[6 * _CB + c] = a[6 * _CB + c] + gv * p2[c]
+                a[7 * _CB + c] = a[7 * _CB + c] + gv * p2[c + d1]
+                a[8 * _CB + c] = a[8 * _CB + c] + gv * p2[c + d2]
+                a[9 * _CB + c] = a[9 * _CB + c] + gv
+        for t in range(9):
+            for c in range(cl):
+                racc[t * R + c0 + c] = racc[t * R + c0 + c] + a[t * _CB + c]
+        for c in range(cl):
+            raccb[c0 + c] = raccb[c0 + c] + a[9 * _CB + c]
+        c0 = c0 + _CB
+
+
 cdef void _dw_grad_w_range(const floating* x, const floating* g, const floating* y,
                            floating* gw, floating* gb, floating* scratch,
                            Py_ssize_t N, Py_ssize_t H, Py_ssize_t W, Py_ssize_t C,
@@ -478,9 +556,10 @@ cdef void _dw_grad_w_range(const floating* x, const floating* g, const floating*
     cdef floating* accb = scratch + 2 * T * R     # R
     cdef floating* raccb = scratch + 2 * T * R + R  # R
     cdef floating* gml = scratch + 2 * T * R + 2 * R  # R
-    cdef Py_ssize_t n, oh, ow, kh, kw, ih, iw, iw0, ih0, c, k
+    cdef Py_ssize_t n, oh, ow, kh, kw, ih, iw, iw0, ih0, c, k, ow_lo, ow_hi
     cdef const floating* gp
     cdef const floating* xp
+    cdef const floating* xr
     cdef floating* ap
     memset(acc, 0, (2 * T * R + 2 * R) * sizeof(floating))
     for n in range(N):
@@ -488,7 +567,24 @@ cdef void _dw_grad_w_range(const floating* x, const floating* g, const floating*
             memset(racc, 0, T * R * sizeof(floating))
             memset(raccb, 0, R * sizeof(floating))
             ih0 = oh * sh - pt
+            ow_lo = 0
+            ow_hi = 0
+            if KH == 3 and KW == 3 and ih0 >= 0 and ih0 + 2 * dh < H:
+                ow_lo = (pl + sw - 1) // sw
+                ow_hi = W - 1 - 2 * dw + pl
+                ow_hi = ow_hi // sw + 1 if ow_hi >= 0 else 0
+                if ow_hi > OW:
+                    ow_hi = OW
+                if ow_hi < ow_lo:
+                    ow_hi = ow_lo
+                xr = x + (n * H + ih0) * W * C + c0
+                _dw_gw_row3(g + (n * OH + oh) * OW * C + c0,
+                            (y + (n * OH + oh) * OW * C + c0) if act != ACT_NONE else NULL,
+                            xr, xr + dh * W * C, xr + 2 * dh * W * C, racc, raccb, R, C,
+                            ow_lo, ow_hi, sw, dw, pl, act)
             for ow in range(OW):
+                if ow_lo <= ow < ow_hi:
+                    continue
                 gp = g + ((n * OH + oh) * OW + ow) * C + c0
                 if act != ACT_NONE:
                     _mask(gml, gp, y + ((n * OH + oh) * OW + ow) * C + c0, R, act)
@@ -551,8 +647,48 @@ cdef void depthwise_backward(
     cdef const floating* gp = &grad_out[0, 0, 0, 0]
     cdef const floating* yp = &y[0, 0, 0, 0] if act != ACT_NONE else NULL
     cdef floating* gxp
+    cdef floating* wflip
+    cdef floating* zrow
+    cdef floating* mbuf
+    cdef const floating** rows3
+    cdef Py_ssize_t k, t
 
-    if grad_x.shape[0] > 0:
+    if grad_x.shape[0] > 0 and KH == 3 and KW == 3 and stride_h == 1 and stride_w == 1:
+        # Unit stride: grad_x is a forward depthwise convolution of the masked
+        # grad_out with the flipped filter (leading padding 2*dil - pad), run
+        # on the register-blocked 3x3 path.  The three grad_out rows that one
+        # grad_x row needs are masked into per-thread scratch.
+        gxp = &grad_x[0, 0, 0, 0]
+        wflip = <floating*> malloc(9 * C * sizeof(floating))
+        zrow = <floating*> calloc(OW * C, sizeof(floating))
+        if wflip != NULL and zrow != NULL:
+            for k in range(9):
+                memcpy(wflip + k * C, wp + (8 - k) * C, C * sizeof(floating))
+            with parallel(num_threads=n_threads):
+                mbuf = <floating*> malloc(3 * OW * C * sizeof(floating))
+                rows3 = <const floating**> malloc(3 * sizeof(floating*))
+                for r in prange(N * H, schedule="static"):
+                    if mbuf != NULL and rows3 != NULL:
+                        n = r // H
+                        ih = r - n * H
+                        for k in range(3):
+                            t = ih - (2 * dil_h - pad_top) + k * dil_h
+                            if t < 0 or t >= OH:
+                                rows3[k] = zrow
+                            elif act == ACT_NONE:
+                                rows3[k] = gp + (n * OH + t) * OW * C
+                            else:
+                                _mask(mbuf + k * OW * C, gp + (n * OH + t) * OW * C,
+                                      yp + (n * OH + t) * OW * C, OW * C, act)
+                                rows3[k] = mbuf + k * OW * C
+                        _dw_pixels(gp, wflip, <const floating*> NULL, gxp + r * W * C,
+                                   OH, OW, C, 3, 3, 0, 0, W, 1, dil_h, dil_w,
+                                   2 * dil_w - pad_left, ACT_NONE, zrow, rows3)
+                free(mbuf)
+                free(rows3)
+        free(wflip)
+        free(zrow)
+    elif grad_x.shape[0] > 0:
         gxp = &grad_x[0, 0, 0, 0]
         for r in prange(N * H, schedule="static", num_threads=n_threads):
             n = r // H
@@ -974,7 +1110,8 @@ cdef void separable_forward(
                         seg = p1 - p
                     _dw_pixels(xp + n * H * W * C, dwp, db, tile + (p - p0) * C, H, W,
                                C, KH, KW, oh * stride_h - pad_top, ow, ow + seg,
-                               stride_w, dil_h, dil_w, pad_left, dw_activation, zrow)
+                               stride_w, dil_h, dil_w, pad_left, dw_activation, zrow,
+                               NULL)
                     p = p + seg
                 _gemm(c'N', c'N', <int> Co, <int> (p1 - p0), <int> C, pwp, <int> Co,
                       tile, <int> C, 0, op + p0 * Co, <int> Co)

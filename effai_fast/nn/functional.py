@@ -75,8 +75,8 @@ def _select_kernels(isa: str | None = None):
 KERNEL_ISA, _conv = _select_kernels()
 
 # Least work (multiply-adds) worth waking a second thread for.  A libgomp
-# team costs ~5-30 us to start on a shared machine; this is ~20-40 us of work.
-_GRAIN_MACS = 400_000
+# team costs ~5-30 us to start (more on a busy machine); this is ~50-100 us of work.
+_GRAIN_MACS = 1_000_000
 
 
 # ---------------------------------------------------------------------------
