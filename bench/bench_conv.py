@@ -14,11 +14,10 @@ float32, batch 1 and 32, at 1 and 2 threads, all in the same run:
   ``torch.ops.aten.convolution_backward`` on channels_last and NCHW tensors;
 * the fused depthwise -> pointwise block vs our own unfused pair.
 
-Thread counts: ours ``n_threads=t``; torch ``set_num_threads(t)``; ONNX
-Runtime ``intra_op_num_threads=t``; OpenBLAS (numpy's and scipy's, used by our
-pointwise GEMMs) limited to 1 thread inside our OpenMP team by threadpoolctl
-(our kernels split pixels over the team themselves) and to ``t`` for the plain
-sgemm reference.
+Thread counts: ours ``n_threads=t`` (our GEMM blocks run on SciPy's OpenBLAS,
+which the kernels hold at one thread per OpenMP thread); torch
+``set_num_threads(t)``; ONNX Runtime ``intra_op_num_threads=t``; the plain
+sgemm reference (numpy's OpenBLAS) ``t`` threads via threadpoolctl.
 
 Usage: ``python bench/bench_conv.py [--quick]``.
 """
@@ -176,17 +175,14 @@ def bench_pw(batch, nt, quick, torch, rows, data):
         w = rng.standard_normal((Ci, Co), dtype=np.float32)
         b = rng.standard_normal(Co, dtype=np.float32)
         out = np.empty((batch, H, H, Co), np.float32)
-        with threadpool_limits(1, "blas"):
-            t_ours = _time(lambda: F.pointwise_conv2d(x, w, b, activation="relu",
-                                                      n_threads=nt, out=out), quick)
+        t_ours = _time(lambda: F.pointwise_conv2d(x, w, b, activation="relu",
+                                                  n_threads=nt, out=out), quick)
         x2 = x.reshape(-1, Ci)
         o2 = out.reshape(-1, Co)
         with threadpool_limits(nt, "blas"):
             t_gemm = _time(lambda: np.matmul(x2, w, out=o2), quick)
-            t_ours_blas = _time(lambda: F.pointwise_conv2d(x, w, b, activation="relu",
-                                                           n_threads=1, out=out), quick)
         res = {"layer": f"{H}x{H}x{Ci}->{Co}", "rep": rep, "ours": t_ours, "sgemm": t_gemm,
-               "ours_blas_threads": t_ours_blas, "macs": batch * H * H * Ci * Co}
+               "macs": batch * H * H * Ci * Co}
         if torch:
             xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
             xcl = xt.contiguous(memory_format=torch.channels_last)
@@ -205,8 +201,6 @@ def bench_pw(batch, nt, quick, torch, rows, data):
 
 
 def bench_block(batch, nt, quick, rows, data):
-    from threadpoolctl import threadpool_limits
-
     for H, C, s, Co, rep in BLOCKS:
         rng = np.random.default_rng(0)
         x = rng.standard_normal((batch, H, H, C), dtype=np.float32)
@@ -217,16 +211,14 @@ def bench_block(batch, nt, quick, rows, data):
         OH = -(-H // s)
         mid = np.empty((batch, OH, OH, C), np.float32)
         out = np.empty((batch, OH, OH, Co), np.float32)
-        with threadpool_limits(1, "blas"):
-            def pair():
-                F.depthwise_conv2d(x, dw, db, stride=s, activation="relu", n_threads=nt,
-                                   out=mid)
-                F.pointwise_conv2d(mid, pw, pb, activation="relu", n_threads=nt, out=out)
+        def pair():
+            F.depthwise_conv2d(x, dw, db, stride=s, activation="relu", n_threads=nt, out=mid)
+            F.pointwise_conv2d(mid, pw, pb, activation="relu", n_threads=nt, out=out)
 
-            t_pair = _time(pair, quick)
-            t_fused = _time(lambda: F.depthwise_separable_conv2d(
-                x, dw, pw, db, pb, stride=s, dw_activation="relu", activation="relu",
-                n_threads=nt, out=out), quick)
+        t_pair = _time(pair, quick)
+        t_fused = _time(lambda: F.depthwise_separable_conv2d(
+            x, dw, pw, db, pb, stride=s, dw_activation="relu", activation="relu",
+            n_threads=nt, out=out), quick)
         res = {"layer": f"{H}x{H}x{C}/s{s}->{Co}", "rep": rep, "pair": t_pair,
                "fused": t_fused}
         data.append({"kind": "block", "batch": batch, "threads": nt, **res})
@@ -265,6 +257,8 @@ def main(argv=None):
     t_start = time.time()
     for batch in (1, big):
         for nt in args.threads:
+            if torch:
+                torch.set_num_threads(nt)
             dw_rows, pw_rows, blk_rows = [], [], []
             bench_dw(batch, nt, args.quick, torch, dw_rows, data)
             bench_pw(batch, nt, args.quick, torch, pw_rows, data)
@@ -296,13 +290,12 @@ def main(argv=None):
             rows = []
             for r in pw_rows:
                 tt = min(r.get("torch_nchw", np.inf), r.get("torch_cl", np.inf))
-                rows.append([r["layer"], r["ours"] * 1e6, r["ours_blas_threads"] * 1e6,
-                             r["sgemm"] * 1e6, r.get("torch_nchw", np.nan) * 1e6,
+                rows.append([r["layer"], r["ours"] * 1e6, r["sgemm"] * 1e6, r.get("torch_nchw", np.nan) * 1e6,
                              r.get("torch_cl", np.nan) * 1e6, r.get("ort", np.nan) * 1e6,
                              tt / r["ours"], r.get("ort", np.nan) / r["ours"],
                              r["sgemm"] / r["ours"], 2 * r["macs"] / r["ours"] / 1e9])
             md.append("\nPointwise 1x1 (+bias+ReLU):\n")
-            md.append(md_table(["layer", "ours us", "ours, BLAS-threaded us", "sgemm us",
+            md.append(md_table(["layer", "ours us", "sgemm us",
                                 "torch NCHW us", "torch CL us", "ORT us", "x torch best",
                                 "x ORT", "of sgemm", "GFLOP/s"], rows))
             p_ours = _sum(pw_rows, "ours")
