@@ -463,3 +463,21 @@ def test_every_isa_build_matches_reference(isa, monkeypatch, dtype, rng):
     pw = rng.standard_normal((3, 5)).astype(dtype)
     _close(F.depthwise_separable_conv2d(x, w4[..., 0], pw, stride=2),
            ref.pointwise(ref.depthwise(x, w4[..., 0], stride=2), pw), dtype)
+
+
+def test_scipy_blas_thread_count_is_restored():
+    guard = F._serial_blas
+    if guard._get is None:
+        pytest.skip("SciPy's BLAS is not a bundled OpenBLAS")
+    before = guard._get()
+    x = np.ones((2, 9, 9, 8))
+    F.pointwise_conv2d(x, np.ones((8, 4)), n_threads=2)
+    F.conv2d(x, np.ones((3, 3, 8, 4)), n_threads=2)
+    F.depthwise_separable_conv2d(x, np.ones((3, 3, 8)), np.ones((8, 4)), n_threads=2)
+    assert guard._get() == before
+    with guard:
+        assert guard._get() == 1
+        with guard:
+            assert guard._get() == 1
+        assert guard._get() == 1
+    assert guard._get() == before
