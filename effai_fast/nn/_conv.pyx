@@ -22,7 +22,7 @@ Pointwise (1x1) and dense convolutions run on BLAS (scipy.linalg.cython_blas,
 called without the GIL).  OpenMP splits the pixels into blocks, each thread
 calls a GEMM on its block and applies bias + activation while the block is
 still in cache.  The dense stem convolution forms an im2col patch matrix per
-pixel block in per-thread scratch (small: K = KH*KW*C_in) and does the same.
+pixel block (about 1 MiB) in per-thread scratch and does the same.
 
 Determinism.  No result depends on the number of threads:
 
@@ -938,7 +938,7 @@ cdef void conv2d_forward(
     cdef const floating* xp = &x[0, 0, 0, 0]
     cdef const floating* wp = &weight[0, 0, 0, 0]
     cdef floating* op = &out[0, 0, 0, 0]
-    pb = _block(P, K * sizeof(floating), 128 * 1024)
+    pb = _block(P, K * sizeof(floating), 1024 * 1024)
     nb = (P + pb - 1) // pb
     with parallel(num_threads=n_threads):
         patch = <floating*> malloc(pb * K * sizeof(floating))
@@ -1000,7 +1000,7 @@ cdef void conv2d_backward(
             _mask(gmw + p * Co, gm + p * Co, yp + p * Co, Co, activation)
         gm = gmw
 
-    pb = _block(P, K * sizeof(floating), 128 * 1024)
+    pb = _block(P, K * sizeof(floating), 1024 * 1024)
     nb = (P + pb - 1) // pb
 
     # grad_weight (K, C_out) = patches^T gm.  The pixels are cut into at most
