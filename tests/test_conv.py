@@ -64,7 +64,7 @@ def test_depthwise_forward_matches_reference(case, activation, dtype, n_threads,
 
 
 @pytest.mark.parametrize("case", DW_CASES, ids=str)
-@pytest.mark.parametrize("activation", ACTS)
+@pytest.mark.parametrize("activation", [None, "relu6"])
 def test_depthwise_vjp_matches_reference(case, activation, dtype, n_threads, rng):
     x, w, b = _dw_data(rng, case, dtype)
     y = F.depthwise_conv2d(x, w, b, activation=activation, **_kw(case))
@@ -96,7 +96,7 @@ def _fd_check(f, vjp_grads, args, rng, eps=1e-6):
 
 
 @pytest.mark.parametrize("case", DW_CASES[:8], ids=str)
-@pytest.mark.parametrize("activation", [None, "relu6"])
+@pytest.mark.parametrize("activation", [None, "relu"])
 def test_depthwise_vjp_finite_differences(case, activation, rng):
     x, w, b = _dw_data(rng, case, np.float64)
     kw = _kw(case)
@@ -120,7 +120,7 @@ PW_CASES = [(1, 1, 1, 1, 1), (2, 3, 5, 3, 17), (1, 7, 7, 64, 40), (3, 4, 5, 33, 
 
 
 @pytest.mark.parametrize("case", PW_CASES, ids=str)
-@pytest.mark.parametrize("activation", ACTS)
+@pytest.mark.parametrize("activation", [None, "relu"])
 def test_pointwise_forward_and_vjp(case, activation, dtype, n_threads, rng):
     N, H, W, Ci, Co = case
     x = (3 * rng.standard_normal((N, H, W, Ci))).astype(dtype)
@@ -173,7 +173,7 @@ CONV_CASES = [
 
 
 @pytest.mark.parametrize("case", CONV_CASES, ids=str)
-@pytest.mark.parametrize("activation", ACTS)
+@pytest.mark.parametrize("activation", [None, "relu6"])
 def test_conv2d_forward_and_vjp(case, activation, dtype, n_threads, rng):
     N, H, W, Ci, KH, KW, Co, stride, padding, dilation = case
     kw = dict(stride=stride, padding=padding, dilation=dilation)
@@ -434,3 +434,50 @@ def test_stem_conv_matches_torch(dtype, rng):
     yt = torch.relu(torch.nn.functional.conv2d(torch.nn.functional.pad(xt, (0, 1, 0, 1)), wt,
                                                torch.from_numpy(b), stride=2))
     _close(y, yt.numpy().transpose(0, 2, 3, 1), dtype)
+
+
+@pytest.mark.parametrize("isa", ["baseline", "avx2", "avx512"])
+def test_every_isa_build_matches_reference(isa, monkeypatch, dtype, rng):
+    from effai_fast.nn import _conv
+
+    level = {"baseline": 0, "avx2": 1, "avx512": 2}[isa]
+    if _conv._cpu_level() < level:
+        pytest.skip(f"CPU lacks {isa}")
+    name, module = F._select_kernels(isa)
+    if name != isa:
+        pytest.skip(f"{isa} build not present")
+    monkeypatch.setattr(F, "_conv", module)
+    for case in DW_CASES[:6]:
+        x, w, b = _dw_data(rng, case, dtype)
+        y = F.depthwise_conv2d(x, w, b, activation="relu", n_threads=2, **_kw(case))
+        _close(y, ref.depthwise(x, w, b, activation="relu", **_kw(case)), dtype)
+        g = rng.standard_normal(y.shape).astype(dtype)
+        gx, gw, gb = F.depthwise_conv2d_vjp(x, w, g, activation="relu", output=y, n_threads=2,
+                                            **_kw(case))
+        rx, rw, rb = ref.depthwise_vjp(x, w, g, activation="relu", y=y, **_kw(case))
+        _close(gx, rx, dtype)
+        _close(gw, rw, dtype, scale=np.abs(g).sum(axis=(0, 1, 2)).max() * np.abs(x).max())
+    x = rng.standard_normal((2, 9, 8, 3)).astype(dtype)
+    w4 = rng.standard_normal((3, 3, 3, 16)).astype(dtype)
+    _close(F.conv2d(x, w4, stride=2), ref.conv2d(x, w4, stride=2), dtype)
+    pw = rng.standard_normal((3, 5)).astype(dtype)
+    _close(F.depthwise_separable_conv2d(x, w4[..., 0], pw, stride=2),
+           ref.pointwise(ref.depthwise(x, w4[..., 0], stride=2), pw), dtype)
+
+
+def test_scipy_blas_thread_count_is_restored():
+    guard = F._serial_blas
+    if guard._get is None:
+        pytest.skip("SciPy's BLAS is not a bundled OpenBLAS")
+    before = guard._get()
+    x = np.ones((2, 9, 9, 8))
+    F.pointwise_conv2d(x, np.ones((8, 4)), n_threads=2)
+    F.conv2d(x, np.ones((3, 3, 8, 4)), n_threads=2)
+    F.depthwise_separable_conv2d(x, np.ones((3, 3, 8)), np.ones((8, 4)), n_threads=2)
+    assert guard._get() == before
+    with guard:
+        assert guard._get() == 1
+        with guard:
+            assert guard._get() == 1
+        assert guard._get() == 1
+    assert guard._get() == before

@@ -22,7 +22,7 @@ Pointwise (1x1) and dense convolutions run on BLAS (scipy.linalg.cython_blas,
 called without the GIL).  OpenMP splits the pixels into blocks, each thread
 calls a GEMM on its block and applies bias + activation while the block is
 still in cache.  The dense stem convolution forms an im2col patch matrix per
-pixel block in per-thread scratch (small: K = KH*KW*C_in) and does the same.
+pixel block (about 1 MiB) in per-thread scratch and does the same.
 
 Determinism.  No result depends on the number of threads:
 
@@ -44,11 +44,33 @@ dtypes, paddings and output buffers, and resolves the thread count.
 
 from cython cimport floating
 from cython.parallel cimport parallel, prange
-from libc.stdlib cimport free, malloc
+from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 from effai_fast._openmp cimport omp_get_thread_num
+
+cdef extern from *:
+    """
+    static int effai_conv_cpu_level(void) {
+    #if defined(__GNUC__) && defined(__x86_64__)
+        __builtin_cpu_init();
+        if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
+            && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
+            return 2;
+        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+            return 1;
+    #endif
+        return 0;
+    }
+    """
+    int effai_conv_cpu_level() nogil
+
+
+def _cpu_level():
+    """0 = baseline, 1 = AVX2+FMA, 2 = AVX-512 (F/BW/VL/DQ) on this CPU."""
+    return effai_conv_cpu_level()
+
 
 # ---------------------------------------------------------------------------
 # small helpers
@@ -126,127 +148,249 @@ cdef inline Py_ssize_t _split(Py_ssize_t n_blocks, Py_ssize_t n_parts,
     return (i * n_blocks) // n_parts
 
 
+cdef inline void _pw_finish_block(floating* o, Py_ssize_t npix, Py_ssize_t C,
+                                  const floating* b, int act) noexcept nogil:
+    cdef Py_ssize_t p
+    if b == NULL:
+        _finish(o, npix * C, b, act)
+    else:
+        for p in range(npix):
+            _finish(o + p * C, C, b, act)
+
+
+cdef enum:
+    _CB = 64    # channels per register-blocked sweep of the 3x3 path
+
+
+cdef inline void _store(floating* dst, const floating* src, const floating* b,
+                        Py_ssize_t n, int act) noexcept nogil:
+    """dst[:n] = act(src[:n] + b[:n]) (b may be NULL).  NaN propagates."""
+    cdef Py_ssize_t c
+    cdef floating v
+    if b != NULL:
+        if act == ACT_NONE:
+            for c in range(n):
+                dst[c] = src[c] + b[c]
+        elif act == ACT_RELU:
+            for c in range(n):
+                v = src[c] + b[c]
+                dst[c] = 0 if v < 0 else v
+        else:
+            for c in range(n):
+                v = src[c] + b[c]
+                dst[c] = 0 if v < 0 else (6 if v > 6 else v)
+    else:
+        if act == ACT_NONE:
+            for c in range(n):
+                dst[c] = src[c]
+        elif act == ACT_RELU:
+            for c in range(n):
+                v = src[c]
+                dst[c] = 0 if v < 0 else v
+        else:
+            for c in range(n):
+                v = src[c]
+                dst[c] = 0 if v < 0 else (6 if v > 6 else v)
+
+
 # ---------------------------------------------------------------------------
 # depthwise forward
 # ---------------------------------------------------------------------------
+
+cdef inline void _dw3x3_block4(const floating* r0, const floating* r1, const floating* r2,
+                              const floating* w, const floating* b, floating* op,
+                              Py_ssize_t C, Py_ssize_t sw, Py_ssize_t dw, int act,
+                              floating* acc) noexcept nogil:
+    """Four adjacent output pixels of a 3x3 depthwise filter, all taps valid.
+
+    r0, r1, r2 point at the input rows (a zero row for taps in the padding),
+    already offset to the first tap's column.  Channels go in chunks of _CB;
+    the sums go to ``acc`` (a local array of the caller: it cannot alias the
+    inputs, so the compiler vectorises without runtime alias checks), then the
+    bias and activation are applied on the way out.  Taps are summed in
+    (kh, kw) order, as in the general path.
+    """
+    cdef Py_ssize_t c, c0, cl, j
+    cdef Py_ssize_t s1 = sw * C
+    cdef Py_ssize_t s2 = 2 * sw * C
+    cdef Py_ssize_t s3 = 3 * sw * C
+    cdef Py_ssize_t d1 = dw * C
+    cdef Py_ssize_t d2 = 2 * dw * C
+    cdef const floating* x0
+    cdef const floating* x1
+    cdef const floating* x2
+    cdef const floating* wq
+    cdef floating w00, w01, w02, w10, w11, w12, w20, w21, w22
+    cdef floating u0, u1, u2, u3, u4, u5
+    cdef floating v0, v1, v2, v3, v4, v5
+    cdef floating z0, z1, z2, z3, z4, z5
+    c0 = 0
+    while c0 < C:
+        cl = C - c0
+        if cl > _CB:
+            cl = _CB
+        x0 = r0 + c0
+        x1 = r1 + c0
+        x2 = r2 + c0
+        wq = w + c0
+        if sw == 1 and dw == 1:
+            # unit stride: the four pixels share input columns (6 loads per row)
+            for c in range(cl):
+                w00 = wq[c]
+                w01 = wq[C + c]
+                w02 = wq[2 * C + c]
+                w10 = wq[3 * C + c]
+                w11 = wq[4 * C + c]
+                w12 = wq[5 * C + c]
+                w20 = wq[6 * C + c]
+                w21 = wq[7 * C + c]
+                w22 = wq[8 * C + c]
+                u0 = x0[c]
+                u1 = x0[c + C]
+                u2 = x0[c + 2 * C]
+                u3 = x0[c + 3 * C]
+                u4 = x0[c + 4 * C]
+                u5 = x0[c + 5 * C]
+                v0 = x1[c]
+                v1 = x1[c + C]
+                v2 = x1[c + 2 * C]
+                v3 = x1[c + 3 * C]
+                v4 = x1[c + 4 * C]
+                v5 = x1[c + 5 * C]
+                z0 = x2[c]
+                z1 = x2[c + C]
+                z2 = x2[c + 2 * C]
+                z3 = x2[c + 3 * C]
+                z4 = x2[c + 4 * C]
+                z5 = x2[c + 5 * C]
+                acc[c] = (u0 * w00 + u1 * w01 + u2 * w02 + v0 * w10 + v1 * w11
+                          + v2 * w12 + z0 * w20 + z1 * w21 + z2 * w22)
+                acc[_CB + c] = (u1 * w00 + u2 * w01 + u3 * w02 + v1 * w10 + v2 * w11
+                                + v3 * w12 + z1 * w20 + z2 * w21 + z3 * w22)
+                acc[2 * _CB + c] = (u2 * w00 + u3 * w01 + u4 * w02 + v2 * w10 + v3 * w11
+                                    + v4 * w12 + z2 * w20 + z3 * w21 + z4 * w22)
+                acc[3 * _CB + c] = (u3 * w00 + u4 * w01 + u5 * w02 + v3 * w10 + v4 * w11
+                                    + v5 * w12 + z3 * w20 + z4 * w21 + z5 * w22)
+        else:
+            for c in range(cl):
+                w00 = wq[c]
+                w01 = wq[C + c]
+                w02 = wq[2 * C + c]
+                w10 = wq[3 * C + c]
+                w11 = wq[4 * C + c]
+                w12 = wq[5 * C + c]
+                w20 = wq[6 * C + c]
+                w21 = wq[7 * C + c]
+                w22 = wq[8 * C + c]
+                acc[c] = (x0[c] * w00 + x0[c + d1] * w01 + x0[c + d2] * w02
+                          + x1[c] * w10 + x1[c + d1] * w11 + x1[c + d2] * w12
+                          + x2[c] * w20 + x2[c + d1] * w21 + x2[c + d2] * w22)
+                acc[_CB + c] = (
+                    x0[s1 + c] * w00 + x0[s1 + c + d1] * w01 + x0[s1 + c + d2] * w02
+                    + x1[s1 + c] * w10 + x1[s1 + c + d1] * w11 + x1[s1 + c + d2] * w12
+                    + x2[s1 + c] * w20 + x2[s1 + c + d1] * w21 + x2[s1 + c + d2] * w22)
+                acc[2 * _CB + c] = (
+                    x0[s2 + c] * w00 + x0[s2 + c + d1] * w01 + x0[s2 + c + d2] * w02
+                    + x1[s2 + c] * w10 + x1[s2 + c + d1] * w11 + x1[s2 + c + d2] * w12
+                    + x2[s2 + c] * w20 + x2[s2 + c + d1] * w21 + x2[s2 + c + d2] * w22)
+                acc[3 * _CB + c] = (
+                    x0[s3 + c] * w00 + x0[s3 + c + d1] * w01 + x0[s3 + c + d2] * w02
+                    + x1[s3 + c] * w10 + x1[s3 + c + d1] * w11 + x1[s3 + c + d2] * w12
+                    + x2[s3 + c] * w20 + x2[s3 + c + d1] * w21 + x2[s3 + c + d2] * w22)
+        for j in range(4):
+            _store(op + j * C + c0, acc + j * _CB, (b + c0) if b != NULL else NULL, cl, act)
+        c0 = c0 + _CB
+
 
 cdef void _dw_pixels(const floating* xn, const floating* w, const floating* b,
                      floating* o, Py_ssize_t H, Py_ssize_t W, Py_ssize_t C,
                      Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t ih0,
                      Py_ssize_t ow0, Py_ssize_t ow1, Py_ssize_t sw,
                      Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t pl,
-                     int act) noexcept nogil:
+                     int act, const floating* zrow,
+                     const floating** rowp) noexcept nogil:
     """Output pixels ow0..ow1-1 of one output row; ``o`` points at pixel ow0.
 
-    ``xn`` is the start of the input image, ``ih0 = oh*stride_h - pad_top``.
+    ``xn`` is the start of the input image, ``ih0 = oh*stride_h - pad_top``,
+    ``zrow`` a row of W*C zeros that stands in for rows in the padding.
+    ``rowp``, if not NULL, gives the KH (= 3) input rows directly (already
+    resolved to ``zrow`` outside the image); ``xn`` and ``ih0`` are then unused.
+    3x3 filters: the columns whose taps are all inside the image run four
+    pixels at a time (the last block overlaps the previous one rather than
+    falling back to the slow path); the border columns take the general path.
     """
-    cdef Py_ssize_t ow, kh, kw, c, ih, iw, iw0, j
-    cdef Py_ssize_t ow_lo, ow_hi, ow_fast_end
+    cdef Py_ssize_t ow, kh, kw, c, ih, iw, iw0, jb
+    cdef Py_ssize_t ow_lo = 0, ow_hi = 0
     cdef floating* op
     cdef const floating* xp
     cdef const floating* wp
-    cdef const floating* x0
-    cdef const floating* x1
-    cdef const floating* x2
-    cdef bint rows_ok
-    cdef floating w00, w01, w02, w10, w11, w12, w20, w21, w22, bb
-    cdef floating a0, a1, a2, a3
-    cdef Py_ssize_t s1, s2, s3, d1, d2
+    cdef const floating* r0 = NULL
+    cdef const floating* r1 = NULL
+    cdef const floating* r2 = NULL
+    cdef bint fast = False
+    cdef const floating* xr
+    cdef floating acc[4 * _CB]
 
-    # Interior columns: every tap of the row is inside the image.
-    ow_lo = ow0
-    ow_hi = ow0
-    rows_ok = KH == 3 and KW == 3 and ih0 >= 0 and ih0 + 2 * dh < H
-    if rows_ok:
+    if KH == 3 and KW == 3 and zrow != NULL:
         # first ow with ow*sw - pl >= 0
         ow_lo = (pl + sw - 1) // sw
         if ow_lo < ow0:
             ow_lo = ow0
         # last ow (exclusive) with ow*sw - pl + 2*dw <= W-1
-        ow_hi = (W - 1 - 2 * dw + pl)
+        ow_hi = W - 1 - 2 * dw + pl
         ow_hi = ow_hi // sw + 1 if ow_hi >= 0 else 0
         if ow_hi > ow1:
             ow_hi = ow1
-        if ow_hi < ow_lo:
-            ow_hi = ow_lo
-    ow_fast_end = ow_lo + ((ow_hi - ow_lo) // 4) * 4
+        fast = ow_hi - ow_lo >= 4
+        if fast and rowp != NULL:
+            r0 = rowp[0]
+            r1 = rowp[1]
+            r2 = rowp[2]
+        elif fast:
+            ih = ih0
+            r0 = (xn + ih * W * C) if 0 <= ih < H else zrow
+            ih = ih0 + dh
+            r1 = (xn + ih * W * C) if 0 <= ih < H else zrow
+            ih = ih0 + 2 * dh
+            r2 = (xn + ih * W * C) if 0 <= ih < H else zrow
 
     ow = ow0
     while ow < ow1:
-        if ow == ow_lo and ow < ow_fast_end:
-            # 3x3, four output pixels per sweep over the channels.
-            s1 = sw * C
-            s2 = 2 * sw * C
-            s3 = 3 * sw * C
-            d1 = dw * C
-            d2 = 2 * dw * C
-            while ow < ow_fast_end:
-                op = o + (ow - ow0) * C
-                iw0 = ow * sw - pl
-                x0 = xn + (ih0 * W + iw0) * C
-                x1 = x0 + dh * W * C
-                x2 = x1 + dh * W * C
-                for c in range(C):
-                    w00 = w[c]
-                    w01 = w[C + c]
-                    w02 = w[2 * C + c]
-                    w10 = w[3 * C + c]
-                    w11 = w[4 * C + c]
-                    w12 = w[5 * C + c]
-                    w20 = w[6 * C + c]
-                    w21 = w[7 * C + c]
-                    w22 = w[8 * C + c]
-                    bb = b[c] if b != NULL else 0
-                    a0 = (bb + x0[c] * w00 + x0[c + d1] * w01 + x0[c + d2] * w02
-                          + x1[c] * w10 + x1[c + d1] * w11 + x1[c + d2] * w12
-                          + x2[c] * w20 + x2[c + d1] * w21 + x2[c + d2] * w22)
-                    a1 = (bb + x0[s1 + c] * w00 + x0[s1 + c + d1] * w01
-                          + x0[s1 + c + d2] * w02
-                          + x1[s1 + c] * w10 + x1[s1 + c + d1] * w11
-                          + x1[s1 + c + d2] * w12
-                          + x2[s1 + c] * w20 + x2[s1 + c + d1] * w21
-                          + x2[s1 + c + d2] * w22)
-                    a2 = (bb + x0[s2 + c] * w00 + x0[s2 + c + d1] * w01
-                          + x0[s2 + c + d2] * w02
-                          + x1[s2 + c] * w10 + x1[s2 + c + d1] * w11
-                          + x1[s2 + c + d2] * w12
-                          + x2[s2 + c] * w20 + x2[s2 + c + d1] * w21
-                          + x2[s2 + c + d2] * w22)
-                    a3 = (bb + x0[s3 + c] * w00 + x0[s3 + c + d1] * w01
-                          + x0[s3 + c + d2] * w02
-                          + x1[s3 + c] * w10 + x1[s3 + c + d1] * w11
-                          + x1[s3 + c + d2] * w12
-                          + x2[s3 + c] * w20 + x2[s3 + c + d1] * w21
-                          + x2[s3 + c + d2] * w22)
-                    op[c] = a0
-                    op[C + c] = a1
-                    op[2 * C + c] = a2
-                    op[3 * C + c] = a3
-                if act != ACT_NONE:
-                    _finish(op, 4 * C, <const floating*> NULL, act)
-                ow = ow + 4
+        if fast and ow == ow_lo:
+            jb = ow_lo
+            while True:
+                if jb + 4 > ow_hi:
+                    jb = ow_hi - 4   # overlap: recompute, same values
+                iw0 = (jb * sw - pl) * C
+                _dw3x3_block4(r0 + iw0, r1 + iw0, r2 + iw0, w, b, o + (jb - ow0) * C,
+                              C, sw, dw, act, acc)
+                jb = jb + 4
+                if jb >= ow_hi:
+                    break
+            ow = ow_hi
             continue
         # general path: one pixel, taps accumulated in the output row
         op = o + (ow - ow0) * C
-        if b != NULL:
-            memcpy(op, b, C * sizeof(floating))
-        else:
-            memset(op, 0, C * sizeof(floating))
+        memset(op, 0, C * sizeof(floating))
         iw0 = ow * sw - pl
         for kh in range(KH):
-            ih = ih0 + kh * dh
-            if ih < 0 or ih >= H:
-                continue
+            if rowp != NULL:
+                xr = rowp[kh]
+            else:
+                ih = ih0 + kh * dh
+                if ih < 0 or ih >= H:
+                    continue
+                xr = xn + ih * W * C
             for kw in range(KW):
                 iw = iw0 + kw * dw
                 if iw < 0 or iw >= W:
                     continue
-                xp = xn + (ih * W + iw) * C
+                xp = xr + iw * C
                 wp = w + (kh * KW + kw) * C
                 for c in range(C):
                     op[c] = op[c] + xp[c] * wp[c]
-        if act != ACT_NONE:
-            _finish(op, C, <const floating*> NULL, act)
+        if b != NULL or act != ACT_NONE:
+            _finish(op, C, b, act)
         ow = ow + 1
 
 
@@ -268,12 +412,15 @@ cdef void depthwise_forward(
     cdef const floating* xp = &x[0, 0, 0, 0]
     cdef const floating* wp = &weight[0, 0, 0]
     cdef floating* op = &out[0, 0, 0, 0]
+    # A row of zeros stands in for input rows in the padding (3x3 fast path).
+    cdef floating* zrow = <floating*> calloc(W * C, sizeof(floating))
     for r in prange(N * OH, schedule="static", num_threads=n_threads):
         n = r // OH
         oh = r - n * OH
         _dw_pixels(xp + n * H * W * C, wp, b, op + r * OW * C, H, W, C, KH, KW,
                    oh * stride_h - pad_top, 0, OW, stride_w, dil_h, dil_w,
-                   pad_left, activation)
+                   pad_left, activation, zrow, NULL)
+    free(zrow)
 
 
 # ---------------------------------------------------------------------------
@@ -324,6 +471,72 @@ cdef void _dw_grad_x_row(const floating* gn, const floating* yn, const floating*
                         gx[c] = gx[c] + (gp[c] if (yp[c] > 0 and yp[c] < 6) else 0) * wp[c]
 
 
+cdef void _dw_gw_row3(const floating* grow, const floating* yrow, const floating* x0,
+                      const floating* x1, const floating* x2, floating* racc,
+                      floating* raccb, Py_ssize_t R, Py_ssize_t C, Py_ssize_t ow_lo,
+                      Py_ssize_t ow_hi, Py_ssize_t sw, Py_ssize_t dw, Py_ssize_t pl,
+                      int act) noexcept nogil:
+    """3x3 weight/bias gradient of the interior pixels ow_lo..ow_hi-1 of one row.
+
+    Channels outside, pixels inside: the nine tap sums and the bias sum of a
+    channel stay in registers over the whole row (the compiler vectorises the
+    channel loop), instead of a load and a store of every partial sum per tap.
+    ``grow``/``yrow`` point at channel c0 of output pixel 0 of the row,
+    ``x0..x2`` at channel c0 of column 0 of the three input rows.
+    """
+    cdef Py_ssize_t c, ow, q, c0, cl, t
+    cdef Py_ssize_t d1 = dw * C
+    cdef Py_ssize_t d2 = 2 * dw * C
+    cdef floating gv, yv
+    cdef floating hi = 6 if act == ACT_RELU6 else <floating> 1e300
+    cdef const floating* gq
+    cdef const floating* yq
+    cdef const floating* p0
+    cdef const floating* p1
+    cdef const floating* p2
+    cdef floating gl[_CB]
+    cdef floating a[10 * _CB]
+    c0 = 0
+    while c0 < R:
+        cl = R - c0
+        if cl > _CB:
+            cl = _CB
+        for c in range(10 * _CB):
+            a[c] = 0
+        for ow in range(ow_lo, ow_hi):
+            gq = grow + ow * C + c0
+            if act != ACT_NONE:
+                yq = yrow + ow * C + c0
+                for c in range(cl):
+                    yv = yq[c]
+                    gl[c] = gq[c] if (yv > 0 and yv < hi) else 0
+            else:
+                for c in range(cl):
+                    gl[c] = gq[c]
+            q = (ow * sw - pl) * C + c0
+            p0 = x0 + q
+            p1 = x1 + q
+            p2 = x2 + q
+            for c in range(cl):
+                gv = gl[c]
+                a[c] = a[c] + gv * p0[c]
+                a[_CB + c] = a[_CB + c] + gv * p0[c + d1]
+                a[2 * _CB + c] = a[2 * _CB + c] + gv * p0[c + d2]
+                a[3 * _CB + c] = a[3 * _CB + c] + gv * p1[c]
+                a[4 * _CB + c] = a[4 * _CB + c] + gv * p1[c + d1]
+                a[5 * _CB + c] = a[5 * _CB + c] + gv * p1[c + d2]
+                a[6 * _CB + c] = a[6 * _CB + c] + gv * p2[c]
+                a[7 * _CB + c] = a[7 * _CB + c] + gv * p2[c + d1]
+                a[8 * _CB + c] = a[8 * _CB + c] + gv * p2[c + d2]
+                a[9 * _CB + c] = a[9 * _CB + c] + gv
+        for t in range(9):
+            for c in range(cl):
+                racc[t * R + c0 + c] = racc[t * R + c0 + c] + a[t * _CB + c]
+        for c in range(cl):
+            raccb[c0 + c] = raccb[c0 + c] + a[9 * _CB + c]
+        c0 = c0 + _CB
+
+
 cdef void _dw_grad_w_range(const floating* x, const floating* g, const floating* y,
                            floating* gw, floating* gb, floating* scratch,
                            Py_ssize_t N, Py_ssize_t H, Py_ssize_t W, Py_ssize_t C,
@@ -343,9 +556,10 @@ cdef void _dw_grad_w_range(const floating* x, const floating* g, const floating*
     cdef floating* accb = scratch + 2 * T * R     # R
     cdef floating* raccb = scratch + 2 * T * R + R  # R
     cdef floating* gml = scratch + 2 * T * R + 2 * R  # R
-    cdef Py_ssize_t n, oh, ow, kh, kw, ih, iw, iw0, ih0, c, k
+    cdef Py_ssize_t n, oh, ow, kh, kw, ih, iw, iw0, ih0, c, k, ow_lo, ow_hi
     cdef const floating* gp
     cdef const floating* xp
+    cdef const floating* xr
     cdef floating* ap
     memset(acc, 0, (2 * T * R + 2 * R) * sizeof(floating))
     for n in range(N):
@@ -353,7 +567,24 @@ cdef void _dw_grad_w_range(const floating* x, const floating* g, const floating*
             memset(racc, 0, T * R * sizeof(floating))
             memset(raccb, 0, R * sizeof(floating))
             ih0 = oh * sh - pt
+            ow_lo = 0
+            ow_hi = 0
+            if KH == 3 and KW == 3 and ih0 >= 0 and ih0 + 2 * dh < H:
+                ow_lo = (pl + sw - 1) // sw
+                ow_hi = W - 1 - 2 * dw + pl
+                ow_hi = ow_hi // sw + 1 if ow_hi >= 0 else 0
+                if ow_hi > OW:
+                    ow_hi = OW
+                if ow_hi < ow_lo:
+                    ow_hi = ow_lo
+                xr = x + (n * H + ih0) * W * C + c0
+                _dw_gw_row3(g + (n * OH + oh) * OW * C + c0,
+                            (y + (n * OH + oh) * OW * C + c0) if act != ACT_NONE else NULL,
+                            xr, xr + dh * W * C, xr + 2 * dh * W * C, racc, raccb, R, C,
+                            ow_lo, ow_hi, sw, dw, pl, act)
             for ow in range(OW):
+                if ow_lo <= ow < ow_hi:
+                    continue
                 gp = g + ((n * OH + oh) * OW + ow) * C + c0
                 if act != ACT_NONE:
                     _mask(gml, gp, y + ((n * OH + oh) * OW + ow) * C + c0, R, act)
@@ -416,8 +647,48 @@ cdef void depthwise_backward(
     cdef const floating* gp = &grad_out[0, 0, 0, 0]
     cdef const floating* yp = &y[0, 0, 0, 0] if act != ACT_NONE else NULL
     cdef floating* gxp
+    cdef floating* wflip
+    cdef floating* zrow
+    cdef floating* mbuf
+    cdef const floating** rows3
+    cdef Py_ssize_t k, t
 
-    if grad_x.shape[0] > 0:
+    if grad_x.shape[0] > 0 and KH == 3 and KW == 3 and stride_h == 1 and stride_w == 1:
+        # Unit stride: grad_x is a forward depthwise convolution of the masked
+        # grad_out with the flipped filter (leading padding 2*dil - pad), run
+        # on the register-blocked 3x3 path.  The three grad_out rows that one
+        # grad_x row needs are masked into per-thread scratch.
+        gxp = &grad_x[0, 0, 0, 0]
+        wflip = <floating*> malloc(9 * C * sizeof(floating))
+        zrow = <floating*> calloc(OW * C, sizeof(floating))
+        if wflip != NULL and zrow != NULL:
+            for k in range(9):
+                memcpy(wflip + k * C, wp + (8 - k) * C, C * sizeof(floating))
+            with parallel(num_threads=n_threads):
+                mbuf = <floating*> malloc(3 * OW * C * sizeof(floating))
+                rows3 = <const floating**> malloc(3 * sizeof(floating*))
+                for r in prange(N * H, schedule="static"):
+                    if mbuf != NULL and rows3 != NULL:
+                        n = r // H
+                        ih = r - n * H
+                        for k in range(3):
+                            t = ih - (2 * dil_h - pad_top) + k * dil_h
+                            if t < 0 or t >= OH:
+                                rows3[k] = zrow
+                            elif act == ACT_NONE:
+                                rows3[k] = gp + (n * OH + t) * OW * C
+                            else:
+                                _mask(mbuf + k * OW * C, gp + (n * OH + t) * OW * C,
+                                      yp + (n * OH + t) * OW * C, OW * C, act)
+                                rows3[k] = mbuf + k * OW * C
+                        _dw_pixels(gp, wflip, <const floating*> NULL, gxp + r * W * C,
+                                   OH, OW, C, 3, 3, 0, 0, W, 1, dil_h, dil_w,
+                                   2 * dil_w - pad_left, ACT_NONE, zrow, rows3)
+                free(mbuf)
+                free(rows3)
+        free(wflip)
+        free(zrow)
+    elif grad_x.shape[0] > 0:
         gxp = &grad_x[0, 0, 0, 0]
         for r in prange(N * H, schedule="static", num_threads=n_threads):
             n = r // H
@@ -530,16 +801,6 @@ cdef void pointwise_forward(
               xp + p0 * Ci, <int> Ci, 0, op + p0 * Co, <int> Co)
         if b != NULL or activation != ACT_NONE:
             _pw_finish_block(op + p0 * Co, p1 - p0, Co, b, activation)
-
-
-cdef inline void _pw_finish_block(floating* o, Py_ssize_t npix, Py_ssize_t C,
-                                  const floating* b, int act) noexcept nogil:
-    cdef Py_ssize_t p
-    if b == NULL:
-        _finish(o, npix * C, b, act)
-    else:
-        for p in range(npix):
-            _finish(o + p * C, C, b, act)
 
 
 cdef void pointwise_backward(
@@ -677,7 +938,7 @@ cdef void conv2d_forward(
     cdef const floating* xp = &x[0, 0, 0, 0]
     cdef const floating* wp = &weight[0, 0, 0, 0]
     cdef floating* op = &out[0, 0, 0, 0]
-    pb = _block(P, K * sizeof(floating), 128 * 1024)
+    pb = _block(P, K * sizeof(floating), 1024 * 1024)
     nb = (P + pb - 1) // pb
     with parallel(num_threads=n_threads):
         patch = <floating*> malloc(pb * K * sizeof(floating))
@@ -739,7 +1000,7 @@ cdef void conv2d_backward(
             _mask(gmw + p * Co, gm + p * Co, yp + p * Co, Co, activation)
         gm = gmw
 
-    pb = _block(P, K * sizeof(floating), 128 * 1024)
+    pb = _block(P, K * sizeof(floating), 1024 * 1024)
     nb = (P + pb - 1) // pb
 
     # grad_weight (K, C_out) = patches^T gm.  The pixels are cut into at most
@@ -829,6 +1090,7 @@ cdef void separable_forward(
     # Tile of depthwise output: about 128 KiB (fixed by the shape).
     tp = _block(P, C * sizeof(floating), 128 * 1024)
     nt = (P + tp - 1) // tp
+    cdef floating* zrow = <floating*> calloc(W * C, sizeof(floating))
     with parallel(num_threads=n_threads):
         tile = <floating*> malloc(tp * C * sizeof(floating))
         for i in prange(nt, schedule="static"):
@@ -848,13 +1110,15 @@ cdef void separable_forward(
                         seg = p1 - p
                     _dw_pixels(xp + n * H * W * C, dwp, db, tile + (p - p0) * C, H, W,
                                C, KH, KW, oh * stride_h - pad_top, ow, ow + seg,
-                               stride_w, dil_h, dil_w, pad_left, dw_activation)
+                               stride_w, dil_h, dil_w, pad_left, dw_activation, zrow,
+                               NULL)
                     p = p + seg
                 _gemm(c'N', c'N', <int> Co, <int> (p1 - p0), <int> C, pwp, <int> Co,
                       tile, <int> C, 0, op + p0 * Co, <int> Co)
                 if pbias != NULL or pw_activation != ACT_NONE:
                     _pw_finish_block(op + p0 * Co, p1 - p0, Co, pbias, pw_activation)
         free(tile)
+    free(zrow)
 
 
 # ---------------------------------------------------------------------------

@@ -23,13 +23,15 @@ more to page in than the convolution takes to fill it.
 
 from __future__ import annotations
 
+import importlib
 import numbers
+import os
 
 import numpy as np
 
 from effai_fast._threads import resolve_n_threads, threads_for_work
 from effai_fast._validation import as_float_array, check_out, result_float_dtype
-from effai_fast.nn import _conv
+from effai_fast.nn import _conv as _conv_baseline
 
 __all__ = [
     "conv2d",
@@ -44,9 +46,102 @@ __all__ = [
 
 _ACTIVATIONS = {None: 0, "none": 0, "linear": 0, "relu": 1, "relu6": 2}
 
+_ISA_MODULES = {"baseline": "_conv", "avx2": "_conv_avx2", "avx512": "_conv_avx512"}
+
+
+def _select_kernels(isa: str | None = None):
+    """The compiled kernel module for the widest vector ISA this CPU runs.
+
+    The wheel carries the same Cython source compiled three times (baseline
+    x86-64, AVX2+FMA, AVX-512); ``EFFAI_CONV_ISA=baseline|avx2|avx512``
+    overrides the choice (for tests and benchmarks).
+    """
+    isa = (isa or os.environ.get("EFFAI_CONV_ISA", "auto")).lower()
+    level = _conv_baseline._cpu_level()
+    order = [("avx512", 2), ("avx2", 1), ("baseline", 0)]
+    if isa != "auto":
+        if isa not in _ISA_MODULES:
+            raise ValueError(f"EFFAI_CONV_ISA must be auto, baseline, avx2 or avx512, got {isa!r}")
+        order = [(isa, 0)]
+    for name, need in order:
+        if level >= need:
+            try:
+                return name, importlib.import_module(f"effai_fast.nn.{_ISA_MODULES[name]}")
+            except ImportError:
+                continue
+    return "baseline", _conv_baseline
+
+
+KERNEL_ISA, _conv = _select_kernels()
+
+
+class _SerialBLAS:
+    """Hold scipy's OpenBLAS at one thread while our OpenMP team calls it.
+
+    The pointwise and dense kernels split the pixels over OpenMP threads and
+    call ``scipy.linalg.cython_blas`` GEMMs on small blocks from each of them;
+    a BLAS that starts its own threads per block oversubscribes the cores and
+    was measured 9-20x slower here (BUILD-NOTES pitfall 8).  OpenBLAS has no
+    per-call thread count, so this context manager sets the process-wide one
+    of the OpenBLAS that SciPy bundles (not numpy's, a separate library) to 1
+    while any of our calls runs, and restores it when the last one leaves.  A
+    SciPy linked to another BLAS is left alone (set ``OPENBLAS_NUM_THREADS=1``
+    or use threadpoolctl there).
+    """
+
+    def __init__(self):
+        import threading
+
+        self._lock = threading.Lock()
+        self._users = 0
+        self._saved = None
+        self._get = self._set = None
+        try:
+            import ctypes
+            import glob
+
+            import scipy
+
+            root = os.path.dirname(scipy.__file__)
+            libs = glob.glob(os.path.join(root, os.pardir, "scipy.libs", "*openblas*"))
+            libs += glob.glob(os.path.join(root, ".dylibs", "*openblas*"))
+            for path in libs:
+                lib = ctypes.CDLL(path)
+                for prefix in ("scipy_openblas", "openblas"):
+                    get = getattr(lib, f"{prefix}_get_num_threads", None)
+                    set_ = getattr(lib, f"{prefix}_set_num_threads", None)
+                    if get is not None and set_ is not None:
+                        get.restype = ctypes.c_int
+                        set_.argtypes = [ctypes.c_int]
+                        self._get, self._set = get, set_
+                        return
+        except Exception:  # pragma: no cover - exotic SciPy builds
+            self._get = self._set = None
+
+    def __enter__(self):
+        if self._set is not None:
+            with self._lock:
+                if self._users == 0:
+                    self._saved = self._get()
+                    if self._saved != 1:
+                        self._set(1)
+                self._users += 1
+        return self
+
+    def __exit__(self, *exc):
+        if self._set is not None:
+            with self._lock:
+                self._users -= 1
+                if self._users == 0 and self._saved not in (None, 1):
+                    self._set(self._saved)
+        return False
+
+
+_serial_blas = _SerialBLAS()
+
 # Least work (multiply-adds) worth waking a second thread for.  A libgomp
-# team costs ~5-30 us to start on a shared machine; this is ~20-40 us of work.
-_GRAIN_MACS = 400_000
+# team costs ~5-30 us to start (more on a busy machine); this is ~50-100 us of work.
+_GRAIN_MACS = 1_000_000
 
 
 # ---------------------------------------------------------------------------
@@ -407,7 +502,8 @@ def pointwise_conv2d(x, weight, bias=None, *, activation=None, n_threads=None,
     res = _output(out, "out", shape, dtype, x, weight, b)
     x2 = x.reshape(-1, Ci)
     nt = _threads(n_threads, x2.shape[0] * Ci * Co)
-    _conv._pointwise_forward(x2, weight, b, res.reshape(-1, Co), act, nt)
+    with _serial_blas:
+        _conv._pointwise_forward(x2, weight, b, res.reshape(-1, Co), act, nt)
     return res
 
 
@@ -447,10 +543,11 @@ def pointwise_conv2d_vjp(x, weight, grad_out, *, activation=None, output=None,
     P = int(np.prod(x.shape[:-1]))
     gm = np.empty((P, Co), dtype=dtype) if act else _empty(dtype, 2)
     nt = _threads(n_threads, 2 * P * Ci * Co)
-    _conv._pointwise_backward(x.reshape(P, Ci), weight, g.reshape(P, Co),
-                              y.reshape(P, Co) if act else _empty(dtype, 2), gm,
-                              gx.reshape(P, Ci) if gx is not None else _empty(dtype, 2),
-                              gw, gb, act, nt)
+    with _serial_blas:
+        _conv._pointwise_backward(x.reshape(P, Ci), weight, g.reshape(P, Co),
+                                  y.reshape(P, Co) if act else _empty(dtype, 2), gm,
+                                  gx.reshape(P, Ci) if gx is not None else _empty(dtype, 2),
+                                  gw, gb, act, nt)
     return gx, gw, gb
 
 
@@ -498,7 +595,8 @@ def conv2d(x, weight, bias=None, *, stride=1, padding="same", dilation=1, activa
     shape = (x.shape[0], OH, OW, Co)
     res = _output(out, "out", shape, dtype, x, weight, b)
     nt = _threads(n_threads, x.shape[0] * OH * OW * KH * KW * Ci * Co)
-    _conv._conv2d_forward(x, weight, b, res, sh, sw, dh, dw, pads[0], pads[2], act, nt)
+    with _serial_blas:
+        _conv._conv2d_forward(x, weight, b, res, sh, sw, dh, dw, pads[0], pads[2], act, nt)
     return res
 
 
@@ -525,9 +623,10 @@ def conv2d_vjp(x, weight, grad_out, *, stride=1, padding="same", dilation=1, act
                             dtype, (x, weight, g, y))
     gm = np.empty(oshape, dtype=dtype) if act else _empty(dtype, 4)
     nt = _threads(n_threads, 2 * x.shape[0] * OH * OW * KH * KW * Ci * Co)
-    _conv._conv2d_backward(x, weight, g, y, gm,
-                           gx if gx is not None else _empty(dtype, 4), gw, gb,
-                           sh, sw, dh, dw, pads[0], pads[2], act, nt)
+    with _serial_blas:
+        _conv._conv2d_backward(x, weight, g, y, gm,
+                               gx if gx is not None else _empty(dtype, 4), gw, gb,
+                               sh, sw, dh, dw, pads[0], pads[2], act, nt)
     return gx, gw, gb
 
 
@@ -584,8 +683,9 @@ def depthwise_separable_conv2d(x, dw_weight, pw_weight, dw_bias=None, pw_bias=No
     shape = (x.shape[0], OH, OW, Co)
     res = _output(out, "out", shape, dtype, x, dw_weight, pw_weight, db, pb)
     nt = _threads(n_threads, x.shape[0] * OH * OW * C * (KH * KW + Co))
-    _conv._separable_forward(x, dw_weight, db, pw_weight, pb, res, sh, sw, dh, dw,
-                             pads[0], pads[2], a1, a2, nt)
+    with _serial_blas:
+        _conv._separable_forward(x, dw_weight, db, pw_weight, pb, res, sh, sw, dh, dw,
+                                 pads[0], pads[2], a1, a2, nt)
     return res
 
 
