@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from _surrogate_sims import flaky_branin
 from effai_fast.cli import main as cli_main
 from effai_fast.surrogate import (
     Domain,
@@ -15,15 +16,6 @@ from effai_fast.surrogate import (
 )
 
 BRANIN = get_problem("branin")
-
-
-def flaky_branin(x):
-    """Raises on one side, returns NaN on the other (module level: picklable for spawn)."""
-    if x[0] > 7.5:
-        raise RuntimeError("simulator crashed")
-    if x[0] < -2.5:
-        return float("nan")
-    return BRANIN(x)
 
 
 def test_optimize_branin_ei_beats_initial_design():
