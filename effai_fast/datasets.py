@@ -33,6 +33,7 @@ __all__ = [
     "load_digits",
     "load_fashion_mnist",
     "read_idx",
+    "resize_images",
     "stratified_split",
     "stratified_subset",
 ]
@@ -128,6 +129,46 @@ def _idx_file(folder: Path, stem: str) -> Path | None:
         if (folder / name).is_file():
             return folder / name
     return None
+
+
+def _interp_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) bilinear interpolation weights, pixel centres aligned (align_corners=False,
+    no antialiasing: PyTorch's ``interpolate(mode="bilinear")``)."""
+    scale = n_in / n_out
+    src = np.clip((np.arange(n_out) + 0.5) * scale - 0.5, 0, n_in - 1)
+    lo = np.floor(src).astype(np.int64)
+    hi = np.minimum(lo + 1, n_in - 1)
+    frac = src - lo
+    m = np.zeros((n_out, n_in))
+    np.add.at(m, (np.arange(n_out), lo), 1 - frac)
+    np.add.at(m, (np.arange(n_out), hi), frac)
+    return m
+
+
+def resize_images(x, size: int) -> np.ndarray:
+    """Bilinear resize of an NHWC batch to ``size x size`` (e.g. to study the resolution
+    multiplier on small images).
+
+    Parameters
+    ----------
+    x : ndarray (N, H, W, C)
+    size : int
+        Output side.
+
+    Returns
+    -------
+    ndarray (N, size, size, C) of x's float dtype
+    """
+    x = np.asarray(x)
+    if x.ndim != 4:
+        raise ValueError(f"x must be an NHWC batch (4-D), got shape {x.shape}")
+    size = check_int(size, "size", min_value=1)
+    dtype = x.dtype if x.dtype in (np.float32, np.float64) else np.dtype(np.float64)
+    rh = _interp_matrix(x.shape[1], size).astype(dtype)
+    rw = _interp_matrix(x.shape[2], size).astype(dtype)
+    out = np.einsum("ih,nhwc->niwc", rh, x.astype(dtype, copy=False))
+    out = np.einsum("jw,niwc->nijc", rw, out)
+    return np.ascontiguousarray(out)
 
 
 def stratified_subset(y, n: int, seed=None) -> np.ndarray:

@@ -81,8 +81,8 @@ def test_batch_norm_matches_torch(rng, dtype):
 
 def test_batch_norm_thread_independent(rng, dtype):
     # large enough for two threads and several reduction chunks
-    x = rng.standard_normal((8, 32, 32, 16)).astype(dtype)
-    gamma, beta = np.ones(16, dtype), np.zeros(16, dtype)
+    x = rng.standard_normal((8, 32, 32, 48)).astype(dtype)
+    gamma, beta = np.ones(48, dtype), np.zeros(48, dtype)
     g = rng.standard_normal(x.shape).astype(dtype)
     outs = []
     for nt in (1, 2):

@@ -386,7 +386,7 @@ def _solve_continuous(budget, accuracy, a_rng, r_rng, num_classes, in_channels):
             break  # larger sides cost more still
         lo_a, hi_a = a_rng[0], a_rng[1]
         if cost(hi_a, side, num_classes, in_channels).macs > budget:
-            for _ in range(40):
+            for _ in range(24):  # alpha to ~5e-8: far below a channel's step
                 mid = 0.5 * (lo_a + hi_a)
                 if cost(mid, side, num_classes, in_channels).macs <= budget:
                     lo_a = mid

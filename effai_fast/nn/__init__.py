@@ -32,6 +32,7 @@ from effai_fast.nn._layers import (
 from effai_fast.nn._model import (
     History,
     NonFiniteLossError,
+    blas_single_thread,
     evaluate,
     fit,
     fold_batchnorm,
@@ -54,6 +55,7 @@ __all__ = [
     "ReLU",
     "ReLU6",
     "Sequential",
+    "blas_single_thread",
     "evaluate",
     "export_torch_state_dict",
     "fit",

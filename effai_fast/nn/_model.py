@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,6 +35,7 @@ from effai_fast.nn._layers import (
 
 __all__ = [
     "History",
+    "blas_single_thread",
     "NonFiniteLossError",
     "evaluate",
     "fit",
@@ -61,6 +63,23 @@ class History:
 
     def as_dict(self) -> dict:
         return {k: list(v) for k, v in self.__dict__.items()}
+
+
+def blas_single_thread():
+    """A context in which BLAS libraries run single-threaded (when threadpoolctl is present).
+
+    The layers run OpenMP-parallel kernels that call BLAS inside their parallel regions; a
+    multi-threaded OpenBLAS called from an OpenMP region oversubscribes the cores and, on a
+    busy machine, was measured to stall ~50 ms per call (OpenBLAS warns "Detect OpenMP
+    Loop").  ``fit``, ``evaluate`` and ``predict`` therefore limit BLAS to one thread, as
+    scikit-learn does around its OpenMP loops.  Without threadpoolctl, set
+    ``OPENBLAS_NUM_THREADS=1`` in the environment.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl is a test/bench extra
+        return nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def leaf_layers(model: Module, prefix: str = ""):
@@ -145,8 +164,9 @@ def predict(model: Sequential, x, *, batch_size: int = 256, n_threads=None) -> n
     if n_threads is not None:
         model.n_threads = n_threads
     try:
-        outs = [model.forward(x[i:i + batch_size], training=False)
-                for i in range(0, len(x), batch_size)]
+        with blas_single_thread():
+            outs = [model.forward(x[i:i + batch_size], training=False)
+                    for i in range(0, len(x), batch_size)]
     finally:
         model.n_threads = old
     return np.concatenate(outs)
@@ -256,6 +276,8 @@ def fit(model: Sequential, x, y, *, epochs: int = 1, batch_size: int = 64, optim
         model.n_threads = n_threads
     hist = History()
     step = 0
+    guard = blas_single_thread()
+    guard.__enter__()
     try:
         for epoch in range(1, epochs + 1):
             t0 = time.perf_counter()
@@ -302,6 +324,7 @@ def fit(model: Sequential, x, y, *, epochs: int = 1, batch_size: int = 64, optim
             if verbose >= 1:
                 log(line)
     finally:
+        guard.__exit__(None, None, None)
         model.n_threads = old_threads
     return hist
 
