@@ -89,7 +89,8 @@ def accuracy(dims, n, quick):
             res["pyGAM LinearGAM (20 splines/term)"] = (20 * d + 1, rel_rmse(m.predict(Xt), yt), t)
         if have("interpret") and not (quick and d > 10):
             m, t = fit_timed(ebm_model, X, y)
-            res["InterpretML EBM (outer_bags=2, no interactions)"] = ("-", rel_rmse(m.predict(Xt), yt), t)
+            res["InterpretML EBM (outer_bags=2, no interactions)"] = (
+                "-", rel_rmse(m.predict(Xt), yt), t)
         for name, (p, e, t) in res.items():
             rows.append([d, name, p, e, t])
             print(f"d={d} {name}: params {p}, rel. RMSE {e:.3g}, fit {t:.2f} s", flush=True)

@@ -67,7 +67,6 @@ def _ort_session(model_bytes, nt):
 
 
 def _onnx_conv(x_shape, w, groups, stride, pads):
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     N, C, H, W = x_shape
@@ -282,7 +281,8 @@ def main(argv=None):
             s_ort = _sum(dw_rows, "ort")
             s_bwd = _sum(dw_rows, "ours_bwd")
             s_tb = min(_sum(dw_rows, "torch_bwd_nchw"), _sum(dw_rows, "torch_bwd_cl"))
-            md.append(f"\nSum over the 13 depthwise layers: ours {s_ours * 1e3:.2f} ms, torch best "
+            md.append(f"\nSum over the 13 depthwise layers: ours {s_ours * 1e3:.2f} ms, "
+                      "torch best "
                       f"layout {s_t * 1e3:.2f} ms (**{s_t / s_ours:.2f}x**), ORT "
                       f"{s_ort * 1e3:.2f} ms ({s_ort / s_ours:.2f}x); backward ours "
                       f"{s_bwd * 1e3:.2f} ms vs torch {s_tb * 1e3:.2f} ms "
@@ -290,7 +290,8 @@ def main(argv=None):
             rows = []
             for r in pw_rows:
                 tt = min(r.get("torch_nchw", np.inf), r.get("torch_cl", np.inf))
-                rows.append([r["layer"], r["ours"] * 1e6, r["sgemm"] * 1e6, r.get("torch_nchw", np.nan) * 1e6,
+                rows.append([r["layer"], r["ours"] * 1e6, r["sgemm"] * 1e6,
+                             r.get("torch_nchw", np.nan) * 1e6,
                              r.get("torch_cl", np.nan) * 1e6, r.get("ort", np.nan) * 1e6,
                              tt / r["ours"], r.get("ort", np.nan) / r["ours"],
                              r["sgemm"] / r["ours"], 2 * r["macs"] / r["ours"] / 1e9])

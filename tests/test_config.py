@@ -24,7 +24,7 @@ def test_config_dict_is_consistent():
 def test_lazy_subpackages():
     assert "hill" in dir(effai_fast)
     try:
-        effai_fast.no_such_thing
+        _ = effai_fast.no_such_thing
     except AttributeError as exc:
         assert "no_such_thing" in str(exc)
     else:  # pragma: no cover

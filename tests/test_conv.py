@@ -1,10 +1,10 @@
 """Convolution kernels against a slow numpy reference, PyTorch and finite differences."""
 
+import _conv_reference as ref
 import numpy as np
 import pytest
-
-import _conv_reference as ref
 from conftest import tol
+
 from effai_fast.nn import functional as F
 
 

@@ -13,7 +13,9 @@ from effai_fast.hill import HillRegressor  # noqa: E402
 _ONE_FEATURE = "HillRegressor accepts exactly one feature (the dose)"
 EXPECTED_FAILED = {
     "check_fit2d_1sample": "a 4-parameter curve needs at least 4 points",
-    "check_all_zero_sample_weights_error": "all-zero weights give a 'failed' curve status, not an error (by design)",
+    "check_all_zero_sample_weights_error": (
+        "all-zero weights give a 'failed' curve status, not an error (by design)"
+    ),
     "check_dict_unchanged": _ONE_FEATURE,
     "check_dont_overwrite_parameters": _ONE_FEATURE,
     "check_dtype_object": _ONE_FEATURE,

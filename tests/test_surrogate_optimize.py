@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-
 from _surrogate_sims import flaky_branin
+
 from effai_fast.cli import main as cli_main
 from effai_fast.surrogate import (
     Domain,

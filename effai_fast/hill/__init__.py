@@ -9,9 +9,9 @@ leave-one-dose-out error); ``HillRegressor`` is the scikit-learn estimator.
 See docs/hill.md.
 """
 
+from effai_fast.hill.estimator import HillRegressor
 from effai_fast.hill.fit import PARAMS, REASONS, STATUS, HillFit, fit, hill
 from effai_fast.hill.models import ModelComparison, compare_models
-from effai_fast.hill.estimator import HillRegressor
 
 __all__ = ["PARAMS", "REASONS", "STATUS", "HillFit", "HillRegressor", "ModelComparison",
            "compare_models", "fit", "hill"]

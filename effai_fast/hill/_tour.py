@@ -24,7 +24,8 @@ def run(report, n_threads=None) -> None:
     s = cmp.summary()
     rows = [[m, s[m]["median_aic"], s[m]["median_cv_rmse"], s[m]["wins_cv"]]
             for m in ("hill", "linear", "quadratic")]
-    report.line("200 saturating curves (9 doses, noise sd 4 on a 0-100 scale); leave-one-dose-out:")
+    report.line("200 saturating curves (9 doses, noise sd 4 on a 0-100 scale); "
+                "leave-one-dose-out:")
     report.table(["model", "median AIC", "median CV RMSE", "best CV (curves)"], rows)
     report.record("cv_rmse_hill", s["hill"]["median_cv_rmse"])
     report.record("cv_rmse_linear", s["linear"]["median_cv_rmse"])

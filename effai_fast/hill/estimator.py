@@ -75,7 +75,9 @@ class HillRegressor(RegressorMixin, BaseEstimator):
         except ImportError:  # pragma: no cover
             X = np.asarray(X, dtype=float)
             if X.ndim != 2:
-                raise ValueError(f"X must be 2-D (n_samples, 1), got shape {X.shape}")
+                raise ValueError(
+                    f"X must be 2-D (n_samples, 1), got shape {X.shape}"
+                ) from None
             if reset:
                 self.n_features_in_ = X.shape[1]
         else:

@@ -364,7 +364,8 @@ def _solve_continuous(budget, accuracy, a_rng, r_rng, num_classes, in_channels):
     x0 = np.array([ga[k], gr[k]])
     res = minimize(lambda x: -float(acc(x[0], x[1])), x0, method="SLSQP",
                    bounds=[a_rng, r_rng],
-                   constraints=[{"type": "ineq", "fun": lambda x: 1.0 - macs(x[0], x[1]) / budget}],
+                   constraints=[{"type": "ineq",
+                                 "fun": lambda x: 1.0 - macs(x[0], x[1]) / budget}],
                    options={"ftol": 1e-12, "maxiter": 200})
     a_c, r_c = (float(v) for v in (res.x if res.success and
                                    macs(*res.x) <= budget * (1 + 1e-9) else x0))
