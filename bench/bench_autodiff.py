@@ -339,8 +339,8 @@ def main(argv=None):
     md.append(md_table(["function", "effai_fast", "jax.jit(grad)", "torch autograd"], arows))
     md.append("\nTargets: Rosenbrock n=10^4 and the Hill residual sum within 1.5x of "
               "jax.jit(grad); the MLP within 1.2x of torch.\n")
-    md.append("\nThe machine was shared with other jobs building and testing while this ran "
-              "(2 cores, load average 10-14): absolute figures are noisy; ratios come from "
+    md.append("\nThe machine may be shared with other jobs (the header gives the load "
+              "average at the start): absolute figures are noisy; ratios come from "
               f"one run.  Clock: **{args.clock}** — with `cpu`, every single-thread figure "
               "(ours and the peers', all pinned to one thread) is process CPU time, because "
               "wall-clock time on an oversubscribed machine measures the scheduler; the "
