@@ -10,7 +10,7 @@ complex, object), memory layouts (non-contiguous slices, negative strides,
 Fortran order, read-only), NaN/inf, and out-of-range scalar arguments
 (strides, temperatures, thread counts, levels, top_k...).
 
-Example counts: ``EFFAI_FUZZ_EXAMPLES`` (default 25 per test) sets
+Example counts: ``EFFAI_FUZZ_EXAMPLES`` (default 50 per test) sets
 ``max_examples``; e.g. ``EFFAI_FUZZ_EXAMPLES=2000 python -m pytest
 tests/test_fuzz.py``.  Each test counts the examples it ran (``TRIED``) and
 asserts the count is positive; ``python -m pytest tests/test_fuzz.py -s``
@@ -33,9 +33,11 @@ from hypothesis import strategies as st  # noqa: E402
 
 import _conv_reference as ref  # noqa: E402
 
-N_EXAMPLES = int(os.environ.get("EFFAI_FUZZ_EXAMPLES", "25"))
+N_EXAMPLES = int(os.environ.get("EFFAI_FUZZ_EXAMPLES", "50"))
+# CI (no env var): a fixed, reproducible sample; on demand: fresh random examples
 settings.register_profile(
-    "effai_fuzz", max_examples=N_EXAMPLES, deadline=None, derandomize=N_EXAMPLES <= 25,
+    "effai_fuzz", max_examples=N_EXAMPLES, deadline=None,
+    derandomize="EFFAI_FUZZ_EXAMPLES" not in os.environ,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                            HealthCheck.filter_too_much],
     database=None, print_blob=True)
@@ -46,7 +48,13 @@ TRIED: collections.Counter = collections.Counter()
 
 def _done(name):
     assert TRIED[name] > 0
-    print(f"\n[fuzz] {name}: {TRIED[name]} examples")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _report_counts():
+    yield
+    total = sum(TRIED.values())
+    print(f"\n[fuzz] {total} examples tried: " + ", ".join(f"{k} {v}" for k, v in TRIED.items()))
 
 
 # ---------------------------------------------------------------------------
