@@ -674,6 +674,8 @@ def _tape():
          n_threads=None)
 @example(X=_layout(np.ones((3, 2)), "readonly"), params=_layout(np.array([2.0, 0.5]), "readonly"),
          wrt="all", n_threads=1)
+@example(X=np.array([[-2147483648, -1]], dtype=np.int32), params=np.array([2.0, 0.5]),
+         wrt="inputs", n_threads=None)
 def test_ad_value_and_grad(X, params, wrt, n_threads):
     TRIED["ad.value_and_grad"] += 1
     tape = _tape()
@@ -692,10 +694,11 @@ def test_ad_value_and_grad(X, params, wrt, n_threads):
             return
         assert exc is None, exc
         p = params.astype(np.float64)
-        v = p[0] * np.exp(-p[1] * Xv[:, 0]) + Xv[:, 1] ** 2
-        gx = np.stack([-p[1] * p[0] * np.exp(-p[1] * Xv[:, 0]), 2 * Xv[:, 1]], axis=1)
-        gp = np.array([np.exp(-p[1] * Xv[:, 0]).sum(),
-                       (-Xv[:, 0] * p[0] * np.exp(-p[1] * Xv[:, 0])).sum()])
+        with np.errstate(all="ignore"):  # an int cast of NaN is -2**31: exp overflows
+            v = p[0] * np.exp(-p[1] * Xv[:, 0]) + Xv[:, 1] ** 2
+            gx = np.stack([-p[1] * p[0] * np.exp(-p[1] * Xv[:, 0]), 2 * Xv[:, 1]], axis=1)
+            gp = np.array([np.exp(-p[1] * Xv[:, 0]).sum(),
+                           (-Xv[:, 0] * p[0] * np.exp(-p[1] * Xv[:, 0])).sum()])
         val, g = res
         _close(val, v, dt, 10)
         if wrt == "inputs":
