@@ -28,10 +28,9 @@ import numpy as np
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
+import _conv_reference as ref  # noqa: E402
 from hypothesis import HealthCheck, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
-
-import _conv_reference as ref  # noqa: E402
 
 N_EXAMPLES = int(os.environ.get("EFFAI_FUZZ_EXAMPLES", "50"))
 # CI (no env var): a fixed, reproducible sample; on demand: fresh random examples
@@ -175,8 +174,8 @@ ACTS = st.sampled_from([None, "relu", "relu6", "tanh", 3])
 def _geom_ok(stride, dilation, padding):
     def ok_pair(v, lo):
         vals = v if isinstance(v, tuple) else (v, v)
-        return len(vals) == 2 and all(isinstance(u, int) and not isinstance(u, bool) and lo <= u < 2**31
-                                      for u in vals)
+        return len(vals) == 2 and all(
+            isinstance(u, int) and not isinstance(u, bool) and lo <= u < 2**31 for u in vals)
     if not ok_pair(stride, 1) or not ok_pair(dilation, 1):
         return False
     if isinstance(padding, str):
@@ -426,7 +425,8 @@ def test_kd_loss(zs, tshape_off, temperature, hard_weight, labels_kind, reductio
     labels_ok = labels_kind == "ok" or (labels_kind == "none" and hard_weight == 0)
     valid = (not _bad_real(zs.dtype) and B > 0 and C > 0 and tshape_off == 0
              and _temp_ok(temperature) and hw_ok and labels_ok
-             and reduction in ("batchmean", "sum", "none") and not _expected_thread_error(n_threads))
+             and reduction in ("batchmean", "sum", "none")
+             and not _expected_thread_error(n_threads))
     finite = valid and np.isfinite(_reference_values(zs)).all()
     if valid and finite:
         assert exc is None, exc
@@ -731,7 +731,8 @@ def test_mobilenet_cost(alpha, resolution, num_classes):
     TRIED["mobilenet.cost"] += 1
     res, exc = attempt(mobilenet.cost, alpha, resolution, num_classes)
     valid = (not isinstance(alpha, (bool, str)) and math.isfinite(float(alpha))
-             and 0 < alpha <= 1 and isinstance(resolution, int) and not isinstance(resolution, bool)
+             and 0 < alpha <= 1 and isinstance(resolution, int)
+             and not isinstance(resolution, bool)
              and resolution >= 1 and isinstance(num_classes, int) and num_classes >= 1)
     if valid:
         assert exc is None, exc
