@@ -792,6 +792,8 @@ class Tape:
             raise ValueError(f"X must have shape (n_points, {self.n_inputs}), got {X.shape}")
         dt = X.dtype if X.dtype in (np.float32, np.float64) else np.dtype(np.float64)
         X = np.ascontiguousarray(X, dtype=dt)
+        if not X.flags.writeable:  # the sweep's typed memoryviews are not const
+            X = X.copy()
         if self.n_params:
             if params is None:
                 raise ValueError(f"params is required (n_params={self.n_params})")
@@ -801,6 +803,8 @@ class Tape:
             if P.shape != (self.n_params,):
                 raise ValueError(f"params must have shape ({self.n_params},), got {P.shape}")
             P = np.ascontiguousarray(P, dtype=dt)
+            if not P.flags.writeable:
+                P = P.copy()
         else:
             if params is not None and np.size(params):
                 raise ValueError("params given but the tape has n_params=0")

@@ -44,6 +44,8 @@ __all__ = [
     "pointwise_conv2d_vjp",
 ]
 
+_INT_MAX = 2**31 - 1
+
 _ACTIVATIONS = {None: 0, "none": 0, "linear": 0, "relu": 1, "relu6": 2}
 
 _ISA_MODULES = {"baseline": "_conv", "avx2": "_conv_avx2", "avx512": "_conv_avx512"}
@@ -170,6 +172,8 @@ def _pair(value, name: str, min_value: int) -> tuple[int, int]:
             raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
         if v < min_value:
             raise ValueError(f"{name} must be >= {min_value}, got {value!r}")
+        if v > _INT_MAX:  # the kernels take C ints
+            raise ValueError(f"{name} must be <= {_INT_MAX}, got {value!r}")
         out.append(int(v))
     return out[0], out[1]
 
@@ -206,6 +210,8 @@ def _padding(padding, H, W, KH, KW, sh, sw, dh, dw):
                 f"padding must be 'same', 'valid', an int or a tuple of ints, got {padding!r}")
         if v < 0:
             raise ValueError(f"padding must be non-negative, got {padding!r}")
+        if v > _INT_MAX:  # the kernels take C ints
+            raise ValueError(f"padding must be <= {_INT_MAX}, got {padding!r}")
     return tuple(int(v) for v in vals)
 
 
@@ -257,13 +263,14 @@ def _as_x(x, dtype, name="x"):
     return arr
 
 
-def _dtype_of(*arrays):
-    for a in arrays:
+def _dtype_of(**arrays):
+    for name, a in arrays.items():
         if a is not None:
             k = np.asarray(a).dtype.kind
             if k == "c":
-                raise TypeError(f"complex input is not supported, got dtype {np.asarray(a).dtype}")
-    return result_float_dtype(*arrays)
+                raise TypeError(f"{name}: complex input is not supported, got dtype "
+                                f"{np.asarray(a).dtype}")
+    return result_float_dtype(*arrays.values())
 
 
 def _bias(bias, C, dtype, name="bias"):
@@ -374,7 +381,7 @@ def depthwise_conv2d(x, weight, bias=None, *, stride=1, padding="same", dilation
            [6., 9., 6.],
            [4., 6., 4.]], dtype=float32)
     """
-    dtype = _dtype_of(x, weight, bias)
+    dtype = _dtype_of(x=x, weight=weight, bias=bias)
     x = _as_x(x, dtype)
     C = x.shape[3]
     weight = as_float_array(weight, "weight", dtype=dtype, ndim=3)
@@ -427,7 +434,7 @@ def depthwise_conv2d_vjp(x, weight, grad_out, *, stride=1, padding="same", dilat
     The weight and bias gradients are split over channels, never over pixels,
     so the result does not depend on ``n_threads``.
     """
-    dtype = _dtype_of(x, weight, grad_out)
+    dtype = _dtype_of(x=x, weight=weight, grad_out=grad_out)
     x = _as_x(x, dtype)
     C = x.shape[3]
     weight = as_float_array(weight, "weight", dtype=dtype, ndim=3)
@@ -488,7 +495,7 @@ def pointwise_conv2d(x, weight, bias=None, *, activation=None, n_threads=None,
     >>> pointwise_conv2d(x, np.ones((3, 4)), bias=np.arange(4.0))[0, 0, 0]
     array([3., 4., 5., 6.])
     """
-    dtype = _dtype_of(x, weight, bias)
+    dtype = _dtype_of(x=x, weight=weight, bias=bias)
     x = _pw_x(x, dtype)
     Ci = x.shape[-1]
     weight = as_float_array(weight, "weight", dtype=dtype, ndim=2)
@@ -527,7 +534,7 @@ def pointwise_conv2d_vjp(x, weight, grad_out, *, activation=None, output=None,
     -------
     grad_x, grad_weight, grad_bias : ndarray (grad_x None if not needed)
     """
-    dtype = _dtype_of(x, weight, grad_out)
+    dtype = _dtype_of(x=x, weight=weight, grad_out=grad_out)
     x = _pw_x(x, dtype)
     Ci = x.shape[-1]
     weight = as_float_array(weight, "weight", dtype=dtype, ndim=2)
@@ -581,7 +588,7 @@ def conv2d(x, weight, bias=None, *, stride=1, padding="same", dilation=1, activa
     >>> conv2d(x, np.ones((3, 3, 3, 2)), stride=2, padding="valid").shape
     (1, 1, 1, 2)
     """
-    dtype = _dtype_of(x, weight, bias)
+    dtype = _dtype_of(x=x, weight=weight, bias=bias)
     x = _as_x(x, dtype)
     Ci = x.shape[3]
     weight = as_float_array(weight, "weight", dtype=dtype, ndim=4)
@@ -607,7 +614,7 @@ def conv2d_vjp(x, weight, grad_out, *, stride=1, padding="same", dilation=1, act
     Parameters and returns as in :func:`depthwise_conv2d_vjp`, with
     ``weight`` of shape ``(KH, KW, C_in, C_out)``.
     """
-    dtype = _dtype_of(x, weight, grad_out)
+    dtype = _dtype_of(x=x, weight=weight, grad_out=grad_out)
     x = _as_x(x, dtype)
     Ci = x.shape[3]
     weight = as_float_array(weight, "weight", dtype=dtype, ndim=4)
@@ -663,7 +670,8 @@ def depthwise_separable_conv2d(x, dw_weight, pw_weight, dw_bias=None, pw_bias=No
     -------
     ndarray, shape (N, OH, OW, C_out)
     """
-    dtype = _dtype_of(x, dw_weight, pw_weight, dw_bias, pw_bias)
+    dtype = _dtype_of(x=x, dw_weight=dw_weight, pw_weight=pw_weight,
+                      dw_bias=dw_bias, pw_bias=pw_bias)
     x = _as_x(x, dtype)
     C = x.shape[3]
     dw_weight = as_float_array(dw_weight, "dw_weight", dtype=dtype, ndim=3)

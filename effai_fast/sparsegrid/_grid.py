@@ -437,13 +437,23 @@ class SparseGrid(_GridAPI):
                              "(modlinear already extrapolates to the boundary)")
         self.basis = basis
         self.boundary = bool(boundary)
-        self.domain_ = _check_domain(domain, self.dim)
-        count = n_points(self.dim, self.level, self.boundary)
         if max_points is None:
             # points (d floats) + J (d ints) + levels + work arrays: ~ 6 d words each
             limit = _memory_bytes() // (8 * 6 * (self.dim + 2))
         else:
             limit = check_int(max_points, "max_points", min_value=1)
+        # a cheap lower bound on the count first: the exact sum loops over the
+        # levels, so a huge level (or dim) would hang before the limit is checked
+        lower = 1 << min(self.level - 1, 256)
+        if self.level >= 2:
+            lower = max(lower, 1 + 2 * self.dim)
+        if lower > limit:
+            raise ValueError(
+                f"a sparse grid of dim={self.dim}, level={self.level} has at least {lower} "
+                f"points, more than the limit of {limit} (memory); lower the level or dim, "
+                "or raise max_points")
+        self.domain_ = _check_domain(domain, self.dim)
+        count = n_points(self.dim, self.level, self.boundary)
         if count > limit:
             raise ValueError(
                 f"a sparse grid of dim={self.dim}, level={self.level}"

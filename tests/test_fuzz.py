@@ -1,0 +1,772 @@
+"""Property-based fuzzing of the public entry points (hypothesis).
+
+Property: every call either returns a correct result (checked against a cheap
+independent reference where one is easy) or raises ValueError/TypeError whose
+message names the offending argument.  Any other exception fails the test
+(a crash fails the whole run).
+
+Inputs drawn: shapes with 0 and 1 sizes, dtypes (float16/32/64, int, bool,
+complex, object), memory layouts (non-contiguous slices, negative strides,
+Fortran order, read-only), NaN/inf, and out-of-range scalar arguments
+(strides, temperatures, thread counts, levels, top_k...).
+
+Example counts: ``EFFAI_FUZZ_EXAMPLES`` (default 50 per test) sets
+``max_examples``; e.g. ``EFFAI_FUZZ_EXAMPLES=2000 python -m pytest
+tests/test_fuzz.py``.  Each test counts the examples it ran (``TRIED``) and
+asserts the count is positive; ``python -m pytest tests/test_fuzz.py -s``
+prints them.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import os
+import re
+
+import numpy as np
+import pytest
+
+hypothesis = pytest.importorskip("hypothesis")
+import _conv_reference as ref  # noqa: E402
+from hypothesis import HealthCheck, example, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+N_EXAMPLES = int(os.environ.get("EFFAI_FUZZ_EXAMPLES", "50"))
+# CI (no env var): a fixed, reproducible sample; on demand: fresh random examples
+settings.register_profile(
+    "effai_fuzz", max_examples=N_EXAMPLES, deadline=None,
+    derandomize="EFFAI_FUZZ_EXAMPLES" not in os.environ,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                           HealthCheck.filter_too_much],
+    database=None, print_blob=True)
+fuzz = settings.get_profile("effai_fuzz")
+
+TRIED: collections.Counter = collections.Counter()
+
+
+def _done(name):
+    assert TRIED[name] > 0
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _report_counts():
+    yield
+    total = sum(TRIED.values())
+    print(f"\n[fuzz] {total} examples tried: " + ", ".join(f"{k} {v}" for k, v in TRIED.items()))
+
+
+# ---------------------------------------------------------------------------
+# strategies and helpers
+# ---------------------------------------------------------------------------
+
+DTYPES = ["float64", "float32", "float16", "int32", "bool", "complex128", "object"]
+LAYOUTS = ["C", "F", "strided", "negative", "readonly"]
+BAD_THREADS = [0, 1.5, "2", True]
+THREADS = st.sampled_from([None, 1, 2, -1, 64] + BAD_THREADS)
+
+
+def _cast(a: np.ndarray, dtype: str) -> np.ndarray:
+    with np.errstate(invalid="ignore", over="ignore"):
+        return _cast_(a, dtype)
+
+
+def _cast_(a: np.ndarray, dtype: str) -> np.ndarray:
+    if dtype == "bool":
+        return a > 0
+    if dtype == "int32":
+        return np.round(a).astype(np.int32)
+    if dtype == "object":
+        return a.astype(object)
+    if dtype == "complex128":
+        return a.astype(np.complex128)
+    return a.astype(dtype)
+
+
+def _layout(a: np.ndarray, layout: str) -> np.ndarray:
+    """The same values in another memory layout."""
+    if layout == "F":
+        return np.asfortranarray(a)
+    if layout == "strided" and a.ndim:
+        big = np.zeros(a.shape[:-1] + (2 * a.shape[-1],), dtype=a.dtype)
+        big[..., ::2] = a
+        return big[..., ::2]
+    if layout == "negative" and a.ndim:
+        return np.flip(np.flip(a, axis=0).copy(), axis=0)
+    if layout == "readonly":
+        a = a.copy()
+        a.flags.writeable = False
+        return a
+    return a
+
+
+def _reference_values(a: np.ndarray) -> np.ndarray:
+    """float64 values the kernel sees (float16 computes in float32)."""
+    return np.asarray(a, dtype=np.float64)
+
+
+def arrays(shape, dtypes=DTYPES, nonfinite=True, lo=-3.0, hi=3.0):
+    """An array of ``shape`` with a random dtype/layout and optional NaN/inf."""
+    @st.composite
+    def strat(draw):
+        sh = draw(shape) if isinstance(shape, st.SearchStrategy) else shape
+        seed = draw(st.integers(0, 2**32 - 1))
+        a = np.random.default_rng(seed).uniform(lo, hi, size=sh)
+        special = draw(st.sampled_from([None] * 4 + ["nan", "inf"])) if nonfinite else None
+        if special and a.size:
+            a.flat[draw(st.integers(0, a.size - 1))] = np.nan if special == "nan" else np.inf
+        dt = draw(st.sampled_from(dtypes))
+        a = _cast(a, dt)
+        return _layout(a, draw(st.sampled_from(LAYOUTS)))
+    return strat()
+
+
+def attempt(fn, *args, **kwargs):
+    """Call; return (result, None) or (None, exc) for ValueError/TypeError only."""
+    try:
+        return fn(*args, **kwargs), None
+    except (ValueError, TypeError) as exc:
+        return None, exc
+
+
+def assert_names(exc, *names):
+    msg = str(exc)
+    hit = any(re.search(rf"(?<![A-Za-z_]){re.escape(n)}(?![A-Za-z_])", msg) for n in names)
+    assert hit, f"{type(exc).__name__} names none of {names}: {msg}"
+
+
+def _bad_real(dt) -> bool:
+    return np.dtype(dt).kind in "cO"
+
+
+def _result_dtype(*arrays_):
+    floats = [np.asarray(a).dtype for a in arrays_ if a is not None
+              and np.asarray(a).dtype.kind == "f"]
+    if floats and all(d.itemsize <= 4 for d in floats):
+        return np.float32
+    return np.float64
+
+
+def _close(got, want, dtype, scale=1.0):
+    rtol = 2e-3 if dtype == np.float32 else 1e-9
+    np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=rtol,
+                               atol=rtol * max(1.0, scale), equal_nan=True)
+
+
+def _expected_thread_error(n_threads):
+    return isinstance(n_threads, bool) or not (n_threads is None or isinstance(n_threads, int)) \
+        or n_threads == 0
+
+
+# ---------------------------------------------------------------------------
+# effai_fast.nn.functional
+# ---------------------------------------------------------------------------
+
+from effai_fast.nn import functional as F  # noqa: E402
+
+STRIDES = st.sampled_from([1, 1, 2, (1, 2), 3, 0, -1, 1.5, (1, 1, 1), 2**40, 2**64])
+DILATIONS = st.sampled_from([1, 1, 2, (2, 1), 0, -2, 2.0])
+PADDINGS = st.sampled_from(["same", "same", "valid", 0, 1, (1, 0), (0, 1, 1, 0), -1, "full",
+                            1.0, (1, 2, 3)])
+ACTS = st.sampled_from([None, "relu", "relu6", "tanh", 3])
+
+
+def _geom_ok(stride, dilation, padding):
+    def ok_pair(v, lo):
+        vals = v if isinstance(v, tuple) else (v, v)
+        return len(vals) == 2 and all(
+            isinstance(u, int) and not isinstance(u, bool) and lo <= u < 2**31 for u in vals)
+    if not ok_pair(stride, 1) or not ok_pair(dilation, 1):
+        return False
+    if isinstance(padding, str):
+        return padding in ("same", "valid")
+    vals = padding if isinstance(padding, tuple) else (padding,)
+    return len(vals) in (1, 2, 4) and all(isinstance(u, int) and u >= 0 for u in vals)
+
+
+def _span_ok(xshape, KH, KW, stride, padding, dilation):
+    st_ = ref._pair(stride)
+    dl = ref._pair(dilation)
+    pt, pb, pl, pr = ref.pads(padding, xshape[1], xshape[2], KH, KW, st_, dl)
+    return ((KH - 1) * dl[0] + 1 <= xshape[1] + pt + pb
+            and (KW - 1) * dl[1] + 1 <= xshape[2] + pl + pr)
+
+
+x4 = st.tuples(st.integers(0, 2), st.integers(0, 5), st.integers(1, 5), st.integers(0, 3))
+
+
+@fuzz
+@given(x=arrays(x4), kh=st.integers(0, 3), kw=st.integers(1, 3), wdt=st.sampled_from(DTYPES),
+       cmis=st.sampled_from([0, 0, 0, 1]), use_bias=st.booleans(), stride=STRIDES,
+       padding=PADDINGS, dilation=DILATIONS, activation=ACTS, n_threads=THREADS)
+@example(x=np.zeros((1, 3, 3, 2)), kh=3, kw=3, wdt="float64", cmis=0, use_bias=False,
+         stride=2**40, padding="same", dilation=1, activation=None, n_threads=1)
+@example(x=np.zeros((1, 2, 2, 1)), kh=1, kw=1, wdt="complex128", cmis=0, use_bias=False,
+         stride=1, padding="same", dilation=1, activation=None, n_threads=1)
+def test_depthwise_conv2d(x, kh, kw, wdt, cmis, use_bias, stride, padding, dilation,
+                          activation, n_threads):
+    TRIED["depthwise_conv2d"] += 1
+    C = x.shape[3]
+    w = _cast(np.random.default_rng(1).normal(size=(kh, kw, C + cmis)), wdt)
+    b = np.linspace(-1, 1, C) if use_bias else None
+    res, exc = attempt(F.depthwise_conv2d, x, w, b, stride=stride, padding=padding,
+                       dilation=dilation, activation=activation, n_threads=n_threads)
+    valid = (not _bad_real(x.dtype) and not _bad_real(w.dtype) and 0 not in x.shape[1:]
+             and kh > 0 and cmis == 0 and _geom_ok(stride, dilation, padding)
+             and activation in (None, "relu", "relu6") and not _expected_thread_error(n_threads))
+    if valid and _span_ok(x.shape, kh, kw, stride, padding, dilation):
+        assert exc is None, exc
+        dt = _result_dtype(x, w, b)
+        assert res.dtype == dt
+        want = ref.depthwise(_reference_values(x).astype(dt), w.astype(dt), b, stride, padding,
+                             dilation, activation)
+        assert res.shape == want.shape
+        _close(res, want, dt, 10.0)
+    else:
+        assert exc is not None, "invalid call returned a result"
+        assert_names(exc, "x", "weight", "stride", "padding", "dilation", "activation",
+                     "n_threads", "bias")
+    _done("depthwise_conv2d")
+
+
+@fuzz
+@given(x=arrays(x4), kh=st.integers(1, 3), kw=st.integers(1, 3), stride=STRIDES,
+       padding=PADDINGS, dilation=DILATIONS, activation=ACTS, gdt=st.sampled_from(DTYPES),
+       gshape_off=st.sampled_from([0, 0, 0, 1]), need_input_grad=st.booleans(),
+       n_threads=THREADS)
+def test_depthwise_conv2d_vjp(x, kh, kw, stride, padding, dilation, activation, gdt,
+                              gshape_off, need_input_grad, n_threads):
+    TRIED["depthwise_conv2d_vjp"] += 1
+    C = x.shape[3]
+    w = np.random.default_rng(2).normal(size=(kh, kw, C))
+    valid = (not _bad_real(x.dtype) and 0 not in x.shape[1:]
+             and _geom_ok(stride, dilation, padding)
+             and activation in (None, "relu", "relu6") and not _expected_thread_error(n_threads))
+    if valid and _span_ok(x.shape, kh, kw, stride, padding, dilation):
+        y = ref.depthwise(_reference_values(x), w, None, stride, padding, dilation, activation)
+        gshape = y.shape[:-1] + (y.shape[-1] + gshape_off,)
+    else:
+        y, gshape = None, (1, 1, 1, 1)
+    g = _cast(np.random.default_rng(3).normal(size=gshape), gdt)
+    res, exc = attempt(F.depthwise_conv2d_vjp, x, w, g, stride=stride, padding=padding,
+                       dilation=dilation, activation=activation, output=y,
+                       need_input_grad=need_input_grad, n_threads=n_threads)
+    if y is not None and gshape_off == 0 and not _bad_real(g.dtype):
+        assert exc is None, exc
+        dt = _result_dtype(x, w, g)
+        gx, gw, gb = ref.depthwise_vjp(_reference_values(x).astype(dt), w, g.astype(dt), stride,
+                                       padding, dilation, activation, y)
+        scale = 1.0 + np.nanmax(np.abs(gw), initial=0.0)
+        if need_input_grad:
+            _close(res[0], gx, dt, scale)
+        else:
+            assert res[0] is None
+        _close(res[1], gw, dt, scale)
+        _close(res[2], gb, dt, scale)
+    else:
+        assert exc is not None, "invalid call returned a result"
+        assert_names(exc, "x", "weight", "grad_out", "stride", "padding", "dilation",
+                     "activation", "n_threads", "output")
+    _done("depthwise_conv2d_vjp")
+
+
+pw_x = st.tuples(st.integers(0, 2), st.integers(1, 4), st.integers(0, 4), st.integers(0, 3))
+
+
+@fuzz
+@given(x=arrays(pw_x), co=st.integers(0, 3), wdt=st.sampled_from(DTYPES),
+       cmis=st.sampled_from([0, 0, 0, 1]), use_bias=st.booleans(), activation=ACTS,
+       n_threads=THREADS)
+def test_pointwise_conv2d(x, co, wdt, cmis, use_bias, activation, n_threads):
+    TRIED["pointwise_conv2d"] += 1
+    C = x.shape[3]
+    w = _layout(_cast(np.random.default_rng(4).normal(size=(C + cmis, co)), wdt), "F")
+    b = np.linspace(-1, 1, co) if use_bias else None
+    res, exc = attempt(F.pointwise_conv2d, x, w, b, activation=activation, n_threads=n_threads)
+    valid = (not _bad_real(x.dtype) and not _bad_real(w.dtype) and cmis == 0
+             and activation in (None, "relu", "relu6") and not _expected_thread_error(n_threads))
+    if exc is None:
+        assert valid, "invalid call returned a result"
+        dt = _result_dtype(x, w, b)
+        assert res.dtype == dt
+        want = ref.pointwise(_reference_values(x).astype(dt), w.astype(dt), b, activation)
+        assert res.shape == want.shape
+        _close(res, want, dt, 10.0)
+    else:
+        # sizes of zero (channels, width, outputs) may be refused, but only by name
+        assert_names(exc, "x", "weight", "activation", "n_threads", "bias")
+        if valid and x.size and w.size:
+            pytest.fail(f"valid call refused: {exc}")
+    _done("pointwise_conv2d")
+
+
+@fuzz
+@given(x=arrays(x4, dtypes=["float64", "float32", "int32", "complex128", "object"]),
+       kh=st.integers(1, 3), kw=st.integers(1, 3), co=st.integers(1, 3), stride=STRIDES,
+       padding=PADDINGS, dilation=DILATIONS, activation=ACTS, n_threads=THREADS)
+def test_conv2d(x, kh, kw, co, stride, padding, dilation, activation, n_threads):
+    TRIED["conv2d"] += 1
+    C = x.shape[3]
+    w = np.random.default_rng(5).normal(size=(kh, kw, C, co))
+    res, exc = attempt(F.conv2d, x, w, stride=stride, padding=padding, dilation=dilation,
+                       activation=activation, n_threads=n_threads)
+    valid = (not _bad_real(x.dtype) and 0 not in x.shape[1:]
+             and _geom_ok(stride, dilation, padding)
+             and activation in (None, "relu", "relu6") and not _expected_thread_error(n_threads))
+    if valid and _span_ok(x.shape, kh, kw, stride, padding, dilation):
+        assert exc is None, exc
+        want = ref.conv2d(_reference_values(x), w, None, stride, padding, dilation, activation)
+        _close(res, want, np.float64, 10.0)
+    else:
+        assert exc is not None, "invalid call returned a result"
+        assert_names(exc, "x", "weight", "stride", "padding", "dilation", "activation",
+                     "n_threads")
+    _done("conv2d")
+
+
+@fuzz
+@given(x=arrays(x4), kh=st.integers(1, 3), kw=st.integers(1, 3), co=st.integers(1, 3),
+       stride=STRIDES, padding=PADDINGS, dilation=DILATIONS, dw_activation=ACTS,
+       activation=ACTS, pwdt=st.sampled_from(DTYPES), n_threads=THREADS)
+def test_depthwise_separable_conv2d(x, kh, kw, co, stride, padding, dilation, dw_activation,
+                                    activation, pwdt, n_threads):
+    TRIED["depthwise_separable_conv2d"] += 1
+    C = x.shape[3]
+    rng = np.random.default_rng(6)
+    dw, pw = rng.normal(size=(kh, kw, C)), _cast(rng.normal(size=(C, co)), pwdt)
+    db, pb = rng.normal(size=C), rng.normal(size=co)
+    res, exc = attempt(F.depthwise_separable_conv2d, x, dw, pw, db, pb, stride=stride,
+                       padding=padding, dilation=dilation, dw_activation=dw_activation,
+                       activation=activation, n_threads=n_threads)
+    acts = (None, "relu", "relu6")
+    valid = (not _bad_real(x.dtype) and not _bad_real(pw.dtype) and 0 not in x.shape[1:]
+             and _geom_ok(stride, dilation, padding) and activation in acts
+             and dw_activation in acts and not _expected_thread_error(n_threads))
+    if valid and _span_ok(x.shape, kh, kw, stride, padding, dilation):
+        assert exc is None, exc
+        # the unfused pair is the reference
+        mid = F.depthwise_conv2d(x, dw, db, stride=stride, padding=padding, dilation=dilation,
+                                 activation=dw_activation)
+        want = F.pointwise_conv2d(mid, pw, pb, activation=activation)
+        assert res.shape == want.shape and res.dtype == want.dtype
+        _close(res, want, np.float64, 10.0)
+    else:
+        assert exc is not None, "invalid call returned a result"
+        assert_names(exc, "x", "dw_weight", "pw_weight", "stride", "padding", "dilation",
+                     "dw_activation",
+                     "activation", "n_threads")
+    _done("depthwise_separable_conv2d")
+
+
+# ---------------------------------------------------------------------------
+# effai_fast.distill
+# ---------------------------------------------------------------------------
+
+from scipy import special  # noqa: E402
+
+from effai_fast import distill  # noqa: E402
+
+logit_shapes = st.one_of(st.tuples(st.integers(0, 4)),
+                         st.tuples(st.integers(0, 4), st.integers(0, 5)),
+                         st.tuples(st.integers(1, 2), st.integers(1, 2), st.integers(1, 2)))
+TEMPS = st.sampled_from([1.0, 0.5, 4, 1e-3, 1e3, 0.0, -1.0, float("nan"), float("inf"), "2",
+                         True, np.float32(2.0)])
+
+
+def _temp_ok(t):
+    return (not isinstance(t, (bool, str))) and math.isfinite(float(t)) and float(t) > 0
+
+
+@fuzz
+@given(z=arrays(logit_shapes, lo=-50, hi=50), temperature=TEMPS, n_threads=THREADS,
+       log=st.booleans())
+def test_softmax_log_softmax(z, temperature, n_threads, log):
+    TRIED["softmax"] += 1
+    fn = distill.log_softmax if log else distill.softmax
+    res, exc = attempt(fn, z, temperature, n_threads=n_threads)
+    valid = (not _bad_real(z.dtype) and z.ndim in (1, 2) and z.shape[-1] > 0
+             and _temp_ok(temperature) and not _expected_thread_error(n_threads))
+    if valid:
+        assert exc is None, exc
+        dt = _result_dtype(z)
+        assert res.dtype == dt and res.shape == z.shape
+        zz = _reference_values(z).astype(dt).astype(np.float64) / float(temperature)
+        with np.errstate(invalid="ignore", over="ignore"):
+            want = special.log_softmax(zz, axis=-1) if log else special.softmax(zz, axis=-1)
+        # a row with a NaN or an inf is NaN (documented); compare finite rows only
+        bad_rows = ~np.isfinite(zz).all(axis=-1)
+        if bad_rows.any():
+            assert np.isnan(res[bad_rows]).all()
+        _close(res[~bad_rows], want[~bad_rows], dt, 10.0 if log else 1.0)
+    else:
+        assert exc is not None, "invalid call returned a result"
+        assert_names(exc, "logits", "temperature", "n_threads")
+    _done("softmax")
+
+
+@fuzz
+@given(zs=arrays(st.tuples(st.integers(0, 3), st.integers(0, 4)), lo=-20, hi=20),
+       tshape_off=st.sampled_from([0, 0, 0, 1]), temperature=TEMPS,
+       hard_weight=st.sampled_from([0.0, 0.3, 1.0, 1.5, -0.1, float("nan")]),
+       labels_kind=st.sampled_from(["none", "ok", "ok", "range", "float", "len"]),
+       reduction=st.sampled_from(["batchmean", "sum", "none", "mean", "avg"]),
+       n_threads=THREADS)
+@example(zs=np.array([[1.0, np.nan]]), tshape_off=0, temperature=1.0, hard_weight=0.0,
+         labels_kind="none", reduction="sum", n_threads=1)
+def test_kd_loss(zs, tshape_off, temperature, hard_weight, labels_kind, reduction, n_threads):
+    TRIED["kd_loss"] += 1
+    B, C = zs.shape
+    zt = np.random.default_rng(7).normal(size=(B, C + tshape_off)) * 3
+    labels = {"none": None, "ok": np.arange(B) % max(C, 1), "range": np.full(B, C),
+              "float": np.zeros(B), "len": np.zeros(B + 1, dtype=int)}[labels_kind]
+    res, exc = attempt(distill.kd_loss, zs, zt, temperature=temperature, labels=labels,
+                       hard_weight=hard_weight, reduction=reduction, n_threads=n_threads)
+    hw_ok = math.isfinite(hard_weight) and 0 <= hard_weight <= 1
+    labels_ok = labels_kind == "ok" or (labels_kind == "none" and hard_weight == 0)
+    valid = (not _bad_real(zs.dtype) and B > 0 and C > 0 and tshape_off == 0
+             and _temp_ok(temperature) and hw_ok and labels_ok
+             and reduction in ("batchmean", "sum", "none")
+             and not _expected_thread_error(n_threads))
+    finite = valid and np.isfinite(_reference_values(zs)).all()
+    if valid and finite:
+        assert exc is None, exc
+        loss, grad = res
+        dt = _result_dtype(zs, zt)
+        T = float(temperature)
+        s = _reference_values(zs).astype(dt).astype(np.float64)
+        t = zt.astype(dt).astype(np.float64)
+        pt = special.softmax(t / T, axis=1)
+        kl = (pt * (special.log_softmax(t / T, axis=1) - special.log_softmax(s / T, axis=1)))
+        row = (1 - hard_weight) * T * T * kl.sum(axis=1)
+        if labels is not None and hard_weight > 0:
+            row += hard_weight * -special.log_softmax(s, axis=1)[np.arange(B), labels]
+        want = {"none": row, "sum": row.sum(), "batchmean": row.mean()}[reduction]
+        tol = 2e-3 if dt == np.float32 else 1e-8
+        np.testing.assert_allclose(loss, want, rtol=tol, atol=tol * (1 + T * T))
+        assert grad.shape == zs.shape and grad.dtype == dt
+    else:
+        # kd_loss refuses NaN/inf logits (documented), by name
+        assert exc is not None, "invalid call returned a result"
+        assert_names(exc, "student_logits", "teacher_logits", "temperature", "hard_weight",
+                     "labels", "reduction", "n_threads")
+    _done("kd_loss")
+
+
+# ---------------------------------------------------------------------------
+# effai_fast.hill.fit
+# ---------------------------------------------------------------------------
+
+from effai_fast import hill  # noqa: E402
+
+
+@fuzz
+@given(n_curves=st.integers(1, 3), n_doses=st.integers(0, 8),
+       rdt=st.sampled_from(DTYPES), layout=st.sampled_from(LAYOUTS),
+       special_=st.sampled_from([None, None, "nan", "inf", "negdose"]),
+       max_iter=st.sampled_from([50, 1, 0, -5, 2.5]), flat_alpha=st.sampled_from(
+           [0.05, None, 1.5, float("nan")]),
+       se=st.sampled_from(["hessian", "gauss-newton", "bogus"]), n_threads=THREADS)
+def test_hill_fit(n_curves, n_doses, rdt, layout, special_, max_iter, flat_alpha, se,
+                  n_threads):
+    TRIED["hill.fit"] += 1
+    dose = np.geomspace(0.01, 100, n_doses) if n_doses else np.zeros(0)
+    rng = np.random.default_rng(8)
+    resp = hill.hill(dose, 5, 95, 2.0, 1.2) + rng.normal(0, 1, size=(n_curves, n_doses))
+    if special_ == "nan" and n_doses:
+        resp[0, 0] = np.nan
+    if special_ == "inf" and n_doses:
+        resp[-1, -1] = np.inf
+    if special_ == "negdose" and n_doses:
+        dose = dose.copy()
+        dose[0] = -1.0
+    resp = _layout(_cast(resp, rdt), layout)
+    res, exc = attempt(hill.fit, dose, resp, max_iter=max_iter, flat_alpha=flat_alpha, se=se,
+                       n_threads=n_threads)
+    inf_seen = special_ == "inf" and rdt.startswith("float")
+    valid = (not _bad_real(resp.dtype) and n_doses > 0 and not inf_seen and special_ != "negdose"
+             and isinstance(max_iter, int) and max_iter >= 1
+             and (flat_alpha is None or 0 <= flat_alpha <= 1) and se != "bogus"
+             and not _expected_thread_error(n_threads))
+    if valid:
+        assert exc is None, exc
+        assert len(res) == n_curves and res.ec50.shape == (n_curves,)
+        # a fitted curve's prediction is finite wherever it converged
+        pred = res.predict(dose)
+        assert pred.shape[-1] == n_doses
+    else:
+        assert exc is not None, "invalid call returned a result"
+        assert_names(exc, "dose", "response", "max_iter", "flat_alpha", "se", "n_threads")
+    _done("hill.fit")
+
+
+# ---------------------------------------------------------------------------
+# effai_fast.sparsegrid.SparseGrid(...).evaluate
+# ---------------------------------------------------------------------------
+
+from effai_fast.sparsegrid import SparseGrid  # noqa: E402
+
+
+@fuzz
+@given(dim=st.sampled_from([1, 2, 3, 0, -1, 2.0, True]),
+       level=st.sampled_from([1, 2, 3, 0, -2, 1.5, 10**30]),
+       basis=st.sampled_from(["hat", "modlinear", "cubic"]),
+       n=st.integers(0, 6), xdt=st.sampled_from(DTYPES), layout=st.sampled_from(LAYOUTS),
+       special_=st.sampled_from([None, None, "nan", "outside"]),
+       outside=st.sampled_from(["raise", "clip", "wrap"]), n_threads=THREADS)
+@example(dim=2, level=10**30, basis="hat", n=1, xdt="float64", layout="C", special_=None,
+         outside="raise", n_threads=1)
+@example(dim=10**30, level=1, basis="hat", n=1, xdt="float64", layout="C", special_=None,
+         outside="raise", n_threads=1)
+def test_sparsegrid_evaluate(dim, level, basis, n, xdt, layout, special_, outside, n_threads):
+    TRIED["SparseGrid.evaluate"] += 1
+    g, exc = attempt(SparseGrid, dim, level, basis=basis)
+    grid_ok = (isinstance(dim, int) and not isinstance(dim, bool) and 1 <= dim < 100
+               and isinstance(level, int) and 1 <= level < 100 and basis != "cubic")
+    if not grid_ok:
+        assert exc is not None
+        assert_names(exc, "dim", "level", "basis")
+        _done("SparseGrid.evaluate")
+        return
+    assert exc is None, exc
+    f = lambda p: np.sin(p.sum(axis=1)) + 1  # noqa: E731
+    g.fit(f(g.points))
+    x = np.random.default_rng(9).uniform(0, 1, size=(n, dim))
+    if special_ == "nan" and n:
+        x[0, 0] = np.nan
+    if special_ == "outside" and n:
+        x[-1, 0] = 1.5
+    xx = _layout(_cast(x, xdt), layout)
+    res, exc = attempt(g.evaluate, xx, outside=outside, n_threads=n_threads)
+    if _bad_real(xx.dtype):
+        nan_seen = bad_outside = False
+    else:  # an int/bool cast turns NaN into some integer, in or out of the domain
+        xv = _reference_values(xx)
+        nan_seen = bool(np.isnan(xv).any())
+        bad_outside = outside == "raise" and bool(((xv < 0) | (xv > 1)).any())
+    valid = (not _bad_real(xx.dtype) and not nan_seen and not bad_outside
+             and outside in ("raise", "clip") and not _expected_thread_error(n_threads))
+    if valid:
+        assert exc is None, exc
+        assert res.shape == (n,)
+        # reference: the interpolant is exact at its own grid points; between them it
+        # is a piecewise-linear interpolant of f, so it stays within f's range [0, 2]
+        u = np.clip(_reference_values(xx), 0, 1)
+        assert np.all(np.isfinite(res))
+        if basis == "hat":  # zero-boundary basis: bounded by the nodal values' range
+            assert np.all(res >= -1e-3) and np.all(res <= 2 + 1e-3)
+        pts = g.points[:3]
+        _close(g.evaluate(pts), f(pts), np.float64)
+        assert u.shape == (n, dim)
+    else:
+        assert exc is not None, "invalid call returned a result"
+        assert_names(exc, "x", "outside", "n_threads")
+    _done("SparseGrid.evaluate")
+
+
+# ---------------------------------------------------------------------------
+# effai_fast.additive.AdditiveNetwork.predict (fitted tiny model)
+# ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def additive_model():
+    from effai_fast.additive import AdditiveNetwork
+    rng = np.random.default_rng(10)
+    X = rng.uniform(-1, 1, size=(80, 3))
+    y = np.sin(2 * X[:, 0]) + X[:, 1] ** 2 - 0.5 * X[:, 2]
+    return AdditiveNetwork(hidden=(4,), max_iter=20, random_state=0, n_threads=1).fit(X, y)
+
+
+@fuzz
+@given(X=arrays(st.tuples(st.integers(0, 4), st.integers(0, 4)), lo=-1, hi=1))
+def test_additive_predict(additive_model, X):
+    TRIED["AdditiveNetwork.predict"] += 1
+    res, exc = attempt(additive_model.predict, X)
+    Xv = _reference_values(X) if X.dtype.kind not in "c" else None
+    valid = (X.dtype.kind != "c" and X.shape[0] > 0 and X.shape[1] == 3
+             and np.isfinite(Xv).all())
+    if valid:
+        assert exc is None, exc
+        assert res.shape == (X.shape[0],)
+        dt = np.float32 if X.dtype in (np.float16, np.float32) else np.float64
+        # reference: the same model on a clean C-contiguous float array, row by row
+        want = np.array([additive_model.predict(np.ascontiguousarray(Xv[i:i + 1], dtype=dt))[0]
+                         for i in range(X.shape[0])])
+        _close(res, want, dt)
+    else:
+        assert exc is not None, "invalid call returned a result"
+        assert_names(exc, "X")
+    _done("AdditiveNetwork.predict")
+
+
+# ---------------------------------------------------------------------------
+# effai_fast.surrogate.screen / GaussianProcess.predict
+# ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def gp_model():
+    from effai_fast.surrogate import GaussianProcess
+    rng = np.random.default_rng(11)
+    X = rng.uniform(0, 1, size=(25, 2))
+    y = np.sin(3 * X[:, 0]) + X[:, 1]
+    return GaussianProcess(optimizer=None, length_scale=0.3, n_threads=1).fit(X, y)
+
+
+@fuzz
+@given(X=arrays(st.tuples(st.integers(0, 5), st.integers(1, 3)), lo=0, hi=1),
+       top_k=st.sampled_from([1, 3, 100, 0, -1, 2.0, True, 10**30]),
+       chunk_size=st.sampled_from([2, 65536, 0, -3, 1.5]),
+       maximize=st.booleans(), n_threads=THREADS)
+def test_surrogate_screen_and_gp(gp_model, X, top_k, chunk_size, maximize, n_threads):
+    TRIED["surrogate.screen"] += 1
+    from effai_fast.surrogate import screen
+    ok_x = (X.dtype.kind not in "cO" and X.shape[1] == 2
+            and np.isfinite(_reference_values(X)).all())
+    pm, exc = attempt(gp_model.predict, X, return_std=True, n_threads=n_threads)
+    if ok_x and not _expected_thread_error(n_threads):
+        assert exc is None, exc
+        mean, std = pm
+        # reference: the GP posterior mean from scipy's dense algebra on the training data
+        want = gp_model.predict(np.ascontiguousarray(_reference_values(X)))
+        _close(mean, want, np.float64)
+        assert np.all(std >= 0)
+    else:
+        assert exc is not None, "invalid call returned a result"
+        assert_names(exc, "X", "n_threads")
+    res, exc = attempt(screen, gp_model, X, top_k=top_k, maximize=maximize,
+                       chunk_size=chunk_size, n_threads=n_threads, progress=False)
+    ok_k = isinstance(top_k, int) and not isinstance(top_k, bool) and top_k >= 1
+    ok_c = isinstance(chunk_size, int) and chunk_size >= 1
+    if ok_x and ok_k and ok_c and X.shape[0] > 0 and not _expected_thread_error(n_threads):
+        assert exc is None, exc
+        k = min(top_k, X.shape[0])
+        mean = gp_model.predict(np.ascontiguousarray(_reference_values(X)))
+        order = np.sort(mean)[::-1] if maximize else np.sort(mean)
+        _close(res.mean if res.mean is not None else res.value, order[:k], np.float64)
+    else:
+        assert exc is not None, "invalid call returned a result"
+        assert_names(exc, "candidates", "top_k", "chunk_size", "X", "n_threads")
+    _done("surrogate.screen")
+
+
+# ---------------------------------------------------------------------------
+# effai_fast.ad.trace(...).value_and_grad
+# ---------------------------------------------------------------------------
+
+_TAPE = None
+
+
+def _tape():
+    global _TAPE
+    if _TAPE is None:
+        from effai_fast import ad
+        _TAPE = ad.trace(lambda x, p: p[0] * np.exp(-p[1] * x[0]) + x[1] ** 2, n_inputs=2,
+                         n_params=2)
+    return _TAPE
+
+
+@fuzz
+@given(X=arrays(st.one_of(st.tuples(st.integers(0, 6), st.integers(1, 3)),
+                          st.tuples(st.integers(0, 4))), lo=-2, hi=2),
+       params=st.sampled_from([np.array([2.0, 0.5]), np.array([1, 2]), np.array([1.0]),
+                               np.array([1 + 1j, 2]), None, np.array([2.0, 0.5])[::-1]]),
+       wrt=st.sampled_from(["inputs", "params", "all", "x"]), n_threads=THREADS)
+@example(X=_layout(np.zeros((0, 2)), "readonly"), params=np.array([2.0, 0.5]), wrt="inputs",
+         n_threads=None)
+@example(X=_layout(np.ones((3, 2)), "readonly"), params=_layout(np.array([2.0, 0.5]), "readonly"),
+         wrt="all", n_threads=1)
+@example(X=np.array([[-2147483648, -1]], dtype=np.int32), params=np.array([2.0, 0.5]),
+         wrt="inputs", n_threads=None)
+def test_ad_value_and_grad(X, params, wrt, n_threads):
+    TRIED["ad.value_and_grad"] += 1
+    tape = _tape()
+    res, exc = attempt(tape.value_and_grad, X, params, wrt, n_threads=n_threads)
+    ok_p = params is not None and params.shape == (2,) and params.dtype.kind != "c"
+    valid = (X.dtype.kind not in "cO" and X.ndim == 2 and X.shape[1] == 2 and ok_p
+             and wrt in ("inputs", "params", "all") and not _expected_thread_error(n_threads))
+    if valid:
+        Xv = _reference_values(X)
+        dt = X.dtype if X.dtype in (np.float32, np.float64) else np.float64
+        finite = np.isfinite(Xv).all()
+        if not finite:  # NaN/inf propagate (values), or a named error
+            if exc is not None:
+                assert_names(exc, "X")
+            _done("ad.value_and_grad")
+            return
+        assert exc is None, exc
+        p = params.astype(np.float64)
+        with np.errstate(all="ignore"):  # an int cast of NaN is -2**31: exp overflows
+            v = p[0] * np.exp(-p[1] * Xv[:, 0]) + Xv[:, 1] ** 2
+            gx = np.stack([-p[1] * p[0] * np.exp(-p[1] * Xv[:, 0]), 2 * Xv[:, 1]], axis=1)
+            gp = np.array([np.exp(-p[1] * Xv[:, 0]).sum(),
+                           (-Xv[:, 0] * p[0] * np.exp(-p[1] * Xv[:, 0])).sum()])
+        val, g = res
+        _close(val, v, dt, 10)
+        if wrt == "inputs":
+            _close(g, gx, dt, 10)
+        elif wrt == "params":
+            _close(g, gp, dt, 10 * (1 + len(Xv)))
+        else:
+            _close(g[0], gx, dt, 10)
+            _close(g[1], gp, dt, 10 * (1 + len(Xv)))
+    else:
+        assert exc is not None, "invalid call returned a result"
+        assert_names(exc, "X", "params", "wrt", "n_threads")
+    _done("ad.value_and_grad")
+
+
+# ---------------------------------------------------------------------------
+# effai_fast.mobilenet.cost / optimal_multipliers
+# ---------------------------------------------------------------------------
+
+from effai_fast import mobilenet  # noqa: E402
+
+
+@fuzz
+@given(alpha=st.sampled_from([1.0, 0.5, 0.25, 1e-3, 0.0, -0.5, 1.5, float("nan"), "1", True,
+                              np.float32(0.75)]),
+       resolution=st.sampled_from([224, 128, 1, 0, -32, 160.0, 2**20, True]),
+       num_classes=st.sampled_from([1000, 1, 0, -1, 10.5]))
+@example(alpha=float("nan"), resolution=224, num_classes=1000)
+def test_mobilenet_cost(alpha, resolution, num_classes):
+    TRIED["mobilenet.cost"] += 1
+    res, exc = attempt(mobilenet.cost, alpha, resolution, num_classes)
+    valid = (not isinstance(alpha, (bool, str)) and math.isfinite(float(alpha))
+             and 0 < alpha <= 1 and isinstance(resolution, int)
+             and not isinstance(resolution, bool)
+             and resolution >= 1 and isinstance(num_classes, int) and num_classes >= 1)
+    if valid:
+        assert exc is None, exc
+        assert res.macs >= 0 and res.params > 0
+        # the classifier alone: (round(1024 alpha) + 1) * num_classes parameters
+        c = max(1, math.floor(1024 * float(alpha) + 0.5))
+        assert res.params >= c * num_classes
+        if alpha == 1.0 and resolution == 224 and num_classes == 1000:
+            assert (res.macs, res.params) == (568740352, 4231976)
+    else:
+        assert exc is not None, "invalid call returned a result"
+        assert_names(exc, "alpha", "resolution", "num_classes")
+    _done("mobilenet.cost")
+
+
+@fuzz
+@given(budget=st.sampled_from([125e6, 300e6, 50e6, 1e3, 1e12, 0.0, -1.0, float("nan"),
+                               float("inf"), "1e8"]),
+       method=st.sampled_from(["continuous", "menu", "ideal", "grid"]),
+       alpha_range=st.sampled_from([(0.25, 1.0), (0.5, 0.5), (0.0, 1.0), (1.0, 0.5), (0.5,),
+                                    (0.25, 2.0), (float("nan"), 1.0)]))
+def test_optimal_multipliers(budget, method, alpha_range):
+    TRIED["mobilenet.optimal_multipliers"] += 1
+    res, exc = attempt(mobilenet.optimal_multipliers, budget, method=method,
+                       alpha_range=alpha_range)
+    if exc is None:
+        assert isinstance(budget, float) and 0 < budget < math.inf
+        assert method in ("continuous", "menu", "ideal")
+        assert 0 < res.alpha <= 1 and 0 < res.rho <= 1
+        if method != "ideal":  # the exact count respects the budget
+            assert res.macs <= budget * (1 + 1e-9)
+            if method == "continuous":
+                exact = mobilenet.cost(res.alpha, max(1, round(224 * res.rho))).macs
+                assert exact <= budget * 1.02
+    else:
+        assert_names(exc, "budget", "method", "alpha_range", "rho_range")
+    _done("mobilenet.optimal_multipliers")
