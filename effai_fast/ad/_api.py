@@ -80,6 +80,20 @@ def _estimate(g, outputs):
     return total
 
 
+def _eval_step(g, vals, multi, i, op, attr, shape, args):
+    """Evaluate node ``i`` into ``vals``; ``multi`` caches multi-output primitives."""
+    if op == "const":
+        vals[i] = g.value[i]
+    elif op == "custom" and attr[0].n_outputs > 1:
+        # a multi-output primitive runs once for all its outputs
+        key = (attr[0], args)
+        if key not in multi:
+            multi[key] = attr[0].impl(*[vals[a] for a in args])
+        vals[i] = np.asarray(multi[key][attr[1]])
+    else:
+        vals[i] = eval_node(op, attr, shape, [vals[a] for a in args])
+
+
 def execute(g: Graph, feeds: dict, outputs, steps=None):
     """Array-level executor: evaluate ``outputs`` of ``g`` with numpy, one node at a time.
 
@@ -88,18 +102,10 @@ def execute(g: Graph, feeds: dict, outputs, steps=None):
     if steps is None:
         steps = schedule(g, outputs, feeds)
     vals = dict(feeds)
-    multi = {}      # a multi-output primitive runs once for all its outputs
+    multi = {}
     with np.errstate(all="ignore"):
-        for i, op, attr, shape, args in steps:
-            if op == "const":
-                vals[i] = g.value[i]
-            elif op == "custom" and attr[0].n_outputs > 1:
-                key = (attr[0], args)
-                if key not in multi:
-                    multi[key] = attr[0].impl(*[vals[a] for a in args])
-                vals[i] = np.asarray(multi[key][attr[1]])
-            else:
-                vals[i] = eval_node(op, attr, shape, [vals[a] for a in args])
+        for step in steps:
+            _eval_step(g, vals, multi, *step)
     return [np.asarray(vals[o]) for o in outputs]
 
 
@@ -262,16 +268,7 @@ def _execute_items(g, feeds, outputs, items):
             if kind == "fused":
                 it.run(g, vals)
                 continue
-            i, op, attr, shape, args = it
-            if op == "const":
-                vals[i] = g.value[i]
-            elif op == "custom" and attr[0].n_outputs > 1:
-                key = (attr[0], args)
-                if key not in multi:
-                    multi[key] = attr[0].impl(*[vals[a] for a in args])
-                vals[i] = np.asarray(multi[key][attr[1]])
-            else:
-                vals[i] = eval_node(op, attr, shape, [vals[a] for a in args])
+            _eval_step(g, vals, multi, *it)
     return [np.asarray(vals[o]) for o in outputs]
 
 

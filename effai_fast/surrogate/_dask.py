@@ -15,9 +15,8 @@ mid-screen the remaining futures fail or are cancelled: that is turned into a
 from __future__ import annotations
 
 from effai_fast._extras import require
-from effai_fast._validation import as_float_array
 from effai_fast.surrogate._design import DesignSpec
-from effai_fast.surrogate._screen import _screen_range, _split_ranges, _TopK
+from effai_fast.surrogate._screen import _check_chunk, _screen_range, _split_ranges, _TopK
 
 __all__ = ["screen_dask"]
 
@@ -89,11 +88,7 @@ def screen_dask(client, model, source, total, chunk_size, top_k, n_threads, prog
 
             d = getattr(model, "n_features_in_", None)
             for chunk in source:
-                X = as_float_array(chunk, "candidates chunk", ndim=2, finite=True,
-                                   allow_empty=True)
-                if d is not None and X.shape[1] != d:
-                    raise ValueError(f"candidates chunk must have {d} columns, "
-                                     f"got shape {X.shape}")
+                X = _check_chunk(chunk, d)
                 if X.shape[0] == 0:
                     continue
                 fut = client.submit(_task, model_f, X, offset, offset + X.shape[0],

@@ -127,6 +127,14 @@ def _select(key: np.ndarray, idx: np.ndarray, k: int) -> np.ndarray:
     return cand[order]
 
 
+def _check_chunk(chunk, d: int | None) -> np.ndarray:
+    """Validate one chunk of a candidate stream (``d`` = the model's feature count)."""
+    X = as_float_array(chunk, "candidates chunk", ndim=2, finite=True, allow_empty=True)
+    if d is not None and X.shape[1] != d:
+        raise ValueError(f"candidates chunk must have {d} columns, got shape {X.shape}")
+    return X
+
+
 def _score_chunk(model, X, offset, *, need_std, maximize, score, n_threads):
     """Predict one chunk; return (key, idx, X, value, mean, std)."""
     mean, std = predict_with(model, X, return_std=need_std, n_threads=n_threads)
@@ -342,11 +350,7 @@ def screen(model, candidates, *, top_k: int, maximize: bool = True,
                 prog.update(n_done)
         else:
             for chunk in source:
-                X = as_float_array(chunk, "candidates chunk", ndim=2, finite=True,
-                                   allow_empty=True)
-                if d is not None and X.shape[1] != d:
-                    raise ValueError(f"candidates chunk must have {d} columns, "
-                                     f"got shape {X.shape}")
+                X = _check_chunk(chunk, d)
                 if X.shape[0] == 0:
                     continue
                 for a in range(0, X.shape[0], chunk_size):
