@@ -211,6 +211,54 @@ def test_gp_matches_sklearn_fixed_hyperparameters(kernel, nu, rng):
         sk.log_marginal_likelihood_value_, rel=1e-10)
 
 
+@pytest.mark.parametrize("n_threads_", [1, 2])
+def test_gp_fused_mean_matches_sklearn_near_training_points(n_threads_, rng):
+    """The fused (|z|^2 + |z_j|^2 - 2 z.z_j) SE kernel against scikit-learn to 1e-10,
+    with candidates on, 1e-9 away from, and far from the training points (where the
+    expansion cancels, or the exponent is clamped at -708)."""
+    gpm = pytest.importorskip("sklearn.gaussian_process")
+    K = gpm.kernels
+    d = 10
+    X = rng.random((120, d)) * 4 - 2  # away from the origin: |z|^2 >> s near points
+    y = np.sin(X @ rng.standard_normal(d)) + 0.1 * X[:, 0]
+    ls = rng.uniform(0.5, 2.0, d)
+    sk = gpm.GaussianProcessRegressor(K.ConstantKernel(1.3, "fixed") * K.RBF(ls, "fixed"),
+                                      alpha=1e-8, normalize_y=True, optimizer=None).fit(X, y)
+    ours = GaussianProcess(length_scale=ls, signal_variance=1.3, noise=1e-8,
+                           optimizer=None).fit(X, y)
+    Xt = np.concatenate([X[:20], X[20:40] + 1e-9 * rng.standard_normal((20, d)),
+                         rng.random((301, d)) * 4 - 2, X[:3] + 200.0])
+    ref = sk.predict(Xt)
+    got = ours.predict(Xt, n_threads=n_threads_)
+    np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-10 * np.abs(y).max())
+    np.testing.assert_allclose(got[:20], y[:20], atol=1e-4)  # nearly interpolates
+    np.testing.assert_allclose(got[-3:], y.mean(), rtol=1e-12)  # far away: the prior mean
+    # the fused and the direct (sum of squared differences) forms agree to rounding
+    p = ours._params(np.float64)
+    direct = np.empty(Xt.shape[0])
+    _kernels.py_kernel_sum_direct(Xt, p["center"], p["inv_scale"], p["ZT"], p["weights"],
+                                  np.empty(0), ours.y_mean_, _kernels.KINDS["se"], direct, 1)
+    scale = np.abs(p["weights"]).sum()
+    np.testing.assert_allclose(got, direct, rtol=0, atol=1e-13 * scale)
+
+
+@pytest.mark.parametrize("kind", ["se", "gaussian"])
+def test_fused_kernel_block_edges_and_padding(kind, rng):
+    """m and n not multiples of the 4 x 4 register block; d = 1 and d = 13."""
+    for n, d, m in ((1, 1, 1), (5, 13, 7), (37, 2, 9), (64, 3, 130)):
+        centres = rng.standard_normal((n, d))
+        ZT = np.ascontiguousarray(centres.T)
+        w = rng.standard_normal(n)
+        X = rng.standard_normal((m, d))
+        X[0] = centres[0]
+        ref, _ = _kernel_ref(X, np.zeros(d), np.ones(d), ZT, w, None, 0.3,
+                             _kernels.KINDS[kind])
+        for nt in (1, 2):
+            got, _ = kernel_predict(X, np.zeros(d), np.ones(d), ZT, w, None, 0.3,
+                                    _kernels.KINDS[kind], nt)
+            np.testing.assert_allclose(got, ref, rtol=0, atol=1e-13 * (np.abs(w).sum() + 1))
+
+
 @pytest.mark.parametrize("kernel", ["se", "matern52", "matern32"])
 def test_gp_lml_gradient_finite_differences(kernel, rng):
     X = rng.random((40, 3))
