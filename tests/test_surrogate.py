@@ -67,6 +67,10 @@ def test_design_spec_chunks_independent_of_split(method):
     parts = np.vstack([x for _, x in spec.chunks(9_999)])
     np.testing.assert_array_equal(full, parts)
     np.testing.assert_array_equal(spec.generate(65_530, 65_540), full[65_530:65_540])
+    # a stream that starts mid-way (one fast-forward, then sequential draws)
+    mid = [(a, x) for a, x in spec.chunks(4_096, start=12_345, stop=50_001)]
+    assert [a for a, _ in mid] == list(range(12_345, 50_001, 4_096))
+    np.testing.assert_array_equal(np.vstack([x for _, x in mid]), full[12_345:50_001])
     assert dom.contains(full).all()
     with pytest.raises(ValueError, match="method"):
         DesignSpec(dom, 10, method="lhs")

@@ -251,11 +251,36 @@ class DesignSpec:
 
     def chunks(self, chunk_size: int, start: int = 0,
                stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
-        """Yield ``(offset, rows)`` for consecutive chunks of ``[start, stop)``."""
-        stop = self.n if stop is None else stop
+        """Yield ``(offset, rows)`` for consecutive chunks of ``[start, stop)``.
+
+        The rows are those of :meth:`generate`, but produced as a stream: one
+        Sobol' engine is moved to ``start`` once and then drawn from chunk after
+        chunk.  (``generate(a, b)`` must fast-forward a fresh engine to ``a``,
+        which scipy does in O(a) steps: a stream of 10**9 points cut into
+        chunks that way costs O(n**2 / chunk_size).)
+        """
+        chunk_size = check_int(chunk_size, "chunk_size", min_value=1)
+        start = check_int(start, "start", min_value=0, max_value=self.n)
+        stop = self.n if stop is None else check_int(stop, "stop", min_value=start,
+                                                       max_value=self.n)
+        if self.method != "sobol":
+            # uniform: every block of _UNIFORM_BLOCK rows has its own seeded stream
+            for a in range(start, stop, chunk_size):
+                yield a, self.generate(a, min(stop, a + chunk_size))
+            return
+        bits = 30 if self.n <= 2**30 else 64
+        eng = _engine(qmc.Sobol, self.domain.d, scramble=True, seed=self.seed, bits=bits)
+        lower, width = self.domain.lower, self.domain.width
+        if start:
+            eng.fast_forward(start)
         for a in range(start, stop, chunk_size):
-            b = min(stop, a + chunk_size)
-            yield a, self.generate(a, b)
+            # (the warnings filter only around the call, never across a yield)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # "balance properties ..."
+                u = eng.random(min(stop, a + chunk_size) - a)
+            u *= width  # in place: from_unit without temporaries
+            u += lower
+            yield a, u.astype(self.dtype, copy=False)
 
     def __len__(self) -> int:
         return self.n

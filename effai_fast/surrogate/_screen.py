@@ -156,12 +156,12 @@ def _screen_range(model, source, start, stop, chunk_size, top_k, need_std, maxim
                   n_threads):
     """Screen rows [start, stop) of an array or a DesignSpec; return the local top-k."""
     top = _TopK(top_k)
-    for a in range(start, stop, chunk_size):
-        b = min(stop, a + chunk_size)
-        if isinstance(source, DesignSpec):
-            X = source.generate(a, b)
-        else:
-            X = source[a - start:b - start]
+    if isinstance(source, DesignSpec):
+        chunks = source.chunks(chunk_size, start, stop)
+    else:
+        chunks = ((a, source[a - start:min(stop, a + chunk_size) - start])
+                  for a in range(start, stop, chunk_size))
+    for a, X in chunks:
         top.push(*_score_chunk(model, np.ascontiguousarray(X), a, need_std=need_std,
                                maximize=maximize, score=score, n_threads=n_threads))
     return top.as_tuple()
@@ -327,20 +327,22 @@ def screen(model, candidates, *, top_k: int, maximize: bool = True,
         top = _TopK(top_k)
         n_done = 0
         if isinstance(source, DesignSpec):
-            # generate chunk i+1 in a helper thread while chunk i is predicted
-            # (numpy/scipy release the GIL for most of the generation)
+            # One Sobol' stream (not an engine fast-forwarded per chunk); chunk i+1
+            # is generated in a helper thread while chunk i is predicted (scipy and
+            # numpy release the GIL for most of the generation).
             from concurrent.futures import ThreadPoolExecutor
 
-            starts = range(0, total, chunk_size)
+            stream = source.chunks(chunk_size)
             with ThreadPoolExecutor(max_workers=1) as pool:
-                nxt = pool.submit(source.generate, 0, min(total, chunk_size))
-                for a in starts:
-                    b = min(total, a + chunk_size)
-                    X = nxt.result()
-                    if b < total:
-                        nxt = pool.submit(source.generate, b, min(total, b + chunk_size))
+                nxt = pool.submit(next, stream, None)
+                while True:
+                    item = nxt.result()
+                    if item is None:
+                        break
+                    a, X = item
+                    nxt = pool.submit(next, stream, None)
                     top.push(*_score_chunk(model, X, a, n_threads=nt, **kw))
-                    n_done = b
+                    n_done = a + X.shape[0]
                     prog.update(n_done)
         elif total is not None:
             for a in range(0, total, chunk_size):
