@@ -17,8 +17,8 @@
 #   data are packed per 4 points once per call).  The expansion cancels near s = 0,
 #   but only to an absolute error ~1e-16 (|z|^2 + |z_j|^2) in s, and exp(-c s) has a
 #   bounded derivative, so the kernel value is as accurate as with differences (a
-#   test puts candidates on and next to training points).  On this AVX2 machine it
-#   is ~1.5-2x the direct form (bench/results/surrogate.md).
+#   test puts candidates on and next to training points).  On the AVX2 test machine
+#   it is 1.15-1.2x the direct form, both with FMA contraction (bench/results/).
 # * The direct form (everything else: float32, whose cancellation would cost digits,
 #   and the sqrt-based kernels, where an error e in s becomes sqrt(e)): for one
 #   candidate, the distances to all n points are d passes of a unit-stride loop over
@@ -37,9 +37,10 @@
 # The predictive variance needs |A k(x)|^2 with A = sigma^2 L^{-1} (n x n): done
 # per block of BLOCK_VAR rows with one BLAS trmm (reading A once per block, not
 # once per row); for float64 and the smooth GP kernels the block's k(x) comes from
-# one GEMM of the cross terms (the expansion above, clamped at s >= 0).  The MLP forward pass is gemm + tanh per block of BLOCK_MLP rows;
-# the blocks are small enough (m*n*k <= 2^18) that OpenBLAS runs each call on the
-# calling thread, so OpenMP is the only level of parallelism.
+# one GEMM of the cross terms (the expansion above, clamped at s >= 0).  The MLP
+# forward pass is gemm + tanh per block of BLOCK_MLP rows; the blocks are small
+# enough (m*n*k <= 2^18) that OpenBLAS runs each call on the calling thread, so
+# OpenMP is the only level of parallelism.
 #
 # Memory is flat: scratch is O(n_threads * BLOCK * n) whatever the number of rows;
 # the caller (screen) feeds candidates chunk by chunk.
