@@ -230,7 +230,11 @@ class DesignSpec:
         self.dtype = np.dtype(dtype)
 
     def generate(self, start: int, stop: int) -> np.ndarray:
-        """Rows ``start .. stop-1`` of the candidate set."""
+        """Rows ``start .. stop-1`` of the candidate set.
+
+        For ``method="sobol"`` this fast-forwards a fresh engine to ``start``
+        (O(start) in scipy); use :meth:`chunks` to read consecutive chunks.
+        """
         start = check_int(start, "start", min_value=0)
         stop = check_int(stop, "stop", min_value=start, max_value=self.n)
         if stop == start:
