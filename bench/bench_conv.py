@@ -25,6 +25,8 @@ Usage: ``python bench/bench_conv.py [--quick]``.
 from __future__ import annotations
 
 import argparse
+import copy
+import gc
 import os
 import sys
 import time
@@ -51,9 +53,45 @@ BLOCKS = [(112, 32, 1, 64, 1), (112, 64, 2, 128, 1), (56, 128, 1, 128, 1),
           (14, 512, 1, 512, 5), (14, 512, 2, 1024, 1), (7, 1024, 1, 1024, 1)]
 
 
-def _time(fn, quick):
-    r = timeit(fn, min_time=0.05 if quick else 0.15, repeat=3 if quick else 5)
-    return r["best"]
+class _Rounds:
+    """Time several callables in interleaved rounds; keep each one's best round.
+
+    On a shared machine the load changes from second to second: timing ours and
+    the peers one after the other in rounds (rather than each in its own block
+    of seconds) lets a load change hit all of them alike, so the ratios hold.
+    Each round calls a function enough times to last about ``min_time``.
+    """
+
+    def __init__(self, quick):
+        self.min_time = 0.05 if quick else 0.15
+        self.repeat = 3 if quick else 5
+        self.jobs = []
+
+    def add(self, res, key, fn):
+        self.jobs.append((res, key, fn))
+
+    def run(self):
+        numbers = []
+        for _, _, fn in self.jobs:
+            fn()  # warm-up
+            t0 = time.perf_counter()
+            fn()
+            one = max(time.perf_counter() - t0, 1e-9)
+            numbers.append(max(1, int(self.min_time / one)))
+        best = [np.inf] * len(self.jobs)
+        gc.disable()
+        try:
+            for _ in range(self.repeat):
+                for j, (_, _, fn) in enumerate(self.jobs):
+                    t0 = time.perf_counter()
+                    for _ in range(numbers[j]):
+                        fn()
+                    best[j] = min(best[j], (time.perf_counter() - t0) / numbers[j])
+        finally:
+            gc.enable()
+        for (res, key, _), t in zip(self.jobs, best):
+            res[key] = t
+        self.jobs = []
 
 
 def _ort_session(model_bytes, nt):
@@ -120,12 +158,13 @@ def bench_dw(batch, nt, quick, torch, rows, data):
         b = rng.standard_normal(C, dtype=np.float32)
         y = F.depthwise_conv2d(x, w, b, stride=s, activation="relu", n_threads=nt)
         out = np.empty_like(y)
-        t_ours = _time(lambda: F.depthwise_conv2d(x, w, b, stride=s, activation="relu",
-                                                  n_threads=nt, out=out), quick)
         OH = y.shape[1]
         pt, pb = (1, 1) if s == 1 else (0, 1)  # TF "same"
-        res = {"layer": f"{H}x{H}x{C}/s{s}", "rep": rep, "ours": t_ours,
+        res = {"layer": f"{H}x{H}x{C}/s{s}", "rep": rep,
                "macs": y.size * 9, "bytes": 4 * (x.size + y.size + w.size)}
+        tm = _Rounds(quick)
+        tm.add(res, "ours", lambda: F.depthwise_conv2d(x, w, b, stride=s, activation="relu",
+                                                       n_threads=nt, out=out))
         xt = None
         if torch:
             xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
@@ -136,8 +175,8 @@ def bench_dw(batch, nt, quick, torch, rows, data):
                 for key, xx in (("torch_nchw", xt), ("torch_cl", xcl)):
                     xp = tF.pad(xx, (pt, pb, pt, pb)) if s == 2 else xx
                     pad = 0 if s == 2 else 1
-                    res[key] = _time(lambda: torch.relu_(
-                        tF.conv2d(xp, wt, bt, stride=s, padding=pad, groups=C)), quick)
+                    tm.add(res, key, lambda xp=xp, pad=pad: torch.relu_(
+                        tF.conv2d(xp, wt, bt, stride=s, padding=pad, groups=C)))
             # backward: grad of input and weight
             g = torch.from_numpy(np.ascontiguousarray(
                 rng.standard_normal((batch, C, OH, OH), dtype=np.float32)))
@@ -148,25 +187,25 @@ def bench_dw(batch, nt, quick, torch, rows, data):
                     memory_format=torch.channels_last if key.endswith("cl") else
                     torch.contiguous_format)
                 pad = [0, 0]
-                res[key] = _time(lambda: torch.ops.aten.convolution_backward(
+                tm.add(res, key, lambda gg=gg, xp=xp, pad=pad: torch.ops.aten.convolution_backward(
                     gg, xp, wt, None, [s, s], pad, [1, 1], False, [0, 0], C,
-                    [True, True, False]), quick)
+                    [True, True, False]))
         if have("onnxruntime") and have("onnx"):
             xn = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
             model, oshape = _onnx_conv(xn.shape, np.ascontiguousarray(
                 w.transpose(2, 0, 1)[:, None]), C, s, (pt, pt, pb, pb))
-            res["ort"] = _time(_ort_runner(model, xn, oshape, nt), quick)
+            tm.add(res, "ort", _ort_runner(model, xn, oshape, nt))
         g = rng.standard_normal(y.shape, dtype=np.float32)
         bufs = (np.empty_like(x), np.empty_like(w), np.empty_like(b))
-        res["ours_bwd"] = _time(lambda: F.depthwise_conv2d_vjp(
-            x, w, g, stride=s, activation="relu", output=y, n_threads=nt, out=bufs), quick)
+        tm.add(res, "ours_bwd", lambda: F.depthwise_conv2d_vjp(
+            x, w, g, stride=s, activation="relu", output=y, n_threads=nt, out=bufs))
+        with _no_grad(torch):
+            tm.run()
         data.append({"kind": "dw", "batch": batch, "threads": nt, **res})
         rows.append(res)
 
 
 def bench_pw(batch, nt, quick, torch, rows, data):
-    from threadpoolctl import threadpool_limits
-
     tF = torch.nn.functional if torch else None
     for H, Ci, Co, rep in PW_LAYERS:
         rng = np.random.default_rng(0)
@@ -174,14 +213,14 @@ def bench_pw(batch, nt, quick, torch, rows, data):
         w = rng.standard_normal((Ci, Co), dtype=np.float32)
         b = rng.standard_normal(Co, dtype=np.float32)
         out = np.empty((batch, H, H, Co), np.float32)
-        t_ours = _time(lambda: F.pointwise_conv2d(x, w, b, activation="relu",
-                                                  n_threads=nt, out=out), quick)
+        res = {"layer": f"{H}x{H}x{Ci}->{Co}", "rep": rep, "macs": batch * H * H * Ci * Co}
+        tm = _Rounds(quick)
+        tm.add(res, "ours", lambda: F.pointwise_conv2d(x, w, b, activation="relu",
+                                                       n_threads=nt, out=out))
         x2 = x.reshape(-1, Ci)
         o2 = out.reshape(-1, Co)
-        with threadpool_limits(nt, "blas"):
-            t_gemm = _time(lambda: np.matmul(x2, w, out=o2), quick)
-        res = {"layer": f"{H}x{H}x{Ci}->{Co}", "rep": rep, "ours": t_ours, "sgemm": t_gemm,
-               "macs": batch * H * H * Ci * Co}
+        # numpy's BLAS is held at nt threads by the caller (threadpool_limits)
+        tm.add(res, "sgemm", lambda: np.matmul(x2, w, out=o2))
         if torch:
             xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
             xcl = xt.contiguous(memory_format=torch.channels_last)
@@ -189,12 +228,14 @@ def bench_pw(batch, nt, quick, torch, rows, data):
             bt = torch.from_numpy(b)
             with torch.no_grad():
                 for key, xx in (("torch_nchw", xt), ("torch_cl", xcl)):
-                    res[key] = _time(lambda: torch.relu_(tF.conv2d(xx, wt, bt)), quick)
+                    tm.add(res, key, lambda xx=xx: torch.relu_(tF.conv2d(xx, wt, bt)))
         if have("onnxruntime") and have("onnx"):
             xn = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
             model, oshape = _onnx_conv(xn.shape, np.ascontiguousarray(w.T[:, :, None, None]),
                                        1, 1, (0, 0, 0, 0))
-            res["ort"] = _time(_ort_runner(model, xn, oshape, nt), quick)
+            tm.add(res, "ort", _ort_runner(model, xn, oshape, nt))
+        with _no_grad(torch):
+            tm.run()
         data.append({"kind": "pw", "batch": batch, "threads": nt, **res})
         rows.append(res)
 
@@ -214,12 +255,13 @@ def bench_block(batch, nt, quick, rows, data):
             F.depthwise_conv2d(x, dw, db, stride=s, activation="relu", n_threads=nt, out=mid)
             F.pointwise_conv2d(mid, pw, pb, activation="relu", n_threads=nt, out=out)
 
-        t_pair = _time(pair, quick)
-        t_fused = _time(lambda: F.depthwise_separable_conv2d(
+        res = {"layer": f"{H}x{H}x{C}/s{s}->{Co}", "rep": rep}
+        tm = _Rounds(quick)
+        tm.add(res, "pair", pair)
+        tm.add(res, "fused", lambda: F.depthwise_separable_conv2d(
             x, dw, pw, db, pb, stride=s, dw_activation="relu", activation="relu",
-            n_threads=nt, out=out), quick)
-        res = {"layer": f"{H}x{H}x{C}/s{s}->{Co}", "rep": rep, "pair": t_pair,
-               "fused": t_fused}
+            n_threads=nt, out=out))
+        tm.run()
         data.append({"kind": "block", "batch": batch, "threads": nt, **res})
         rows.append(res)
 
@@ -335,7 +377,8 @@ def bench_net(batch, nt, quick, torch, data, net=None):
     y = net.forward(x)
     res = {"kind": "net", "batch": batch, "threads": nt, "layer": "mobilenet_v1",
            "macs": net.macs((224, 224, 3)) * batch}
-    res["ours"] = _time(lambda: net.forward(x), quick)
+    tm = _Rounds(quick)
+    tm.add(res, "ours", lambda: net.forward(x))
     ops = _net_ops(net)
     xn = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
     if torch:
@@ -344,10 +387,10 @@ def bench_net(batch, nt, quick, torch, data, net=None):
         with torch.inference_mode():
             yt = tnet(xt).numpy()
             res["err_torch"] = float(np.abs(yt - y).max() / np.abs(yt).max())
-            res["torch_nchw"] = _time(lambda: tnet(xt), quick)
-            tcl = tnet.to(memory_format=torch.channels_last)
-            xcl = xt.contiguous(memory_format=torch.channels_last)
-            res["torch_cl"] = _time(lambda: tcl(xcl), quick)
+        tm.add(res, "torch_nchw", lambda: tnet(xt))
+        tcl = copy.deepcopy(tnet).to(memory_format=torch.channels_last)
+        xcl = xt.contiguous(memory_format=torch.channels_last)
+        tm.add(res, "torch_cl", lambda: tcl(xcl))
     if have("onnxruntime") and have("onnx"):
         sess = _ort_session(_onnx_net(ops, batch), nt)
         yo = np.empty((batch, y.shape[1]), np.float32)
@@ -356,9 +399,20 @@ def bench_net(batch, nt, quick, torch, data, net=None):
         io.bind_output("y", "cpu", 0, np.float32, list(yo.shape), yo.ctypes.data)
         sess.run_with_iobinding(io)
         res["err_ort"] = float(np.abs(yo - y).max() / np.abs(yo).max())
-        res["ort"] = _time(lambda: sess.run_with_iobinding(io), quick)
+        tm.add(res, "ort", lambda: sess.run_with_iobinding(io))
+    if torch:
+        with torch.inference_mode():
+            tm.run()
+    else:
+        tm.run()
     data.append(res)
     return res
+
+
+def _no_grad(torch):
+    import contextlib
+
+    return torch.no_grad() if torch else contextlib.nullcontext()
 
 
 def _sum(rows, key):
