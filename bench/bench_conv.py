@@ -444,7 +444,8 @@ def main(argv=None):
     md.append(f"Ours: `out=` buffers, `KERNEL_ISA={F.KERNEL_ISA}`; torch: fresh output per call "
               "(no `out=` for convolutions), `no_grad`; ONNX Runtime: one-node Conv graph, "
               "output bound to a preallocated buffer (IO binding). Times are the best of "
-              "repeated runs; sums count the 14x14 layer five times. "
+              "5 rounds in which ours and the peers alternate (so a load change hits all "
+              "alike); sums count the 14x14 layer five times. "
               "The machine was shared with other jobs during the run "
               f"(load average {load0:.1f} at the start, {{load1}} at the end): ratios "
               "within a row were measured seconds apart, absolute times are pessimistic.\n")
