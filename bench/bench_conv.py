@@ -25,6 +25,8 @@ Usage: ``python bench/bench_conv.py [--quick]``.
 from __future__ import annotations
 
 import argparse
+import copy
+import gc
 import os
 import sys
 import time
@@ -51,9 +53,45 @@ BLOCKS = [(112, 32, 1, 64, 1), (112, 64, 2, 128, 1), (56, 128, 1, 128, 1),
           (14, 512, 1, 512, 5), (14, 512, 2, 1024, 1), (7, 1024, 1, 1024, 1)]
 
 
-def _time(fn, quick):
-    r = timeit(fn, min_time=0.05 if quick else 0.15, repeat=3 if quick else 5)
-    return r["best"]
+class _Rounds:
+    """Time several callables in interleaved rounds; keep each one's best round.
+
+    On a shared machine the load changes from second to second: timing ours and
+    the peers one after the other in rounds (rather than each in its own block
+    of seconds) lets a load change hit all of them alike, so the ratios hold.
+    Each round calls a function enough times to last about ``min_time``.
+    """
+
+    def __init__(self, quick):
+        self.min_time = 0.05 if quick else 0.15
+        self.repeat = 3 if quick else 5
+        self.jobs = []
+
+    def add(self, res, key, fn):
+        self.jobs.append((res, key, fn))
+
+    def run(self):
+        numbers = []
+        for _, _, fn in self.jobs:
+            fn()  # warm-up
+            t0 = time.perf_counter()
+            fn()
+            one = max(time.perf_counter() - t0, 1e-9)
+            numbers.append(max(1, int(self.min_time / one)))
+        best = [np.inf] * len(self.jobs)
+        gc.disable()
+        try:
+            for _ in range(self.repeat):
+                for j, (_, _, fn) in enumerate(self.jobs):
+                    t0 = time.perf_counter()
+                    for _ in range(numbers[j]):
+                        fn()
+                    best[j] = min(best[j], (time.perf_counter() - t0) / numbers[j])
+        finally:
+            gc.enable()
+        for (res, key, _), t in zip(self.jobs, best):
+            res[key] = t
+        self.jobs = []
 
 
 def _ort_session(model_bytes, nt):
@@ -120,12 +158,13 @@ def bench_dw(batch, nt, quick, torch, rows, data):
         b = rng.standard_normal(C, dtype=np.float32)
         y = F.depthwise_conv2d(x, w, b, stride=s, activation="relu", n_threads=nt)
         out = np.empty_like(y)
-        t_ours = _time(lambda: F.depthwise_conv2d(x, w, b, stride=s, activation="relu",
-                                                  n_threads=nt, out=out), quick)
         OH = y.shape[1]
         pt, pb = (1, 1) if s == 1 else (0, 1)  # TF "same"
-        res = {"layer": f"{H}x{H}x{C}/s{s}", "rep": rep, "ours": t_ours,
+        res = {"layer": f"{H}x{H}x{C}/s{s}", "rep": rep,
                "macs": y.size * 9, "bytes": 4 * (x.size + y.size + w.size)}
+        tm = _Rounds(quick)
+        tm.add(res, "ours", lambda: F.depthwise_conv2d(x, w, b, stride=s, activation="relu",
+                                                       n_threads=nt, out=out))
         xt = None
         if torch:
             xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
@@ -136,8 +175,8 @@ def bench_dw(batch, nt, quick, torch, rows, data):
                 for key, xx in (("torch_nchw", xt), ("torch_cl", xcl)):
                     xp = tF.pad(xx, (pt, pb, pt, pb)) if s == 2 else xx
                     pad = 0 if s == 2 else 1
-                    res[key] = _time(lambda: torch.relu_(
-                        tF.conv2d(xp, wt, bt, stride=s, padding=pad, groups=C)), quick)
+                    tm.add(res, key, lambda xp=xp, pad=pad: torch.relu_(
+                        tF.conv2d(xp, wt, bt, stride=s, padding=pad, groups=C)))
             # backward: grad of input and weight
             g = torch.from_numpy(np.ascontiguousarray(
                 rng.standard_normal((batch, C, OH, OH), dtype=np.float32)))
@@ -148,25 +187,25 @@ def bench_dw(batch, nt, quick, torch, rows, data):
                     memory_format=torch.channels_last if key.endswith("cl") else
                     torch.contiguous_format)
                 pad = [0, 0]
-                res[key] = _time(lambda: torch.ops.aten.convolution_backward(
+                tm.add(res, key, lambda gg=gg, xp=xp, pad=pad: torch.ops.aten.convolution_backward(
                     gg, xp, wt, None, [s, s], pad, [1, 1], False, [0, 0], C,
-                    [True, True, False]), quick)
+                    [True, True, False]))
         if have("onnxruntime") and have("onnx"):
             xn = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
             model, oshape = _onnx_conv(xn.shape, np.ascontiguousarray(
                 w.transpose(2, 0, 1)[:, None]), C, s, (pt, pt, pb, pb))
-            res["ort"] = _time(_ort_runner(model, xn, oshape, nt), quick)
+            tm.add(res, "ort", _ort_runner(model, xn, oshape, nt))
         g = rng.standard_normal(y.shape, dtype=np.float32)
         bufs = (np.empty_like(x), np.empty_like(w), np.empty_like(b))
-        res["ours_bwd"] = _time(lambda: F.depthwise_conv2d_vjp(
-            x, w, g, stride=s, activation="relu", output=y, n_threads=nt, out=bufs), quick)
+        tm.add(res, "ours_bwd", lambda: F.depthwise_conv2d_vjp(
+            x, w, g, stride=s, activation="relu", output=y, n_threads=nt, out=bufs))
+        with _no_grad(torch):
+            tm.run()
         data.append({"kind": "dw", "batch": batch, "threads": nt, **res})
         rows.append(res)
 
 
 def bench_pw(batch, nt, quick, torch, rows, data):
-    from threadpoolctl import threadpool_limits
-
     tF = torch.nn.functional if torch else None
     for H, Ci, Co, rep in PW_LAYERS:
         rng = np.random.default_rng(0)
@@ -174,14 +213,14 @@ def bench_pw(batch, nt, quick, torch, rows, data):
         w = rng.standard_normal((Ci, Co), dtype=np.float32)
         b = rng.standard_normal(Co, dtype=np.float32)
         out = np.empty((batch, H, H, Co), np.float32)
-        t_ours = _time(lambda: F.pointwise_conv2d(x, w, b, activation="relu",
-                                                  n_threads=nt, out=out), quick)
+        res = {"layer": f"{H}x{H}x{Ci}->{Co}", "rep": rep, "macs": batch * H * H * Ci * Co}
+        tm = _Rounds(quick)
+        tm.add(res, "ours", lambda: F.pointwise_conv2d(x, w, b, activation="relu",
+                                                       n_threads=nt, out=out))
         x2 = x.reshape(-1, Ci)
         o2 = out.reshape(-1, Co)
-        with threadpool_limits(nt, "blas"):
-            t_gemm = _time(lambda: np.matmul(x2, w, out=o2), quick)
-        res = {"layer": f"{H}x{H}x{Ci}->{Co}", "rep": rep, "ours": t_ours, "sgemm": t_gemm,
-               "macs": batch * H * H * Ci * Co}
+        # numpy's BLAS is held at nt threads by the caller (threadpool_limits)
+        tm.add(res, "sgemm", lambda: np.matmul(x2, w, out=o2))
         if torch:
             xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
             xcl = xt.contiguous(memory_format=torch.channels_last)
@@ -189,12 +228,14 @@ def bench_pw(batch, nt, quick, torch, rows, data):
             bt = torch.from_numpy(b)
             with torch.no_grad():
                 for key, xx in (("torch_nchw", xt), ("torch_cl", xcl)):
-                    res[key] = _time(lambda: torch.relu_(tF.conv2d(xx, wt, bt)), quick)
+                    tm.add(res, key, lambda xx=xx: torch.relu_(tF.conv2d(xx, wt, bt)))
         if have("onnxruntime") and have("onnx"):
             xn = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
             model, oshape = _onnx_conv(xn.shape, np.ascontiguousarray(w.T[:, :, None, None]),
                                        1, 1, (0, 0, 0, 0))
-            res["ort"] = _time(_ort_runner(model, xn, oshape, nt), quick)
+            tm.add(res, "ort", _ort_runner(model, xn, oshape, nt))
+        with _no_grad(torch):
+            tm.run()
         data.append({"kind": "pw", "batch": batch, "threads": nt, **res})
         rows.append(res)
 
@@ -214,14 +255,164 @@ def bench_block(batch, nt, quick, rows, data):
             F.depthwise_conv2d(x, dw, db, stride=s, activation="relu", n_threads=nt, out=mid)
             F.pointwise_conv2d(mid, pw, pb, activation="relu", n_threads=nt, out=out)
 
-        t_pair = _time(pair, quick)
-        t_fused = _time(lambda: F.depthwise_separable_conv2d(
+        res = {"layer": f"{H}x{H}x{C}/s{s}->{Co}", "rep": rep}
+        tm = _Rounds(quick)
+        tm.add(res, "pair", pair)
+        tm.add(res, "fused", lambda: F.depthwise_separable_conv2d(
             x, dw, pw, db, pb, stride=s, dw_activation="relu", activation="relu",
-            n_threads=nt, out=out), quick)
-        res = {"layer": f"{H}x{H}x{C}/s{s}->{Co}", "rep": rep, "pair": t_pair,
-               "fused": t_fused}
+            n_threads=nt, out=out))
+        tm.run()
         data.append({"kind": "block", "batch": batch, "threads": nt, **res})
         rows.append(res)
+
+
+# ---------------------------------------------------------------------------
+# whole network: MobileNet v1 (alpha=1, 224, batch norm folded), forward
+# ---------------------------------------------------------------------------
+
+def _folded_mobilenet(seed=0):
+    """Our MobileNet v1 with batch norm folded (random running statistics)."""
+    from effai_fast.mobilenet import mobilenet_v1
+    from effai_fast.nn import BatchNorm, fold_batchnorm
+
+    net = mobilenet_v1(1.0, 224, 1000, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    for layer in net.layers:
+        if isinstance(layer, BatchNorm):
+            c = layer.running_mean.size
+            layer.running_mean[...] = rng.normal(0, 0.1, c)
+            layer.running_var[...] = rng.uniform(0.5, 1.5, c)
+            layer.weight[...] = rng.uniform(0.5, 1.5, c)
+            layer.bias[...] = rng.normal(0, 0.1, c)
+    return fold_batchnorm(net)
+
+
+def _net_ops(folded):
+    """The folded network as a list of (kind, weight (torch layout), bias, stride)."""
+    from effai_fast.nn import Conv2d, DepthwiseConv2d, GlobalAvgPool, Linear, PointwiseConv2d
+
+    ops = []
+    for layer in folded.layers:
+        if isinstance(layer, Conv2d):
+            ops.append(("conv", np.ascontiguousarray(layer.weight.transpose(3, 2, 0, 1)),
+                        layer.bias, layer.stride, 1, layer.activation))
+        elif isinstance(layer, DepthwiseConv2d):
+            ops.append(("conv", np.ascontiguousarray(layer.weight.transpose(2, 0, 1)[:, None]),
+                        layer.bias, layer.stride, layer.channels, layer.activation))
+        elif isinstance(layer, PointwiseConv2d):
+            ops.append(("conv", np.ascontiguousarray(layer.weight.T[:, :, None, None]),
+                        layer.bias, 1, 1, layer.activation))
+        elif isinstance(layer, GlobalAvgPool):
+            ops.append(("pool",))
+        elif isinstance(layer, Linear):
+            ops.append(("fc", np.ascontiguousarray(layer.weight.T), layer.bias))
+        else:
+            raise TypeError(f"unexpected layer {layer!r}")
+    return ops
+
+
+def _torch_net(torch, ops):
+    nn = torch.nn
+    mods = []
+    for op in ops:
+        if op[0] == "conv":
+            w, b, s, g, act = op[1:]
+            m = nn.Conv2d(w.shape[1] * g, w.shape[0], w.shape[2], s, w.shape[2] // 2,
+                          groups=g, bias=True)
+            m.weight.data = torch.from_numpy(w.copy())
+            m.bias.data = torch.from_numpy(np.asarray(b, np.float32).copy())
+            mods += [m, nn.ReLU(inplace=True)] if act == "relu" else [m]
+        elif op[0] == "pool":
+            mods += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        else:
+            m = nn.Linear(op[1].shape[1], op[1].shape[0])
+            m.weight.data = torch.from_numpy(op[1].copy())
+            m.bias.data = torch.from_numpy(np.asarray(op[2], np.float32).copy())
+            mods.append(m)
+    return nn.Sequential(*mods).eval()
+
+
+def _onnx_net(ops, batch):
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes, inits = [], []
+    cur = "x"
+    for i, op in enumerate(ops):
+        if op[0] == "conv":
+            w, b, s, g, act = op[1:]
+            k = w.shape[2]
+            inits += [numpy_helper.from_array(w.astype(np.float32), f"w{i}"),
+                      numpy_helper.from_array(np.asarray(b, np.float32), f"b{i}")]
+            nodes.append(helper.make_node("Conv", [cur, f"w{i}", f"b{i}"], [f"c{i}"],
+                                          group=g, strides=[s, s], pads=[k // 2] * 4,
+                                          kernel_shape=[k, k]))
+            cur = f"c{i}"
+            if act == "relu":
+                nodes.append(helper.make_node("Relu", [cur], [f"r{i}"]))
+                cur = f"r{i}"
+        elif op[0] == "pool":
+            nodes.append(helper.make_node("GlobalAveragePool", [cur], [f"p{i}"]))
+            nodes.append(helper.make_node("Flatten", [f"p{i}"], [f"f{i}"]))
+            cur = f"f{i}"
+        else:
+            inits += [numpy_helper.from_array(op[1].astype(np.float32), f"w{i}"),
+                      numpy_helper.from_array(np.asarray(op[2], np.float32), f"b{i}")]
+            nodes.append(helper.make_node("Gemm", [cur, f"w{i}", f"b{i}"], ["y"], transB=1))
+    n_cls = ops[-1][1].shape[0]
+    graph = helper.make_graph(
+        nodes, "mobilenet_v1",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, 224, 224])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, n_cls])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def bench_net(batch, nt, quick, torch, data, net=None):
+    """Whole MobileNet v1 forward: ours vs torch (NCHW, channels_last) vs ORT."""
+    net = _folded_mobilenet() if net is None else net
+    net.n_threads = nt
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch, 224, 224, 3), dtype=np.float32)
+    y = net.forward(x)
+    res = {"kind": "net", "batch": batch, "threads": nt, "layer": "mobilenet_v1",
+           "macs": net.macs((224, 224, 3)) * batch}
+    tm = _Rounds(quick)
+    tm.add(res, "ours", lambda: net.forward(x))
+    ops = _net_ops(net)
+    xn = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    if torch:
+        tnet = _torch_net(torch, ops)
+        xt = torch.from_numpy(xn)
+        with torch.inference_mode():
+            yt = tnet(xt).numpy()
+            res["err_torch"] = float(np.abs(yt - y).max() / np.abs(yt).max())
+        tm.add(res, "torch_nchw", lambda: tnet(xt))
+        tcl = copy.deepcopy(tnet).to(memory_format=torch.channels_last)
+        xcl = xt.contiguous(memory_format=torch.channels_last)
+        tm.add(res, "torch_cl", lambda: tcl(xcl))
+    if have("onnxruntime") and have("onnx"):
+        sess = _ort_session(_onnx_net(ops, batch), nt)
+        yo = np.empty((batch, y.shape[1]), np.float32)
+        io = sess.io_binding()
+        io.bind_cpu_input("x", xn)
+        io.bind_output("y", "cpu", 0, np.float32, list(yo.shape), yo.ctypes.data)
+        sess.run_with_iobinding(io)
+        res["err_ort"] = float(np.abs(yo - y).max() / np.abs(yo).max())
+        tm.add(res, "ort", lambda: sess.run_with_iobinding(io))
+    if torch:
+        with torch.inference_mode():
+            tm.run()
+    else:
+        tm.run()
+    data.append(res)
+    return res
+
+
+def _no_grad(torch):
+    import contextlib
+
+    return torch.no_grad() if torch else contextlib.nullcontext()
 
 
 def _sum(rows, key):
@@ -234,7 +425,12 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="batch 8 instead of 32, short timings")
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--no-layers", action="store_true",
+                    help="only the whole-network benchmark (for a quick look; the written "
+                         "results then lack the per-layer tables)")
     args = ap.parse_args(argv)
+    from threadpoolctl import threadpool_limits
+
     torch = None
     if have("torch"):
         import torch
@@ -248,20 +444,48 @@ def main(argv=None):
     md.append(f"Ours: `out=` buffers, `KERNEL_ISA={F.KERNEL_ISA}`; torch: fresh output per call "
               "(no `out=` for convolutions), `no_grad`; ONNX Runtime: one-node Conv graph, "
               "output bound to a preallocated buffer (IO binding). Times are the best of "
-              "repeated runs; sums count the 14x14 layer five times. "
+              "5 rounds in which ours and the peers alternate (so a load change hits all "
+              "alike); sums count the 14x14 layer five times. "
               "The machine was shared with other jobs during the run "
               f"(load average {load0:.1f} at the start, {{load1}} at the end): ratios "
               "within a row were measured seconds apart, absolute times are pessimistic.\n")
     summary = []
     t_start = time.time()
+    # Whole network first: the headline figure.
+    net = _folded_mobilenet()
+    net_rows = []
     for batch in (1, big):
         for nt in args.threads:
             if torch:
                 torch.set_num_threads(nt)
+            with threadpool_limits(nt, "blas"):
+                r = bench_net(batch, nt, args.quick, torch, data, net)
+            tcl, tn = r.get("torch_cl", np.nan), r.get("torch_nchw", np.nan)
+            to = r.get("ort", np.nan)
+            net_rows.append([batch, nt, r["ours"] * 1e3, tn * 1e3, tcl * 1e3, to * 1e3,
+                             tcl / r["ours"], min(tn, tcl) / r["ours"], to / r["ours"],
+                             2 * r["macs"] / r["ours"] / 1e9, batch / r["ours"]])
+    md.append("\n### Whole MobileNet v1 forward (alpha=1, 224x224, batch norm folded)\n")
+    md.append("Ours: `fold_batchnorm(mobilenet_v1())` (intermediate outputs in buffers reused "
+              "between calls, the classifier on numpy's BLAS held at the same thread count); "
+              "torch: the same folded weights as `nn.Sequential` of `Conv2d(bias)`+`ReLU`, "
+              "`eval()`, under `torch.inference_mode()`, NCHW and channels_last (model and "
+              "input); ONNX Runtime: the same graph built with `onnx.helper` (Conv+Relu, "
+              "GlobalAveragePool, Gemm; ORT_ENABLE_ALL fuses Conv+Relu), NCHW input, output "
+              "bound to a preallocated buffer. Outputs agree to ~1e-6 relative.\n")
+    md.append(md_table(["batch", "threads", "ours ms", "torch NCHW ms", "torch CL ms",
+                        "ORT ms", "x torch CL", "x torch best", "x ORT", "GFLOP/s",
+                        "images/s"], net_rows))
+    for batch in (1, big) if not args.no_layers else ():
+        for nt in args.threads:
+            if torch:
+                torch.set_num_threads(nt)
+            blas = threadpool_limits(nt, "blas")
             dw_rows, pw_rows, blk_rows = [], [], []
             bench_dw(batch, nt, args.quick, torch, dw_rows, data)
             bench_pw(batch, nt, args.quick, torch, pw_rows, data)
             bench_block(batch, nt, args.quick, blk_rows, data)
+            blas.restore_original_limits()
             md.append(f"\n### batch {batch}, {nt} thread{'s' if nt > 1 else ''}\n")
             rows = []
             for r in dw_rows:

@@ -302,6 +302,47 @@ cdef inline void _dw3x3_block4(const floating* r0, const floating* r1, const flo
         c0 = c0 + _CB
 
 
+cdef inline void _dw3x3_px1(const floating* r0, const floating* r1, const floating* r2,
+                           Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t i2,
+                           const floating* zrow, const floating* w, const floating* b,
+                           floating* op, Py_ssize_t C, int act,
+                           floating* acc) noexcept nogil:
+    """One output pixel of a 3x3 depthwise filter, taps in the padding included.
+
+    ``r0..r2`` are the three input rows (``zrow`` for rows in the padding) and
+    ``i0..i2`` the element offsets of the three tap columns in a row, or -1 for
+    a column in the padding (read from ``zrow`` instead).  Every tap is summed,
+    padded ones as ``0 * w``, in the (kh, kw) order of :func:`_dw3x3_block4`,
+    so the inner loop has no branches and vectorises; the sums go through the
+    local ``acc`` and the bias and activation are applied on the way out.
+    """
+    cdef const floating* x00 = (r0 + i0) if i0 >= 0 else zrow
+    cdef const floating* x01 = (r0 + i1) if i1 >= 0 else zrow
+    cdef const floating* x02 = (r0 + i2) if i2 >= 0 else zrow
+    cdef const floating* x10 = (r1 + i0) if i0 >= 0 else zrow
+    cdef const floating* x11 = (r1 + i1) if i1 >= 0 else zrow
+    cdef const floating* x12 = (r1 + i2) if i2 >= 0 else zrow
+    cdef const floating* x20 = (r2 + i0) if i0 >= 0 else zrow
+    cdef const floating* x21 = (r2 + i1) if i1 >= 0 else zrow
+    cdef const floating* x22 = (r2 + i2) if i2 >= 0 else zrow
+    cdef const floating* wq
+    cdef Py_ssize_t c, c0, cl
+    c0 = 0
+    while c0 < C:
+        cl = C - c0
+        if cl > _CB:
+            cl = _CB
+        wq = w + c0
+        for c in range(cl):
+            acc[c] = (x00[c0 + c] * wq[c] + x01[c0 + c] * wq[C + c]
+                      + x02[c0 + c] * wq[2 * C + c] + x10[c0 + c] * wq[3 * C + c]
+                      + x11[c0 + c] * wq[4 * C + c] + x12[c0 + c] * wq[5 * C + c]
+                      + x20[c0 + c] * wq[6 * C + c] + x21[c0 + c] * wq[7 * C + c]
+                      + x22[c0 + c] * wq[8 * C + c])
+        _store(op + c0, acc, (b + c0) if b != NULL else NULL, cl, act)
+        c0 = c0 + _CB
+
+
 cdef void _dw_pixels(const floating* xn, const floating* w, const floating* b,
                      floating* o, Py_ssize_t H, Py_ssize_t W, Py_ssize_t C,
                      Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t ih0,
@@ -315,11 +356,13 @@ cdef void _dw_pixels(const floating* xn, const floating* w, const floating* b,
     ``zrow`` a row of W*C zeros that stands in for rows in the padding.
     ``rowp``, if not NULL, gives the KH (= 3) input rows directly (already
     resolved to ``zrow`` outside the image); ``xn`` and ``ih0`` are then unused.
-    3x3 filters: the columns whose taps are all inside the image run four
-    pixels at a time (the last block overlaps the previous one rather than
-    falling back to the slow path); the border columns take the general path.
+    3x3 filters (with ``zrow``): the columns whose taps are all inside the
+    image run four pixels at a time; the border columns and the last few
+    interior ones run one pixel at a time with the padded taps read from
+    ``zrow`` (no branch, no read-modify-write of the output).  Other filters
+    take the general path.
     """
-    cdef Py_ssize_t ow, kh, kw, c, ih, iw, iw0, jb
+    cdef Py_ssize_t ow, kh, kw, c, ih, iw, iw0
     cdef Py_ssize_t ow_lo = 0, ow_hi = 0
     cdef floating* op
     cdef const floating* xp
@@ -330,6 +373,7 @@ cdef void _dw_pixels(const floating* xn, const floating* w, const floating* b,
     cdef bint fast = False
     cdef const floating* xr
     cdef floating acc[4 * _CB]
+    cdef Py_ssize_t i0, i1, i2
 
     if KH == 3 and KW == 3 and zrow != NULL:
         # first ow with ow*sw - pl >= 0
@@ -341,12 +385,14 @@ cdef void _dw_pixels(const floating* xn, const floating* w, const floating* b,
         ow_hi = ow_hi // sw + 1 if ow_hi >= 0 else 0
         if ow_hi > ow1:
             ow_hi = ow1
-        fast = ow_hi - ow_lo >= 4
-        if fast and rowp != NULL:
+        if ow_hi < ow_lo:
+            ow_hi = ow_lo
+        fast = True
+        if rowp != NULL:
             r0 = rowp[0]
             r1 = rowp[1]
             r2 = rowp[2]
-        elif fast:
+        else:
             ih = ih0
             r0 = (xn + ih * W * C) if 0 <= ih < H else zrow
             ih = ih0 + dh
@@ -356,18 +402,21 @@ cdef void _dw_pixels(const floating* xn, const floating* w, const floating* b,
 
     ow = ow0
     while ow < ow1:
-        if fast and ow == ow_lo:
-            jb = ow_lo
-            while True:
-                if jb + 4 > ow_hi:
-                    jb = ow_hi - 4   # overlap: recompute, same values
-                iw0 = (jb * sw - pl) * C
-                _dw3x3_block4(r0 + iw0, r1 + iw0, r2 + iw0, w, b, o + (jb - ow0) * C,
+        if fast:
+            if ow_lo <= ow and ow + 4 <= ow_hi:
+                iw0 = (ow * sw - pl) * C
+                _dw3x3_block4(r0 + iw0, r1 + iw0, r2 + iw0, w, b, o + (ow - ow0) * C,
                               C, sw, dw, act, acc)
-                jb = jb + 4
-                if jb >= ow_hi:
-                    break
-            ow = ow_hi
+                ow = ow + 4
+                continue
+            iw = ow * sw - pl
+            i0 = iw * C if 0 <= iw < W else -1
+            iw = iw + dw
+            i1 = iw * C if 0 <= iw < W else -1
+            iw = iw + dw
+            i2 = iw * C if 0 <= iw < W else -1
+            _dw3x3_px1(r0, r1, r2, i0, i1, i2, zrow, w, b, o + (ow - ow0) * C, C, act, acc)
+            ow = ow + 1
             continue
         # general path: one pixel, taps accumulated in the output row
         op = o + (ow - ow0) * C
