@@ -26,6 +26,7 @@ from ._graph import NP_IMPL, Graph, _index_from_attr
 __all__ = ["NotLowerable", "ScalarTape", "lower"]
 
 OPC = _tape.OPCODES
+_L1_BYTES = 24 * 1024    # scratch per block that should stay in a 32 KiB L1 data cache
 
 # binary op with a constant second operand -> (code) ; with constant first -> (code, swapped)
 _VC = {"add": "addc", "mul": "mulc", "div": "divc", "pow": "powc", "maximum": "maxc",
@@ -394,9 +395,13 @@ def _finish(bld, g, n_in, n_x, out_refs, red_refs, block, reuse=True):
         origin.append(bld.origin[k])
     n_slots = max(n_slots, 1)
     if block is None:
-        # ~256 KiB of slots per block (L2), but never under 64 points: below that the
-        # per-instruction dispatch shows (measured: Rosenbrock n=200, B=16 vs 64).
-        block = int(np.clip(2 ** int(np.log2(max(1, 262144 // (8 * n_slots)))), 64, 512))
+        # Blocks of _tape.BLOCK (64) points: all slots of a block stay in L1
+        # (46 slots * 64 * 8 B = 23 KiB for the Rosenbrock n=10 gradient) and a full
+        # block runs the sweep's fixed-length loops.  Tapes with many live slots use
+        # narrower blocks, never under 16 points (then per-instruction dispatch shows).
+        import os
+        block = int(os.environ.get("EFFAI_AD_BLOCK", 0)) or int(np.clip(
+            2 ** int(np.log2(max(1, _L1_BYTES // (8 * n_slots)))), 16, _tape.BLOCK))
     prog = _tape.Program(code, dst, A, B, C, imm, n_slots, n_x, n_in - n_x,
                          [slot[r] for r in out_refs], [slot[r] for r in red_refs], block)
     return ScalarTape(prog, origin, g, names)

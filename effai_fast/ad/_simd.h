@@ -19,6 +19,22 @@
 #include <stddef.h>
 
 
+#if defined(__GNUC__)
+#define EFFAI_ALWAYS_INLINE __attribute__((always_inline))
+#else
+#define EFFAI_ALWAYS_INLINE
+#endif
+
+/* See effai_sweep_d below: AVX2 clone of the block sweep, chosen at load time. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) \
+    && !defined(EFFAI_NO_CLONES) && !defined(__AVX2__)
+#define EFFAI_CLONES __attribute__((target_clones("avx2", "default")))
+#define EFFAI_HAVE_CLONES 1
+#else
+#define EFFAI_CLONES
+#define EFFAI_HAVE_CLONES 0
+#endif
+
 /* Op codes of the flat tape (mirrored by cdef extern in _tape.pxd). */
 enum {
     OP_CONST = 0, OP_COPY, OP_ADD, OP_SUB, OP_MUL, OP_DIV, OP_POW, OP_MAX, OP_MIN, OP_MUL0,
@@ -186,7 +202,7 @@ EFFAI_LIBM_LOOP(f, float, tanh, tanhf)
 
 /* One instruction over a block: o <- op(x, y, z; q). */
 #define EFFAI_DEFINE_OP(T, S, SQRT, POW)                                                     \
-static inline void effai_op_##S(int op, T* restrict o, const T* x, const T* y, const T* z,  \
+static inline EFFAI_ALWAYS_INLINE void effai_op_##S(int op, T* restrict o, const T* x, const T* y, const T* z,  \
                                 T q, ptrdiff_t n) {                                        \
     switch (op) {                                                                           \
     case OP_ADD: effai_add_##S(o, x, y, n); break;                                          \
@@ -241,5 +257,47 @@ static inline void effai_op_##S(int op, T* restrict o, const T* x, const T* y, c
 
 EFFAI_DEFINE_OP(double, d, sqrt, pow)
 EFFAI_DEFINE_OP(float, f, sqrtf, powf)
+
+/* Non-inlined entry for the debug sweep of _tape.pyx (one instruction at a time). */
+static void effai_op1_d(int op, double* o, const double* x, const double* y, const double* z,
+                        double q, ptrdiff_t n) { effai_op_d(op, o, x, y, z, q, n); }
+static void effai_op1_f(int op, float* o, const float* x, const float* y, const float* z,
+                        float q, ptrdiff_t n) { effai_op_f(op, o, x, y, z, q, n); }
+
+/* The whole program over one block: v[dst*B..] <- op(v[a*B..], ...), for k in order.
+ *
+ * Runtime ISA dispatch.  Wheels are built for the x86-64 baseline (SSE2: two
+ * doubles per vector).  On x86-64 Linux with gcc, `target_clones` compiles this
+ * function (with every loop inlined into it) once more for AVX2 and picks the
+ * clone when the process starts (an ifunc), so the per-instruction loops run
+ * four doubles per vector, and libmvec's 4-wide exp/log where available, on the
+ * CPUs that have it.  No FMA is enabled (and ISO C mode keeps -ffp-contract=off),
+ * so both clones round every operation the same way: the results are identical
+ * on any x86-64 CPU; only libmvec's exp/log/sin/cos may differ in the last bits
+ * between its SSE and AVX2 variants.
+ *
+ * A full block of the default width EFFAI_BW points takes a path where the loop
+ * length is a compile-time constant: every instruction is then a straight
+ * sequence of vector operations, with no remainder loop and no trip-count tests.
+ */
+#define EFFAI_BW 64
+#define EFFAI_SWEEP_LOOP(T, S, NB)                                                           \
+    for (ptrdiff_t k = 0; k < n_ops; k++)                                                    \
+        effai_op_##S(code[k], v + (ptrdiff_t)dst[k] * B, v + (ptrdiff_t)a[k] * B,            \
+                     v + (ptrdiff_t)b[k] * B, v + (ptrdiff_t)c[k] * B, (T)imm[k], NB);
+
+#define EFFAI_DEFINE_SWEEP(T, S)                                                             \
+EFFAI_CLONES static void effai_sweep_##S(const int* code, const int* dst, const int* a,      \
+                                         const int* b, const int* c, const double* imm,      \
+                                         ptrdiff_t n_ops, T* v, ptrdiff_t B, ptrdiff_t nb) { \
+    if (nb == EFFAI_BW && B == EFFAI_BW) {                                                   \
+        EFFAI_SWEEP_LOOP(T, S, EFFAI_BW)                                                     \
+    } else {                                                                                 \
+        EFFAI_SWEEP_LOOP(T, S, nb)                                                           \
+    }                                                                                        \
+}
+
+EFFAI_DEFINE_SWEEP(double, d)
+EFFAI_DEFINE_SWEEP(float, f)
 
 #endif

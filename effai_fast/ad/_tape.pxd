@@ -56,10 +56,21 @@ cdef extern from "_simd.h" nogil:
         OP_WHERE_CV
         N_OPCODES
 
-    void effai_op_d(int op, double* o, const double* x, const double* y, const double* z,
-                    double q, Py_ssize_t n)
-    void effai_op_f(int op, float* o, const float* x, const float* y, const float* z,
-                    float q, Py_ssize_t n)
+    enum:
+        EFFAI_BW
+        EFFAI_HAVE_CLONES
+        EFFAI_VECTOR_MATH
+
+    void effai_op1_d(int op, double* o, const double* x, const double* y, const double* z,
+                     double q, Py_ssize_t n)
+    void effai_op1_f(int op, float* o, const float* x, const float* y, const float* z,
+                     float q, Py_ssize_t n)
+    void effai_sweep_d(const int* code, const int* dst, const int* a, const int* b,
+                       const int* c, const double* imm, Py_ssize_t n_ops, double* v,
+                       Py_ssize_t B, Py_ssize_t nb)
+    void effai_sweep_f(const int* code, const int* dst, const int* a, const int* b,
+                       const int* c, const double* imm, Py_ssize_t n_ops, float* v,
+                       Py_ssize_t B, Py_ssize_t nb)
 
 ctypedef fused real_t:
     float

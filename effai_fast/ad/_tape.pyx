@@ -53,6 +53,10 @@ _np_empty = np.empty
 
 cimport effai_fast._openmp  # noqa: F401  (the package's OpenMP shim)
 
+BLOCK = EFFAI_BW            # points per block with the fixed-length sweep loops
+HAVE_CLONES = bool(EFFAI_HAVE_CLONES)   # an AVX2 clone of the sweep, chosen at load time
+VECTOR_MATH = bool(EFFAI_VECTOR_MATH)   # exp/log/sin/cos through libmvec
+
 OPCODES = {
     "const": OP_CONST, "copy": OP_COPY, "add": OP_ADD, "sub": OP_SUB, "mul": OP_MUL,
     "div": OP_DIV, "pow": OP_POW, "maximum": OP_MAX, "minimum": OP_MIN, "mul0": OP_MUL0,
@@ -108,6 +112,12 @@ cdef Py_ssize_t sweep_block(const int* code, const int* dst, const int* a, const
     cdef real_t* x
     cdef real_t* y
     cdef real_t* z
+    if not debug:
+        if real_t is double:
+            effai_sweep_d(code, dst, a, b, c, imm, n_ops, v, B, nb)
+        else:
+            effai_sweep_f(code, dst, a, b, c, imm, n_ops, v, B, nb)
+        return 0
     for k in range(n_ops):
         op = code[k]
         o = v + dst[k] * B
@@ -115,12 +125,11 @@ cdef Py_ssize_t sweep_block(const int* code, const int* dst, const int* a, const
         y = v + b[k] * B
         z = v + c[k] * B
         if real_t is double:
-            effai_op_d(op, o, x, y, z, imm[k], nb)
+            effai_op1_d(op, o, x, y, z, imm[k], nb)
         else:
-            effai_op_f(op, o, x, y, z, <float>imm[k], nb)
-        if debug:
-            if _first_bad(op, o, x, y, z, nb):
-                return k + 1
+            effai_op1_f(op, o, x, y, z, <float>imm[k], nb)
+        if _first_bad(op, o, x, y, z, nb):
+            return k + 1
     return 0
 
 
@@ -156,7 +165,7 @@ cdef void sweep_scalar(const int* code, const int* dst, const int* a, const int*
         elif op == OP_DIV:
             v[dst[k]] = x / v[b[k]]
         else:
-            sweep_block(code + k, dst + k, a + k, b + k, c + k, imm + k, 1, v, 1, 1, False)
+            effai_op1_d(op, v + dst[k], v + a[k], v + b[k], v + c[k], q, 1)
 
 
 cdef void _load(real_t* v, Py_ssize_t B, Py_ssize_t nb, const real_t[:, ::1] X, Py_ssize_t p0,
@@ -197,14 +206,12 @@ cdef Py_ssize_t _run(const int* code, const int* dst, const int* a, const int* b
             nb = B if p0 + B <= n_pts else n_pts - p0
             _load(v, B, nb, X, p0, n_x, P, n_p)
             bad[blk] = sweep_block(code, dst, a, b, c, imm, n_ops, v, B, nb, debug)
-            for k in range(n_out):
-                s = out_s[k] * B
-                for j in range(nb):
-                    OUT[p0 + j, k] = v[s + j]
-            for k in range(n_out2):
-                s = out_s[n_out + k] * B
-                for j in range(nb):
-                    OUT2[p0 + j, k] = v[s + j]
+            # row by row: each output row is written once, contiguously
+            for j in range(nb):
+                for k in range(n_out):
+                    OUT[p0 + j, k] = v[out_s[k] * B + j]
+                for k in range(n_out2):
+                    OUT2[p0 + j, k] = v[out_s[n_out + k] * B + j]
             for k in range(n_red):
                 s = red_s[k] * B
                 acc = 0
