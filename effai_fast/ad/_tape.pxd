@@ -54,6 +54,16 @@ cdef extern from "_simd.h" nogil:
         OP_WHERE
         OP_WHERE_VC
         OP_WHERE_CV
+        OP_ADDMULC
+        OP_ADD3
+        OP_MULCMUL0
+        OP_MUL0MULC
+        OP_SQSUB
+        OP_SQMULC
+        OP_ADDSQ
+        OP_ADDMUL0
+        OP_ADDMUL
+        OP_SUBSQ
         N_OPCODES
 
     enum:
@@ -61,6 +71,11 @@ cdef extern from "_simd.h" nogil:
         EFFAI_HAVE_CLONES
         EFFAI_VECTOR_MATH
 
+    void effai_aos_to_soa_d(const double* X, Py_ssize_t ldx, Py_ssize_t ncols,
+                            Py_ssize_t npts, double* v, Py_ssize_t B)
+    void effai_soa_to_aos_d(const double* v, Py_ssize_t B, const int* slots, Py_ssize_t ncols,
+                            Py_ssize_t npts, double* O, Py_ssize_t ldo)
+    void effai_prefetch(const void* p, size_t nbytes, int rw)
     void effai_op1_d(int op, double* o, const double* x, const double* y, const double* z,
                      double q, Py_ssize_t n)
     void effai_op1_f(int op, float* o, const float* x, const float* y, const float* z,

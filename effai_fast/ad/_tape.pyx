@@ -68,19 +68,25 @@ OPCODES = {
     "eq": OP_EQ, "ne": OP_NE, "ltc": OP_LTC, "lec": OP_LEC, "gtc": OP_GTC, "gec": OP_GEC,
     "eqc": OP_EQC, "nec": OP_NEC, "where": OP_WHERE, "where_vc": OP_WHERE_VC,
     "where_cv": OP_WHERE_CV,
+    "addmulc": OP_ADDMULC, "add3": OP_ADD3, "mulcmul0": OP_MULCMUL0, "mul0mulc": OP_MUL0MULC,
+    "sqsub": OP_SQSUB, "sqmulc": OP_SQMULC, "addsq": OP_ADDSQ, "addmul0": OP_ADDMUL0,
+    "addmul": OP_ADDMUL, "subsq": OP_SUBSQ,
 }
 
 
 cdef inline int _arity(int op) noexcept nogil:
     if op == OP_CONST:
         return 0
-    if op == OP_WHERE:
+    if op == OP_WHERE or op == OP_ADD3 or op == OP_ADDMUL0 or op == OP_ADDMUL:
         return 3
+    if op == OP_SQMULC:
+        return 1
     if op == OP_WHERE_VC or op == OP_WHERE_CV:
         return 2
     if (op == OP_ADD or op == OP_SUB or op == OP_MUL or op == OP_DIV or op == OP_POW
             or op == OP_MAX or op == OP_MIN or op == OP_MUL0 or op == OP_LT or op == OP_LE
-            or op == OP_EQ or op == OP_NE):
+            or op == OP_EQ or op == OP_NE or op == OP_ADDMULC or op == OP_MULCMUL0
+            or op == OP_MUL0MULC or op == OP_SQSUB or op == OP_ADDSQ or op == OP_SUBSQ):
         return 2
     return 1
 
@@ -139,7 +145,7 @@ cdef void sweep_scalar(const int* code, const int* dst, const int* a, const int*
     """One point, float64: the same instructions without the block loops."""
     cdef Py_ssize_t k
     cdef int op
-    cdef double x, q
+    cdef double x, q, t
     for k in range(n_ops):
         x = v[a[k]]
         q = imm[k]
@@ -164,6 +170,37 @@ cdef void sweep_scalar(const int* code, const int* dst, const int* a, const int*
             v[dst[k]] = -x
         elif op == OP_DIV:
             v[dst[k]] = x / v[b[k]]
+        elif op == OP_ADDMULC:
+            t = v[b[k]] * q
+            v[dst[k]] = x + t
+        elif op == OP_ADD3:
+            t = x + v[b[k]]
+            v[dst[k]] = t + v[c[k]]
+        elif op == OP_MULCMUL0:
+            t = x * q
+            v[dst[k]] = 0 if t == 0 else t * v[b[k]]
+        elif op == OP_MUL0MULC:
+            t = v[b[k]] * q
+            v[dst[k]] = 0 if x == 0 else x * t
+        elif op == OP_SQSUB:
+            t = v[b[k]] * v[b[k]]
+            v[dst[k]] = x - t
+        elif op == OP_SQMULC:
+            t = x * x
+            v[dst[k]] = t * q
+        elif op == OP_ADDSQ:
+            t = v[b[k]] * v[b[k]]
+            v[dst[k]] = x + t
+        elif op == OP_ADDMUL0:
+            t = v[b[k]]
+            t = 0 if t == 0 else t * v[c[k]]
+            v[dst[k]] = x + t
+        elif op == OP_ADDMUL:
+            t = v[b[k]] * v[c[k]]
+            v[dst[k]] = x + t
+        elif op == OP_SUBSQ:
+            t = x - v[b[k]]
+            v[dst[k]] = t * t
         else:
             effai_op1_d(op, v + dst[k], v + a[k], v + b[k], v + c[k], q, 1)
 
@@ -172,9 +209,13 @@ cdef void _load(real_t* v, Py_ssize_t B, Py_ssize_t nb, const real_t[:, ::1] X, 
                 Py_ssize_t n_x, const real_t[::1] P, Py_ssize_t n_p) noexcept nogil:
     cdef Py_ssize_t i, j
     cdef real_t pv
-    for j in range(nb):
-        for i in range(n_x):
-            v[i * B + j] = X[p0 + j, i]
+    if real_t is double:
+        if n_x:
+            effai_aos_to_soa_d(&X[p0, 0], n_x, n_x, nb, v, B)
+    else:
+        for j in range(nb):
+            for i in range(n_x):
+                v[i * B + j] = X[p0 + j, i]
     for i in range(n_p):
         pv = P[i]
         for j in range(nb):
@@ -205,13 +246,21 @@ cdef Py_ssize_t _run(const int* code, const int* dst, const int* a, const int* b
             p0 = blk * B
             nb = B if p0 + B <= n_pts else n_pts - p0
             _load(v, B, nb, X, p0, n_x, P, n_p)
+            if p0 + B < n_pts:
+                effai_prefetch(&X[p0 + B, 0], min(B, n_pts - p0 - B) * n_x * sizeof(real_t), 0)
             bad[blk] = sweep_block(code, dst, a, b, c, imm, n_ops, v, B, nb, debug)
-            # row by row: each output row is written once, contiguously
-            for j in range(nb):
-                for k in range(n_out):
-                    OUT[p0 + j, k] = v[out_s[k] * B + j]
-                for k in range(n_out2):
-                    OUT2[p0 + j, k] = v[out_s[n_out + k] * B + j]
+            if real_t is double:
+                if n_out:
+                    effai_soa_to_aos_d(v, B, out_s, n_out, nb, &OUT[p0, 0], n_out)
+                if n_out2:
+                    effai_soa_to_aos_d(v, B, out_s + n_out, n_out2, nb, &OUT2[p0, 0], n_out2)
+            else:
+                # row by row: each output row is written once, contiguously
+                for j in range(nb):
+                    for k in range(n_out):
+                        OUT[p0 + j, k] = v[out_s[k] * B + j]
+                    for k in range(n_out2):
+                        OUT2[p0 + j, k] = v[out_s[n_out + k] * B + j]
             for k in range(n_red):
                 s = red_s[k] * B
                 acc = 0
