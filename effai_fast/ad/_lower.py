@@ -369,7 +369,8 @@ def lower(g: Graph, x_nodes, p_nodes, out_nodes, red_nodes=(), block=None,
     out_nodes, red_nodes : list of int
         Per-point outputs and outputs summed over points (flattened, in order).
     block : int, optional
-        Points per block; by default ~256 KiB of slots, between 64 and 512 points.
+        Points per block; by default 64 (the sweep's fixed-length loops), fewer
+        (down to 16) when the slots of 64 points would not fit ~24 KiB of L1.
     max_ops : int
         Raise :class:`NotLowerable` beyond this many scalar instructions.
     reuse : bool, default=True
@@ -488,9 +489,8 @@ def _finish(bld, g, n_in, n_x, out_refs, red_refs, block, reuse=True):
         # (46 slots * 64 * 8 B = 23 KiB for the Rosenbrock n=10 gradient) and a full
         # block runs the sweep's fixed-length loops.  Tapes with many live slots use
         # narrower blocks, never under 16 points (then per-instruction dispatch shows).
-        import os
-        block = int(os.environ.get("EFFAI_AD_BLOCK", 0)) or int(np.clip(
-            2 ** int(np.log2(max(1, _L1_BYTES // (8 * n_slots)))), 16, _tape.BLOCK))
+        block = int(np.clip(2 ** int(np.log2(max(1, _L1_BYTES // (8 * n_slots)))),
+                            16, _tape.BLOCK))
     prog = _tape.Program(code, dst, A, B, C, imm, n_slots, n_x, n_in - n_x,
                          [slot[r] for r in out_refs], [slot[r] for r in red_refs], block)
     return ScalarTape(prog, origin, g, names)
