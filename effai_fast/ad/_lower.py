@@ -26,7 +26,6 @@ from ._graph import NP_IMPL, Graph, _index_from_attr
 __all__ = ["NotLowerable", "ScalarTape", "lower"]
 
 OPC = _tape.OPCODES
-_L1_BYTES = 24 * 1024    # scratch per block that should stay in a 32 KiB L1 data cache
 
 # binary op with a constant second operand -> (code) ; with constant first -> (code, swapped)
 _VC = {"add": "addc", "mul": "mulc", "div": "divc", "pow": "powc", "maximum": "maxc",
@@ -369,8 +368,7 @@ def lower(g: Graph, x_nodes, p_nodes, out_nodes, red_nodes=(), block=None,
     out_nodes, red_nodes : list of int
         Per-point outputs and outputs summed over points (flattened, in order).
     block : int, optional
-        Points per block; by default 64 (the sweep's fixed-length loops), fewer
-        (down to 16) when the slots of 64 points would not fit ~24 KiB of L1.
+        Points per block; by default 64 (the sweep's fixed-length loops).
     max_ops : int
         Raise :class:`NotLowerable` beyond this many scalar instructions.
     reuse : bool, default=True
@@ -485,12 +483,13 @@ def _finish(bld, g, n_in, n_x, out_refs, red_refs, block, reuse=True):
         origin.append(korig[pos])
     n_slots = max(n_slots, 1)
     if block is None:
-        # Blocks of _tape.BLOCK (64) points: all slots of a block stay in L1
-        # (46 slots * 64 * 8 B = 23 KiB for the Rosenbrock n=10 gradient) and a full
-        # block runs the sweep's fixed-length loops.  Tapes with many live slots use
-        # narrower blocks, never under 16 points (then per-instruction dispatch shows).
-        block = int(np.clip(2 ** int(np.log2(max(1, _L1_BYTES // (8 * n_slots)))),
-                            16, _tape.BLOCK))
+        # Blocks of _tape.BLOCK (64) points, whatever the tape: a full block runs the
+        # sweep's fixed-length loops, and the slots of small tapes stay in L1
+        # (37 slots * 64 * 8 B = 19 KiB for the Rosenbrock n=10 gradient).  Measured
+        # (Rosenbrock n=50 gradient, 197 slots, in L2 at 64 points): blocks of 16
+        # points were 7x slower than 64 (dispatch and loop overheads), 128 and 256
+        # about 2x slower (the working set leaves L2).
+        block = _tape.BLOCK
     prog = _tape.Program(code, dst, A, B, C, imm, n_slots, n_x, n_in - n_x,
                          [slot[r] for r in out_refs], [slot[r] for r in red_refs], block)
     return ScalarTape(prog, origin, g, names)
