@@ -240,3 +240,55 @@ def test_lower_rejects_custom_primitives():
     y = p(ad.Traced(g, x))
     with pytest.raises(NotLowerable):
         lower(g, [x], [], [y.id])
+
+
+def _mlp_point(x, p):
+    W1 = p[:12].reshape(3, 4)
+    h = np.tanh(x @ W1 + p[12:16])
+    return (h @ p[16:20] - 1.0) ** 2
+
+
+@pytest.mark.parametrize("case", ["rosen", "mlp", "random0", "random1", "random2"])
+def test_superinstructions_bitwise_equal_to_unfused(case, rng, dtype, n_threads):
+    """Fused ops (x + y*q, (x - y)^2, ...) round exactly like the pairs they replace.
+
+    Debug programs are lowered without fusion (one instruction per op), so the
+    two sweeps must agree bit for bit; the fused program must also be shorter.
+    """
+    n_p = 0
+    if case == "rosen":
+        n, f = 10, rosen
+    elif case == "mlp":
+        n, n_p, f = 3, 20, _mlp_point
+    else:
+        r2 = np.random.default_rng(int(case[-1]) + 7)
+        n = int(r2.integers(2, 6))
+        prog = random_program(r2, n, 40)
+        f = lambda x: run_program(prog, x)   # noqa: E731
+    tape = ad.trace(f, n, n_p)
+    X = rng.uniform(-1.2, 1.2, size=(203, n)).astype(dtype)
+    P = rng.uniform(-1, 1, size=n_p).astype(dtype) if n_p else None
+    wrt = "all" if n_p else "inputs"
+    fast = tape.value_and_grad(X, P, wrt=wrt, reduce=False, n_threads=n_threads)
+    slow = tape.value_and_grad(X, P, wrt=wrt, reduce=False, n_threads=n_threads, debug=True)
+    np.testing.assert_array_equal(fast[0], slow[0])
+    ga = fast[1] if not n_p else np.hstack(fast[1])
+    gb = slow[1] if not n_p else np.hstack(slow[1])
+    np.testing.assert_array_equal(ga, gb)
+    if case in ("rosen", "mlp"):
+        kind = "all_pp" if n_p else "inputs"
+        fused = tape._program(kind)
+        assert fused.n_ops < tape._program(kind, debug=True).n_ops
+        assert any(c in fused.code_names for c in ("addmulc", "addmul", "sqsub", "subsq"))
+
+
+@pytest.mark.parametrize("n_in", [1, 3, 4, 5, 8, 9])
+def test_row_transposition_edges(n_in, rng):
+    """Rows <-> slots moves in 4x4 tiles: column counts around 4 and partial blocks."""
+    tape = ad.trace(lambda x: np.sum(x * x * np.arange(1, n_in + 1)), n_in)
+    for n_pts in (1, 3, 4, 65, 130):
+        X = rng.uniform(-1, 1, size=(n_pts, n_in))
+        v, G = tape.value_and_grad(X)
+        w = np.arange(1, n_in + 1)
+        np.testing.assert_allclose(v, (X * X * w).sum(axis=1), rtol=1e-14)
+        np.testing.assert_array_equal(G, 2 * X * w)

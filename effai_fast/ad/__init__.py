@@ -22,8 +22,10 @@ branch cannot leak NaN/inf into a gradient.
 flat scalar tape: op codes, argument slots and an immediate constant per
 instruction (constants take no slots), dead code removed, slots reused by
 liveness.  ``_tape.pyx`` sweeps it nogil in typed Cython, float32 or float64,
-over blocks of points laid out structure-of-arrays (one vectorisable loop per
-instruction per block), blocks over OpenMP threads with per-thread scratch.
+over blocks of 64 points laid out structure-of-arrays (one vectorisable loop per
+instruction per block, the block's slots in L1; common pairs of instructions
+fused into superinstructions; an AVX2 clone of the sweep chosen at load time),
+blocks over OpenMP threads with per-thread scratch.
 Per-point inputs vs shared parameters are separate; parameter adjoints are
 reduced inside the sweep per block and summed over blocks in a fixed order,
 so results are identical at any thread count.  The same sweep serves values,

@@ -42,6 +42,78 @@ _ARITY = {name: 1 for name in ("neg", "exp", "log", "log1p", "expm1", "sqrt", "s
 _ARITY.update({name: 2 for name in ("add", "sub", "mul", "div", "pow", "maximum", "minimum",
                                     "mul0", "lt", "le", "eq", "ne", "where_vc", "where_cv")})
 _ARITY.update({"where": 3, "const": 0})
+_ARITY.update({"addmulc": 2, "add3": 3, "mulcmul0": 2, "mul0mulc": 2, "sqsub": 2, "sqmulc": 1,
+               "addsq": 2, "addmul0": 3, "addmul": 3, "subsq": 2})
+
+
+def _fuse(code, args, imm, uses, pinned):
+    """Superinstructions: fuse ``k1 -> k2`` where k2 is k1's only use (see _simd.h).
+
+    ``code``/``args``/``imm`` are the kept SSA instructions (value ids of
+    instruction ``k`` are ``prod`` keys); returns ``(code, args, imm, dead)`` with
+    the consumers rewritten and the absorbed producers marked dead.  Every fused
+    op evaluates the same roundings in the same order as the pair, so results are
+    bitwise unchanged; it only saves a store, a reload and a dispatch per pair.
+    """
+    code, args, imm = list(code), list(args), list(imm)
+    prod = {v: k for k, v in enumerate(pinned["ids"])}
+    dead = [False] * len(code)
+
+    def single(v):
+        k = prod.get(v)
+        if k is None or uses.get(v, 0) != 1 or v in pinned["out"] or dead[k]:
+            return None
+        return k
+
+    for k2, c2 in enumerate(code):
+        a2 = args[k2]
+        if c2 == "add":
+            for pos in (0, 1):
+                k1 = single(a2[pos])
+                if k1 is None:
+                    continue
+                other = a2[1 - pos]
+                c1 = code[k1]
+                if c1 == "mulc":
+                    code[k2], args[k2], imm[k2] = "addmulc", (other, args[k1][0]), imm[k1]
+                elif c1 == "add":
+                    code[k2], args[k2] = "add3", (args[k1][0], args[k1][1], other)
+                elif c1 == "square":
+                    code[k2], args[k2] = "addsq", (other, args[k1][0])
+                elif c1 == "mul0":
+                    code[k2], args[k2] = "addmul0", (other,) + tuple(args[k1])
+                elif c1 == "mul":
+                    code[k2], args[k2] = "addmul", (other,) + tuple(args[k1])
+                else:
+                    continue
+                dead[k1] = True
+                break
+        elif c2 == "mul0":
+            k1 = single(a2[0])
+            if k1 is not None and code[k1] == "mulc":
+                code[k2], args[k2], imm[k2] = "mulcmul0", (args[k1][0], a2[1]), imm[k1]
+                dead[k1] = True
+                continue
+            k1 = single(a2[1])
+            if k1 is not None and code[k1] == "mulc":
+                code[k2], args[k2], imm[k2] = "mul0mulc", (a2[0], args[k1][0]), imm[k1]
+                dead[k1] = True
+        elif c2 == "sub":
+            k1 = single(a2[1])
+            if k1 is not None and code[k1] == "square":
+                code[k2], args[k2] = "sqsub", (a2[0], args[k1][0])
+                dead[k1] = True
+        elif c2 == "mulc":
+            k1 = single(a2[0])
+            if k1 is not None and code[k1] == "square":
+                code[k2], args[k2] = "sqmulc", (args[k1][0],)
+                dead[k1] = True
+        elif c2 == "square":
+            k1 = single(a2[0])
+            if k1 is not None and code[k1] == "sub":
+                code[k2], args[k2] = "subsq", tuple(args[k1])
+                dead[k1] = True
+    return code, args, imm, dead
 
 
 class NotLowerable(Exception):
@@ -296,7 +368,7 @@ def lower(g: Graph, x_nodes, p_nodes, out_nodes, red_nodes=(), block=None,
     out_nodes, red_nodes : list of int
         Per-point outputs and outputs summed over points (flattened, in order).
     block : int, optional
-        Points per block; by default ~256 KiB of slots, between 64 and 512 points.
+        Points per block; by default 64 (the sweep's fixed-length loops).
     max_ops : int
         Raise :class:`NotLowerable` beyond this many scalar instructions.
     reuse : bool, default=True
@@ -350,11 +422,28 @@ def _finish(bld, g, n_in, n_x, out_refs, red_refs, block, reuse=True):
         live[k] = True
         stack.extend(a - n_in for a in bld.args[k] if a >= n_in)
     keep = np.flatnonzero(live)
+    kcode = [bld.code[k] for k in keep]
+    kargs = [tuple(bld.args[k]) for k in keep]
+    kimm = [bld.imm[k] for k in keep]
+    korig = [bld.origin[k] for k in keep]
+    if reuse:   # debug programs keep one instruction per op (NaN/inf is blamed precisely)
+        uses: dict[int, int] = {}
+        for a in kargs:
+            for v in a:
+                uses[v] = uses.get(v, 0) + 1
+        pinned = {"ids": [n_in + int(k) for k in keep], "out": set(out_refs + red_refs)}
+        kcode, kargs, kimm, dead = _fuse(kcode, kargs, kimm, uses, pinned)
+        sel = [j for j in range(len(keep)) if not dead[j]]
+        keep = [keep[j] for j in sel]
+        kcode = [kcode[j] for j in sel]
+        kargs = [kargs[j] for j in sel]
+        kimm = [kimm[j] for j in sel]
+        korig = [korig[j] for j in sel]
     # last use of every SSA value
     INF = 1 << 60
     last = {}
-    for pos, k in enumerate(keep):
-        for a in bld.args[k]:
+    for pos, a_s in enumerate(kargs):
+        for a in a_s:
             last[a] = pos
     for r in out_refs + red_refs:
         last[r] = INF
@@ -368,12 +457,12 @@ def _finish(bld, g, n_in, n_x, out_refs, red_refs, block, reuse=True):
             heapq.heappush(free, v)
     code, dst, A, B, C, imm, origin, names = [], [], [], [], [], [], [], []
     for pos, k in enumerate(keep):
-        args = bld.args[k]
+        args = kargs[pos]
         sl = [slot[a] for a in args]
         # The result takes a free slot *before* the arguments' slots are released:
         # never computing in place keeps every loop free of exact aliasing, which
         # would otherwise send gcc's runtime alias check to the scalar loop.
-        v = n_in + k
+        v = n_in + int(k)
         if free:
             s = heapq.heappop(free)
         else:
@@ -384,19 +473,23 @@ def _finish(bld, g, n_in, n_x, out_refs, red_refs, block, reuse=True):
             if reuse and last.get(a) == pos:
                 heapq.heappush(free, slot[a])
         sl = sl + [0] * (3 - len(sl))
-        code.append(OPC[bld.code[k]])
-        names.append(bld.code[k])
+        code.append(OPC[kcode[pos]])
+        names.append(kcode[pos])
         dst.append(s)
         A.append(sl[0])
         B.append(sl[1])
         C.append(sl[2])
-        imm.append(bld.imm[k])
-        origin.append(bld.origin[k])
+        imm.append(kimm[pos])
+        origin.append(korig[pos])
     n_slots = max(n_slots, 1)
     if block is None:
-        # ~256 KiB of slots per block (L2), but never under 64 points: below that the
-        # per-instruction dispatch shows (measured: Rosenbrock n=200, B=16 vs 64).
-        block = int(np.clip(2 ** int(np.log2(max(1, 262144 // (8 * n_slots)))), 64, 512))
+        # Blocks of _tape.BLOCK (64) points, whatever the tape: a full block runs the
+        # sweep's fixed-length loops, and the slots of small tapes stay in L1
+        # (37 slots * 64 * 8 B = 19 KiB for the Rosenbrock n=10 gradient).  Measured
+        # (Rosenbrock n=50 gradient, 197 slots, in L2 at 64 points): blocks of 16
+        # points were 7x slower than 64 (dispatch and loop overheads), 128 and 256
+        # about 2x slower (the working set leaves L2).
+        block = _tape.BLOCK
     prog = _tape.Program(code, dst, A, B, C, imm, n_slots, n_x, n_in - n_x,
                          [slot[r] for r in out_refs], [slot[r] for r in red_refs], block)
     return ScalarTape(prog, origin, g, names)
@@ -416,6 +509,18 @@ _REF = {
     "eqc": lambda x, q: (x == q) * 1.0, "nec": lambda x, q: (x != q) * 1.0,
     "where_vc": lambda c, x, q: np.where(c != 0, x, q),
     "where_cv": lambda c, y, q: np.where(c != 0, q, y),
+}
+_FUSED_REF = {
+    "addmulc": lambda x, y, q: x + y * q,
+    "add3": lambda x, y, z, q: (x + y) + z,
+    "mulcmul0": lambda y, z, q: NP_IMPL["mul0"](y * q, z),
+    "mul0mulc": lambda x, y, q: NP_IMPL["mul0"](x, y * q),
+    "sqsub": lambda x, y, q: x - y * y,
+    "sqmulc": lambda x, q: (x * x) * q,
+    "addsq": lambda x, y, q: x + y * y,
+    "addmul0": lambda x, y, z, q: x + NP_IMPL["mul0"](y, z),
+    "addmul": lambda x, y, z, q: x + y * z,
+    "subsq": lambda x, y, q: (x - y) * (x - y),
 }
 
 
@@ -442,6 +547,8 @@ def reference_sweep(st: ScalarTape, X, P):
             q = prog.imm[k]
             if name == "const":
                 res = np.full(n, q)
+            elif name in _FUSED_REF:
+                res = _FUSED_REF[name](*args, q)
             elif name in _REF and name not in NP_IMPL or name in ("maximum", "minimum"):
                 fn = _REF[name]
                 res = fn(*args, q) if name.endswith("c") or name.startswith("where_") \

@@ -19,13 +19,55 @@
 #include <stddef.h>
 
 
+#if defined(__GNUC__)
+#define EFFAI_ALWAYS_INLINE __attribute__((always_inline))
+#else
+#define EFFAI_ALWAYS_INLINE
+#endif
+
+/* See effai_sweep_d below: AVX2 clone of the block sweep, chosen at load time. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) \
+    && !defined(EFFAI_NO_CLONES) && !defined(__AVX2__)
+#define EFFAI_CLONES __attribute__((target_clones("avx2", "default")))
+#define EFFAI_HAVE_CLONES 1
+#else
+#define EFFAI_CLONES
+#define EFFAI_HAVE_CLONES 0
+#endif
+
+/* Ask for the cache lines of [p, p + bytes) ahead of use (for write if rw): the
+ * block sweep prefetches the next block's input rows and its own output rows, so
+ * the memory traffic overlaps the (L1-resident) sweep instead of following it. */
+static inline void effai_prefetch(const void* p, size_t bytes, int rw) {
+#if defined(__GNUC__)
+    const char* c = (const char*)p;
+    if (rw) { for (size_t i = 0; i < bytes; i += 64) __builtin_prefetch(c + i, 1, 3); }
+    else { for (size_t i = 0; i < bytes; i += 64) __builtin_prefetch(c + i, 0, 3); }
+#else
+    (void)p; (void)bytes; (void)rw;
+#endif
+}
+
 /* Op codes of the flat tape (mirrored by cdef extern in _tape.pxd). */
 enum {
     OP_CONST = 0, OP_COPY, OP_ADD, OP_SUB, OP_MUL, OP_DIV, OP_POW, OP_MAX, OP_MIN, OP_MUL0,
     OP_ADDC, OP_MULC, OP_RSUBC, OP_RDIVC, OP_POWC, OP_CPOW, OP_MAXC, OP_MINC, OP_DIVC,
     OP_MUL0C, OP_NEG, OP_EXP, OP_LOG, OP_LOG1P, OP_EXPM1, OP_SQRT, OP_SIN, OP_COS, OP_TANH,
     OP_SIGMOID, OP_ABS, OP_SIGN, OP_SQUARE, OP_LT, OP_LE, OP_EQ, OP_NE, OP_LTC, OP_LEC,
-    OP_GTC, OP_GEC, OP_EQC, OP_NEC, OP_WHERE, OP_WHERE_VC, OP_WHERE_CV, N_OPCODES
+    OP_GTC, OP_GEC, OP_EQC, OP_NEC, OP_WHERE, OP_WHERE_VC, OP_WHERE_CV,
+    /* superinstructions: two ops fused by the lowering when the first one's only
+     * use is the second; each rounds exactly like the pair it replaces */
+    OP_ADDMULC,   /* x + y*q          add(x, mulc(y))       */
+    OP_ADD3,      /* (x + y) + z      add(add(x, y), z)     */
+    OP_MULCMUL0,  /* mul0(x*q, y)     mul0(mulc(x), y)      */
+    OP_MUL0MULC,  /* mul0(x, y*q)     mul0(x, mulc(y))      */
+    OP_SQSUB,     /* x - y*y          sub(x, square(y))     */
+    OP_SQMULC,    /* (x*x)*q          mulc(square(x))       */
+    OP_ADDSQ,     /* x + y*y          add(x, square(y))     */
+    OP_ADDMUL0,   /* x + mul0(y, z)   add(x, mul0(y, z))    */
+    OP_ADDMUL,    /* x + y*z          add(x, mul(y, z))     */
+    OP_SUBSQ,     /* (x - y)^2        square(sub(x, y))     */
+    N_OPCODES
 };
 
 #if defined(_OPENMP)
@@ -151,6 +193,32 @@ static inline void effai_unc_##S(int kind, T* restrict o, const T* restrict x, T
         T a = x[j]; o[j] = a < 0 ? -a : a; } break;                                         \
     }                                                                                       \
 }                                                                                           \
+static inline void effai_fused_##S(int op, T* restrict o, const T* restrict x,               \
+                                   const T* restrict y, const T* restrict z, T q,           \
+                                   ptrdiff_t n) {                                          \
+    switch (op) {                                                                           \
+    case OP_ADDMULC: EFFAI_SIMD for (ptrdiff_t j = 0; j < n; j++) {                         \
+        T t = y[j] * q; o[j] = x[j] + t; } break;                                           \
+    case OP_ADD3: EFFAI_SIMD for (ptrdiff_t j = 0; j < n; j++) {                            \
+        T t = x[j] + y[j]; o[j] = t + z[j]; } break;                                        \
+    case OP_MULCMUL0: EFFAI_SIMD for (ptrdiff_t j = 0; j < n; j++) {                        \
+        T a = x[j] * q, t = a * y[j]; o[j] = a == (T)0 ? (T)0 : t; } break;                 \
+    case OP_MUL0MULC: EFFAI_SIMD for (ptrdiff_t j = 0; j < n; j++) {                        \
+        T a = x[j], t = a * (y[j] * q); o[j] = a == (T)0 ? (T)0 : t; } break;               \
+    case OP_SQSUB: EFFAI_SIMD for (ptrdiff_t j = 0; j < n; j++) {                           \
+        T t = y[j] * y[j]; o[j] = x[j] - t; } break;                                        \
+    case OP_SQMULC: EFFAI_SIMD for (ptrdiff_t j = 0; j < n; j++) {                          \
+        T t = x[j] * x[j]; o[j] = t * q; } break;                                           \
+    case OP_ADDSQ: EFFAI_SIMD for (ptrdiff_t j = 0; j < n; j++) {                           \
+        T t = y[j] * y[j]; o[j] = x[j] + t; } break;                                        \
+    case OP_ADDMUL0: EFFAI_SIMD for (ptrdiff_t j = 0; j < n; j++) {                         \
+        T a = y[j], t = a * z[j]; t = a == (T)0 ? (T)0 : t; o[j] = x[j] + t; } break;       \
+    case OP_ADDMUL: EFFAI_SIMD for (ptrdiff_t j = 0; j < n; j++) {                          \
+        T t = y[j] * z[j]; o[j] = x[j] + t; } break;                                        \
+    default: EFFAI_SIMD for (ptrdiff_t j = 0; j < n; j++) {                                 \
+        T t = x[j] - y[j]; o[j] = t * t; } break;                                           \
+    }                                                                                       \
+}                                                                                           \
 static inline void effai_exp_##S(T* restrict o, const T* restrict x, ptrdiff_t n) {         \
     EFFAI_SIMD_MATH for (ptrdiff_t j = 0; j < n; j++) o[j] = EXPLIB(x[j]);                  \
 }                                                                                           \
@@ -186,7 +254,7 @@ EFFAI_LIBM_LOOP(f, float, tanh, tanhf)
 
 /* One instruction over a block: o <- op(x, y, z; q). */
 #define EFFAI_DEFINE_OP(T, S, SQRT, POW)                                                     \
-static inline void effai_op_##S(int op, T* restrict o, const T* x, const T* y, const T* z,  \
+static inline EFFAI_ALWAYS_INLINE void effai_op_##S(int op, T* restrict o, const T* x, const T* y, const T* z,  \
                                 T q, ptrdiff_t n) {                                        \
     switch (op) {                                                                           \
     case OP_ADD: effai_add_##S(o, x, y, n); break;                                          \
@@ -235,11 +303,144 @@ static inline void effai_op_##S(int op, T* restrict o, const T* x, const T* y, c
     case OP_POW: for (ptrdiff_t j = 0; j < n; j++) o[j] = POW(x[j], y[j]); break;           \
     case OP_POWC: for (ptrdiff_t j = 0; j < n; j++) o[j] = POW(x[j], q); break;             \
     case OP_CPOW: for (ptrdiff_t j = 0; j < n; j++) o[j] = POW(q, x[j]); break;             \
+    case OP_ADDMULC: case OP_ADD3: case OP_MULCMUL0: case OP_MUL0MULC: case OP_SQSUB:       \
+    case OP_SQMULC: case OP_ADDSQ: case OP_ADDMUL0: case OP_ADDMUL: case OP_SUBSQ:          \
+        effai_fused_##S(op, o, x, y, z, q, n); break;                                       \
     default: break;                                                                         \
     }                                                                                       \
 }
 
 EFFAI_DEFINE_OP(double, d, sqrt, pow)
 EFFAI_DEFINE_OP(float, f, sqrtf, powf)
+
+/* Non-inlined entry for the debug sweep of _tape.pyx (one instruction at a time);
+ * cloned like the sweep so that both call the same libmvec variants. */
+EFFAI_CLONES static void effai_op1_d(int op, double* o, const double* x, const double* y, const double* z,
+                        double q, ptrdiff_t n) { effai_op_d(op, o, x, y, z, q, n); }
+EFFAI_CLONES static void effai_op1_f(int op, float* o, const float* x, const float* y, const float* z,
+                        float q, ptrdiff_t n) { effai_op_f(op, o, x, y, z, q, n); }
+
+/* The whole program over one block: v[dst*B..] <- op(v[a*B..], ...), for k in order.
+ *
+ * Runtime ISA dispatch.  Wheels are built for the x86-64 baseline (SSE2: two
+ * doubles per vector).  On x86-64 Linux with gcc, `target_clones` compiles this
+ * function (with every loop inlined into it) once more for AVX2 and picks the
+ * clone when the process starts (an ifunc), so the per-instruction loops run
+ * four doubles per vector, and libmvec's 4-wide exp/log where available, on the
+ * CPUs that have it.  No FMA is enabled (and ISO C mode keeps -ffp-contract=off),
+ * so both clones round every operation the same way: the results are identical
+ * on any x86-64 CPU; only libmvec's exp/log/sin/cos may differ in the last bits
+ * between its SSE and AVX2 variants.
+ *
+ * A full block of the default width EFFAI_BW points takes a path where the loop
+ * length is a compile-time constant: every instruction is then a straight
+ * sequence of vector operations, with no remainder loop and no trip-count tests.
+ */
+#define EFFAI_BW 64
+#define EFFAI_SWEEP_LOOP(T, S, NB)                                                           \
+    for (ptrdiff_t k = 0; k < n_ops; k++)                                                    \
+        effai_op_##S(code[k], v + (ptrdiff_t)dst[k] * B, v + (ptrdiff_t)a[k] * B,            \
+                     v + (ptrdiff_t)b[k] * B, v + (ptrdiff_t)c[k] * B, (T)imm[k], NB);
+
+#define EFFAI_DEFINE_SWEEP(T, S)                                                             \
+EFFAI_CLONES static void effai_sweep_##S(const int* code, const int* dst, const int* a,      \
+                                         const int* b, const int* c, const double* imm,      \
+                                         ptrdiff_t n_ops, T* v, ptrdiff_t B, ptrdiff_t nb) { \
+    if (nb == EFFAI_BW && B == EFFAI_BW) {                                                   \
+        EFFAI_SWEEP_LOOP(T, S, EFFAI_BW)                                                     \
+    } else {                                                                                 \
+        EFFAI_SWEEP_LOOP(T, S, nb)                                                           \
+    }                                                                                        \
+}
+
+EFFAI_DEFINE_SWEEP(double, d)
+EFFAI_DEFINE_SWEEP(float, f)
+
+/* Between the caller's row-major points (AoS) and a block's slots (SoA).
+ *
+ * Short rows (n_x = 10 inputs) make the obvious double loop a scalar move per
+ * element with a loop test per row: that cost 2.5x a memcpy of the same bytes.
+ * Here float64 moves go in 4 points x 4 columns tiles (four row loads, a 4x4
+ * transpose in registers, four slot stores), the rest element by element.
+ * `slots` maps column k to its slot (NULL: column k is slot k).  Pure moves:
+ * no value changes. */
+#if defined(__GNUC__) && !defined(__clang__)
+typedef double effai_v4d __attribute__((vector_size(32)));
+typedef long long effai_v4i __attribute__((vector_size(32)));
+#define EFFAI_TRANSPOSE4(r0, r1, r2, r3) do {                                              \
+    effai_v4d t0 = __builtin_shuffle(r0, r1, (effai_v4i){0, 4, 2, 6});                     \
+    effai_v4d t1 = __builtin_shuffle(r0, r1, (effai_v4i){1, 5, 3, 7});                     \
+    effai_v4d t2 = __builtin_shuffle(r2, r3, (effai_v4i){0, 4, 2, 6});                     \
+    effai_v4d t3 = __builtin_shuffle(r2, r3, (effai_v4i){1, 5, 3, 7});                     \
+    r0 = __builtin_shuffle(t0, t2, (effai_v4i){0, 1, 4, 5});                               \
+    r1 = __builtin_shuffle(t1, t3, (effai_v4i){0, 1, 4, 5});                               \
+    r2 = __builtin_shuffle(t0, t2, (effai_v4i){2, 3, 6, 7});                               \
+    r3 = __builtin_shuffle(t1, t3, (effai_v4i){2, 3, 6, 7});                               \
+} while (0)
+#define EFFAI_HAVE_TILES 1
+#else
+#define EFFAI_HAVE_TILES 0
+#endif
+
+EFFAI_CLONES static void effai_aos_to_soa_d(const double* X, ptrdiff_t ldx, ptrdiff_t ncols,
+                                            ptrdiff_t npts, double* v, ptrdiff_t B) {
+    ptrdiff_t k0 = 0;
+#if EFFAI_HAVE_TILES
+    ptrdiff_t j4 = npts & ~(ptrdiff_t)3;
+    for (; k0 + 4 <= ncols; k0 += 4) {
+        for (ptrdiff_t j = 0; j < j4; j += 4) {
+            effai_v4d r0, r1, r2, r3;
+            memcpy(&r0, X + (j + 0) * ldx + k0, 32);
+            memcpy(&r1, X + (j + 1) * ldx + k0, 32);
+            memcpy(&r2, X + (j + 2) * ldx + k0, 32);
+            memcpy(&r3, X + (j + 3) * ldx + k0, 32);
+            EFFAI_TRANSPOSE4(r0, r1, r2, r3);
+            memcpy(v + (k0 + 0) * B + j, &r0, 32);
+            memcpy(v + (k0 + 1) * B + j, &r1, 32);
+            memcpy(v + (k0 + 2) * B + j, &r2, 32);
+            memcpy(v + (k0 + 3) * B + j, &r3, 32);
+        }
+        for (ptrdiff_t j = j4; j < npts; j++)
+            for (ptrdiff_t k = k0; k < k0 + 4; k++) v[k * B + j] = X[j * ldx + k];
+    }
+#endif
+    for (ptrdiff_t k = k0; k < ncols; k++)
+        for (ptrdiff_t j = 0; j < npts; j++) v[k * B + j] = X[j * ldx + k];
+}
+
+EFFAI_CLONES static void effai_soa_to_aos_d(const double* v, ptrdiff_t B, const int* slots,
+                                            ptrdiff_t ncols, ptrdiff_t npts, double* O,
+                                            ptrdiff_t ldo) {
+    ptrdiff_t k0 = 0;
+#if EFFAI_HAVE_TILES
+    ptrdiff_t j4 = npts & ~(ptrdiff_t)3;
+    for (; k0 + 4 <= ncols; k0 += 4) {
+        const double* s0 = v + (ptrdiff_t)slots[k0] * B;
+        const double* s1 = v + (ptrdiff_t)slots[k0 + 1] * B;
+        const double* s2 = v + (ptrdiff_t)slots[k0 + 2] * B;
+        const double* s3 = v + (ptrdiff_t)slots[k0 + 3] * B;
+        for (ptrdiff_t j = 0; j < j4; j += 4) {
+            effai_v4d r0, r1, r2, r3;
+            memcpy(&r0, s0 + j, 32);
+            memcpy(&r1, s1 + j, 32);
+            memcpy(&r2, s2 + j, 32);
+            memcpy(&r3, s3 + j, 32);
+            EFFAI_TRANSPOSE4(r0, r1, r2, r3);
+            memcpy(O + (j + 0) * ldo + k0, &r0, 32);
+            memcpy(O + (j + 1) * ldo + k0, &r1, 32);
+            memcpy(O + (j + 2) * ldo + k0, &r2, 32);
+            memcpy(O + (j + 3) * ldo + k0, &r3, 32);
+        }
+        for (ptrdiff_t j = j4; j < npts; j++) {
+            O[j * ldo + k0] = s0[j]; O[j * ldo + k0 + 1] = s1[j];
+            O[j * ldo + k0 + 2] = s2[j]; O[j * ldo + k0 + 3] = s3[j];
+        }
+    }
+#endif
+    for (ptrdiff_t k = k0; k < ncols; k++) {
+        const double* sk = v + (ptrdiff_t)slots[k] * B;
+        for (ptrdiff_t j = 0; j < npts; j++) O[j * ldo + k] = sk[j];
+    }
+}
 
 #endif

@@ -54,12 +54,38 @@ cdef extern from "_simd.h" nogil:
         OP_WHERE
         OP_WHERE_VC
         OP_WHERE_CV
+        OP_ADDMULC
+        OP_ADD3
+        OP_MULCMUL0
+        OP_MUL0MULC
+        OP_SQSUB
+        OP_SQMULC
+        OP_ADDSQ
+        OP_ADDMUL0
+        OP_ADDMUL
+        OP_SUBSQ
         N_OPCODES
 
-    void effai_op_d(int op, double* o, const double* x, const double* y, const double* z,
-                    double q, Py_ssize_t n)
-    void effai_op_f(int op, float* o, const float* x, const float* y, const float* z,
-                    float q, Py_ssize_t n)
+    enum:
+        EFFAI_BW
+        EFFAI_HAVE_CLONES
+        EFFAI_VECTOR_MATH
+
+    void effai_aos_to_soa_d(const double* X, Py_ssize_t ldx, Py_ssize_t ncols,
+                            Py_ssize_t npts, double* v, Py_ssize_t B)
+    void effai_soa_to_aos_d(const double* v, Py_ssize_t B, const int* slots, Py_ssize_t ncols,
+                            Py_ssize_t npts, double* O, Py_ssize_t ldo)
+    void effai_prefetch(const void* p, size_t nbytes, int rw)
+    void effai_op1_d(int op, double* o, const double* x, const double* y, const double* z,
+                     double q, Py_ssize_t n)
+    void effai_op1_f(int op, float* o, const float* x, const float* y, const float* z,
+                     float q, Py_ssize_t n)
+    void effai_sweep_d(const int* code, const int* dst, const int* a, const int* b,
+                       const int* c, const double* imm, Py_ssize_t n_ops, double* v,
+                       Py_ssize_t B, Py_ssize_t nb)
+    void effai_sweep_f(const int* code, const int* dst, const int* a, const int* b,
+                       const int* c, const double* imm, Py_ssize_t n_ops, float* v,
+                       Py_ssize_t B, Py_ssize_t nb)
 
 ctypedef fused real_t:
     float

@@ -3,6 +3,9 @@ from typing import Any
 import numpy as np
 
 OPCODES: dict[str, int]
+BLOCK: int
+HAVE_CLONES: bool
+VECTOR_MATH: bool
 
 class Program:
     code: np.ndarray
