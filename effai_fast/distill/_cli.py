@@ -18,8 +18,11 @@ def register(subparsers) -> None:
         "accuracy and MACs of all three.",
     )
     p.add_argument("--dataset", choices=DATASETS, default="digits")
-    p.add_argument("--arch", choices=("mlp", "mobilenet"), default="mlp",
-                   help="model family (mobilenet needs the convolution layers)")
+    p.add_argument("--arch", choices=("mlp", "dscnn", "mobilenet"), default="mlp",
+                   help="model family: MLP, shortened MobileNet v1 (depthwise-separable CNN "
+                   "for small images) or the full 13-block MobileNet v1")
+    p.add_argument("--teacher-alpha", type=float, default=1.0,
+                   help="width multiplier of the teacher (dscnn/mlp may exceed 1)")
     p.add_argument("--teacher-epochs", type=int, default=30)
     p.add_argument("--student-epochs", type=int, default=60)
     p.add_argument("--student-alpha", type=float, default=0.25,
@@ -44,7 +47,7 @@ def _main(args: argparse.Namespace) -> int:
                            student_epochs=args.student_epochs,
                            temperature=args.temperature, hard_weight=args.hard_weight,
                            lr=args.lr, batch_size=args.batch_size, seeds=tuple(args.seeds),
-                           n_train=args.n_train)
+                           n_train=args.n_train, teacher_alpha=args.teacher_alpha)
     except (ValueError, TypeError, FileNotFoundError, ImportError, RuntimeError) as exc:
         print(f"effai distill: error: {exc}")
         return 2

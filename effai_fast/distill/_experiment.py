@@ -16,6 +16,16 @@ Architectures
 ``"mobilenet"``
     :func:`effai_fast.mobilenet.mobilenet_v1` (Howard et al. 2017, Table 1) at
     the images' resolution: teacher alpha=1, student alpha = ``student_alpha``.
+``"dscnn"``
+    A *shortened* MobileNet v1 for small images (:func:`make_dscnn`): the same
+    layer types and widths as the paper's first blocks (3x3 stem convolution
+    with 32*alpha filters, then depthwise-separable blocks with 64, 128, 128,
+    256, 256 output channels times alpha, each depthwise 3x3 + BN + ReLU,
+    pointwise 1x1 + BN + ReLU), global average pooling and a linear classifier.
+    The full 13-block network reduces an 8x8 digit to 1x1 after its fourth
+    stride and spends most of its MACs there; the shortened one keeps the
+    resolution the images have.  Teacher alpha = ``teacher_alpha`` (default 2:
+    twice the paper's widths, ~4x the MACs of alpha=1).
 """
 
 from __future__ import annotations
@@ -119,6 +129,72 @@ class _Flat:
 
 _MLP_HIDDEN = {"digits": (256, 256), "fashion-mnist": (512, 512)}
 
+# (output channels at alpha=1, depthwise stride) of the shortened MobileNet, per data set:
+# the paper's first blocks; the stem keeps the 8x8 digits at full resolution (stride 1)
+# and halves the 28x28 Fashion-MNIST images (stride 2, as the paper's stem).
+DSCNN_BLOCKS = {"digits": (1, ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1))),
+                "fashion-mnist": (2, ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1)))}
+
+
+def make_dscnn(sample_shape, n_classes: int, *, alpha: float = 1.0, stem_stride: int = 1,
+               blocks=DSCNN_BLOCKS["digits"][1], seed=0, dtype=np.float32):
+    """A shortened MobileNet v1 (depthwise-separable CNN) built from :mod:`effai_fast.nn`.
+
+    ``Conv2d(3x3, stem_stride) + BN + ReLU``, then for each ``(c, stride)`` of
+    ``blocks`` ``DepthwiseConv2d(3x3, stride) + BN + ReLU``, ``PointwiseConv2d(c*alpha)
+    + BN + ReLU``; ``GlobalAvgPool``, ``Linear``.  Channels ``max(1, round(alpha*c))``
+    (alpha may exceed 1 here, for wider teachers).  Initialisation as
+    :func:`effai_fast.mobilenet.mobilenet_v1` (He normal convolutions, N(0, 0.01^2)
+    classifier), drawn from ``seed``.
+    """
+    from effai_fast import nn
+
+    alpha = check_real(alpha, "alpha", min_value=0.0, min_inclusive=False)
+    rng = np.random.default_rng(seed)
+    h, w, c_in = sample_shape
+
+    def ch(c):
+        return max(1, int(np.floor(alpha * c + 0.5)))
+
+    c = ch(32)
+    layers = [nn.Conv2d(int(c_in), c, 3, stem_stride, 1, dtype=dtype, seed=rng),
+              nn.BatchNorm(c, activation="relu", dtype=dtype)]
+    names = ["stem", "stem_bn"]
+    for i, (base, stride) in enumerate(blocks, start=1):
+        c_out = ch(base)
+        layers += [nn.DepthwiseConv2d(c, 3, stride, 1, dtype=dtype, seed=rng),
+                   nn.BatchNorm(c, activation="relu", dtype=dtype),
+                   nn.PointwiseConv2d(c, c_out, dtype=dtype, seed=rng),
+                   nn.BatchNorm(c_out, activation="relu", dtype=dtype)]
+        names += [f"block{i}_dw", f"block{i}_dw_bn", f"block{i}_pw", f"block{i}_pw_bn"]
+        c = c_out
+    layers += [nn.GlobalAvgPool(dtype=dtype), nn.Linear(c, n_classes, dtype=dtype, seed=rng)]
+    names += ["pool", "fc"]
+    return nn.Sequential(*layers, names=names)
+
+
+def torch_dscnn(in_channels: int, n_classes: int, *, alpha: float = 1.0, stem_stride: int = 1,
+                blocks=DSCNN_BLOCKS["digits"][1]):
+    """The PyTorch twin of :func:`make_dscnn` (NCHW; same state_dict order).  Needs torch."""
+    from effai_fast._extras import require
+
+    tnn = require("torch", "torch_dscnn").nn
+
+    def ch(c):
+        return max(1, int(np.floor(alpha * c + 0.5)))
+
+    c = ch(32)
+    layers = [tnn.Conv2d(in_channels, c, 3, stem_stride, 1, bias=False), tnn.BatchNorm2d(c),
+              tnn.ReLU()]
+    for base, stride in blocks:
+        c_out = ch(base)
+        layers += [tnn.Conv2d(c, c, 3, stride, 1, groups=c, bias=False), tnn.BatchNorm2d(c),
+                   tnn.ReLU(), tnn.Conv2d(c, c_out, 1, bias=False), tnn.BatchNorm2d(c_out),
+                   tnn.ReLU()]
+        c = c_out
+    layers += [tnn.AdaptiveAvgPool2d(1), tnn.Flatten(), tnn.Linear(c, n_classes)]
+    return tnn.Sequential(*layers)
+
 
 def make_model(arch: str, dataset: str, sample_shape, n_classes: int, *, alpha: float,
                seed: int):
@@ -126,13 +202,17 @@ def make_model(arch: str, dataset: str, sample_shape, n_classes: int, *, alpha: 
     if arch == "mlp":
         n_in = int(np.prod(sample_shape))
         return _Flat(make_mlp(n_in, n_classes, _MLP_HIDDEN[dataset], alpha=alpha, seed=seed))
+    if arch == "dscnn":
+        stem_stride, blocks = DSCNN_BLOCKS[dataset]
+        return make_dscnn(sample_shape, n_classes, alpha=alpha, stem_stride=stem_stride,
+                          blocks=blocks, seed=seed)
     if arch == "mobilenet":
         from effai_fast.mobilenet import mobilenet_v1
 
         h, w, c = sample_shape
         return mobilenet_v1(alpha=min(1.0, alpha), resolution=int(h), num_classes=n_classes,
                             in_channels=int(c), seed=seed)
-    raise ValueError(f"arch must be 'mlp' or 'mobilenet', got {arch!r}")
+    raise ValueError(f"arch must be 'mlp', 'dscnn' or 'mobilenet', got {arch!r}")
 
 
 def blas_single_thread():
@@ -155,7 +235,8 @@ def run_experiment(dataset: str = "digits", *, arch: str = "mlp", student_alpha:
                    temperature: float = 4.0, hard_weight: float = 0.1, lr: float = 3e-3,
                    weight_decay: float = 0.0, batch_size: int = 64, seeds=(0,),
                    n_train: int | None = None, teacher_seed: int = 1000, data=None,
-                   log=print, models: dict | None = None) -> dict:
+                   log=print, models: dict | None = None, teacher_alpha: float = 1.0,
+                   teacher_lr: float | None = None) -> dict:
     """Teacher, hard-label student and distilled student on a real data set.
 
     Returns
@@ -164,17 +245,20 @@ def run_experiment(dataset: str = "digits", *, arch: str = "mlp", student_alpha:
         ``teacher`` (accuracy, macs, seconds), ``students``: one record per seed
         with ``hard`` and ``kd`` accuracies, and the per-epoch times of both.
         When ``models`` is a dict, the trained teacher and its cached logits are
-        stored in it (keys ``teacher``, ``teacher_logits``).
+        stored in it (keys ``teacher``, ``teacher_logits``); when it already holds
+        them, that teacher is reused (not retrained).  ``teacher_alpha`` is the
+        teacher's width multiplier (``"dscnn"``, ``"mlp"``; MobileNet caps it at 1),
+        ``teacher_lr`` its learning rate (default ``lr``).
     """
     with blas_single_thread():
         return _run(dataset, arch, student_alpha, teacher_epochs, student_epochs, temperature,
                     hard_weight, lr, weight_decay, batch_size, seeds, n_train, teacher_seed,
-                    data, log, models)
+                    data, log, models, teacher_alpha, teacher_lr)
 
 
 def _run(dataset, arch, student_alpha, teacher_epochs, student_epochs, temperature,
          hard_weight, lr, weight_decay, batch_size, seeds, n_train, teacher_seed, data, log,
-         models):
+         models, teacher_alpha, teacher_lr):
     check_real(student_alpha, "student_alpha", min_value=0.0, min_inclusive=False)
     check_int(teacher_epochs, "teacher_epochs", min_value=1)
     check_int(student_epochs, "student_epochs", min_value=1)
@@ -183,19 +267,27 @@ def _run(dataset, arch, student_alpha, teacher_epochs, student_epochs, temperatu
     shape = xtr.shape[1:]
     common = dict(lr=lr, weight_decay=weight_decay, batch_size=batch_size)
 
+    from effai_fast.distill.trainer import predict_logits
+
+    teacher_alpha = check_real(teacher_alpha, "teacher_alpha", min_value=0.0,
+                               min_inclusive=False)
     t0 = time.perf_counter()
-    teacher = make_model(arch, dataset, shape, n_classes, alpha=1.0, seed=teacher_seed)
-    tdist = Distiller(None, teacher, hard_weight=1.0, epochs=teacher_epochs,
-                      seed=teacher_seed, **common).fit(xtr, ytr)
-    t_teacher = time.perf_counter() - t0
-    t_acc = tdist.score(xte, yte)
+    if models is not None and "teacher" in models:
+        teacher = models["teacher"]
+        t_teacher = 0.0
+    else:
+        teacher = make_model(arch, dataset, shape, n_classes, alpha=teacher_alpha,
+                             seed=teacher_seed)
+        tcommon = dict(common, lr=lr if teacher_lr is None else teacher_lr)
+        Distiller(None, teacher, hard_weight=1.0, epochs=teacher_epochs,
+                  seed=teacher_seed, **tcommon).fit(xtr, ytr)
+        t_teacher = time.perf_counter() - t0
+    t_acc = float(np.mean(predict_logits(teacher, xte).argmax(1) == yte))
     t_macs = model_macs(teacher, shape)
-    log(f"teacher ({arch}, alpha=1): test accuracy {100 * t_acc:.2f}%  "
+    log(f"teacher ({arch}, alpha={teacher_alpha:g}): test accuracy {100 * t_acc:.2f}%  "
         f"{t_macs:,} MACs  trained in {t_teacher:.1f} s")
 
     t0 = time.perf_counter()
-    from effai_fast.distill.trainer import predict_logits
-
     cache = predict_logits(teacher, xtr)
     t_cache = time.perf_counter() - t0
     if models is not None:
