@@ -556,23 +556,11 @@ class AdditiveNetwork(_Regressor, _Base):
         if n == 0:
             return out
         if self.shape == "spline":
-            # the kernel takes non-empty tables: pad absent parts with a zero unit
             mf, mc, mm = self._p_main_feat, self._p_main_coef, self._p_main_map
-            if mf.shape[0] == 0:
-                mf = np.zeros(1, np.int32)
-                mc = np.zeros((1, self._sp_K))
-                mm = np.array([[0.0, 1.0]])
             pf, pc, pm = self._p_pair_feat, self._p_pair_coef, self._p_pair_map
-            npairs = pf.shape[0]
-            if npairs == 0:
-                pf = np.zeros((1, 2), np.int32)
-                pc = np.zeros((1, self._sp_K2 ** 2))
-                pm = np.array([[0.0, 1.0, 0.0, 1.0]])
-            ntw = threads_for_work(nt, n * (len(mf) + 4 * npairs), 2e5)
+            ntw = threads_for_work(nt, n * (len(mf) + 4 * len(pf)), 2e5)
             _kernels.spline_forward(X, mf, mc, mm, pf, pc, pm, self._sp_K2,
                                     float(self._p_bias), out, ntw)
-            if npairs == 0 and self._p_pair_feat.shape[0] == 0:
-                pass
             return out
         P = self._p_theta.shape[0]
         if P == 0:
