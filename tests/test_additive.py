@@ -143,6 +143,21 @@ def test_spline_kernel_matches_design_matrices(dtype, n_threads, rng):
     np.testing.assert_allclose(out, ref, rtol=tol, atol=tol)
 
 
+def test_spline_kernel_without_units_and_with_pairs_only(rng):
+    X = rng.uniform(-1, 1, (40, 3))
+    out = np.empty(40)
+    empty_f, empty_c = np.zeros(0, np.int32), np.zeros((0, 7))
+    _kernels.spline_forward(X, empty_f, empty_c, np.zeros((0, 2)), np.zeros((0, 2), np.int32),
+                            np.zeros((0, 25)), np.zeros((0, 4)), 5, 1.5, out, 2)
+    np.testing.assert_array_equal(out, 1.5)
+    pc = rng.standard_normal((1, 25))
+    pm = np.array([[-1.0, 1.0, -1.0, 1.0]])
+    _kernels.spline_forward(X, empty_f, empty_c, np.zeros((0, 2)), np.array([[2, 0]], np.int32),
+                            pc, pm, 5, 0.0, out, 1)
+    ref = tensor_design(X[:, 2], X[:, 0], pm[0, :2], pm[0, 2:], 5) @ pc[0]
+    np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-12)
+
+
 def test_bspline_basis_partition_of_unity_and_scipy(rng):
     from scipy.interpolate import BSpline
 
