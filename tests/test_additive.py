@@ -143,6 +143,21 @@ def test_spline_kernel_matches_design_matrices(dtype, n_threads, rng):
     np.testing.assert_allclose(out, ref, rtol=tol, atol=tol)
 
 
+def test_spline_kernel_without_units_and_with_pairs_only(rng):
+    X = rng.uniform(-1, 1, (40, 3))
+    out = np.empty(40)
+    empty_f, empty_c = np.zeros(0, np.int32), np.zeros((0, 7))
+    _kernels.spline_forward(X, empty_f, empty_c, np.zeros((0, 2)), np.zeros((0, 2), np.int32),
+                            np.zeros((0, 25)), np.zeros((0, 4)), 5, 1.5, out, 2)
+    np.testing.assert_array_equal(out, 1.5)
+    pc = rng.standard_normal((1, 25))
+    pm = np.array([[-1.0, 1.0, -1.0, 1.0]])
+    _kernels.spline_forward(X, empty_f, empty_c, np.zeros((0, 2)), np.array([[2, 0]], np.int32),
+                            pc, pm, 5, 0.0, out, 1)
+    ref = tensor_design(X[:, 2], X[:, 0], pm[0, :2], pm[0, 2:], 5) @ pc[0]
+    np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-12)
+
+
 def test_bspline_basis_partition_of_unity_and_scipy(rng):
     from scipy.interpolate import BSpline
 
@@ -235,6 +250,58 @@ def test_zero_variance_feature_is_absent():
     # all features constant: the mean
     m = AdditiveNetwork(shape="spline").fit(np.ones((10, 2)), np.arange(10.0))
     np.testing.assert_allclose(m.predict(np.ones((3, 2))), 4.5)
+
+
+@pytest.mark.parametrize("dtype_name", ["float64", "float32"])
+def test_sgd_solver_one_step_equals_gradient_step(dtype_name):
+    """One full-batch SGD epoch = theta0 - lr * grad(theta0) (the plumbing to effai_fast.optim)."""
+    X, y = make_additive(90, 3, seed=4)
+    hidden = (5,)
+    m = AdditiveNetwork(3, hidden=hidden, solver="sgd", max_iter=1, batch_size=90,
+                        learning_rate=0.05, alpha=1e-3, dtype=dtype_name, random_state=7)
+    m.fit(X, y)
+    # reproduce the initial weights and the standardised data
+    rng = np.random.default_rng(7)
+    theta0 = np.concatenate([m._init_unit(rng, 1, hidden) for _ in range(3)] + [np.zeros(1)])
+    Xs = (X - X.mean(0)) / X.std(0)
+    ys = (y - y.mean()) / y.std()
+    P = theta0.size - 1
+    units = [[0], [1], [2]]
+    f = mlp_reference(Xs, theta0[:P], units, hidden, 0, theta0[P])
+    r = (f - ys) / len(y)
+    g = np.empty(P)
+    _kernels.mlp_backward(Xs, theta0[:P].copy(), m._uf, m._uo, m._hidden, 0, r.copy(), g, 1)
+    expected = theta0.copy()
+    expected[:P] -= 0.05 * (g + 1e-3 * theta0[:P])
+    expected[P] -= 0.05 * r.sum()
+    tol = 1e-5 if dtype_name == "float32" else 1e-12
+    np.testing.assert_allclose(m._theta_std, expected, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("solver", ["adamw", "sgd"])
+def test_minibatch_solvers_fit_additive_truth(solver, n_threads):
+    X, y = make_additive(400, 4, seed=0)
+    Xt, yt = make_additive(2000, 4, seed=1)
+    lr = 1e-2 if solver == "adamw" else 2e-2
+    m = AdditiveNetwork(4, hidden=(8,), solver=solver, learning_rate=lr, batch_size=64,
+                        max_iter=60, random_state=0, n_threads=n_threads).fit(X, y)
+    rel = np.sqrt(np.mean((m.predict(Xt) - yt) ** 2)) / np.std(yt)
+    assert rel < 0.15
+    assert m.n_iter_ == 60
+    # deterministic for a seed, and the same at 1 and 2 threads
+    m2 = AdditiveNetwork(4, hidden=(8,), solver=solver, learning_rate=lr, batch_size=64,
+                         max_iter=60, random_state=0, n_threads=1).fit(X, y)
+    np.testing.assert_array_equal(m2.predict(Xt), m.predict(Xt))
+
+
+def test_minibatch_solver_bad_params():
+    X, y = make_additive(50, 3, seed=9)
+    with pytest.raises(ValueError, match="solver"):
+        AdditiveNetwork(solver="adam").fit(X, y)
+    with pytest.raises(ValueError, match="learning_rate"):
+        AdditiveNetwork(solver="adamw", learning_rate=0.0).fit(X, y)
+    with pytest.raises(ValueError, match="batch_size"):
+        AdditiveNetwork(solver="adamw", batch_size=0).fit(X, y)
 
 
 def test_reproducible_with_seed():

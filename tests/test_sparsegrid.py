@@ -287,3 +287,93 @@ def test_leja_points_are_nested_and_distinct():
     b = Basis1D("newton", 11)
     for e in range(12):  # Newton basis: 0 at earlier points, 1 at its own
         np.testing.assert_allclose(b.phi(e, 0, p[: e + 1]), np.eye(e + 1)[e], atol=1e-12)
+
+
+# ------------------------------------------------------------ peer: Tasmanian
+def _match_rows(a, b):
+    """Permutation p with a[p] == b (rows of equal point sets, up to rounding)."""
+    ka = np.lexsort(np.round(a, 12).T[::-1])
+    kb = np.lexsort(np.round(b, 12).T[::-1])
+    np.testing.assert_allclose(a[ka], b[kb], rtol=0, atol=1e-14)
+    p = np.empty(len(a), dtype=np.int64)
+    p[kb] = ka
+    return p
+
+
+@pytest.mark.parametrize("d,n", [(1, 5), (2, 3), (3, 4), (5, 3)])
+def test_hat_grid_agrees_with_tasmanian_localp_zero(d, n, rng):
+    """Tasmanian's local-polynomial rule "localp-zero" of order 1 is the interior hat basis;
+    its depth counts from 0, so our level n is its depth n - 1.  Same points, same
+    interpolant to ~1e-14, same quadrature weights."""
+    Tas = pytest.importorskip("Tasmanian")
+    g = SparseGrid(d, n)
+    tg = Tas.makeLocalPolynomialGrid(d, 1, n - 1, 1, "localp-zero")
+    tg.setDomainTransform(np.tile([0.0, 1.0], (d, 1)))
+    assert tg.getNumPoints() == g.n_points == n_points(d, n)
+    tp = tg.getNeededPoints()
+    p = _match_rows(g.points, tp)
+    f = lambda x: np.exp(0.5 * x.sum(axis=1)) * np.cos(x[:, 0] - 0.3 * x[:, -1])  # noqa: E731
+    g.fit(f(g.points))
+    tg.loadNeededPoints(f(tp)[:, None])
+    x = rng.random((400, d))
+    np.testing.assert_allclose(g.evaluate(x), tg.evaluateBatch(x)[:, 0], rtol=1e-14,
+                               atol=1e-14)
+    np.testing.assert_allclose(g.quadrature_weights[p], tg.getQuadratureWeights(), rtol=1e-13,
+                               atol=1e-15)
+    assert abs(g.integrate() - tg.integrate()[0]) < 1e-14
+
+
+# ----------------------------------------------------------------- peer: SG++
+def _sgpp_grid(sg, basis, boundary, d, n):
+    if boundary:
+        g = sg.Grid.createLinearBoundaryGrid(d, 1)
+    elif basis == "modlinear":
+        g = sg.Grid.createModLinearGrid(d)
+    else:
+        g = sg.Grid.createLinearGrid(d)
+    g.getGenerator().regular(n)
+    return g
+
+
+def _sgpp_vector(sg, a):
+    # element-wise: the numpy typemaps of the pysgpp 3.3.1 wheel crash under numpy >= 1.26
+    v = sg.DataVector(len(a))
+    for i, x in enumerate(a):
+        v.set(i, float(x))
+    return v
+
+
+@pytest.mark.parametrize("basis,boundary", BASES, ids=IDS)
+@pytest.mark.parametrize("d,n", [(1, 5), (2, 3), (3, 4), (4, 3)])
+def test_grid_agrees_with_sgpp(basis, boundary, d, n, rng):
+    """SG++ (pysgpp): same level convention (level 1 = centre point), same points, the same
+    interpolant to ~1e-14 and the same quadrature weights, for linear (hat), modlinear and
+    linearBoundary (boundary level 1) grids."""
+    sg = pytest.importorskip("pysgpp")
+    g = SparseGrid(d, n, basis=basis, boundary=boundary)
+    sgg = _sgpp_grid(sg, basis, boundary, d, n)
+    st = sgg.getStorage()
+    N = st.getSize()
+    assert N == g.n_points == n_points(d, n, boundary)
+    sp = np.array([[st.getPoint(i).getStandardCoordinate(k) for k in range(d)]
+                   for i in range(N)])
+    p = _match_rows(g.points, sp)
+    vals = smooth(sp)
+    g.fit(smooth(g.points))
+    hier = sg.createOperationHierarchisation(sgg)
+    alpha = _sgpp_vector(sg, vals)
+    hier.doHierarchisation(alpha)
+    np.testing.assert_allclose(g.surplus_[p], [alpha.get(i) for i in range(N)], rtol=1e-13,
+                               atol=1e-13)
+    op = sg.createOperationEval(sgg)
+    x = rng.random((60, d))
+    ref = np.array([op.eval(alpha, _sgpp_vector(sg, xi)) for xi in x])
+    np.testing.assert_allclose(g.evaluate(x), ref, rtol=1e-14, atol=1e-14)
+    # quadrature weights: SG++ integrates the interpolant of each unit vector of values
+    quad = sg.createOperationQuadrature(sgg)
+    w = np.empty(N)
+    for i in range(N):
+        e = _sgpp_vector(sg, np.eye(1, N, i)[0])
+        hier.doHierarchisation(e)
+        w[i] = quad.doQuadrature(e)
+    np.testing.assert_allclose(g.quadrature_weights[p], w, rtol=1e-13, atol=1e-15)

@@ -117,7 +117,7 @@ class AdditiveNetwork(_Regressor, _Base):
     alpha : float, default=1e-5
         L2 weight decay of the MLP weights (on standardised data).
     max_iter : int, default=400
-        L-BFGS iterations.
+        L-BFGS iterations (``solver="lbfgs"``) or epochs (``"adamw"``, ``"sgd"``).
     max_interactions : int, default=10
         Most pairs ``interactions="auto"`` may add.
     interaction_budget : int, optional
@@ -125,6 +125,14 @@ class AdditiveNetwork(_Regressor, _Base):
         up to ``max_interactions``).
     dtype : {"float64", "float32"}, default="float64"
         Precision of the MLP kernels during training.
+    solver : {"lbfgs", "adamw", "sgd"}, default="lbfgs"
+        Trainer of the MLP units: full-batch L-BFGS (scipy), or minibatch
+        :class:`effai_fast.optim.AdamW` / :class:`effai_fast.optim.SGD`
+        (momentum 0.9) on the same objective, the gradient from the kernels' VJP.
+    learning_rate : float, default=1e-2
+        Step size of ``"adamw"`` / ``"sgd"``.
+    batch_size : int, default=256
+        Minibatch size of ``"adamw"`` / ``"sgd"`` (capped at n_samples).
     n_threads : int, optional
         OpenMP threads for the kernels.
     random_state : int, Generator or None
@@ -138,7 +146,7 @@ class AdditiveNetwork(_Regressor, _Base):
     interactions_ : list of (int, int) -- the pair units
     interaction_scores_ : list of (pair, F statistic, p-value), best first ("auto" only)
     n_params_ : int -- trainable parameters
-    n_iter_ : int -- optimiser iterations (MLP)
+    n_iter_ : int -- optimiser iterations (MLP: L-BFGS iterations or epochs)
 
     Examples
     --------
@@ -152,6 +160,7 @@ class AdditiveNetwork(_Regressor, _Base):
     def __init__(self, n_features=None, hidden=(16,), interactions=None, *, shape="mlp",
                  activation="tanh", n_splines="auto", pair_splines=6, alpha=1e-5, max_iter=400,
                  max_interactions=10, interaction_budget=None, dtype="float64",
+                 solver="lbfgs", learning_rate=1e-2, batch_size=256,
                  n_threads=None, random_state=None):
         self.n_features = n_features
         self.hidden = hidden
@@ -165,6 +174,9 @@ class AdditiveNetwork(_Regressor, _Base):
         self.max_interactions = max_interactions
         self.interaction_budget = interaction_budget
         self.dtype = dtype
+        self.solver = solver
+        self.learning_rate = learning_rate
+        self.batch_size = batch_size
         self.n_threads = n_threads
         self.random_state = random_state
 
@@ -190,6 +202,10 @@ class AdditiveNetwork(_Regressor, _Base):
         check_int(self.max_interactions, "max_interactions", min_value=0)
         if self.interaction_budget is not None:
             check_int(self.interaction_budget, "interaction_budget", min_value=0)
+        if self.solver not in ("lbfgs", "adamw", "sgd"):
+            raise ValueError(f"solver must be 'lbfgs', 'adamw' or 'sgd', got {self.solver!r}")
+        check_real(self.learning_rate, "learning_rate", min_value=0.0, min_inclusive=False)
+        check_int(self.batch_size, "batch_size", min_value=1)
         dt = np.dtype(self.dtype)
         if dt not in (np.float32, np.float64):
             raise TypeError(f"dtype must be float32 or float64, got {dt}")
@@ -443,6 +459,9 @@ class AdditiveNetwork(_Regressor, _Base):
             g[P] = r.sum() / n
             return loss, g
 
+        if self.solver != "lbfgs":
+            self._fit_mlp_minibatch(Xs, ys, theta0, P, dt, nt, rng)
+            return
         res = scipy.optimize.minimize(fun, theta0, jac=True, method="L-BFGS-B",
                                       options={"maxiter": int(self.max_iter),
                                                "maxfun": 2 * int(self.max_iter),
@@ -450,6 +469,57 @@ class AdditiveNetwork(_Regressor, _Base):
         self._theta_std = res.x
         self.n_iter_ += int(res.nit)
         self.loss_ = float(res.fun)
+
+    def _fit_mlp_minibatch(self, Xs, ys, theta0, P, dt, nt, rng):
+        """Minibatch AdamW/SGD (effai_fast.optim) on the L-BFGS objective, in place."""
+        from effai_fast.optim import SGD, AdamW
+
+        n = Xs.shape[0]
+        bs = min(int(self.batch_size), n)
+        alpha, lr = float(self.alpha), float(self.learning_rate)
+        theta = np.ascontiguousarray(theta0, dtype=dt)          # trained in place
+        grad = np.zeros_like(theta)
+        group = [{"params": [theta], "grads": [grad]}]
+        opt = (AdamW(group, lr=lr, weight_decay=0.0) if self.solver == "adamw"
+               else SGD(group, lr=lr, momentum=0.9))
+        th, g_u = theta[:P], grad[:P]                            # views: the units' slice
+        hid, uf, uo = self._hidden, self._uf, self._uo
+        xb = np.empty((bs, Xs.shape[1]), dtype=dt)
+        outb = np.empty(bs, dtype=dt)
+        ysd = ys.astype(dt)
+        rb = np.empty(bs, dtype=dt)
+        nt_f = threads_for_work(nt, bs * max(P, 1), 2e5)
+        nt_b = min(threads_for_work(nt, bs * max(P, 1), 1e5), max(len(uf), 1))
+        for _epoch in range(int(self.max_iter)):
+            perm = rng.permutation(n)
+            for start in range(0, n, bs):
+                idx = perm[start: start + bs]
+                m = idx.shape[0]
+                xm, om, rm = xb[:m], outb[:m], rb[:m]
+                np.take(Xs, idx, axis=0, out=xm)
+                if P:
+                    _kernels.mlp_forward(xm, th, uf, uo, hid, self._act, float(theta[P]), om,
+                                         nt_f)
+                else:
+                    om.fill(theta[0])
+                np.subtract(om, ysd[idx], out=rm)
+                grad[P] = rm.sum() / m
+                if P:
+                    rm *= dt.type(1.0 / m)
+                    _kernels.mlp_backward(xm, th, uf, uo, hid, self._act, rm, g_u, nt_b)
+                    if alpha:
+                        g_u += dt.type(alpha) * th
+                opt.step()
+        self._theta_std = theta.astype(np.float64)
+        self.n_iter_ += int(self.max_iter)
+        out = np.empty(n, dtype=dt)
+        if P:
+            _kernels.mlp_forward(Xs, th, uf, uo, hid, self._act, float(theta[P]), out, nt)
+        else:
+            out.fill(theta[0])
+        r = out.astype(np.float64) - ys
+        self.loss_ = 0.5 * float(r @ r) / n + 0.5 * alpha * float(self._theta_std[:P] @
+                                                                  self._theta_std[:P])
 
     # ------------------------------------------------------------ screening
     def _screen_pairs(self, X64, resid, hidden):
@@ -464,15 +534,28 @@ class AdditiveNetwork(_Regressor, _Base):
         df = K2 * K2
         if n <= df + 2:
             return []
-        scores = []
-        for a, b in cand:
-            T = tensor_design(X64[:, a], X64[:, b], maps[a], maps[b], K2)
-            T = T - T.mean(axis=0)
-            c, *_ = np.linalg.lstsq(T, resid, rcond=None)
-            r = resid - T @ c
-            rss = max(float(r @ r), 1e-300)
-            F = ((rss0 - rss) / df) / (rss / (n - df - 1))
-            scores.append(((a, b), float(F), float(stats.f.sf(F, df, n - df - 1))))
+        # every pair's small least-squares fit at once: per-feature B-spline designs, the
+        # pairs' centred tensor designs in chunks, normal equations solved as one batch
+        # (a per-pair lstsq spent most of its time in BLAS/LAPACK threads on this size)
+        Bf = {j: bspline_design(X64[:, j], maps[j, 0], maps[j, 1], K2) for j in feats}
+        Fs = np.empty(len(cand))
+        chunk = max(1, int(4e6 // (n * df)))
+        eye = np.eye(df)
+        for c0 in range(0, len(cand), chunk):
+            part = cand[c0: c0 + chunk]
+            A = np.stack([Bf[a] for a, _ in part])
+            B = np.stack([Bf[b] for _, b in part])
+            T = (A[:, :, :, None] * B[:, :, None, :]).reshape(len(part), n, df)
+            T -= T.mean(axis=1, keepdims=True)
+            G = np.einsum("mni,mnj->mij", T, T)
+            bv = np.einsum("mni,n->mi", T, resid)
+            # the centred design has rank df - 1: a tiny ridge picks the LS solution
+            ridge = 1e-10 * np.trace(G, axis1=1, axis2=2)[:, None, None] / df + 1e-300
+            coef = np.linalg.solve(G + ridge * eye, bv[..., None])[..., 0]
+            rss = np.maximum(rss0 - np.sum(coef * bv, axis=1), 1e-300)
+            Fs[c0: c0 + len(part)] = ((rss0 - rss) / df) / (rss / (n - df - 1))
+        ps = stats.f.sf(Fs, df, n - df - 1)
+        scores = [(pair, float(F), float(pv)) for pair, F, pv in zip(cand, Fs, ps, strict=True)]
         scores.sort(key=lambda t: -t[1])
         self.interaction_scores_ = scores
         cost = (int(self.pair_splines) ** 2 if self.shape == "spline"
@@ -556,23 +639,11 @@ class AdditiveNetwork(_Regressor, _Base):
         if n == 0:
             return out
         if self.shape == "spline":
-            # the kernel takes non-empty tables: pad absent parts with a zero unit
             mf, mc, mm = self._p_main_feat, self._p_main_coef, self._p_main_map
-            if mf.shape[0] == 0:
-                mf = np.zeros(1, np.int32)
-                mc = np.zeros((1, self._sp_K))
-                mm = np.array([[0.0, 1.0]])
             pf, pc, pm = self._p_pair_feat, self._p_pair_coef, self._p_pair_map
-            npairs = pf.shape[0]
-            if npairs == 0:
-                pf = np.zeros((1, 2), np.int32)
-                pc = np.zeros((1, self._sp_K2 ** 2))
-                pm = np.array([[0.0, 1.0, 0.0, 1.0]])
-            ntw = threads_for_work(nt, n * (len(mf) + 4 * npairs), 2e5)
+            ntw = threads_for_work(nt, n * (len(mf) + 4 * len(pf)), 2e5)
             _kernels.spline_forward(X, mf, mc, mm, pf, pc, pm, self._sp_K2,
                                     float(self._p_bias), out, ntw)
-            if npairs == 0 and self._p_pair_feat.shape[0] == 0:
-                pass
             return out
         P = self._p_theta.shape[0]
         if P == 0:
