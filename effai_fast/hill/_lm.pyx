@@ -247,35 +247,56 @@ cdef double _vp_eval(double* th, Py_ssize_t n, const double* x, const double* y,
             ue2[j] = 0.0
             for l in range(k):
                 R[j * 4 + l] = 0.0
-    for i in range(n):
-        r = a + ba * s[i] - y[i]
-        wr = w[i] * r
-        rss += wr * r
-        if want:
+    if want and lin == 3 and k == 2 and nidx[0] == 2 and nidx[1] == 3:
+        # the common case (plateaus projected out, log EC50 and slope free),
+        # written out: u = (-ba h q, ba dx q), e1 = 1, e2 = s - sb
+        for i in range(n):
+            r = a + ba * s[i] - y[i]
+            wr = w[i] * r
+            rss += wr * r
             dx = 0.0 if zd[i] else x[i] - m
-            for j in range(k):
-                l = nidx[j]
-                if l == 0:
-                    u[j] = 1.0 - s[i]
-                elif l == 1:
-                    u[j] = s[i]
-                elif l == 2:
-                    u[j] = -ba * h * q[i]
-                else:
-                    u[j] = ba * dx * q[i]
-                g[j] += wr * u[j]
-            if lin == 3:
-                e1 = 1.0
-                e2 = s[i] - sb
-            elif lin == 1:
-                e1 = 1.0 - s[i]
-            elif lin == 2:
-                e1 = s[i]
-            for j in range(k):
-                ue1[j] += w[i] * u[j] * e1
-                ue2[j] += w[i] * u[j] * e2
-                for l in range(j + 1):
-                    R[j * 4 + l] += w[i] * u[j] * u[l]
+            u[0] = -ba * h * q[i]
+            u[1] = ba * dx * q[i]
+            e2 = s[i] - sb
+            g[0] += wr * u[0]
+            g[1] += wr * u[1]
+            ue1[0] += w[i] * u[0]
+            ue1[1] += w[i] * u[1]
+            ue2[0] += w[i] * u[0] * e2
+            ue2[1] += w[i] * u[1] * e2
+            R[0] += w[i] * u[0] * u[0]
+            R[4] += w[i] * u[1] * u[0]
+            R[5] += w[i] * u[1] * u[1]
+    else:
+        for i in range(n):
+            r = a + ba * s[i] - y[i]
+            wr = w[i] * r
+            rss += wr * r
+            if want:
+                dx = 0.0 if zd[i] else x[i] - m
+                for j in range(k):
+                    l = nidx[j]
+                    if l == 0:
+                        u[j] = 1.0 - s[i]
+                    elif l == 1:
+                        u[j] = s[i]
+                    elif l == 2:
+                        u[j] = -ba * h * q[i]
+                    else:
+                        u[j] = ba * dx * q[i]
+                    g[j] += wr * u[j]
+                if lin == 3:
+                    e1 = 1.0
+                    e2 = s[i] - sb
+                elif lin == 1:
+                    e1 = 1.0 - s[i]
+                elif lin == 2:
+                    e1 = s[i]
+                for j in range(k):
+                    ue1[j] += w[i] * u[j] * e1
+                    ue2[j] += w[i] * u[j] * e2
+                    for l in range(j + 1):
+                        R[j * 4 + l] += w[i] * u[j] * u[l]
     if want:
         for j in range(k):
             for l in range(j + 1):
@@ -287,28 +308,25 @@ cdef double _vp_eval(double* th, Py_ssize_t n, const double* x, const double* y,
     return rss
 
 
-cdef double _vp_rss(double a, double b, double m, double h, Py_ssize_t n, const double* x,
-                    const double* y, const double* w, const char* zd, int lin) noexcept nogil:
-    """Projected RSS only, in one pass (for the grid of starts; cancellation in
-    the sums is harmless there).  a / b are used where not in ``lin``."""
+cdef double _proj_rss(const double* s, double a, double b, Py_ssize_t n, const double* y,
+                      const double* w, int lin) noexcept nogil:
+    """Projected RSS from sigma values s, in one pass (for the grid of starts;
+    cancellation in the sums is harmless there).  a / b are used where not in
+    ``lin``."""
     cdef double sw = 0.0, ss = 0.0, sss = 0.0, sy = 0.0, ssy = 0.0, syy = 0.0
-    cdef double s, q, yp, vss, vsy, vyy, ee, ey
+    cdef double yp, vss, vsy, vyy, ee, ey
     cdef Py_ssize_t i
     for i in range(n):
-        if zd[i]:
-            s = 0.0 if h > 0 else (1.0 if h < 0 else 0.5)
-        else:
-            _logistic(h * (x[i] - m), &s, &q)
         yp = y[i]
         if not (lin & 1):
-            yp -= a * (1.0 - s)
+            yp -= a * (1.0 - s[i])
         if not (lin & 2):
-            yp -= b * s
+            yp -= b * s[i]
         sw += w[i]
-        ss += w[i] * s
-        sss += w[i] * s * s
+        ss += w[i] * s[i]
+        sss += w[i] * s[i] * s[i]
         sy += w[i] * yp
-        ssy += w[i] * s * yp
+        ssy += w[i] * s[i] * yp
         syy += w[i] * yp * yp
     if lin == 3:
         vss = sss - ss * ss / sw
@@ -349,7 +367,7 @@ cdef void _start_plateaus(double* th, Py_ssize_t n, const double* x, const doubl
 cdef void _grid_start(double* th, double* th_alt, Py_ssize_t n, const double* x,
                       const double* y, const double* w, const char* zd, int lin,
                       const double* fx, const double* lo, const double* hi,
-                      int free_mask) noexcept nogil:
+                      int free_mask, double* s, double* e) noexcept nogil:
     """Near-global start: the projected RSS on a coarse grid of (log EC50,
     slope) -- both slope signs, slopes from shallow to step-like, EC50 across
     and just beyond the dose range -- with the plateaus solved linearly.  th
@@ -362,7 +380,9 @@ cdef void _grid_start(double* th, double* th_alt, Py_ssize_t n, const double* x,
     cdef double hh[56]
     cdef double hmag[3]
     cdef int nm = 0, nh = 0, i, j, c, best = -1, alt = -1
-    cdef double v
+    cdef Py_ssize_t l
+    cdef double v, hl, step, dummy
+    cdef bint uniform
     hmag[0] = 2.0; hmag[1] = 6.0; hmag[2] = 18.0
     if free_mask & 4:
         for i in range(5):
@@ -380,15 +400,35 @@ cdef void _grid_start(double* th, double* th_alt, Py_ssize_t n, const double* x,
     else:
         hg[0] = fx[3]
         nh = 1
-    c = 0
+    # an evenly spaced, unclipped m grid: exp(-h (x - m)) for the next m is one
+    # product (|h (x - m)| <= 40 here, no overflow), so one exp per point and slope
+    uniform = (free_mask & 12) == 12 and lo[2] <= -1.2 and hi[2] >= 1.2
     for j in range(nh):
+        if uniform:
+            hl = hg[j]
+            step = exp(hl * 0.6)
+            for l in range(n):
+                if zd[l]:
+                    s[l] = 0.0 if hl > 0 else 1.0
+                else:
+                    e[l] = exp(-hl * (x[l] + 1.2))
         for i in range(nm):
+            c = j * nm + i
             mm[c] = mg[i]
             hh[c] = hg[j]
-            rs[c] = _vp_rss(fx[0], fx[1], mg[i], hg[j], n, x, y, w, zd, lin)
+            for l in range(n):
+                if uniform:
+                    if not zd[l]:
+                        s[l] = 1.0 / (1.0 + e[l])
+                        e[l] *= step
+                elif zd[l]:
+                    s[l] = 0.0 if hg[j] > 0 else (1.0 if hg[j] < 0 else 0.5)
+                else:
+                    _logistic(hg[j] * (x[l] - mg[i]), &s[l], &dummy)
+            rs[c] = _proj_rss(s, fx[0], fx[1], n, y, w, lin)
             if isfinite(rs[c]) and (best < 0 or rs[c] < rs[best]):
                 best = c
-            c += 1
+    c = nm * nh
     if best < 0:
         best = 0
         rs[0] = INFINITY
@@ -596,8 +636,8 @@ cdef double _limit_powerlaw(Py_ssize_t n, const double* x, const double* y, cons
         sgn = 1.0 if sg == 0 else -1.0
         if sgn < 0 and has_zero:
             continue
-        for i in range(25):
-            lk = log(0.02) + i * (log(60.0) - log(0.02)) / 24.0
+        for i in range(13):
+            lk = log(0.02) + i * (log(60.0) - log(0.02)) / 12.0
             r = _powerlaw_rss(sgn * exp(lk), n, x, y, w, zd, &al, &be)
             if r < best:
                 best = r
@@ -608,13 +648,13 @@ cdef double _limit_powerlaw(Py_ssize_t n, const double* x, const double* y, cons
     # golden-section refinement in log|kappa| around the best grid point
     sgn = sbest
     lk = kbest
-    a = lk - (log(60.0) - log(0.02)) / 24.0
-    b = lk + (log(60.0) - log(0.02)) / 24.0
+    a = lk - (log(60.0) - log(0.02)) / 12.0
+    b = lk + (log(60.0) - log(0.02)) / 12.0
     c = b - gr * (b - a)
     d = a + gr * (b - a)
     fc = _powerlaw_rss(sgn * exp(c), n, x, y, w, zd, &al, &be)
     fd = _powerlaw_rss(sgn * exp(d), n, x, y, w, zd, &al, &be)
-    for it in range(40):
+    for it in range(32):
         if fc < fd:
             b = d
             d = c
@@ -785,9 +825,13 @@ cdef int _try_limits(Py_ssize_t n, const double* x, const double* y, const doubl
     cdef double g[4]
     cdef double r
     cdef int k, better = 0
+    # the power-law edge (EC50 beyond the data, a plateau diverging) costs
+    # ~40 exp per point: only when the fit is heading that way
+    cdef bint far = (fabs(th[2]) > 0.8 or fabs(th[0]) > 2.0 or fabs(th[1]) > 2.0
+                     or not isfinite(rss[0]))
     for k in range(3):
         if k == 0:
-            if _limit_powerlaw(n, x, y, w, zd, has_zero, xlo, xhi, th2) != 0.0:
+            if not far or _limit_powerlaw(n, x, y, w, zd, has_zero, xlo, xhi, th2) != 0.0:
                 continue
         elif k == 1:
             if has_zero or _limit_linear(n, x, y, w, th2) != 0.0:
@@ -948,7 +992,7 @@ cdef void hill_fit_curve(const double* dose, const double* resp, const double* w
         if (opt.free_mask & (1 << j)) and not (lin & (1 << j)):
             nidx[k] = j
             k += 1
-    _grid_start(th, th2, n, x, y, w, zd, lin_all, fx, lo, hi, opt.free_mask)
+    _grid_start(th, th2, n, x, y, w, zd, lin_all, fx, lo, hi, opt.free_mask, s, q)
     _start_plateaus(th, n, x, y, w, zd, lin_all, s, q, fx, lo, hi, opt.free_mask)
     _start_plateaus(th2, n, x, y, w, zd, lin_all, s, q, fx, lo, hi, opt.free_mask)
     # 4. Levenberg-Marquardt on the projected problem; a doubtful result (no
