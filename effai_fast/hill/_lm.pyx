@@ -367,12 +367,12 @@ cdef void _start_plateaus(double* th, Py_ssize_t n, const double* x, const doubl
 cdef void _grid_start(double* th, double* th_alt, Py_ssize_t n, const double* x,
                       const double* y, const double* w, const char* zd, int lin,
                       const double* fx, const double* lo, const double* hi,
-                      int free_mask, double* s, double* e) noexcept nogil:
+                      int free_mask, bint sym, double* s, double* e) noexcept nogil:
     """Near-global start: the projected RSS on a coarse grid of (log EC50,
     slope) -- both slope signs, slopes from shallow to step-like, EC50 across
     and just beyond the dose range -- with the plateaus solved linearly.  th
-    gets the best point; th_alt the best one in another basin (the other slope
-    sign, or an EC50 at least 0.75 away), for a retry."""
+    gets the best point; th_alt the best one with another slope (magnitude
+    or sign) or an EC50 at least 0.75 away, for a retry."""
     cdef double mg[7]
     cdef double hg[8]
     cdef double rs[56]
@@ -393,7 +393,9 @@ cdef void _grid_start(double* th, double* th_alt, Py_ssize_t n, const double* x,
         mg[0] = fx[2]
         nm = 1
     if free_mask & 8:
-        for i in range(6):
+        # with both plateaus projected out, (a, b, m, h) and (b, a, m, -h) are
+        # the same curve: one slope sign suffices
+        for i in range(3 if sym and lo[3] <= -18.0 and hi[3] >= 18.0 else 6):
             v = hmag[i % 3] * (1.0 if i < 3 else -1.0)
             hg[nh] = lo[3] if v < lo[3] else (hi[3] if v > hi[3] else v)
             nh += 1
@@ -433,7 +435,7 @@ cdef void _grid_start(double* th, double* th_alt, Py_ssize_t n, const double* x,
         best = 0
         rs[0] = INFINITY
     for i in range(c):
-        if (isfinite(rs[i]) and (hh[i] * hh[best] <= 0 or fabs(mm[i] - mm[best]) > 0.75)
+        if (isfinite(rs[i]) and (hh[i] != hh[best] or fabs(mm[i] - mm[best]) > 0.75)
                 and (alt < 0 or rs[i] < rs[alt])):
             alt = i
     if alt < 0:
@@ -841,7 +843,8 @@ cdef int _try_limits(Py_ssize_t n, const double* x, const double* y, const doubl
             if not isfinite(r):
                 continue
         r = _evaluate(th2, n, x, y, w, zd, 0, dummy, g, dummy)
-        if isfinite(r) and (not isfinite(rss[0]) or r < rss[0]):
+        # a limit that the fit matches (to 1e-9) is where the fit is heading
+        if isfinite(r) and (not isfinite(rss[0]) or r <= rss[0] * (1.0 + 1e-9)):
             th[0] = th2[0]; th[1] = th2[1]; th[2] = th2[2]; th[3] = th2[3]
             rss[0] = r
             better = 1
@@ -878,7 +881,7 @@ cdef void hill_fit_curve(const double* dose, const double* resp, const double* w
     cdef double xmin = INFINITY, xmax = -INFINITY, ymin = INFINITY, ymax = -INFINITY
     cdef double xc, xs, yc, ys, d, t, gn
     cdef double rss1, rss2, sigma2
-    cdef int has_zero = 0, at_inf = 0, unbounded = 1, limits_ok, lin, lin_all
+    cdef int has_zero = 0, at_inf = 0, unbounded = 1, limits_ok, lin, lin_all, kk
     cdef double xlo_n, xhi_n
     for k in range(16):
         res.cov[k] = NAN
@@ -992,7 +995,7 @@ cdef void hill_fit_curve(const double* dose, const double* resp, const double* w
         if (opt.free_mask & (1 << j)) and not (lin & (1 << j)):
             nidx[k] = j
             k += 1
-    _grid_start(th, th2, n, x, y, w, zd, lin_all, fx, lo, hi, opt.free_mask, s, q)
+    _grid_start(th, th2, n, x, y, w, zd, lin_all, fx, lo, hi, opt.free_mask, lin == 3, s, q)
     _start_plateaus(th, n, x, y, w, zd, lin_all, s, q, fx, lo, hi, opt.free_mask)
     _start_plateaus(th2, n, x, y, w, zd, lin_all, s, q, fx, lo, hi, opt.free_mask)
     # 4. Levenberg-Marquardt on the projected problem; a doubtful result (no
@@ -1021,10 +1024,13 @@ cdef void hill_fit_curve(const double* dose, const double* resp, const double* w
         res.reason = HILL_NONFINITE
         return
     if not at_inf and code1 != 0:
-        # not stopped by the tight tolerances: certify a stationary point at a
-        # practical tolerance (scaled gradient of the full problem <= 1e-6)
+        # not stopped by the tight tolerances: certify a stationary point at
+        # practical tolerances -- the scaled gradient of the full problem is
+        # <= 1e-6, or a full Gauss-Newton step from here would lower the RSS by
+        # <= 1.5e-8 of it (MINPACK's default ftol, as scipy's curve_fit uses)
         _evaluate(th, n, x, y, w, zd, 1, A, g, S)
         gn = 0.0
+        kk = 0
         for j in range(p):
             k = idx[j]
             if (th[k] <= lo[k] and g[k] > 0) or (th[k] >= hi[k] and g[k] < 0):
@@ -1032,8 +1038,21 @@ cdef void hill_fit_curve(const double* dose, const double* resp, const double* w
             t = fabs(g[k]) / sqrt(A[k * 5] * rss1) if A[k * 5] > 0 else INFINITY
             if not (t <= gn):
                 gn = t
+            nidx[kk] = k
+            kk += 1
         if gn <= 1e-6:
             code1 = 0
+        else:
+            for j in range(kk):
+                for k in range(kk):
+                    M[j * kk + k] = A[nidx[j] * 4 + nidx[k]]
+                Minv[j] = g[nidx[j]]
+            if _chol_solve(M, kk, Minv) == 0:
+                t = 0.0
+                for j in range(kk):
+                    t += g[nidx[j]] * Minv[j]
+                if t <= 1.49012e-8 * rss1:
+                    code1 = 0
     # 5. canonical orientation a <= b (same curve: swap plateaus, flip slope)
     if opt.canon and th[0] > th[1]:
         t = th[0]
