@@ -1013,6 +1013,11 @@ cdef void hill_fit_curve(const double* dose, const double* resp, const double* w
         code2 = _vp_lm(th2, n, x, y, w, zd, lin, nidx, k, lo, hi, opt, 1, s, q, &rss2,
                        &res.n_iter)
         _keep_better(th, &rss1, &code1, th2, rss2, code2)
+        if code1 == 4 and fabs(th[3]) <= 200.0:
+            # drifting plateaus / EC50: the optimum may be finite but far out,
+            # below every edge limit -- walk on before comparing with them
+            code1 = _vp_lm(th, n, x, y, w, zd, lin, nidx, k, lo, hi, opt, 0, s, q, &rss1,
+                           &res.n_iter)
         if limits_ok and _doubtful(code1, th):
             at_inf = _try_limits(n, x, y, w, zd, has_zero, xlo_n, xhi_n, th, &rss1)
         if not at_inf and code1 == 4:
@@ -1176,3 +1181,24 @@ def _evaluate_py(double[::1] theta, double[::1] x, double[::1] y, double[::1] w,
     return (rss, [A[k] for k in range(16)] if want >= 1 else None,
             [g[k] for k in range(4)] if want >= 1 else None,
             [S[k] for k in range(16)] if want >= 2 else None)
+
+
+def _vp_eval_py(double[::1] theta, double[::1] x, double[::1] y, double[::1] w,
+                signed char[::1] zero_dose, int lin, int[::1] nidx):
+    """Test hook: (rss, theta with the linear parameters solved, R, g) of the
+    variable-projection evaluation for the parameters ``nidx``."""
+    cdef double R[16]
+    cdef double g[4]
+    cdef double th[4]
+    cdef int k = nidx.shape[0], j, l
+    cdef Py_ssize_t n = x.shape[0]
+    cdef double* s = <double*> malloc(sizeof(double) * (2 * n + 1))
+    if s == NULL:
+        raise MemoryError()
+    for j in range(4):
+        th[j] = theta[j]
+    cdef double rss = _vp_eval(th, n, &x[0], &y[0], &w[0], <const char*> &zero_dose[0], lin,
+                               &nidx[0], k, 1, s, s + n, R, g)
+    free(s)
+    return (rss, [th[j] for j in range(4)],
+            [[R[j * 4 + l] for l in range(k)] for j in range(k)], [g[j] for j in range(k)])
