@@ -144,7 +144,7 @@ def main():
         ["curve_fit(bounds=...) (trf)", f"{1 / t_b:.0f}", pct(fail["trf"]),
          pct(fail["trf"], nonflat), f"{100 * raised_b.mean():.2f}% raised"],
     ]
-    md += "\n\n" + md_table(["method (first %d curves)" % k, "curves/s (1 process)",
+    md += "\n\n" + md_table([f"method (first {k} curves)", "curves/s (1 process)",
                              "failed, all curves", "failed, non-flat curves", "own label"],
                             frows)
     q = [50, 99]

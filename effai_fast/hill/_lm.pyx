@@ -20,16 +20,29 @@ Design
   self-starting guess are scale free; bounds and fixed values are mapped into
   the same units and the fit is mapped back exactly (an affine change of
   parameters), covariances included.
-* Solver: Levenberg-Marquardt with Marquardt's diagonal scaling and
-  Nielsen's damping update; one pass over the points per iteration computes
-  the RSS, J'WJ and J'Wr together with one exp per point.  Box bounds by an
-  active set (parameters at a bound whose gradient points outwards are held
-  for the step) plus projection.  Stopping: relative actual and predicted
-  reduction below ftol, a scaled gradient below gtol (the cosine test of
-  MINPACK), a relative step below xtol, or an exact fit.  Damping that grows
-  without an accepted step, or the iteration limit, is a stall; a stalled or
-  suspicious fit (step-like slope, plateaus far outside the data) is retried
-  from a second, independent start and the lower RSS kept.
+* Solver: variable projection (Golub-Pereyra, Kaufman's Jacobian).  R is
+  linear in the plateaus: for given (m, h) the optimal (a, b) are a 2 x 2
+  weighted least-squares solve (one or none when plateaus are fixed), so
+  Levenberg-Marquardt (Marquardt's diagonal scaling, Nielsen's damping
+  update) runs on (m, h) alone against the projected residual; one pass of
+  one exp per point gives the RSS, the projected normal matrix and the exact
+  gradient.  A bounded plateau is not projected out but moved by the LM.  Box
+  bounds by an active set (parameters at a bound whose gradient points
+  outwards are held for the step) plus projection.  Stopping: relative actual
+  and predicted reduction below ftol twice, a scaled gradient below gtol (the
+  cosine test of MINPACK), a relative step below xtol, or an exact fit;
+  damping that grows without an accepted step or the iteration limit is a
+  stall, < 1e-6 relative progress over 10 iterations a valley walk.
+* Start: the projected RSS on a grid of (m, h) -- m across and just beyond
+  the doses, |h| from shallow to step-like, one sign only when both plateaus
+  are projected out ((a, b, m, h) and (b, a, m, -h) are the same curve) --
+  with one exp per point and slope (the m grid is a product).  A doubtful fit
+  (stalled, or parameters far out) is rerun from the best grid point with
+  another slope or EC50, walked on with the full budget if it drifts, and
+  compared with the model's edge limits (power law, log-linear, step between
+  or at dose levels).  A fit not stopped by the tight tests is still
+  certified converged when its scaled gradient is <= 1e-6 or a full
+  Gauss-Newton step would gain <= 1.5e-8 of the RSS (MINPACK's default ftol).
 * Standard errors: sigma^2 (J'WJ)^-1 (Gauss-Newton, as scipy's curve_fit) or
   sigma^2 (H/2)^-1 with H the exact Hessian of the weighted RSS (as R's drc),
   sigma^2 = RSS / (n - p), over the free parameters only.
@@ -717,7 +730,7 @@ cdef void _limit_step(Py_ssize_t n, const double* x, const double* y, const doub
     cdef Py_ssize_t i, j
     cdef double cut, nxt, prv, s0, w0, s1, w1, sm, wm, r, best = INFINITY, pj, mean0, mean1
     cdef double v, t, lt, gap, hh
-    cdef int mode, grp
+    cdef int mode
     for i in range(n):
         for mode in range(2):
             if mode == 1 and zd[i]:
