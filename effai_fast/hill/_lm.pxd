@@ -52,7 +52,7 @@ cdef struct HillCurveResult:
 
 # Fit one curve from n_doses points (NaN dose/response or zero weight = missing).
 # `fixed` holds the values of parameters not in opt.free_mask (same units).
-# `work` must hold 5 * n_doses doubles.  Never touches Python; thread-safe.
+# `work` must hold 6 * n_doses + 1 doubles.  Never touches Python; thread-safe.
 cdef void hill_fit_curve(const double* dose, const double* resp, const double* weight,
                          Py_ssize_t n_doses, const double* fixed,
                          const HillOptions* opt, double* work,

@@ -13,3 +13,7 @@ def _evaluate_py(
     theta: np.ndarray, x: np.ndarray, y: np.ndarray, w: np.ndarray,
     zero_dose: np.ndarray, want: int,
 ) -> tuple[float, list[float] | None, list[float] | None, list[float] | None]: ...
+def _vp_eval_py(
+    theta: np.ndarray, x: np.ndarray, y: np.ndarray, w: np.ndarray,
+    zero_dose: np.ndarray, lin: int, nidx: np.ndarray,
+) -> tuple[float, list[float], list[list[float]], list[float]]: ...

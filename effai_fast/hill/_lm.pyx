@@ -20,16 +20,29 @@ Design
   self-starting guess are scale free; bounds and fixed values are mapped into
   the same units and the fit is mapped back exactly (an affine change of
   parameters), covariances included.
-* Solver: Levenberg-Marquardt with Marquardt's diagonal scaling and
-  Nielsen's damping update; one pass over the points per iteration computes
-  the RSS, J'WJ and J'Wr together with one exp per point.  Box bounds by an
-  active set (parameters at a bound whose gradient points outwards are held
-  for the step) plus projection.  Stopping: relative actual and predicted
-  reduction below ftol, a scaled gradient below gtol (the cosine test of
-  MINPACK), a relative step below xtol, or an exact fit.  Damping that grows
-  without an accepted step, or the iteration limit, is a stall; a stalled or
-  suspicious fit (step-like slope, plateaus far outside the data) is retried
-  from a second, independent start and the lower RSS kept.
+* Solver: variable projection (Golub-Pereyra, Kaufman's Jacobian).  R is
+  linear in the plateaus: for given (m, h) the optimal (a, b) are a 2 x 2
+  weighted least-squares solve (one or none when plateaus are fixed), so
+  Levenberg-Marquardt (Marquardt's diagonal scaling, Nielsen's damping
+  update) runs on (m, h) alone against the projected residual; one pass of
+  one exp per point gives the RSS, the projected normal matrix and the exact
+  gradient.  A bounded plateau is not projected out but moved by the LM.  Box
+  bounds by an active set (parameters at a bound whose gradient points
+  outwards are held for the step) plus projection.  Stopping: relative actual
+  and predicted reduction below ftol twice, a scaled gradient below gtol (the
+  cosine test of MINPACK), a relative step below xtol, or an exact fit;
+  damping that grows without an accepted step or the iteration limit is a
+  stall, < 1e-6 relative progress over 10 iterations a valley walk.
+* Start: the projected RSS on a grid of (m, h) -- m across and just beyond
+  the doses, |h| from shallow to step-like, one sign only when both plateaus
+  are projected out ((a, b, m, h) and (b, a, m, -h) are the same curve) --
+  with one exp per point and slope (the m grid is a product).  A doubtful fit
+  (stalled, or parameters far out) is rerun from the best grid point with
+  another slope or EC50, walked on with the full budget if it drifts, and
+  compared with the model's edge limits (power law, log-linear, step between
+  or at dose levels).  A fit not stopped by the tight tests is still
+  certified converged when its scaled gradient is <= 1e-6 or a full
+  Gauss-Newton step would gain <= 1.5e-8 of the RSS (MINPACK's default ftol).
 * Standard errors: sigma^2 (J'WJ)^-1 (Gauss-Newton, as scipy's curve_fit) or
   sigma^2 (H/2)^-1 with H the exact Hessian of the weighted RSS (as R's drc),
   sigma^2 = RSS / (n - p), over the free parameters only.
@@ -182,39 +195,304 @@ cdef int _chol_inverse(const double* M, int k, double* out) noexcept nogil:
     return 0
 
 
-cdef int _lm(double* th, Py_ssize_t n, const double* x, const double* y, const double* w,
-             const char* zd, const int* idx, int p, const double* lo, const double* hi,
-             const HillOptions* opt, int evap, double* rss_out, int* iters) noexcept nogil:
-    """Levenberg-Marquardt from th (normalised units); th is updated in place.
-    Returns 0 (converged), 1 (stalled), 2 (non-finite start), 3 (slow walk
-    along a valley), 4 (with evap: parameters drifting to the model's edge)."""
-    cdef double A[16]
+cdef double _vp_eval(double* th, Py_ssize_t n, const double* x, const double* y,
+                     const double* w, const char* zd, int lin, const int* nidx, int k,
+                     int want, double* s, double* q, double* R, double* g) noexcept nogil:
+    """Variable projection at th: the linear parameters in ``lin`` (bit 0: a,
+    bit 1: b) are set in th to their weighted least-squares optimum given the
+    others, and the RSS is returned (INFINITY if that linear problem is
+    singular).  With ``want``, R (k x k, stride 4) = J_N' P W P J_N, Kaufman's
+    reduced normal matrix for the parameters nidx[:k] (P projects out the
+    linear columns), and g = J_N' W r, the exact half-gradient of the
+    projected RSS.  s, q: per-point scratch (sigma and sigma (1 - sigma))."""
+    cdef double a = th[0], b = th[1], m = th[2], h = th[3]
+    cdef double sw = 0.0, sws = 0.0, sb = 0.0, e1e1 = 0.0, e2e2 = 0.0, ye1 = 0.0, ye2 = 0.0
+    cdef double e1 = 0.0, e2 = 0.0, yp, r, wr, rss = 0.0, ba, dx, c2
+    cdef double u[4]
+    cdef double ue1[4]
+    cdef double ue2[4]
+    cdef Py_ssize_t i
+    cdef int j, l
+    for i in range(n):
+        if zd[i]:
+            q[i] = 0.0
+            s[i] = 0.0 if h > 0 else (1.0 if h < 0 else 0.5)
+        else:
+            _logistic(h * (x[i] - m), &s[i], &q[i])
+        sw += w[i]
+        sws += w[i] * s[i]
+    sb = sws / sw
+    if lin != 0:
+        for i in range(n):
+            if lin == 3:
+                e1 = 1.0
+                e2 = s[i] - sb
+                yp = y[i]
+            elif lin == 1:
+                e1 = 1.0 - s[i]
+                yp = y[i] - b * s[i]
+            else:
+                e1 = s[i]
+                yp = y[i] - a * (1.0 - s[i])
+            e1e1 += w[i] * e1 * e1
+            e2e2 += w[i] * e2 * e2
+            ye1 += w[i] * yp * e1
+            ye2 += w[i] * yp * e2
+        if not (e1e1 > 1e-24 * sw):
+            return INFINITY
+        if lin == 3:
+            if not (e2e2 > 1e-24 * sw):
+                return INFINITY
+            c2 = ye2 / e2e2
+            a = ye1 / e1e1 - c2 * sb
+            b = a + c2
+        elif lin == 1:
+            a = ye1 / e1e1
+        else:
+            b = ye1 / e1e1
+        th[0] = a
+        th[1] = b
+    ba = b - a
+    if want:
+        for j in range(k):
+            g[j] = 0.0
+            ue1[j] = 0.0
+            ue2[j] = 0.0
+            for l in range(k):
+                R[j * 4 + l] = 0.0
+    if want and lin == 3 and k == 2 and nidx[0] == 2 and nidx[1] == 3:
+        # the common case (plateaus projected out, log EC50 and slope free),
+        # written out: u = (-ba h q, ba dx q), e1 = 1, e2 = s - sb
+        for i in range(n):
+            r = a + ba * s[i] - y[i]
+            wr = w[i] * r
+            rss += wr * r
+            dx = 0.0 if zd[i] else x[i] - m
+            u[0] = -ba * h * q[i]
+            u[1] = ba * dx * q[i]
+            e2 = s[i] - sb
+            g[0] += wr * u[0]
+            g[1] += wr * u[1]
+            ue1[0] += w[i] * u[0]
+            ue1[1] += w[i] * u[1]
+            ue2[0] += w[i] * u[0] * e2
+            ue2[1] += w[i] * u[1] * e2
+            R[0] += w[i] * u[0] * u[0]
+            R[4] += w[i] * u[1] * u[0]
+            R[5] += w[i] * u[1] * u[1]
+    else:
+        for i in range(n):
+            r = a + ba * s[i] - y[i]
+            wr = w[i] * r
+            rss += wr * r
+            if want:
+                dx = 0.0 if zd[i] else x[i] - m
+                for j in range(k):
+                    l = nidx[j]
+                    if l == 0:
+                        u[j] = 1.0 - s[i]
+                    elif l == 1:
+                        u[j] = s[i]
+                    elif l == 2:
+                        u[j] = -ba * h * q[i]
+                    else:
+                        u[j] = ba * dx * q[i]
+                    g[j] += wr * u[j]
+                if lin == 3:
+                    e1 = 1.0
+                    e2 = s[i] - sb
+                elif lin == 1:
+                    e1 = 1.0 - s[i]
+                elif lin == 2:
+                    e1 = s[i]
+                for j in range(k):
+                    ue1[j] += w[i] * u[j] * e1
+                    ue2[j] += w[i] * u[j] * e2
+                    for l in range(j + 1):
+                        R[j * 4 + l] += w[i] * u[j] * u[l]
+    if want:
+        for j in range(k):
+            for l in range(j + 1):
+                if lin != 0:
+                    R[j * 4 + l] -= ue1[j] * ue1[l] / e1e1
+                if lin == 3:
+                    R[j * 4 + l] -= ue2[j] * ue2[l] / e2e2
+                R[l * 4 + j] = R[j * 4 + l]
+    return rss
+
+
+cdef double _proj_rss(const double* s, double a, double b, Py_ssize_t n, const double* y,
+                      const double* w, int lin) noexcept nogil:
+    """Projected RSS from sigma values s, in one pass (for the grid of starts;
+    cancellation in the sums is harmless there).  a / b are used where not in
+    ``lin``."""
+    cdef double sw = 0.0, ss = 0.0, sss = 0.0, sy = 0.0, ssy = 0.0, syy = 0.0
+    cdef double yp, vss, vsy, vyy, ee, ey
+    cdef Py_ssize_t i
+    for i in range(n):
+        yp = y[i]
+        if not (lin & 1):
+            yp -= a * (1.0 - s[i])
+        if not (lin & 2):
+            yp -= b * s[i]
+        sw += w[i]
+        ss += w[i] * s[i]
+        sss += w[i] * s[i] * s[i]
+        sy += w[i] * yp
+        ssy += w[i] * s[i] * yp
+        syy += w[i] * yp * yp
+    if lin == 3:
+        vss = sss - ss * ss / sw
+        vsy = ssy - ss * sy / sw
+        vyy = syy - sy * sy / sw
+        if not (vss > 1e-12 * sw):
+            return INFINITY
+        return vyy - vsy * vsy / vss
+    if lin == 1:
+        ee = sw - 2.0 * ss + sss
+        ey = sy - ssy
+    elif lin == 2:
+        ee = sss
+        ey = ssy
+    else:
+        return syy
+    if not (ee > 1e-12 * sw):
+        return INFINITY
+    return syy - ey * ey / ee
+
+
+cdef void _start_plateaus(double* th, Py_ssize_t n, const double* x, const double* y,
+                          const double* w, const char* zd, int lin, double* s, double* q,
+                          const double* fx, const double* lo, const double* hi,
+                          int free_mask) noexcept nogil:
+    """Plateaus of a grid start: solved linearly (then boxed); if that is
+    singular, the ends of the normalised response range in the slope's order."""
+    cdef double dummy[16]
+    cdef int nidx[4]
+    if not isfinite(_vp_eval(th, n, x, y, w, zd, lin, nidx, 0, 0, s, q, dummy, dummy)):
+        if free_mask & 1:
+            th[0] = -1.05
+        if free_mask & 2:
+            th[1] = 1.05
+    _apply_box(th, fx, lo, hi, free_mask)
+
+
+cdef void _grid_start(double* th, double* th_alt, Py_ssize_t n, const double* x,
+                      const double* y, const double* w, const char* zd, int lin,
+                      const double* fx, const double* lo, const double* hi,
+                      int free_mask, bint sym, double* s, double* e) noexcept nogil:
+    """Near-global start: the projected RSS on a coarse grid of (log EC50,
+    slope) -- both slope signs, slopes from shallow to step-like, EC50 across
+    and just beyond the dose range -- with the plateaus solved linearly.  th
+    gets the best point; th_alt the best one with another slope (magnitude
+    or sign) or an EC50 at least 0.75 away, for a retry."""
+    cdef double mg[7]
+    cdef double hg[8]
+    cdef double rs[56]
+    cdef double mm[56]
+    cdef double hh[56]
+    cdef double hmag[3]
+    cdef int nm = 0, nh = 0, i, j, c, best = -1, alt = -1
+    cdef Py_ssize_t l
+    cdef double v, hl, step, dummy
+    cdef bint uniform
+    hmag[0] = 2.0; hmag[1] = 6.0; hmag[2] = 18.0
+    if free_mask & 4:
+        for i in range(5):
+            v = -1.2 + 0.6 * i
+            mg[nm] = lo[2] if v < lo[2] else (hi[2] if v > hi[2] else v)
+            nm += 1
+    else:
+        mg[0] = fx[2]
+        nm = 1
+    if free_mask & 8:
+        # with both plateaus projected out, (a, b, m, h) and (b, a, m, -h) are
+        # the same curve: one slope sign suffices
+        for i in range(3 if sym and lo[3] <= -18.0 and hi[3] >= 18.0 else 6):
+            v = hmag[i % 3] * (1.0 if i < 3 else -1.0)
+            hg[nh] = lo[3] if v < lo[3] else (hi[3] if v > hi[3] else v)
+            nh += 1
+    else:
+        hg[0] = fx[3]
+        nh = 1
+    # an evenly spaced, unclipped m grid: exp(-h (x - m)) for the next m is one
+    # product (|h (x - m)| <= 40 here, no overflow), so one exp per point and slope
+    uniform = (free_mask & 12) == 12 and lo[2] <= -1.2 and hi[2] >= 1.2
+    for j in range(nh):
+        if uniform:
+            hl = hg[j]
+            step = exp(hl * 0.6)
+            for l in range(n):
+                if zd[l]:
+                    s[l] = 0.0 if hl > 0 else 1.0
+                else:
+                    e[l] = exp(-hl * (x[l] + 1.2))
+        for i in range(nm):
+            c = j * nm + i
+            mm[c] = mg[i]
+            hh[c] = hg[j]
+            for l in range(n):
+                if uniform:
+                    if not zd[l]:
+                        s[l] = 1.0 / (1.0 + e[l])
+                        e[l] *= step
+                elif zd[l]:
+                    s[l] = 0.0 if hg[j] > 0 else (1.0 if hg[j] < 0 else 0.5)
+                else:
+                    _logistic(hg[j] * (x[l] - mg[i]), &s[l], &dummy)
+            rs[c] = _proj_rss(s, fx[0], fx[1], n, y, w, lin)
+            if isfinite(rs[c]) and (best < 0 or rs[c] < rs[best]):
+                best = c
+    c = nm * nh
+    if best < 0:
+        best = 0
+        rs[0] = INFINITY
+    for i in range(c):
+        if (isfinite(rs[i]) and (hh[i] != hh[best] or fabs(mm[i] - mm[best]) > 0.75)
+                and (alt < 0 or rs[i] < rs[alt])):
+            alt = i
+    if alt < 0:
+        alt = best
+    th[0] = fx[0]; th[1] = fx[1]; th[2] = mm[best]; th[3] = hh[best]
+    th_alt[0] = fx[0]; th_alt[1] = fx[1]; th_alt[2] = mm[alt]; th_alt[3] = hh[alt]
+
+
+cdef int _vp_lm(double* th, Py_ssize_t n, const double* x, const double* y, const double* w,
+                const char* zd, int lin, const int* nidx, int k, const double* lo,
+                const double* hi, const HillOptions* opt, int evap, double* s, double* q,
+                double* rss_out, int* iters) noexcept nogil:
+    """Levenberg-Marquardt on the k parameters nidx[:k] of the projected
+    problem (the linear ones in ``lin`` re-solved at every evaluation), from
+    th (normalised units; updated in place).  Returns 0 (converged),
+    1 (stalled), 2 (non-finite start), 3 (slow walk along a valley),
+    4 (with evap: parameters drifting to the model's edge)."""
+    cdef double R[16]
     cdef double g[4]
-    cdef double A2[16]
+    cdef double R2[16]
     cdef double g2[4]
     cdef double M[16]
     cdef double z[4]
     cdef double tn[4]
     cdef double d[4]
-    cdef double dummy[16]
-    cdef int act[4]
     cdef int fidx[4]
-    cdef double rss, rss_new, lam, nu, dmax, pred, actred, rho, t, gn, dn, tnorm, dd
-    cdef int it, i, j, k, kk, code, blocked, small_f = 0
-    cdef double rss_ref
-    rss = _evaluate(th, n, x, y, w, zd, 1, A, g, dummy)
+    cdef double rss, rss_new, lam, nu, dmax, pred, actred, rho, t, gn, dn, tnorm, dd, rss_ref
+    cdef int it, i, j, kk, code, blocked, small_f = 0
+    rss = _vp_eval(th, n, x, y, w, zd, lin, nidx, k, 1, s, q, R, g)
+    rss_out[0] = rss
     if not isfinite(rss):
-        rss_out[0] = rss
         return 2
+    if k == 0:
+        return 0
     dmax = 0.0
-    for i in range(p):
-        if A[idx[i] * 5] > dmax:
-            dmax = A[idx[i] * 5]
+    for i in range(k):
+        if R[i * 5] > dmax:
+            dmax = R[i * 5]
     lam = 1e-3
     nu = 2.0
     it = 0
     code = 1
     rss_ref = rss
+    gn = INFINITY
     while it < opt.max_iter:
         it += 1
         # valley walk: less than 1e-6 relative progress over 10 iterations
@@ -226,31 +504,26 @@ cdef int _lm(double* th, Py_ssize_t n, const double* x, const double* y, const d
         if rss <= 1e-30:
             code = 0
             break
-        # scaled projected-gradient test (cosine between r and the columns of J)
+        # scaled projected-gradient test (cosine between r and the projected columns)
         gn = 0.0
         kk = 0
-        for i in range(p):
-            j = idx[i]
-            blocked = (th[j] <= lo[j] and g[j] > 0) or (th[j] >= hi[j] and g[j] < 0)
-            act[i] = blocked
+        for i in range(k):
+            j = nidx[i]
+            blocked = (th[j] <= lo[j] and g[i] > 0) or (th[j] >= hi[j] and g[i] < 0)
             if not blocked:
-                fidx[kk] = j
+                fidx[kk] = i
                 kk += 1
-                if A[j * 5] > 0:
-                    t = fabs(g[j]) / sqrt(A[j * 5] * rss)
+                if R[i * 5] > 0:
+                    t = fabs(g[i]) / sqrt(R[i * 5] * rss)
                     if t > gn:
                         gn = t
-        if gn <= opt.gtol:
+        if gn <= opt.gtol or kk == 0:
             code = 0
             break
-        if kk == 0:
-            code = 0
-            break
-        # damped normal equations on the unblocked free parameters
         for i in range(kk):
             for j in range(kk):
-                M[i * kk + j] = A[fidx[i] * 4 + fidx[j]]
-            dd = A[fidx[i] * 5]
+                M[i * kk + j] = R[fidx[i] * 4 + fidx[j]]
+            dd = R[fidx[i] * 5]
             if dd < 1e-12 * dmax:
                 dd = 1e-12 * dmax
             if dd <= 0:
@@ -265,38 +538,38 @@ cdef int _lm(double* th, Py_ssize_t n, const double* x, const double* y, const d
             continue
         for i in range(4):
             tn[i] = th[i]
+        for i in range(k):
             d[i] = 0.0
         for i in range(kk):
-            j = fidx[i]
+            j = nidx[fidx[i]]
             t = th[j] + z[i]
             if t < lo[j]:
                 t = lo[j]
             if t > hi[j]:
                 t = hi[j]
             tn[j] = t
-            d[j] = t - th[j]
-        # predicted reduction of the quadratic model for the (projected) step
+            d[fidx[i]] = t - th[j]
         pred = 0.0
-        for i in range(4):
+        for i in range(k):
             pred -= 2.0 * g[i] * d[i]
-            for j in range(4):
-                pred -= d[i] * A[i * 4 + j] * d[j]
-        rss_new = _evaluate(tn, n, x, y, w, zd, 1, A2, g2, dummy)
+            for j in range(k):
+                pred -= d[i] * R[i * 4 + j] * d[j]
+        rss_new = _vp_eval(tn, n, x, y, w, zd, lin, nidx, k, 1, s, q, R2, g2)
         actred = rss - rss_new
         if isfinite(rss_new) and actred > 0 and pred > 0:
             rho = actred / pred
             dn = 0.0
             tnorm = 0.0
-            for i in range(4):
+            for i in range(k):
                 if fabs(d[i]) > dn:
                     dn = fabs(d[i])
-                if fabs(th[i]) > tnorm:
-                    tnorm = fabs(th[i])
+                if fabs(th[nidx[i]]) > tnorm:
+                    tnorm = fabs(th[nidx[i]])
             for i in range(4):
                 th[i] = tn[i]
             for i in range(16):
-                A[i] = A2[i]
-            for i in range(4):
+                R[i] = R2[i]
+            for i in range(k):
                 g[i] = g2[i]
             t = 2.0 * rho - 1.0
             t = 1.0 - t * t * t
@@ -307,10 +580,9 @@ cdef int _lm(double* th, Py_ssize_t n, const double* x, const double* y, const d
             if lam < 1e-15:
                 lam = 1e-15
             dmax = 0.0
-            for i in range(p):
-                if A[idx[i] * 5] > dmax:
-                    dmax = A[idx[i] * 5]
-            # relative reduction test, required twice in a row
+            for i in range(k):
+                if R[i * 5] > dmax:
+                    dmax = R[i * 5]
             if actred <= opt.ftol * rss and pred <= opt.ftol * rss:
                 small_f += 1
             else:
@@ -330,7 +602,6 @@ cdef int _lm(double* th, Py_ssize_t n, const double* x, const double* y, const d
             lam *= nu
             nu *= 2.0
             if lam > 1e16:
-                # damping blew up: converged if the gradient is small enough
                 if gn <= 1e-6:
                     code = 0
                 break
@@ -380,8 +651,8 @@ cdef double _limit_powerlaw(Py_ssize_t n, const double* x, const double* y, cons
         sgn = 1.0 if sg == 0 else -1.0
         if sgn < 0 and has_zero:
             continue
-        for i in range(25):
-            lk = log(0.02) + i * (log(60.0) - log(0.02)) / 24.0
+        for i in range(13):
+            lk = log(0.02) + i * (log(60.0) - log(0.02)) / 12.0
             r = _powerlaw_rss(sgn * exp(lk), n, x, y, w, zd, &al, &be)
             if r < best:
                 best = r
@@ -392,13 +663,13 @@ cdef double _limit_powerlaw(Py_ssize_t n, const double* x, const double* y, cons
     # golden-section refinement in log|kappa| around the best grid point
     sgn = sbest
     lk = kbest
-    a = lk - (log(60.0) - log(0.02)) / 24.0
-    b = lk + (log(60.0) - log(0.02)) / 24.0
+    a = lk - (log(60.0) - log(0.02)) / 12.0
+    b = lk + (log(60.0) - log(0.02)) / 12.0
     c = b - gr * (b - a)
     d = a + gr * (b - a)
     fc = _powerlaw_rss(sgn * exp(c), n, x, y, w, zd, &al, &be)
     fd = _powerlaw_rss(sgn * exp(d), n, x, y, w, zd, &al, &be)
-    for it in range(40):
+    for it in range(32):
         if fc < fd:
             b = d
             d = c
@@ -453,44 +724,79 @@ cdef double _limit_linear(Py_ssize_t n, const double* x, const double* y, const 
 
 cdef void _limit_step(Py_ssize_t n, const double* x, const double* y, const double* w,
                       const char* zd, double* th, double* rss_out) noexcept nogil:
-    """Best fit at the 'infinitely steep' edge: a step between two dose levels."""
+    """Best fit at the 'infinitely steep' edge (h -> inf): a step between two
+    dose levels, or a step *at* a dose level whose points then take any value
+    between the plateaus (h -> inf with h (x_j - m) held finite)."""
     cdef Py_ssize_t i, j
-    cdef double cut, nxt, s0, w0, s1, w1, r, best = INFINITY, pi, pj, mean0, mean1
+    cdef double cut, nxt, prv, s0, w0, s1, w1, sm, wm, r, best = INFINITY, pj, mean0, mean1
+    cdef double v, t, lt, gap, hh
+    cdef int mode
     for i in range(n):
-        cut = -1e300 if zd[i] else x[i]
-        nxt = INFINITY
-        s0 = 0.0; w0 = 0.0; s1 = 0.0; w1 = 0.0
-        for j in range(n):
-            pj = -1e300 if zd[j] else x[j]
-            if pj <= cut:
-                s0 += w[j] * y[j]
-                w0 += w[j]
-            else:
-                s1 += w[j] * y[j]
-                w1 += w[j]
-                if pj < nxt:
-                    nxt = pj
-        if w1 == 0.0 or w0 == 0.0:
-            continue
-        mean0 = s0 / w0
-        mean1 = s1 / w1
-        r = 0.0
-        for j in range(n):
-            pj = -1e300 if zd[j] else x[j]
-            if pj <= cut:
-                r += w[j] * (y[j] - mean0) * (y[j] - mean0)
-            else:
-                r += w[j] * (y[j] - mean1) * (y[j] - mean1)
-        if r < best:
-            best = r
-            th[0] = mean0
-            th[1] = mean1
-            if zd[i]:
-                th[2] = nxt - 1.0
-                th[3] = 72.0
-            else:
-                th[2] = 0.5 * (cut + nxt)
-                th[3] = 72.0 / (nxt - cut)
+        for mode in range(2):
+            if mode == 1 and zd[i]:
+                continue
+            cut = -1e300 if zd[i] else x[i]
+            nxt = INFINITY
+            prv = -INFINITY
+            s0 = 0.0; w0 = 0.0; s1 = 0.0; w1 = 0.0; sm = 0.0; wm = 0.0
+            for j in range(n):
+                pj = -1e300 if zd[j] else x[j]
+                if pj < cut or (mode == 0 and pj == cut):
+                    s0 += w[j] * y[j]
+                    w0 += w[j]
+                    if pj > prv:
+                        prv = pj
+                elif pj > cut:
+                    s1 += w[j] * y[j]
+                    w1 += w[j]
+                    if pj < nxt:
+                        nxt = pj
+                else:
+                    sm += w[j] * y[j]
+                    wm += w[j]
+            if w1 == 0.0 or w0 == 0.0:
+                continue
+            mean0 = s0 / w0
+            mean1 = s1 / w1
+            v = 0.0
+            if mode == 1:
+                if mean0 == mean1:
+                    continue
+                v = sm / wm
+                t = (v - mean0) / (mean1 - mean0)
+                if t < 1e-9:
+                    t = 1e-9
+                if t > 1.0 - 1e-9:
+                    t = 1.0 - 1e-9
+                v = mean0 + t * (mean1 - mean0)
+            r = 0.0
+            for j in range(n):
+                pj = -1e300 if zd[j] else x[j]
+                if pj < cut or (mode == 0 and pj == cut):
+                    r += w[j] * (y[j] - mean0) * (y[j] - mean0)
+                elif pj > cut:
+                    r += w[j] * (y[j] - mean1) * (y[j] - mean1)
+                else:
+                    r += w[j] * (y[j] - v) * (y[j] - v)
+            if r < best:
+                best = r
+                th[0] = mean0
+                th[1] = mean1
+                if mode == 1:
+                    # sigma(h (x_i - m)) = t exactly, every other level >= 36 away
+                    lt = log(t / (1.0 - t))
+                    gap = nxt - cut
+                    if prv > -1e299 and cut - prv < gap:
+                        gap = cut - prv
+                    hh = (36.0 + fabs(lt)) / gap
+                    th[3] = hh
+                    th[2] = cut - lt / hh
+                elif zd[i]:
+                    th[2] = nxt - 1.0
+                    th[3] = 72.0
+                else:
+                    th[2] = 0.5 * (cut + nxt)
+                    th[3] = 72.0 / (nxt - cut)
     rss_out[0] = best
 
 
@@ -524,41 +830,6 @@ cdef inline void _keep_better(double* th, double* rss, int* code, const double* 
         code[0] = 0
 
 
-cdef void _second_start(Py_ssize_t n, const double* x, const double* y, const double* w,
-                        const char* zd, const double* th, double* th2) noexcept nogil:
-    """Plateaus from the lowest / highest dose groups, EC50 at the response
-    closest to their midpoint, a slope steeper (or shallower) than the first fit."""
-    cdef double ylo_sum = 0.0, ylo_w = 0.0, yhi_sum = 0.0, yhi_w = 0.0, u, t, mid
-    cdef double lo_pos = INFINITY, hi_pos = -INFINITY, best = INFINITY
-    cdef Py_ssize_t i
-    for i in range(n):
-        u = -1.5 if zd[i] else x[i]
-        if u < lo_pos:
-            lo_pos = u
-        if u > hi_pos:
-            hi_pos = u
-    for i in range(n):
-        u = -1.5 if zd[i] else x[i]
-        if u == lo_pos:
-            ylo_sum += w[i] * y[i]
-            ylo_w += w[i]
-        if u == hi_pos:
-            yhi_sum += w[i] * y[i]
-            yhi_w += w[i]
-    th2[0] = ylo_sum / ylo_w
-    th2[1] = yhi_sum / yhi_w
-    mid = 0.5 * (th2[0] + th2[1])
-    th2[2] = 0.0
-    for i in range(n):
-        if zd[i]:
-            continue
-        t = fabs(y[i] - mid)
-        if t < best:
-            best = t
-            th2[2] = x[i]
-    th2[3] = 6.0 if fabs(th[3]) < 6.0 else 1.5
-
-
 cdef int _try_limits(Py_ssize_t n, const double* x, const double* y, const double* w,
                      const char* zd, int has_zero, double xlo, double xhi,
                      double* th, double* rss) noexcept nogil:
@@ -569,9 +840,13 @@ cdef int _try_limits(Py_ssize_t n, const double* x, const double* y, const doubl
     cdef double g[4]
     cdef double r
     cdef int k, better = 0
+    # the power-law edge (EC50 beyond the data, a plateau diverging) costs
+    # ~40 exp per point: only when the fit is heading that way
+    cdef bint far = (fabs(th[2]) > 0.8 or fabs(th[0]) > 2.0 or fabs(th[1]) > 2.0
+                     or not isfinite(rss[0]))
     for k in range(3):
         if k == 0:
-            if _limit_powerlaw(n, x, y, w, zd, has_zero, xlo, xhi, th2) != 0.0:
+            if not far or _limit_powerlaw(n, x, y, w, zd, has_zero, xlo, xhi, th2) != 0.0:
                 continue
         elif k == 1:
             if has_zero or _limit_linear(n, x, y, w, th2) != 0.0:
@@ -581,7 +856,8 @@ cdef int _try_limits(Py_ssize_t n, const double* x, const double* y, const doubl
             if not isfinite(r):
                 continue
         r = _evaluate(th2, n, x, y, w, zd, 0, dummy, g, dummy)
-        if isfinite(r) and (not isfinite(rss[0]) or r < rss[0]):
+        # a limit that the fit matches (to 1e-9) is where the fit is heading
+        if isfinite(r) and (not isfinite(rss[0]) or r <= rss[0] * (1.0 + 1e-9)):
             th[0] = th2[0]; th[1] = th2[1]; th[2] = th2[2]; th[3] = th2[3]
             rss[0] = r
             better = 1
@@ -595,7 +871,9 @@ cdef void hill_fit_curve(const double* dose, const double* resp, const double* w
     cdef double* x = work
     cdef double* y = work + n_doses
     cdef double* w = work + 2 * n_doses
-    cdef char* zd = <char*> (work + 3 * n_doses)
+    cdef double* s = work + 3 * n_doses
+    cdef double* q = work + 4 * n_doses
+    cdef char* zd = <char*> (work + 5 * n_doses)
     cdef Py_ssize_t i, n = 0
     cdef int k, j, p = 0, n_pos = 0, code1, code2
     cdef int idx[4]
@@ -611,13 +889,12 @@ cdef void hill_fit_curve(const double* dose, const double* resp, const double* w
     cdef double S[16]
     cdef double M[16]
     cdef double Minv[16]
-    cdef double sw = 0.0, swy = 0.0, swx = 0.0, swxx = 0.0, swxy = 0.0, swyy = 0.0
+    cdef int nidx[4]
+    cdef double sw = 0.0, swy = 0.0
     cdef double xmin = INFINITY, xmax = -INFINITY, ymin = INFINITY, ymax = -INFINITY
-    cdef double xc, xs, yc, ys, d, r, t, u, sgn, s0, s1, a0, b0, lo_pos, hi_pos
-    cdef double rss1, rss2, sigma2, cov_s, swz, swzx, sw2, swx2, swxx2, det
-    cdef double ylo_sum, ylo_w, yhi_sum, yhi_w, best, pos, mid
-    cdef int has_zero = 0, at_inf = 0, unbounded = 1, limits_ok
-    cdef HillOptions opt_short
+    cdef double xc, xs, yc, ys, d, t, gn
+    cdef double rss1, rss2, sigma2
+    cdef int has_zero = 0, at_inf = 0, unbounded = 1, limits_ok, lin, lin_all, kk
     cdef double xlo_n, xhi_n
     for k in range(16):
         res.cov[k] = NAN
@@ -718,109 +995,82 @@ cdef void hill_fit_curve(const double* dose, const double* resp, const double* w
         lo[3] = -1e4
     if hi[3] > 1e4:
         hi[3] = 1e4
-    # 3. self-starting guess: logit regression of the rescaled responses on log-dose
-    pos = 0.0
-    swx = 0.0
-    sw2 = 0.0
-    cov_s = 0.0
-    for i in range(n):
-        u = -1.5 if zd[i] else x[i]
-        swx += w[i] * u
-        sw2 += w[i]
-    swx /= sw2
-    for i in range(n):
-        u = (-1.5 if zd[i] else x[i]) - swx
-        cov_s += w[i] * u * y[i]
-    sgn = 1.0 if cov_s >= 0 else -1.0
-    a0 = -1.0 - 0.05
-    b0 = 1.0 + 0.05
-    # a = rmin < b = rmax and the slope's sign follows the trend; a fixed
-    # plateau keeps its value and the free one goes to the far end of the data
-    th[0] = a0
-    th[1] = b0
-    if not (opt.free_mask & 1):
-        th[0] = fx[0]
-        if opt.free_mask & 2:
-            th[1] = b0 if fabs(fx[0] - a0) <= fabs(fx[0] - b0) else a0
-    if not (opt.free_mask & 2):
-        th[1] = fx[1]
-        if opt.free_mask & 1:
-            th[0] = a0 if fabs(fx[1] - b0) <= fabs(fx[1] - a0) else b0
-    # regression of z = logit((y - a) / (b - a)) on x over positive doses
-    sw2 = 0.0; swx2 = 0.0; swxx2 = 0.0; swz = 0.0; swzx = 0.0
-    for i in range(n):
-        if zd[i]:
-            continue
-        t = (y[i] - th[0]) / (th[1] - th[0])
-        if t < 0.02:
-            t = 0.02
-        if t > 0.98:
-            t = 0.98
-        t = log(t / (1.0 - t))
-        sw2 += w[i]
-        swx2 += w[i] * x[i]
-        swxx2 += w[i] * x[i] * x[i]
-        swz += w[i] * t
-        swzx += w[i] * t * x[i]
-    det = sw2 * swxx2 - swx2 * swx2
-    th[3] = NAN
-    if det > 1e-12 * sw2 * sw2:
-        th[3] = (sw2 * swzx - swx2 * swz) / det
-        th[2] = (swz - th[3] * swx2) / sw2  # intercept
-        if fabs(th[3]) > 0.1 and isfinite(th[3]):
-            th[2] = -th[2] / th[3]
-        else:
-            th[3] = NAN
-    if not isfinite(th[3]):
-        th[3] = 2.0 * sgn * (1.0 if th[1] >= th[0] else -1.0)
-        th[2] = 0.0
-    if th[2] < -3.0:
-        th[2] = -3.0
-    if th[2] > 3.0:
-        th[2] = 3.0
-    if th[3] > 20.0:
-        th[3] = 20.0
-    if th[3] < -20.0:
-        th[3] = -20.0
-    _apply_box(th, fx, lo, hi, opt.free_mask)
-    # 4. Levenberg-Marquardt from the self-start; a doubtful result (no
-    # convergence, or parameters drifting to the model's edge) is retried
-    # from a second start, then compared with the edge limits of the model,
-    # then with four more starts across the dose range; a best fit still
-    # drifting is finally walked out with the full iteration budget.
-    code1 = _lm(th, n, x, y, w, zd, idx, p, lo, hi, opt, 1, &rss1, &res.n_iter)
+    # 3. near-global start: the projected RSS (plateaus solved linearly) on a
+    # coarse grid of (log EC50, slope); a and b bounded are not projected out
+    lin_all = opt.free_mask & 3
+    lin = lin_all
+    if isfinite(lo[0]) or isfinite(hi[0]):
+        lin &= ~1
+    if isfinite(lo[1]) or isfinite(hi[1]):
+        lin &= ~2
+    k = 0
+    for j in range(4):
+        if (opt.free_mask & (1 << j)) and not (lin & (1 << j)):
+            nidx[k] = j
+            k += 1
+    _grid_start(th, th2, n, x, y, w, zd, lin_all, fx, lo, hi, opt.free_mask, lin == 3, s, q)
+    _start_plateaus(th, n, x, y, w, zd, lin_all, s, q, fx, lo, hi, opt.free_mask)
+    _start_plateaus(th2, n, x, y, w, zd, lin_all, s, q, fx, lo, hi, opt.free_mask)
+    # 4. Levenberg-Marquardt on the projected problem; a doubtful result (no
+    # convergence, or parameters drifting to the model's edge) is retried from
+    # the best grid start in another basin, then compared with the edge limits
+    # of the model; a best fit still drifting is walked out with the full budget.
+    code1 = _vp_lm(th, n, x, y, w, zd, lin, nidx, k, lo, hi, opt, 1, s, q, &rss1,
+                   &res.n_iter)
     limits_ok = opt.free_mask == 15 and unbounded
-    if opt.retry and _doubtful(code1, th):
-        _second_start(n, x, y, w, zd, th, th2)
-        _apply_box(th2, fx, lo, hi, opt.free_mask)
-        code2 = _lm(th2, n, x, y, w, zd, idx, p, lo, hi, opt, 1, &rss2, &res.n_iter)
-        _keep_better(th, &rss1, &code1, th2, rss2, code2)
     if (opt.retry and _doubtful(code1, th) and opt.fskip != NULL and p > 1 and n > p
             and (res.tss / (ys * ys) - rss1) / (p - 1) < opt.fskip[n] * rss1 / (n - p)):
         # no dose effect worth the name: the F test will label this curve flat
         pass
     elif opt.retry and _doubtful(code1, th):
-        # extra starts get a third of the budget (a local copy: opt is shared)
-        opt_short = opt[0]
-        opt_short.max_iter = opt.max_iter // 3 if opt.max_iter >= 3 else 1
-        for j in range(4):
-            th2[0] = -1.05
-            th2[1] = 1.05
-            th2[2] = -0.9 + 0.6 * j
-            th2[3] = 3.0 * sgn
-            _apply_box(th2, fx, lo, hi, opt.free_mask)
-            code2 = _lm(th2, n, x, y, w, zd, idx, p, lo, hi, &opt_short, 1, &rss2,
-                        &res.n_iter)
-            _keep_better(th, &rss1, &code1, th2, rss2, code2)
+        code2 = _vp_lm(th2, n, x, y, w, zd, lin, nidx, k, lo, hi, opt, 1, s, q, &rss2,
+                       &res.n_iter)
+        _keep_better(th, &rss1, &code1, th2, rss2, code2)
+        if code1 == 4 and fabs(th[3]) <= 200.0:
+            # drifting plateaus / EC50: the optimum may be finite but far out,
+            # below every edge limit -- walk on before comparing with them
+            code1 = _vp_lm(th, n, x, y, w, zd, lin, nidx, k, lo, hi, opt, 0, s, q, &rss1,
+                           &res.n_iter)
         if limits_ok and _doubtful(code1, th):
             at_inf = _try_limits(n, x, y, w, zd, has_zero, xlo_n, xhi_n, th, &rss1)
         if not at_inf and code1 == 4:
-            code1 = _lm(th, n, x, y, w, zd, idx, p, lo, hi, opt, 0, &rss1, &res.n_iter)
+            code1 = _vp_lm(th, n, x, y, w, zd, lin, nidx, k, lo, hi, opt, 0, s, q, &rss1,
+                           &res.n_iter)
             if limits_ok and _doubtful(code1, th):
                 at_inf = _try_limits(n, x, y, w, zd, has_zero, xlo_n, xhi_n, th, &rss1)
     if not isfinite(rss1):
         res.reason = HILL_NONFINITE
         return
+    if not at_inf and code1 != 0:
+        # not stopped by the tight tolerances: certify a stationary point at
+        # practical tolerances -- the scaled gradient of the full problem is
+        # <= 1e-6, or a full Gauss-Newton step from here would lower the RSS by
+        # <= 1.5e-8 of it (MINPACK's default ftol, as scipy's curve_fit uses)
+        _evaluate(th, n, x, y, w, zd, 1, A, g, S)
+        gn = 0.0
+        kk = 0
+        for j in range(p):
+            k = idx[j]
+            if (th[k] <= lo[k] and g[k] > 0) or (th[k] >= hi[k] and g[k] < 0):
+                continue
+            t = fabs(g[k]) / sqrt(A[k * 5] * rss1) if A[k * 5] > 0 else INFINITY
+            if not (t <= gn):
+                gn = t
+            nidx[kk] = k
+            kk += 1
+        if gn <= 1e-6:
+            code1 = 0
+        else:
+            for j in range(kk):
+                for k in range(kk):
+                    M[j * kk + k] = A[nidx[j] * 4 + nidx[k]]
+                Minv[j] = g[nidx[j]]
+            if _chol_solve(M, kk, Minv) == 0:
+                t = 0.0
+                for j in range(kk):
+                    t += g[nidx[j]] * Minv[j]
+                if t <= 1.49012e-8 * rss1:
+                    code1 = 0
     # 5. canonical orientation a <= b (same curve: swap plateaus, flip slope)
     if opt.canon and th[0] > th[1]:
         t = th[0]
@@ -899,7 +1149,7 @@ def fit_batch(const floating[:, ::1] dose, const floating[:, ::1] resp,
     opt.retry = retry
     opt.fskip = &fskip[0] if fskip.shape[0] > nd else NULL
     with nogil, parallel(num_threads=n_threads):
-        buf = <double*> malloc(sizeof(double) * (8 * nd + 8))
+        buf = <double*> malloc(sizeof(double) * (9 * nd + 8))
         res = <HillCurveResult*> malloc(sizeof(HillCurveResult))
         if buf != NULL and res != NULL:
             dd = buf
@@ -944,3 +1194,24 @@ def _evaluate_py(double[::1] theta, double[::1] x, double[::1] y, double[::1] w,
     return (rss, [A[k] for k in range(16)] if want >= 1 else None,
             [g[k] for k in range(4)] if want >= 1 else None,
             [S[k] for k in range(16)] if want >= 2 else None)
+
+
+def _vp_eval_py(double[::1] theta, double[::1] x, double[::1] y, double[::1] w,
+                signed char[::1] zero_dose, int lin, int[::1] nidx):
+    """Test hook: (rss, theta with the linear parameters solved, R, g) of the
+    variable-projection evaluation for the parameters ``nidx``."""
+    cdef double R[16]
+    cdef double g[4]
+    cdef double th[4]
+    cdef int k = nidx.shape[0], j, l
+    cdef Py_ssize_t n = x.shape[0]
+    cdef double* s = <double*> malloc(sizeof(double) * (2 * n + 1))
+    if s == NULL:
+        raise MemoryError()
+    for j in range(4):
+        th[j] = theta[j]
+    cdef double rss = _vp_eval(th, n, &x[0], &y[0], &w[0], <const char*> &zero_dose[0], lin,
+                               &nidx[0], k, 1, s, s + n, R, g)
+    free(s)
+    return (rss, [th[j] for j in range(4)],
+            [[R[j * 4 + l] for l in range(k)] for j in range(k)], [g[j] for j in range(k)])

@@ -47,7 +47,7 @@ REASONS = {
     0: "ok",
     1: "constant responses",
     2: "too few points for the free parameters",
-    3: "no convergence from two starts (best fit returned)",
+    3: "not certified as a local optimum after the retries (best fit returned)",
     4: "non-finite values",
     5: "singular information matrix (standard errors undefined)",
     6: "no significant dose effect (F test against a flat model)",
