@@ -289,7 +289,7 @@ def test_leja_points_are_nested_and_distinct():
         np.testing.assert_allclose(b.phi(e, 0, p[: e + 1]), np.eye(e + 1)[e], atol=1e-12)
 
 
-# ------------------------------------------------------------ peer: Tasmanian
+# ------------------------------------------------------------ peer helpers
 def _match_rows(a, b):
     """Permutation p with a[p] == b (rows of equal point sets, up to rounding)."""
     ka = np.lexsort(np.round(a, 12).T[::-1])
@@ -299,28 +299,6 @@ def _match_rows(a, b):
     p[kb] = ka
     return p
 
-
-@pytest.mark.parametrize("d,n", [(1, 5), (2, 3), (3, 4), (5, 3)])
-def test_hat_grid_agrees_with_tasmanian_localp_zero(d, n, rng):
-    """Tasmanian's local-polynomial rule "localp-zero" of order 1 is the interior hat basis;
-    its depth counts from 0, so our level n is its depth n - 1.  Same points, same
-    interpolant to ~1e-14, same quadrature weights."""
-    Tas = pytest.importorskip("Tasmanian")
-    g = SparseGrid(d, n)
-    tg = Tas.makeLocalPolynomialGrid(d, 1, n - 1, 1, "localp-zero")
-    tg.setDomainTransform(np.tile([0.0, 1.0], (d, 1)))
-    assert tg.getNumPoints() == g.n_points == n_points(d, n)
-    tp = tg.getNeededPoints()
-    p = _match_rows(g.points, tp)
-    f = lambda x: np.exp(0.5 * x.sum(axis=1)) * np.cos(x[:, 0] - 0.3 * x[:, -1])  # noqa: E731
-    g.fit(f(g.points))
-    tg.loadNeededPoints(f(tp)[:, None])
-    x = rng.random((400, d))
-    np.testing.assert_allclose(g.evaluate(x), tg.evaluateBatch(x)[:, 0], rtol=1e-14,
-                               atol=1e-14)
-    np.testing.assert_allclose(g.quadrature_weights[p], tg.getQuadratureWeights(), rtol=1e-13,
-                               atol=1e-15)
-    assert abs(g.integrate() - tg.integrate()[0]) < 1e-14
 
 
 # ----------------------------------------------------------------- peer: SG++
