@@ -770,3 +770,544 @@ def test_optimal_multipliers(budget, method, alpha_range):
     else:
         assert_names(exc, "budget", "method", "alpha_range", "rho_range")
     _done("mobilenet.optimal_multipliers")
+
+
+# ---------------------------------------------------------------------------
+# convolution VJPs (pointwise, dense)
+# ---------------------------------------------------------------------------
+
+@fuzz
+@given(x=arrays(pw_x), co=st.integers(0, 3), activation=ACTS, gdt=st.sampled_from(DTYPES),
+       gshape_off=st.sampled_from([0, 0, 0, 1]), need_input_grad=st.booleans(),
+       give_output=st.sampled_from([True, True, False]), n_threads=THREADS)
+def test_pointwise_conv2d_vjp(x, co, activation, gdt, gshape_off, need_input_grad,
+                              give_output, n_threads):
+    TRIED["pointwise_conv2d_vjp"] += 1
+    C = x.shape[3]
+    w = np.random.default_rng(8).normal(size=(C, co))
+    valid = (not _bad_real(x.dtype) and activation in (None, "relu", "relu6")
+             and not _expected_thread_error(n_threads))
+    y = (ref.pointwise(_reference_values(x), w, None, activation)
+         if valid and give_output else None)
+    gshape = x.shape[:-1] + (co + gshape_off,)
+    g = _cast(np.random.default_rng(9).normal(size=gshape), gdt)
+    res, exc = attempt(F.pointwise_conv2d_vjp, x, w, g, activation=activation, output=y,
+                       need_input_grad=need_input_grad, n_threads=n_threads)
+    ok = (valid and gshape_off == 0 and not _bad_real(g.dtype)
+          and (activation is None or give_output))
+    if exc is None:
+        assert ok, "invalid call returned a result"
+        dt = _result_dtype(x, w, g)
+        gx, gw, gb = ref.pointwise_vjp(_reference_values(x).astype(dt), w.astype(dt),
+                                       g.astype(dt), activation, y)
+        scale = 1.0 + np.nanmax(np.abs(gw), initial=0.0)
+        if need_input_grad:
+            assert res[0].shape == x.shape and res[0].dtype == dt
+            _close(res[0], gx, dt, scale)
+        else:
+            assert res[0] is None
+        assert res[1].shape == w.shape and res[2].shape == (co,)
+        _close(res[1], gw, dt, scale)
+        _close(res[2], gb, dt, scale)
+    else:
+        assert_names(exc, "x", "weight", "grad_out", "activation", "n_threads", "output")
+        if ok and x.size and w.size:
+            pytest.fail(f"valid call refused: {exc}")
+    _done("pointwise_conv2d_vjp")
+
+
+@fuzz
+@given(x=arrays(x4, dtypes=["float64", "float32", "float16", "int32", "complex128", "object"]),
+       kh=st.integers(1, 3), kw=st.integers(1, 3), co=st.integers(1, 3), stride=STRIDES,
+       padding=PADDINGS, dilation=DILATIONS, activation=ACTS,
+       gdt=st.sampled_from(["float64", "float32", "bool", "complex128", "object"]),
+       gshape_off=st.sampled_from([0, 0, 0, 1]), need_input_grad=st.booleans(),
+       n_threads=THREADS)
+def test_conv2d_vjp(x, kh, kw, co, stride, padding, dilation, activation, gdt, gshape_off,
+                    need_input_grad, n_threads):
+    TRIED["conv2d_vjp"] += 1
+    C = x.shape[3]
+    w = np.random.default_rng(10).normal(size=(kh, kw, C, co))
+    valid = (not _bad_real(x.dtype) and 0 not in x.shape[1:]
+             and _geom_ok(stride, dilation, padding)
+             and activation in (None, "relu", "relu6") and not _expected_thread_error(n_threads))
+    if valid and _span_ok(x.shape, kh, kw, stride, padding, dilation):
+        y = ref.conv2d(_reference_values(x), w, None, stride, padding, dilation, activation)
+        gshape = y.shape[:-1] + (y.shape[-1] + gshape_off,)
+    else:
+        y, gshape = None, (1, 1, 1, 1)
+    g = _cast(np.random.default_rng(11).normal(size=gshape), gdt)
+    res, exc = attempt(F.conv2d_vjp, x, w, g, stride=stride, padding=padding,
+                       dilation=dilation, activation=activation, output=y,
+                       need_input_grad=need_input_grad, n_threads=n_threads)
+    if y is not None and gshape_off == 0 and not _bad_real(g.dtype):
+        assert exc is None, exc
+        dt = _result_dtype(x, w, g)
+        gx, gw, gb = ref.conv2d_vjp(_reference_values(x).astype(dt), w, g.astype(dt), stride,
+                                    padding, dilation, activation, y)
+        scale = 1.0 + np.nanmax(np.abs(gw), initial=0.0)
+        if need_input_grad:
+            _close(res[0], gx, dt, scale)
+        else:
+            assert res[0] is None
+        _close(res[1], gw, dt, scale)
+        _close(res[2], gb, dt, scale)
+    else:
+        assert exc is not None, "invalid call returned a result"
+        assert_names(exc, "x", "weight", "grad_out", "stride", "padding", "dilation",
+                     "activation", "n_threads", "output")
+    _done("conv2d_vjp")
+
+
+# ---------------------------------------------------------------------------
+# out= buffers: the right buffer is used and returned, any other is refused by name
+# ---------------------------------------------------------------------------
+
+OUT_KINDS = ["none", "ok", "ok", "shape", "dtype", "strided", "fortran", "readonly",
+             "alias", "list"]
+
+
+def _make_out(kind, shape, dtype, alias_with):
+    """An out= argument of the given kind (``alias`` views ``alias_with``'s memory)."""
+    dtype = np.dtype(dtype)
+    if kind == "none":
+        return None
+    if kind == "ok":
+        return np.full(shape, np.nan, dtype)
+    if kind == "shape":
+        return np.full(tuple(shape[:-1]) + (shape[-1] + 1,), np.nan, dtype)
+    if kind == "dtype":
+        return np.full(shape, np.nan, np.float32 if dtype == np.float64 else np.float64)
+    if kind == "strided":
+        big = np.full(tuple(shape[:-1]) + (2 * shape[-1] + 2,), np.nan, dtype)
+        return big[..., 1:2 * shape[-1] + 1:2]
+    if kind == "fortran":
+        return np.asfortranarray(np.full(shape, np.nan, dtype))
+    if kind == "readonly":
+        a = np.full(shape, np.nan, dtype)
+        a.flags.writeable = False
+        return a
+    if kind == "alias":
+        if alias_with.dtype == dtype and alias_with.shape == tuple(shape):
+            return alias_with
+        return np.full(shape, np.nan, dtype)  # cannot alias: acts as "ok"
+    return np.full(shape, np.nan, dtype).tolist()
+
+
+def _out_must_work(kind, out, alias_with):
+    """Whether this out= argument must be accepted (arrays here are never empty)."""
+    if kind in ("none", "ok"):
+        return True
+    if kind == "alias":
+        return out is not alias_with
+    if kind in ("strided", "fortran"):
+        return out.flags.c_contiguous          # e.g. a 1-wide last axis stays contiguous
+    return False                               # shape, dtype, readonly, list
+
+
+def _check_out_call(fn, kind, out, alias_with, *args, out_names=("out",), alias_ok=False,
+                    **kwargs):
+    res, exc = attempt(fn, *args, out=out, **kwargs)
+    must = _out_must_work(kind, out, alias_with) or (alias_ok and kind == "alias")
+    if exc is None:
+        assert must, f"out= of kind {kind} was accepted"
+        return res
+    assert_names(exc, *out_names)
+    assert not must, f"a valid out= ({kind}) was refused: {exc}"
+    return None
+
+
+@fuzz
+@given(shape=st.tuples(st.integers(1, 3), st.integers(1, 3), st.integers(1, 3),
+                       st.integers(1, 4)),
+       co=st.integers(1, 3), dt=st.sampled_from(["float32", "float64"]),
+       kind=st.sampled_from(OUT_KINDS), fn=st.sampled_from(["pointwise", "depthwise", "conv2d",
+                                                             "separable"]))
+def test_conv_out_buffers(shape, co, dt, kind, fn):
+    TRIED["conv out="] += 1
+    rng = np.random.default_rng(12)
+    x = rng.normal(size=shape).astype(dt)
+    C = shape[3]
+    if fn == "pointwise":
+        w = rng.normal(size=(C, co)).astype(dt)
+        call, args, oshape = F.pointwise_conv2d, (x, w), shape[:3] + (co,)
+        want = ref.pointwise(x, w)
+    elif fn == "depthwise":
+        w = rng.normal(size=(3, 3, C)).astype(dt)
+        call, args, oshape = F.depthwise_conv2d, (x, w), shape
+        want = ref.depthwise(x, w)
+    elif fn == "conv2d":
+        w = rng.normal(size=(3, 3, C, co)).astype(dt)
+        call, args, oshape = F.conv2d, (x, w), shape[:3] + (co,)
+        want = ref.conv2d(x, w)
+    else:
+        dw, pw = rng.normal(size=(3, 3, C)).astype(dt), rng.normal(size=(C, co)).astype(dt)
+        call, args, oshape = F.depthwise_separable_conv2d, (x, dw, pw), shape[:3] + (co,)
+        want = ref.pointwise(ref.depthwise(x, dw), pw)
+    alias_with = x if fn == "depthwise" else np.zeros(0)
+    out = _make_out(kind, oshape, dt, alias_with)
+    res = _check_out_call(call, kind, out, alias_with, *args, n_threads=1)
+    if res is not None:
+        if kind in ("ok", "alias", "strided", "fortran"):
+            assert res is out
+        _close(res, want, np.dtype(dt), 10.0)
+    _done("conv out=")
+
+
+@fuzz
+@given(shape=st.tuples(st.integers(1, 3), st.integers(1, 3), st.integers(1, 3),
+                       st.integers(1, 4)),
+       co=st.integers(1, 3), dt=st.sampled_from(["float32", "float64"]),
+       slot=st.integers(0, 2), kind=st.sampled_from(OUT_KINDS + ["same", "tuple2"]),
+       fn=st.sampled_from(["pointwise", "depthwise", "conv2d"]))
+def test_vjp_out_buffers(shape, co, dt, slot, kind, fn):
+    TRIED["vjp out="] += 1
+    rng = np.random.default_rng(13)
+    x = rng.normal(size=shape).astype(dt)
+    C = shape[3]
+    if fn == "pointwise":
+        w = rng.normal(size=(C, co)).astype(dt)
+        call, oshape = F.pointwise_conv2d_vjp, shape[:3] + (co,)
+        g = rng.normal(size=oshape).astype(dt)
+        want = ref.pointwise_vjp(x, w, g)
+    elif fn == "depthwise":
+        w = rng.normal(size=(3, 3, C)).astype(dt)
+        call, oshape = F.depthwise_conv2d_vjp, shape
+        g = rng.normal(size=oshape).astype(dt)
+        want = ref.depthwise_vjp(x, w, g)
+    else:
+        w = rng.normal(size=(3, 3, C, co)).astype(dt)
+        call, oshape = F.conv2d_vjp, shape[:3] + (co,)
+        g = rng.normal(size=oshape).astype(dt)
+        want = ref.conv2d_vjp(x, w, g)
+    shapes = (x.shape, w.shape, w.shape[-1:])
+    bufs = [np.full(s, np.nan, dt) for s in shapes]
+    name = ("out[0]", "out[1]", "out[2]")[slot]
+    if kind == "same":        # two slots on one buffer (only when the shapes agree)
+        other = (slot + 1) % 3
+        if shapes[other] == shapes[slot]:
+            bufs[slot] = bufs[other]
+        out, must = tuple(bufs), shapes[other] != shapes[slot]
+    elif kind == "tuple2":
+        out, must = tuple(bufs[:2]), False
+        name = "out"
+    else:
+        alias_with = {0: x, 1: w, 2: np.zeros(0)}[slot]
+        bufs[slot] = _make_out(kind, shapes[slot], dt, alias_with)
+        out = tuple(bufs)
+        if kind == "alias":
+            must = bufs[slot] is not alias_with
+        elif kind in ("strided", "fortran"):
+            must = bufs[slot].flags.c_contiguous
+        else:
+            must = kind in ("none", "ok")
+    res, exc = attempt(call, x, w, g, out=out, n_threads=1)
+    if exc is None:
+        assert must, f"out= with {kind} in slot {slot} was accepted"
+        for i in range(3):
+            if out[i] is not None:
+                assert res[i] is out[i]
+            _close(res[i], want[i], np.dtype(dt), 10.0 * (1 + np.abs(want[i]).max()))
+    else:
+        assert not must, f"valid out= refused: {exc}"
+        assert_names(exc, name, "out", "out[0] (grad_x)", "out[1] (grad_weight)",
+                     "out[2] (grad_bias)")
+    _done("vjp out=")
+
+
+@fuzz
+@given(shape=st.one_of(st.tuples(st.integers(1, 4), st.integers(1, 5)),
+                       st.tuples(st.integers(1, 3), st.integers(1, 2), st.integers(1, 2),
+                                 st.integers(1, 3))),
+       dt=st.sampled_from(["float32", "float64"]), kind=st.sampled_from(OUT_KINDS),
+       fn=st.sampled_from(["relu", "relu6", "global_avg_pool", "linear", "softmax",
+                           "log_softmax", "cross_entropy", "kd_loss"]))
+def test_dense_out_buffers(shape, dt, kind, fn):
+    TRIED["dense out="] += 1
+    rng = np.random.default_rng(14)
+    x = (rng.normal(size=shape) * 4).astype(dt)
+    x2 = x.reshape(shape[0], -1)
+    if fn in ("relu", "relu6"):
+        call = getattr(F, fn)
+        args, oshape = (x,), x.shape
+        want = np.clip(x, 0, 6 if fn == "relu6" else None)
+        alias_with = x
+    elif fn == "global_avg_pool":
+        x4 = x if x.ndim == 4 else x.reshape(shape[0], 1, 1, -1)
+        call, args, oshape = F.global_avg_pool, (x4,), (x4.shape[0], x4.shape[3])
+        want = x4.astype(np.float64).mean(axis=(1, 2))
+        alias_with = np.zeros(0)
+    elif fn == "linear":
+        w = rng.normal(size=(x2.shape[1], 3)).astype(dt)
+        call, args, oshape = F.linear, (x2, w), (x2.shape[0], 3)
+        want = x2.astype(np.float64) @ w
+        alias_with = np.zeros(0)
+    elif fn in ("softmax", "log_softmax"):
+        call = getattr(distill, fn)
+        args, oshape = (x2,), x2.shape
+        want = getattr(special, fn)(x2.astype(np.float64), axis=1)
+        alias_with = x2
+    elif fn == "cross_entropy":
+        labels = np.arange(x2.shape[0]) % x2.shape[1]
+        call, args, oshape = distill.cross_entropy, (x2, labels), x2.shape
+        p = special.softmax(x2.astype(np.float64), axis=1)
+        p[np.arange(len(labels)), labels] -= 1
+        want = p / x2.shape[0]
+        alias_with = x2
+    else:
+        zt = rng.normal(size=x2.shape).astype(dt)
+        call, args, oshape = distill.kd_loss, (x2, zt), x2.shape
+        T = 4.0
+        want = T * (special.softmax(x2 / T, axis=1) - special.softmax(zt / T, axis=1)) \
+            / x2.shape[0]
+        alias_with = x2
+    out = _make_out(kind, oshape, dt, alias_with)
+    kw = {"temperature": 4.0} if fn == "kd_loss" else {}
+    # distill's softmax / log_softmax document out=logits (in place) as allowed
+    res = _check_out_call(call, kind, out, alias_with, *args, **kw,
+                          out_names=("out", "x", "logits"),
+                          alias_ok=fn in ("softmax", "log_softmax"))
+    if res is not None:
+        got = res[1] if fn in ("cross_entropy", "kd_loss") else res
+        if kind in ("ok", "strided", "fortran") or (kind == "alias" and out is not None):
+            assert got is out
+        _close(got, want, np.dtype(dt), 10.0)
+    _done("dense out=")
+
+
+# ---------------------------------------------------------------------------
+# nn softmax cross-entropy and distill.cross_entropy
+# ---------------------------------------------------------------------------
+
+@fuzz
+@given(z=arrays(st.one_of(st.tuples(st.integers(0, 4), st.integers(0, 5)),
+                          st.tuples(st.integers(0, 3)),
+                          st.tuples(st.integers(1, 2), st.integers(1, 2), st.integers(1, 2))),
+                lo=-30, hi=30),
+       target_kind=st.sampled_from(["labels", "labels", "probs", "range", "negative", "float",
+                                    "bool", "len", "probs_shape", "probs_complex",
+                                    "scalar"]),
+       reduction=st.sampled_from(["mean", "sum", "none", "batchmean", 3]),
+       return_grad=st.booleans(), n_threads=THREADS)
+def test_nn_softmax_cross_entropy(z, target_kind, reduction, return_grad, n_threads):
+    from effai_fast.nn.functional import softmax_cross_entropy
+
+    TRIED["nn.softmax_cross_entropy"] += 1
+    N = z.shape[0] if z.ndim else 0
+    K = z.shape[1] if z.ndim == 2 else 1
+    rng = np.random.default_rng(15)
+    probs = special.softmax(rng.normal(size=(N, K)), axis=1) if N * K else np.zeros((N, K))
+    target = {"labels": np.arange(N) % max(K, 1), "probs": probs, "range": np.full(N, K),
+              "negative": np.full(N, -1), "float": np.zeros(N), "bool": np.zeros(N, bool),
+              "len": np.zeros(N + 1, int), "probs_shape": probs[:, :-1] if K > 1 else
+              np.zeros((N, K + 1)), "probs_complex": probs.astype(complex),
+              "scalar": np.int64(0)}[target_kind]
+    res, exc = attempt(softmax_cross_entropy, z, target, reduction=reduction,
+                       return_grad=return_grad, n_threads=n_threads)
+    valid = (not _bad_real(z.dtype) and z.ndim == 2 and z.size > 0
+             and target_kind in ("labels", "probs")
+             and reduction in ("mean", "sum", "none") and not _expected_thread_error(n_threads))
+    if valid:
+        assert exc is None, exc
+        loss, grad = res
+        dt = _result_dtype(z)
+        zz = _reference_values(z).astype(dt).astype(np.float64)
+        with np.errstate(invalid="ignore", over="ignore"):
+            logp = special.log_softmax(zz, axis=1)
+            p = np.exp(logp)
+        t = np.eye(K)[target] if target_kind == "labels" else probs
+        row = -(t * logp).sum(axis=1)
+        want = {"none": row, "sum": row.sum(), "mean": row.mean()}[reduction]
+        good = np.isfinite(zz).all()
+        if good:
+            np.testing.assert_allclose(loss, want, rtol=2e-3 if dt == np.float32 else 1e-9,
+                                       atol=1e-5)
+        if return_grad:
+            assert grad.shape == z.shape and grad.dtype == dt
+            if good:
+                scale = 1.0 / N if reduction == "mean" else 1.0
+                _close(grad, (p - t) * scale, dt)
+        else:
+            assert grad is None
+    else:
+        assert exc is not None, "invalid call returned a result"
+        assert_names(exc, "logits", "target", "reduction", "n_threads")
+    _done("nn.softmax_cross_entropy")
+
+
+@fuzz
+@given(z=arrays(logit_shapes, lo=-30, hi=30),
+       labels_kind=st.sampled_from(["ok", "ok", "range", "negative", "float", "len", "none",
+                                    "2d", "list"]),
+       reduction=st.sampled_from(["batchmean", "mean", "sum", "none", "avg", None]),
+       n_threads=THREADS)
+def test_distill_cross_entropy(z, labels_kind, reduction, n_threads):
+    TRIED["distill.cross_entropy"] += 1
+    B = z.shape[0] if z.ndim == 2 else 0
+    C = z.shape[1] if z.ndim == 2 else 1
+    labels = {"ok": np.arange(B) % max(C, 1), "range": np.full(B, C),
+              "negative": np.full(B, -1), "float": np.zeros(B) + 0.5,
+              "len": np.zeros(B + 1, int), "none": None, "2d": np.zeros((B, 1), int),
+              "list": [i % max(C, 1) for i in range(B)]}[labels_kind]
+    res, exc = attempt(distill.cross_entropy, z, labels, reduction=reduction,
+                       n_threads=n_threads)
+    valid = (not _bad_real(z.dtype) and z.ndim == 2 and B > 0 and C > 0
+             and labels_kind in ("ok", "list")
+             and reduction in ("batchmean", "mean", "sum", "none")
+             and not _expected_thread_error(n_threads))
+    finite = valid and np.isfinite(_reference_values(z)).all()
+    if valid and finite:
+        assert exc is None, exc
+        loss, grad = res
+        dt = _result_dtype(z)
+        s = _reference_values(z).astype(dt).astype(np.float64)
+        lab = np.asarray(labels)
+        row = -special.log_softmax(s, axis=1)[np.arange(B), lab]
+        want = {"none": row, "sum": row.sum(), "batchmean": row.mean(),
+                "mean": row.mean()}[reduction]
+        tol = 2e-3 if dt == np.float32 else 1e-9
+        np.testing.assert_allclose(loss, want, rtol=tol, atol=tol)
+        p = special.softmax(s, axis=1)
+        p[np.arange(B), lab] -= 1
+        _close(grad, p / (B if reduction in ("batchmean", "mean") else 1), dt)
+    else:
+        assert exc is not None, "invalid call returned a result"
+        assert_names(exc, "logits", "labels", "reduction", "n_threads")
+    _done("distill.cross_entropy")
+
+
+# ---------------------------------------------------------------------------
+# other public entry points: activations, pooling, linear, n_points, acquisitions
+# ---------------------------------------------------------------------------
+
+@fuzz
+@given(x=arrays(st.one_of(st.tuples(st.integers(0, 5)),
+                          st.tuples(st.integers(0, 2), st.integers(0, 2), st.integers(0, 2),
+                                    st.integers(0, 3)))),
+       fn=st.sampled_from(["relu", "relu6", "global_avg_pool", "activation_vjp"]),
+       activation=ACTS, n_threads=THREADS)
+def test_dense_activations_and_pool(x, fn, activation, n_threads):
+    TRIED["nn.functional dense"] += 1
+    ok_dtype = not _bad_real(x.dtype)
+    if fn in ("relu", "relu6"):
+        res, exc = attempt(getattr(F, fn), x, n_threads=n_threads)
+        valid = ok_dtype and not _expected_thread_error(n_threads)
+        if valid:
+            assert exc is None, exc
+            xv = _reference_values(x)
+            with np.errstate(invalid="ignore"):
+                want = np.where(np.isnan(xv), np.nan,
+                                np.clip(xv, 0, 6 if fn == "relu6" else None))
+            _close(res, want, _result_dtype(x))
+    elif fn == "global_avg_pool":
+        res, exc = attempt(F.global_avg_pool, x, n_threads=n_threads)
+        valid = (ok_dtype and x.ndim == 4 and x.shape[1] * x.shape[2] > 0
+                 and not _expected_thread_error(n_threads))
+        if valid and exc is None:
+            with np.errstate(invalid="ignore"):
+                _close(res, _reference_values(x).mean(axis=(1, 2)), _result_dtype(x), 10.0)
+        elif valid:
+            # an empty batch or zero channels may be refused, by name
+            assert x.shape[0] == 0 or x.shape[3] == 0, exc
+    else:
+        y = np.maximum(np.nan_to_num(_reference_values(x)), 0) if ok_dtype else x
+        g = np.ones(np.shape(x))
+        res, exc = attempt(F.activation_vjp, y, g, activation, n_threads=n_threads)
+        valid = (ok_dtype and activation in (None, "relu", "relu6")
+                 and not _expected_thread_error(n_threads))
+        if valid:
+            assert exc is None, exc
+            if activation is None:
+                want = g
+            else:
+                hi = 6.0 if activation == "relu6" else np.inf
+                want = ((y > 0) & (y < hi)).astype(float)
+            _close(res, want, _result_dtype(y, g))
+    if not valid:
+        assert exc is not None, "invalid call returned a result"
+    if exc is not None:
+        assert_names(exc, "x", "y", "grad_out", "activation", "n_threads")
+    _done("nn.functional dense")
+
+
+@fuzz
+@given(x=arrays(st.one_of(st.tuples(st.integers(0, 4), st.integers(0, 4)),
+                          st.tuples(st.integers(0, 4)))),
+       fin_off=st.sampled_from([0, 0, 1]), fout=st.integers(0, 3), use_bias=st.booleans(),
+       wdt=st.sampled_from(DTYPES))
+def test_linear(x, fin_off, fout, use_bias, wdt):
+    TRIED["nn.linear"] += 1
+    fin = x.shape[-1] if x.ndim == 2 else 1
+    w = _cast(np.random.default_rng(16).normal(size=(fin + fin_off, fout)), wdt)
+    b = np.linspace(-1, 1, fout) if use_bias else None
+    res, exc = attempt(F.linear, x, w, b)
+    valid = (not _bad_real(x.dtype) and not _bad_real(w.dtype) and x.ndim == 2
+             and fin_off == 0)
+    if exc is None:
+        assert valid, "invalid call returned a result"
+        want = _reference_values(x) @ _reference_values(w)
+        if b is not None:
+            want = want + b
+        _close(res, want, _result_dtype(x, w), 10.0)
+    else:
+        assert_names(exc, "x", "weight", "bias")
+        if valid and x.size and w.size:
+            pytest.fail(f"valid call refused: {exc}")
+    _done("nn.linear")
+
+
+from effai_fast import sparsegrid  # noqa: E402
+
+
+@fuzz
+@given(dim=st.sampled_from([1, 2, 3, 8, 40, 10**6, 10**30, 0, -1, 2.0, "3", True, None]),
+       level=st.sampled_from([1, 2, 3, 7, 30, 10**5, 10**30, 0, -2, 1.5, "2", True]),
+       boundary=st.booleans())
+def test_sparsegrid_n_points(dim, level, boundary):
+    TRIED["sparsegrid.n_points"] += 1
+    res, exc = attempt(sparsegrid.n_points, dim, level, boundary)
+
+    def is_int(v):
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    valid = is_int(dim) and is_int(level) and dim >= 1 and level >= 1
+    if exc is None:
+        assert valid and isinstance(res, int) and res >= 1
+        if level == 1:
+            assert res == (3**dim if boundary else 1)
+        if dim <= 8 and level <= 7:
+            direct = sum(2**(s - dim) * math.comb(s - 1, dim - 1)
+                         for s in range(dim, level + dim))
+            assert res >= direct and (boundary or res == direct)
+    else:
+        assert_names(exc, "dim", "level")
+    _done("sparsegrid.n_points")
+
+
+from effai_fast import surrogate  # noqa: E402
+
+
+@fuzz
+@given(mu=arrays(st.tuples(st.integers(0, 4))), sd_kind=st.sampled_from(
+           ["ok", "ok", "zero", "negative", "nan", "len", "scalar"]),
+       best=st.sampled_from([0.0, -1.5, float("nan"), float("inf"), "0", None]),
+       xi=st.sampled_from([0.0, 0.01, -0.1, float("nan")]), fn=st.sampled_from(["ei", "ucb"]),
+       beta=st.sampled_from([2.0, 0.0, -1.0, float("inf")]))
+def test_acquisitions(mu, sd_kind, best, xi, fn, beta):
+    TRIED["surrogate.acquisition"] += 1
+    n = mu.shape[0]
+    sd = {"ok": np.linspace(0.1, 1, n), "zero": np.zeros(n), "negative": -np.ones(n),
+          "nan": np.full(n, np.nan), "len": np.ones(n + 1), "scalar": 0.5}[sd_kind]
+    if fn == "ei":
+        res, exc = attempt(surrogate.expected_improvement, mu, sd, best, xi=xi)
+    else:
+        res, exc = attempt(surrogate.upper_confidence_bound, mu, sd, beta=beta)
+    if exc is None:
+        res = np.asarray(res)
+        assert res.shape == (n,) or (n == 0 and res.size == 0)
+        finite_in = np.isfinite(_reference_values(mu)).all() and sd_kind in ("ok", "zero")
+        if fn == "ei" and finite_in:
+            assert (res >= 0).all() or np.isnan(res).any()
+    else:
+        assert_names(exc, "mean", "std", "best", "xi", "beta")
+    _done("surrogate.acquisition")

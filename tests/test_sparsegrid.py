@@ -56,6 +56,40 @@ def test_closed_form_count_examples():
     assert n_points(8, 5) == 6401
 
 
+def _n_points_by_definition(d, n, boundary):
+    if not boundary:
+        return sum((1 << i) * math.comb(d - 1 + i, d - 1) for i in range(n))
+    total = 3**d
+    for m in range(1, d + 1):
+        total += math.comb(d, m) * 3 ** (d - m) * sum(math.comb(s - 1, m - 1) << s
+                                                      for s in range(m, n))
+    return total
+
+
+@pytest.mark.parametrize("boundary", [False, True], ids=["interior", "boundary"])
+def test_n_points_recurrences_equal_the_defining_sums(boundary):
+    for d in (1, 2, 3, 4, 7, 12, 30):
+        for n in (1, 2, 3, 5, 8, 13, 40):
+            assert n_points(d, n, boundary) == _n_points_by_definition(d, n, boundary), (d, n)
+
+
+def test_n_points_huge_arguments_refused_or_exact_at_once():
+    # used to loop 10**30 times; now a ValueError (the count would have ~10**30 bits) ...
+    for d, n, b in [(3, 10**30, False), (2, 10**30, True), (10**30, 1, True),
+                    (10**6, 10**4, False)]:
+        with pytest.raises(ValueError, match="n_points computes exact counts below"):
+            n_points(d, n, b)
+    # ... or exact without a long loop when the count itself is small
+    assert n_points(10**30, 1) == 1
+    assert n_points(10**30, 2) == 2 * 10**30 + 1      # centre + 2 points per dimension
+    assert n_points(1, 60000) == 2**60000 - 1
+    assert n_points(2, 50000) == _n_points_by_definition(2, 50000, False)
+    big = n_points(20000, 3, boundary=True)
+    assert big.bit_length() > 31000 and big % 3 == 0
+    with pytest.raises(ValueError, match="dim=3, level=1000"):
+        SparseGrid(3, 10**30)
+
+
 @pytest.mark.parametrize("d,n", [(1, 1), (1, 6), (2, 1), (2, 4), (3, 3), (4, 4), (6, 3)])
 @pytest.mark.parametrize("boundary", [False, True], ids=["interior", "boundary"])
 def test_points_match_brute_force_enumeration(d, n, boundary):

@@ -32,23 +32,39 @@ Design note
   and schedule.
 * Randomness (batch order) comes only from ``seed``; the same seed and data
   give the same student.
+* **Checkpoints** (``fit(..., checkpoint=path)``): the student's state, the
+  optimiser's buffers and the generator states go to one ``.npz`` (no pickle,
+  written atomically) after every epoch or ``checkpoint_every`` steps; a killed
+  run started again with the same call continues from it and ends with the
+  same student bit for bit.
 """
 
 from __future__ import annotations
 
 import inspect
 import math
+import os
 import time
+import zlib
+from pathlib import Path
 
 import numpy as np
 
 from effai_fast._validation import check_int, check_real, check_rng
 from effai_fast.distill.losses import cross_entropy, kd_loss
+from effai_fast.nn._checkpoint import (
+    dropout_generators,
+    get_rng_state,
+    read_checkpoint,
+    set_rng_state,
+    write_checkpoint,
+)
 from effai_fast.optim import SGD, AdamW, Optimizer
 
 __all__ = ["Distiller", "model_macs", "predict_logits"]
 
 _MODEL_METHODS = ("forward", "backward", "parameters", "gradients")
+_CHECKPOINT_FORMAT = "effai_fast.distill.Distiller/1"
 
 
 def _check_model(model, name: str, *, trainable: bool):
@@ -254,7 +270,8 @@ class Distiller:
                          f"got {self.optimizer!r}")
 
     # -------------------------------------------------------------- training
-    def fit(self, x, y, *, teacher_logits=None, validation_data=None) -> Distiller:
+    def fit(self, x, y, *, teacher_logits=None, validation_data=None, checkpoint=None,
+            resume: bool = True, checkpoint_every: int | None = None) -> Distiller:
         """Train the student; return ``self``.
 
         Parameters
@@ -268,13 +285,32 @@ class Distiller:
             several students); skips the teacher pass.
         validation_data : tuple (x_val, y_val), optional
             Evaluated after every epoch (``history_[i]["val_accuracy"]``).
+        checkpoint : str or path-like, optional
+            A ``.npz`` file written atomically (temporary file +
+            :func:`os.replace`; arrays and a JSON string, no pickle) after
+            every epoch and, with ``checkpoint_every``, every that many steps:
+            the student's state (``state_dict()`` when the student has one -
+            parameters and batch-norm statistics for :mod:`effai_fast.nn`
+            models - else its ``parameters()``), the optimiser's state, the
+            batch-order generator and any Dropout generators of the student,
+            the epoch's batch order, the step count and ``history_``.
+        resume : bool, default=True
+            When ``checkpoint`` exists, restore that state and continue after
+            its last step: a run killed and started again with the same
+            settings ends with the same student, bit for bit, as an
+            uninterrupted run.  (The teacher's logits are recomputed, not
+            stored; ``augment`` must be the same function.)  A checkpoint of
+            a finished run returns at once.  ``resume=False`` starts afresh
+            and overwrites it.
+        checkpoint_every : int, optional
+            Also checkpoint every this many steps (default: epoch ends only).
 
         Raises
         ------
         ValueError
             Mismatched lengths, labels out of range, bad settings (see the
-            class docstring), or a student that diverged (the message names
-            the epoch and step).
+            class docstring), a student that diverged (the message names
+            the epoch and step), or a checkpoint written for another run.
         """
         self._validate()
         x = np.asarray(x)
@@ -288,6 +324,11 @@ class Distiller:
             raise ValueError(f"y must have shape ({len(x)},) to match x, got {y.shape}")
         if y.dtype.kind not in "iu":
             raise TypeError(f"y must hold integer class labels, got dtype {y.dtype}")
+        if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)):
+            raise TypeError(f"checkpoint must be a path (str or os.PathLike), got "
+                            f"{type(checkpoint).__name__}")
+        if checkpoint_every is not None:
+            checkpoint_every = check_int(checkpoint_every, "checkpoint_every", min_value=1)
         rng = check_rng(self.seed)
         self.optimizer_ = self._make_optimizer()
         self.history_ = []
@@ -316,12 +357,28 @@ class Distiller:
         steps_per_epoch = math.ceil(n / self.batch_size)
         total_steps = max(1, steps_per_epoch * self.epochs)
         base_lr = self.optimizer_.lr
+        fingerprint = {"n_samples": int(n), "sample_shape": list(x.shape[1:]),
+                       "labels_crc32": zlib.crc32(np.ascontiguousarray(y).tobytes()),
+                       "batch_size": int(self.batch_size), "epochs": int(self.epochs),
+                       "distil": distil, "temperature": float(self.temperature),
+                       "hard_weight": float(self.hard_weight),
+                       "lr_schedule": self.lr_schedule}
+        meta = None
+        if checkpoint is not None and resume and Path(checkpoint).exists():
+            meta, saved_order = self._load_checkpoint(checkpoint, rng, fingerprint)
+            base_lr = meta["base_lr"]
         grad_buf: dict[tuple, np.ndarray] = {}
-        for epoch in range(self.epochs):
+        first_epoch = 0 if meta is None else meta["epoch"]
+        for epoch in range(first_epoch, self.epochs):
             t0 = time.perf_counter()
-            order = rng.permutation(n)
-            losses = []
-            for k in range(steps_per_epoch):
+            if meta is not None and meta["batch"] > 0 and epoch == first_epoch:
+                order, k0 = saved_order, meta["batch"]      # resume inside this epoch
+                losses = list(meta["losses"])
+                t0 -= meta["seconds"]
+            else:
+                order = rng.permutation(n)
+                k0, losses = 0, []
+            for k in range(k0, steps_per_epoch):
                 if self.lr_schedule == "cosine":
                     self.optimizer_.lr = 0.5 * base_lr * (
                         1.0 + math.cos(math.pi * self.n_steps_ / total_steps))
@@ -344,6 +401,12 @@ class Distiller:
                             f"student's logits became NaN/inf (lower lr?)") from exc
                     raise
                 losses.append(loss)
+                if (checkpoint is not None and checkpoint_every is not None
+                        and self.n_steps_ % checkpoint_every == 0
+                        and k + 1 < steps_per_epoch):
+                    self._save_checkpoint(checkpoint, rng, fingerprint, base_lr, epoch=epoch,
+                                          batch=k + 1, order=order, losses=losses,
+                                          seconds=time.perf_counter() - t0)
             rec = {"epoch": epoch + 1, "loss": float(np.mean(losses)),
                    "seconds": time.perf_counter() - t0, "lr": self.optimizer_.lr}
             if validation_data is not None:
@@ -354,9 +417,71 @@ class Distiller:
                          if "val_accuracy" in rec else "")
                 print(f"  epoch {epoch + 1:3d}/{self.epochs}  loss {rec['loss']:.4f}  "
                       f"{rec['seconds']:.2f} s{extra}", flush=True)
+            if checkpoint is not None:
+                self._save_checkpoint(checkpoint, rng, fingerprint, base_lr, epoch=epoch + 1,
+                                      batch=0)
         if self.lr_schedule == "cosine":
             self.optimizer_.lr = base_lr
         return self
+
+    # ----------------------------------------------------------- checkpoints
+    def _student_state(self) -> dict[str, np.ndarray]:
+        if callable(getattr(self.student, "state_dict", None)) and \
+                callable(getattr(self.student, "load_state_dict", None)):
+            return {f"student.{k}": np.asarray(v)
+                    for k, v in self.student.state_dict().items()}
+        return {f"param.{i}": np.array(p, copy=True)
+                for i, p in enumerate(self.student.parameters())}
+
+    def _save_checkpoint(self, path, rng, fingerprint, base_lr, *, epoch, batch, order=None,
+                         losses=(), seconds=0.0):
+        """``epoch`` complete epochs plus ``batch`` steps of the next one."""
+        arrays = self._student_state()
+        arrays.update({f"optim.{k}": v for k, v in self.optimizer_.state_dict().items()})
+        if order is not None:
+            arrays["order"] = np.asarray(order, dtype=np.int64)
+        meta = {"format": _CHECKPOINT_FORMAT, "fingerprint": fingerprint, "epoch": epoch,
+                "batch": batch, "n_steps": self.n_steps_, "base_lr": base_lr,
+                "losses": [float(v) for v in losses], "seconds": seconds,
+                "history": self.history_, "rng": get_rng_state(rng),
+                "dropout_rngs": [get_rng_state(g) for g in dropout_generators(self.student)]}
+        write_checkpoint(path, arrays, meta)
+
+    def _load_checkpoint(self, path, rng, fingerprint):
+        arrays, meta = read_checkpoint(path, _CHECKPOINT_FORMAT)
+        saved = meta["fingerprint"]
+        for key, value in fingerprint.items():
+            if saved.get(key) != value:
+                raise ValueError(f"checkpoint {path} was written for another run: its {key} "
+                                 f"is {saved.get(key)!r}, this run's is {value!r} (pass "
+                                 f"resume=False to start afresh and overwrite it)")
+        gens = dropout_generators(self.student)
+        if len(gens) != len(meta["dropout_rngs"]):
+            raise ValueError(f"checkpoint {path} has {len(meta['dropout_rngs'])} dropout "
+                             f"generators, the student has {len(gens)} Dropout layers")
+        own = self._student_state()
+        if sorted(own) != sorted(k for k in arrays if k.startswith(("student.", "param."))):
+            raise ValueError(f"checkpoint {path} holds another student's state")
+        if any(k.startswith("student.") for k in own):
+            self.student.load_state_dict({k[8:]: arrays[k] for k in own})
+        else:
+            for i, p in enumerate(self.student.parameters()):
+                value = arrays[f"param.{i}"]
+                if value.shape != p.shape:
+                    raise ValueError(f"checkpoint {path}: parameter {i} has shape "
+                                     f"{value.shape}, the student's has {p.shape}")
+                p[...] = value
+        self.optimizer_.load_state_dict({k[6:]: v for k, v in arrays.items()
+                                         if k.startswith("optim.")})
+        set_rng_state(rng, meta["rng"])
+        for g, st in zip(gens, meta["dropout_rngs"]):
+            set_rng_state(g, st)
+        self.history_ = list(meta["history"])
+        self.n_steps_ = int(meta["n_steps"])
+        if self.verbose:
+            print(f"  resuming from {path}: {meta['epoch']} epoch(s) and {meta['batch']} "
+                  f"step(s) done", flush=True)
+        return meta, arrays.get("order")
 
     def train_step(self, xb, yb, teacher_logits_b=None, *, _buffers=None) -> float:
         """One optimisation step on a batch; return its loss.

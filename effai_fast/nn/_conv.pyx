@@ -81,7 +81,7 @@ cdef inline void _gemm(char transa, char transb, int m, int n, int k,
                        floating beta, floating* c, int ldc) noexcept nogil:
     """C = op(A) op(B) + beta C, column-major BLAS convention."""
     cdef floating one = 1
-    cdef int j
+    cdef Py_ssize_t j
     cdef char ta = transa
     cdef char tb = transb
     if m <= 0 or n <= 0:
@@ -90,7 +90,7 @@ cdef inline void _gemm(char transa, char transb, int m, int n, int k,
         # BLAS would scale C by beta; do it here so that lda/ldb never matter.
         if beta == 0:
             for j in range(n):
-                memset(c + j * ldc, 0, m * sizeof(floating))
+                memset(c + j * <Py_ssize_t> ldc, 0, <size_t> m * sizeof(floating))
         return
     if floating is float:
         sgemm(&ta, &tb, &m, &n, &k, &one, <float*> a, &lda, <float*> b, &ldb,
@@ -788,6 +788,37 @@ cdef inline Py_ssize_t _block(Py_ssize_t P, Py_ssize_t bytes_per_row,
     return pb
 
 
+# BLAS takes 32-bit ints (LP64): a reduction longer than this is cut into
+# chunks accumulated in order (beta = 1 after the first), so a GEMM over more
+# than 2^31 pixels stays exact in its indexing.  Shorter reductions are one
+# call, bit for bit as before.
+cdef Py_ssize_t _GEMM_K_MAX = 1 << 30
+
+
+cdef inline void _gemm_long_k(char transa, char transb, int m, int n, Py_ssize_t k,
+                              const floating* a, int lda, const floating* b, int ldb,
+                              floating* c, int ldc, Py_ssize_t k_max) noexcept nogil:
+    """C = op(A) op(B) for a reduction length ``k`` that may exceed INT_MAX.
+
+    Only the 'N','T' and 'T','N' forms used here: for transa = 'N' the k index
+    of A runs over its columns (stride lda), for transa = 'T' over its rows
+    (unit stride per column, i.e. offset k0); likewise for B.
+    """
+    cdef Py_ssize_t k0 = 0, kc
+    cdef Py_ssize_t a_step = lda if transa == c'N' else 1
+    cdef Py_ssize_t b_step = 1 if transb == c'N' else ldb
+    if k <= 0:
+        _gemm(transa, transb, m, n, 0, a, lda, b, ldb, 0, c, ldc)
+        return
+    while k0 < k:
+        kc = k - k0
+        if kc > k_max:
+            kc = k_max
+        _gemm(transa, transb, m, n, <int> kc, a + k0 * a_step, lda, b + k0 * b_step, ldb,
+              0 if k0 == 0 else 1, c, ldc)
+        k0 += kc
+
+
 cdef void _col_sums(const floating* g, floating* out, Py_ssize_t P, Py_ssize_t C,
                     int n_threads) noexcept nogil:
     """out[j] = sum_p g[p, j]: split over columns, pixel order fixed, two-level sum."""
@@ -902,8 +933,8 @@ cdef void pointwise_backward(
         if c1 > Ci:
             c1 = Ci
         if c1 > c0:
-            _gemm(c'N', c'T', <int> Co, <int> (c1 - c0), <int> P, gm, <int> Co,
-                  xp + c0, <int> Ci, 0, gwp + c0 * Co, <int> Co)
+            _gemm_long_k(c'N', c'T', <int> Co, <int> (c1 - c0), P, gm, <int> Co,
+                         xp + c0, <int> Ci, gwp + c0 * Co, <int> Co, _GEMM_K_MAX)
     if grad_bias.shape[0] > 0:
         _col_sums(gm, &grad_bias[0], P, Co, n_threads)
 
@@ -1233,3 +1264,14 @@ def _separable_forward(const floating[:, :, :, ::1] x, const floating[:, :, ::1]
     with nogil:
         separable_forward(x, dw_weight, dw_bias, pw_weight, pw_bias, out, sh, sw, dh, dw,
                           pt, pl, dw_act, pw_act, nt)
+
+
+def _gemm_long_k_check(const floating[:, ::1] x, const floating[:, ::1] g,
+                       floating[:, ::1] out, Py_ssize_t k_max):
+    """out (Ci, Co) = x^T g for x (P, Ci), g (P, Co) through the chunked-reduction GEMM
+    of the pointwise weight gradient, with chunks of ``k_max`` pixels (a test hook:
+    the index arithmetic of reductions longer than INT_MAX, exercised on small arrays)."""
+    cdef Py_ssize_t P = x.shape[0], Ci = x.shape[1], Co = g.shape[1]
+    with nogil:
+        _gemm_long_k(c'N', c'T', <int> Co, <int> Ci, P, &g[0, 0], <int> Co, &x[0, 0],
+                     <int> Ci, &out[0, 0], <int> Co, k_max)

@@ -68,8 +68,9 @@ def relu6(x, *, out=None, n_threads=None) -> np.ndarray:
 def _act_forward(x, code, out, n_threads):
     x = as_float_array(x, "x", allow_empty=True)
     y = _out(out, "out", x.shape, x.dtype, x)
+    nt = _threads(n_threads, x.size)      # validated even when there is nothing to do
     if x.size:
-        _dense.act_forward(x.reshape(-1), y.reshape(-1), code, _threads(n_threads, x.size))
+        _dense.act_forward(x.reshape(-1), y.reshape(-1), code, nt)
     return y
 
 
@@ -84,12 +85,12 @@ def activation_vjp(y, grad_out, activation, *, out=None, n_threads=None) -> np.n
     g = _same_dtype(grad_out, y.dtype, "grad_out")
     if g.shape != y.shape:
         raise ValueError(f"grad_out has shape {g.shape}, y has {y.shape}")
+    nt = _threads(n_threads, y.size)      # validated even when there is nothing to do
     if code == 0:
         return g
     dx = _out(out, "out", y.shape, y.dtype, y, g)
     if y.size:
-        _dense.act_backward(g.reshape(-1), y.reshape(-1), dx.reshape(-1), code,
-                            _threads(n_threads, y.size))
+        _dense.act_backward(g.reshape(-1), y.reshape(-1), dx.reshape(-1), code, nt)
     return dx
 
 

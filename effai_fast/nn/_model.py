@@ -6,21 +6,37 @@ softmax cross-entropy (or any ``loss(logits, y) -> (value, grad)``), one of the 
 evaluation on held-out data.  Everything random (initialisation, shuffling, dropout) comes from
 explicit seeds, so a run is reproducible bit for bit; the kernels' reductions are in a fixed
 order, so it is also the same at 1 and at 2 threads.
+
+With ``checkpoint=path`` the run writes its whole state (weights, batch-norm statistics,
+optimiser buffers, generator states, the epoch's batch order) atomically after every epoch
+(and every ``checkpoint_every`` steps); started again with the same arguments after being
+killed, it restores that state and continues, ending with the same weights bit for bit as a
+run that was never interrupted.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
+import zlib
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from effai_fast._threads import resolve_n_threads
 from effai_fast._validation import as_float_array, check_int, check_rng
 from effai_fast.nn import _functional_dense as FD
+from effai_fast.nn._checkpoint import (
+    dropout_generators,
+    get_rng_state,
+    read_checkpoint,
+    set_rng_state,
+    write_checkpoint,
+)
 from effai_fast.nn._layers import (
     BatchNorm,
     Conv2d,
@@ -149,7 +165,11 @@ def _check_xy(model, x, y, name_x="x", name_y="y"):
 
 def _batches(n, batch_size, rng, shuffle, drop_last):
     order = rng.permutation(n) if shuffle else np.arange(n)
-    for start in range(0, n, batch_size):
+    yield from _order_batches(order, batch_size, drop_last)
+
+
+def _order_batches(order, batch_size, drop_last):
+    for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
         if len(idx) < batch_size and (drop_last or len(idx) < 2):
             break
@@ -192,10 +212,58 @@ def _cosine(base_lr, total):
     return schedule
 
 
+_FIT_FORMAT = "effai_fast.nn.fit/1"
+
+
+def _fit_fingerprint(x, y, epochs, batch_size, shuffle, drop_last, steps_per_epoch) -> dict:
+    """What a checkpoint must agree on with the run that resumes from it."""
+    return {"epochs": int(epochs), "n_samples": int(len(x)),
+            "sample_shape": list(x.shape[1:]), "dtype": x.dtype.str,
+            "labels_crc32": zlib.crc32(np.ascontiguousarray(y).tobytes()),
+            "batch_size": int(batch_size), "shuffle": bool(shuffle),
+            "drop_last": bool(drop_last), "steps_per_epoch": int(steps_per_epoch)}
+
+
+def _save_fit_checkpoint(path, model, optimizer, rng, fingerprint, base_lr, hist, *, epoch,
+                         batch, step, order=None, partial=None):
+    """``epoch`` complete epochs plus ``batch`` steps of epoch ``epoch + 1``."""
+    arrays = {f"model.{k}": v for k, v in model.state_dict().items()}
+    arrays.update({f"optim.{k}": v for k, v in optimizer.state_dict().items()})
+    if order is not None:
+        arrays["order"] = np.asarray(order, dtype=np.int64)
+    meta = {"format": _FIT_FORMAT, "fingerprint": fingerprint, "epoch": epoch,
+            "batch": batch, "step": step, "base_lr": base_lr, "history": hist.as_dict(),
+            "partial": partial, "rng": get_rng_state(rng),
+            "dropout_rngs": [get_rng_state(g) for g in dropout_generators(model)]}
+    write_checkpoint(path, arrays, meta)
+
+
+def _load_fit_checkpoint(path, model, optimizer, rng, fingerprint):
+    arrays, meta = read_checkpoint(path, _FIT_FORMAT)
+    saved = meta["fingerprint"]
+    for key, value in fingerprint.items():
+        if saved.get(key) != value:
+            raise ValueError(f"checkpoint {path} was written for another run: its {key} is "
+                             f"{saved.get(key)!r}, this run's is {value!r} (pass resume=False "
+                             f"to start afresh and overwrite it)")
+    gens = dropout_generators(model)
+    if len(gens) != len(meta["dropout_rngs"]):
+        raise ValueError(f"checkpoint {path} has {len(meta['dropout_rngs'])} dropout "
+                         f"generators, the model has {len(gens)} Dropout layers")
+    model.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("model.")})
+    optimizer.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("optim.")})
+    set_rng_state(rng, meta["rng"])
+    for g, st in zip(gens, meta["dropout_rngs"]):
+        set_rng_state(g, st)
+    hist = History(**{k: list(v) for k, v in meta["history"].items()})
+    return meta, arrays.get("order"), hist
+
+
 def fit(model: Sequential, x, y, *, epochs: int = 1, batch_size: int = 64, optimizer=None,
         loss: Callable | None = None, lr_schedule=None, validation_data=None, seed=0,
         shuffle: bool = True, drop_last: bool = False, verbose: int = 1,
-        log: Callable[[str], None] = print, n_threads=None) -> History:
+        log: Callable[[str], None] = print, n_threads=None, checkpoint=None,
+        resume: bool = True, checkpoint_every: int | None = None) -> History:
     """Train a classifier by mini-batch gradient descent.
 
     Parameters
@@ -227,6 +295,23 @@ def fit(model: Sequential, x, y, *, epochs: int = 1, batch_size: int = 64, optim
     log : callable, default=print
     n_threads : int, optional
         OpenMP threads of every layer during training.
+    checkpoint : str or path-like, optional
+        A ``.npz`` file written (atomically: temporary file + :func:`os.replace`; arrays plus
+        a JSON string, no pickle) after every epoch and, with ``checkpoint_every``, every
+        that many steps.  It holds the model's parameters and buffers, the optimiser's state,
+        the state of the shuffling generator and of every Dropout generator, the current
+        epoch's batch order, the step count and the history.
+    resume : bool, default=True
+        When ``checkpoint`` exists, continue from it: the model, optimiser and generators are
+        restored and training goes on after the last saved step, so a run that was killed
+        and restarted with the same arguments ends with the same weights, bit for bit, as
+        an uninterrupted run.  A checkpoint of a finished run returns its history at once.
+        ``resume=False`` starts afresh and overwrites the file.  The data, ``epochs``,
+        ``batch_size``, ``shuffle`` and ``drop_last`` must match the checkpoint's
+        (ValueError otherwise); ``loss`` and a callable ``lr_schedule`` must be the same
+        functions (they are not stored).
+    checkpoint_every : int, optional
+        Also checkpoint every this many optimiser steps (default: only at epoch ends).
 
     Returns
     -------
@@ -237,7 +322,14 @@ def fit(model: Sequential, x, y, *, epochs: int = 1, batch_size: int = 64, optim
     NonFiniteLossError
         When the loss becomes NaN or infinite; the message names the epoch and step.
     ValueError, TypeError
-        For inconsistent data or arguments.
+        For inconsistent data or arguments, or a checkpoint written by another run.
+
+    Examples
+    --------
+    >>> hist = fit(model, x, y, epochs=30, lr_schedule="cosine",
+    ...            checkpoint="run.npz")      # doctest: +SKIP
+
+    Killed and started again with the same call, it continues from ``run.npz``.
     """
     from effai_fast.optim import SGD, Optimizer
 
@@ -260,12 +352,25 @@ def fit(model: Sequential, x, y, *, epochs: int = 1, batch_size: int = 64, optim
     if any(g["grads"] is None for g in optimizer.param_groups):
         raise ValueError("optimizer must be built on param_groups(model) (groups with stored "
                          "'grads') so that fit can call optimizer.step()")
+    if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)):
+        raise TypeError(f"checkpoint must be a path (str or os.PathLike), got "
+                        f"{type(checkpoint).__name__}")
+    if checkpoint_every is not None:
+        checkpoint_every = check_int(checkpoint_every, "checkpoint_every", min_value=1)
     rng = check_rng(seed)
     steps_per_epoch = sum(1 for _ in _batches(len(x), batch_size, np.random.default_rng(0),
                                               False, drop_last))
     total = steps_per_epoch * epochs
+    base_lr = optimizer.lr
+    fingerprint = _fit_fingerprint(x, y, epochs, batch_size, shuffle, drop_last, steps_per_epoch)
+    meta = saved_order = None
+    hist = History()
+    if checkpoint is not None and resume and Path(checkpoint).exists():
+        meta, saved_order, hist = _load_fit_checkpoint(checkpoint, model, optimizer, rng,
+                                                       fingerprint)
+        base_lr = meta["base_lr"]
     if lr_schedule == "cosine":
-        lr_schedule = _cosine(optimizer.lr, total)
+        lr_schedule = _cosine(base_lr, total)
     elif lr_schedule is not None and not callable(lr_schedule):
         raise TypeError(f"lr_schedule must be None, 'cosine' or a callable, got "
                         f"{lr_schedule!r}")
@@ -274,17 +379,35 @@ def fit(model: Sequential, x, y, *, epochs: int = 1, batch_size: int = 64, optim
     if n_threads is not None:
         resolve_n_threads(n_threads)
         model.n_threads = n_threads
-    hist = History()
-    step = 0
+    step = 0 if meta is None else int(meta["step"])
+    first_epoch = 1 if meta is None else int(meta["epoch"]) + 1
+    if meta is not None and verbose >= 1:
+        log(f"resuming from {checkpoint}: {meta['epoch']} epoch(s) and {meta['batch']} "
+            f"step(s) done (global step {step})")
+
+    def save(epoch_done, batch_done, order=None, partial=None):
+        _save_fit_checkpoint(checkpoint, model, optimizer, rng, fingerprint, base_lr, hist,
+                             epoch=epoch_done, batch=batch_done, step=step, order=order,
+                             partial=partial)
+
     guard = blas_single_thread()
     guard.__enter__()
     try:
-        for epoch in range(1, epochs + 1):
+        for epoch in range(first_epoch, epochs + 1):
             t0 = time.perf_counter()
-            seen = correct = 0
-            loss_sum = 0.0
+            if meta is not None and meta["batch"] > 0 and epoch == first_epoch:
+                order, k0 = saved_order, int(meta["batch"])   # resume inside this epoch
+                part = meta["partial"]
+                seen, correct, loss_sum = part["seen"], part["correct"], part["loss_sum"]
+                t0 -= part["seconds"]
+            else:
+                order = rng.permutation(len(x)) if shuffle else np.arange(len(x))
+                k0 = seen = correct = 0
+                loss_sum = 0.0
             report_every = max(1, steps_per_epoch // 10)
-            for k, idx in enumerate(_batches(len(x), batch_size, rng, shuffle, drop_last)):
+            for k, idx in enumerate(_order_batches(order, batch_size, drop_last)):
+                if k < k0:
+                    continue
                 if lr_schedule is not None:
                     optimizer.lr = lr_schedule(step)
                 xb, yb = x[idx], y[idx]
@@ -308,6 +431,11 @@ def fit(model: Sequential, x, y, *, epochs: int = 1, batch_size: int = 64, optim
                 if verbose >= 2 and (k + 1) % report_every == 0:
                     log(f"  epoch {epoch} step {k + 1}/{steps_per_epoch}: loss "
                         f"{loss_sum / seen:.4f}, accuracy {100 * correct / seen:.2f}%")
+                if (checkpoint is not None and checkpoint_every is not None
+                        and step % checkpoint_every == 0 and k + 1 < steps_per_epoch):
+                    save(epoch - 1, k + 1, order,
+                         {"seen": seen, "correct": correct, "loss_sum": loss_sum,
+                          "seconds": time.perf_counter() - t0})
             hist.epoch_seconds.append(time.perf_counter() - t0)
             hist.loss.append(loss_sum / max(seen, 1))
             hist.accuracy.append(correct / max(seen, 1))
@@ -323,6 +451,8 @@ def fit(model: Sequential, x, y, *, epochs: int = 1, batch_size: int = 64, optim
             line += f" ({hist.epoch_seconds[-1]:.2f} s)"
             if verbose >= 1:
                 log(line)
+            if checkpoint is not None:
+                save(epoch, 0)
     finally:
         guard.__exit__(None, None, None)
         model.n_threads = old_threads

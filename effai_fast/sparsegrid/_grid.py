@@ -39,6 +39,14 @@ from ._basis import Basis1D
 __all__ = ["SparseGrid", "n_points"]
 
 
+#: n_points computes exact counts below 2**N_POINTS_MAX_BITS (~19,700 decimal digits)
+N_POINTS_MAX_BITS = 1 << 16
+
+
+def _log2_comb(n: int, k: int) -> float:
+    return (math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)) / math.log(2)
+
+
 def n_points(dim: int, level: int, boundary: bool = False) -> int:
     """Closed-form number of points of a regular sparse grid.
 
@@ -47,8 +55,16 @@ def n_points(dim: int, level: int, boundary: bool = False) -> int:
     and ``x`` counted as level 1 in the constraint, SG++'s ``linearBoundary``
     with boundary level 1), each dimension at constraint level 1 carries 3
     points: ``N_b(d, n) = sum_{m=0}^{d} C(d, m) 3^(d-m) S_m(n)`` with
-    ``S_0 = 1`` and ``S_m(n) = sum_{s=m}^{n-1} C(s-1, m-1) 2^s`` (``m``
-    dimensions above level 1, their level excesses summing to ``s``).
+    ``S_m(n) = sum_{s=m}^{n-1} C(s-1, m-1) 2^s`` (``m`` dimensions above
+    level 1, their level excesses summing to ``s``).
+
+    Both are partial sums of the coefficients of a generating function,
+    ``N = sum_{s<n} [z^s] g(z)^d`` with ``g = 1 / (1 - 2z)`` (interior) or
+    ``g = (3 - 4z) / (1 - 2z)`` (boundary); the coefficients obey a two-term
+    recurrence (from ``(1 - 2z) g' = 2 g`` and ``(3 - 4z)(1 - 2z) g' = 2 g``),
+    so the count costs at most ``level`` big-integer by small-integer products
+    (``dim`` of them for the interior count when ``dim < level``, through
+    ``N(d, n) = 2^n C(n+d-2, d-1) - N(d-1, n)``).
 
     Parameters
     ----------
@@ -59,16 +75,47 @@ def n_points(dim: int, level: int, boundary: bool = False) -> int:
     Returns
     -------
     int
-        Exact count (a Python int, however large).
+        Exact count (a Python int).
+
+    Raises
+    ------
+    ValueError
+        When the count is at least ``2**N_POINTS_MAX_BITS`` (``2**65536``): a
+        cheap lower bound on its size is checked first, so a huge ``level`` or
+        ``dim`` is refused at once instead of computing a number with billions
+        of digits.
     """
     d = check_int(dim, "dim", min_value=1)
     n = check_int(level, "level", min_value=1)
+    # log2 of a lower bound: the largest interior term 2^(n-1) C(d+n-2, n-1) and,
+    # with the boundary, the 3^d points of level 1 (N_b >= N and N_b >= 3^d)
+    bits = (n - 1) + _log2_comb(d + n - 2, n - 1)
+    if boundary:
+        bits = max(bits, d * math.log2(3))
+    if bits >= N_POINTS_MAX_BITS:
+        raise ValueError(
+            f"a sparse grid of dim={d}, level={level}{' with boundary' if boundary else ''} "
+            f"has about 2**{bits:.4g} points; n_points computes exact counts below "
+            f"2**{N_POINTS_MAX_BITS}: lower the level or dim")
+    total = 0
+    if not boundary and d < n:
+        # N(k, n) = 2^n C(n+k-2, k-1) - N(k-1, n), N(1, n) = 2^n - 1 (Pascal's rule)
+        c, total = 1, (1 << n) - 1              # c = C(n+k-2, k-1)
+        for k in range(2, d + 1):
+            c = c * (n + k - 2) // (k - 1)
+            total = (c << n) - total
+        return total
     if not boundary:
-        return sum((1 << i) * math.comb(d - 1 + i, d - 1) for i in range(n))
-    total = 3**d
-    for m in range(1, d + 1):
-        s_m = sum(math.comb(s - 1, m - 1) << s for s in range(m, n))
-        total += math.comb(d, m) * 3 ** (d - m) * s_m
+        a = 1                                   # a_s = 2^s C(d-1+s, s)
+        for s_ in range(n):
+            total += a
+            a = a * 2 * (d + s_) // (s_ + 1)
+        return total
+    a_prev, a = 0, 3**d                         # a_s = [z^s] ((3 - 4z) / (1 - 2z))^d
+    for s_ in range(n):
+        total += a
+        # 3 (s+1) a_{s+1} = (10 s + 2 d) a_s - 8 (s - 1) a_{s-1}
+        a_prev, a = a, ((10 * s_ + 2 * d) * a - 8 * (s_ - 1) * a_prev) // (3 * (s_ + 1))
     return total
 
 

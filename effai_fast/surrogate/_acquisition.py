@@ -9,13 +9,29 @@ instead of all underflowing to 0.
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 from scipy.special import log_ndtr, ndtr
+
+from effai_fast._validation import as_float_array, check_real
 
 __all__ = ["expected_improvement", "upper_confidence_bound"]
 
 _INV_SQRT2PI = 1.0 / np.sqrt(2.0 * np.pi)
 _LOG_INV_SQRT2PI = -0.5 * np.log(2.0 * np.pi)
+
+
+def _mean_std(mean, std):
+    """Real float64 arrays of broadcast-compatible shapes (NaN allowed: it propagates)."""
+    mean = as_float_array(mean, "mean", dtype=np.float64, allow_empty=True)
+    std = as_float_array(std, "std", dtype=np.float64, allow_empty=True)
+    try:
+        np.broadcast_shapes(mean.shape, std.shape)
+    except ValueError:
+        raise ValueError(f"mean and std must have the same (or broadcastable) shapes, got "
+                         f"{mean.shape} and {std.shape}") from None
+    return mean, std
 
 
 def expected_improvement(mean, std, best: float, *, maximize: bool = False,
@@ -38,9 +54,18 @@ def expected_improvement(mean, std, best: float, *, maximize: bool = False,
     Returns
     -------
     ndarray (float64), larger is better.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For complex/object/non-numeric ``mean`` or ``std``, shapes that do not
+        broadcast, a non-real ``best`` or a non-finite ``xi`` (NaN in ``mean``,
+        ``std`` or ``best`` propagates instead).
     """
-    mean = np.asarray(mean, dtype=np.float64)
-    std = np.asarray(std, dtype=np.float64)
+    mean, std = _mean_std(mean, std)
+    if isinstance(best, bool) or not isinstance(best, numbers.Real):
+        raise TypeError(f"best must be a real number, got {type(best).__name__} {best!r}")
+    xi = check_real(xi, "xi")
     imp = (mean - best - xi) if maximize else (best - mean - xi)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         pos = std > 0
@@ -62,6 +87,6 @@ def expected_improvement(mean, std, best: float, *, maximize: bool = False,
 
 def upper_confidence_bound(mean, std, *, beta: float = 2.0, maximize: bool = False):
     """Optimistic bound ``mean + beta std`` (maximise) or ``-(mean - beta std)`` (minimise)."""
-    mean = np.asarray(mean, dtype=np.float64)
-    std = np.asarray(std, dtype=np.float64)
+    mean, std = _mean_std(mean, std)
+    beta = check_real(beta, "beta")
     return mean + beta * std if maximize else -(mean - beta * std)
