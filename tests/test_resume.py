@@ -35,14 +35,13 @@ def hang_if_due(count):
         with open(MARKER, "w") as fh:
             fh.write(str(count))
         time.sleep(600)      # killed here by the test
-'''
 
-_NN_SCRIPT = _COMMON + '''
-from effai_fast import nn
-from effai_fast.optim import AdamW
+
+from effai_fast import nn  # noqa: E402
 
 
 class Counting(nn.Sequential):
+    """Counts training forward passes; hangs at the HANG_AT-th."""
     calls = 0
 
     def forward(self, x, training=False):
@@ -50,6 +49,11 @@ class Counting(nn.Sequential):
             Counting.calls += 1
             hang_if_due(Counting.calls)
         return super().forward(x, training=training)
+'''
+
+_NN_SCRIPT = _COMMON + '''
+from effai_fast import nn
+from effai_fast.optim import AdamW
 
 
 def main(out, checkpoint):
@@ -77,16 +81,6 @@ if __name__ == "__main__":
 _DISTILL_SCRIPT = _COMMON + '''
 from effai_fast import nn
 from effai_fast.distill import Distiller
-
-
-class Counting(nn.Sequential):
-    calls = 0
-
-    def forward(self, x, training=False):
-        if training:
-            Counting.calls += 1
-            hang_if_due(Counting.calls)
-        return super().forward(x, training=training)
 
 
 def main(out, checkpoint):

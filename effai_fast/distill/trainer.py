@@ -55,7 +55,7 @@ from effai_fast.distill.losses import cross_entropy, kd_loss
 from effai_fast.nn._checkpoint import (
     dropout_generators,
     get_rng_state,
-    read_checkpoint,
+    read_resumable,
     set_rng_state,
     write_checkpoint,
 )
@@ -448,17 +448,8 @@ class Distiller:
         write_checkpoint(path, arrays, meta)
 
     def _load_checkpoint(self, path, rng, fingerprint):
-        arrays, meta = read_checkpoint(path, _CHECKPOINT_FORMAT)
-        saved = meta["fingerprint"]
-        for key, value in fingerprint.items():
-            if saved.get(key) != value:
-                raise ValueError(f"checkpoint {path} was written for another run: its {key} "
-                                 f"is {saved.get(key)!r}, this run's is {value!r} (pass "
-                                 f"resume=False to start afresh and overwrite it)")
-        gens = dropout_generators(self.student)
-        if len(gens) != len(meta["dropout_rngs"]):
-            raise ValueError(f"checkpoint {path} has {len(meta['dropout_rngs'])} dropout "
-                             f"generators, the student has {len(gens)} Dropout layers")
+        arrays, meta, gens = read_resumable(path, _CHECKPOINT_FORMAT, fingerprint,
+                                            self.student, "student")
         own = self._student_state()
         if sorted(own) != sorted(k for k in arrays if k.startswith(("student.", "param."))):
             raise ValueError(f"checkpoint {path} holds another student's state")

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["dropout_generators", "get_rng_state", "read_checkpoint", "set_rng_state",
+__all__ = ["dropout_generators", "get_rng_state", "read_checkpoint", "read_resumable",
+           "set_rng_state",
            "write_checkpoint"]
 
 _META_KEY = "__meta__"
@@ -121,3 +122,29 @@ def read_checkpoint(path, fmt: str) -> tuple[dict[str, np.ndarray], dict]:
         raise ValueError(f"checkpoint {path} has format {meta.get('format')!r}, expected "
                          f"{fmt!r}")
     return arrays, meta
+
+
+def read_resumable(path, fmt: str, fingerprint: dict, model, what: str = "model"):
+    """Read a checkpoint to resume a run from, refusing one written for another run.
+
+    Checks every entry of ``fingerprint`` (data shape, epochs, ...) against the saved
+    one and that ``model`` has as many Dropout generators as were saved.
+
+    Returns
+    -------
+    arrays, meta, generators
+        The saved arrays and metadata, and ``model``'s Dropout generators (in the
+        saved order) for the caller to restore.
+    """
+    arrays, meta = read_checkpoint(path, fmt)
+    saved = meta["fingerprint"]
+    for key, value in fingerprint.items():
+        if saved.get(key) != value:
+            raise ValueError(f"checkpoint {path} was written for another run: its {key} is "
+                             f"{saved.get(key)!r}, this run's is {value!r} (pass resume=False "
+                             f"to start afresh and overwrite it)")
+    gens = dropout_generators(model)
+    if len(gens) != len(meta["dropout_rngs"]):
+        raise ValueError(f"checkpoint {path} has {len(meta['dropout_rngs'])} dropout "
+                         f"generators, the {what} has {len(gens)} Dropout layers")
+    return arrays, meta, gens

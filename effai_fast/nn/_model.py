@@ -33,7 +33,7 @@ from effai_fast.nn import _functional_dense as FD
 from effai_fast.nn._checkpoint import (
     dropout_generators,
     get_rng_state,
-    read_checkpoint,
+    read_resumable,
     set_rng_state,
     write_checkpoint,
 )
@@ -239,17 +239,7 @@ def _save_fit_checkpoint(path, model, optimizer, rng, fingerprint, base_lr, hist
 
 
 def _load_fit_checkpoint(path, model, optimizer, rng, fingerprint):
-    arrays, meta = read_checkpoint(path, _FIT_FORMAT)
-    saved = meta["fingerprint"]
-    for key, value in fingerprint.items():
-        if saved.get(key) != value:
-            raise ValueError(f"checkpoint {path} was written for another run: its {key} is "
-                             f"{saved.get(key)!r}, this run's is {value!r} (pass resume=False "
-                             f"to start afresh and overwrite it)")
-    gens = dropout_generators(model)
-    if len(gens) != len(meta["dropout_rngs"]):
-        raise ValueError(f"checkpoint {path} has {len(meta['dropout_rngs'])} dropout "
-                         f"generators, the model has {len(gens)} Dropout layers")
+    arrays, meta, gens = read_resumable(path, _FIT_FORMAT, fingerprint, model)
     model.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("model.")})
     optimizer.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("optim.")})
     set_rng_state(rng, meta["rng"])
