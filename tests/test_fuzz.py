@@ -94,7 +94,7 @@ def _layout(a: np.ndarray, layout: str) -> np.ndarray:
     if layout == "negative" and a.ndim:
         return np.flip(np.flip(a, axis=0).copy(), axis=0)
     if layout == "readonly":
-        a = a.copy()
+        a = np.array(a, copy=True)   # (a 0-d cast may be a numpy scalar)
         a.flags.writeable = False
         return a
     return a
@@ -1370,10 +1370,11 @@ def _ad_fn(kind):
 def test_ad_transforms(x, kind, aux, as_list):
     TRIED["ad.transforms"] += 1
     from effai_fast import ad
-    arg = x.tolist() if as_list and x.ndim else x
+    arg = x.tolist() if as_list and x.ndim and x.size else x
     shape = np.shape(arg)
     v = {"ok": np.linspace(-1, 1, x.size).reshape(shape), "shape": np.ones(x.size + 1),
-         "complex": np.ones(shape, complex), "list": np.ones(shape).tolist(),
+         "complex": np.ones(shape, complex),
+         "list": np.ones(shape).tolist() if x.size else np.ones(shape),
          "int": np.ones(shape, int)}[aux]
     ct = {"ok": 1.5, "shape": np.ones(2), "complex": 1 + 1j, "list": [[1.0]],
           "int": 2}[aux]
@@ -1460,8 +1461,10 @@ def _is_real_param(v):
 
 
 @fuzz
-@given(dose=arrays(st.one_of(st.tuples(st.integers(0, 4)), st.just(()),
-                             st.tuples(st.integers(0, 2), st.integers(0, 3))), lo=-0.5, hi=20),
+@given(dose=st.one_of(arrays(st.one_of(st.tuples(st.integers(0, 4)),
+                                       st.tuples(st.integers(0, 2), st.integers(0, 3))),
+                              lo=-0.5, hi=20),
+                     st.sampled_from([2.0, 0.0, -1.0, float("nan"), np.float32(0.5), 3])),
        rmin=HILL_PARAMS, rmax=HILL_PARAMS, ec50=HILL_PARAMS, n=HILL_PARAMS)
 def test_hill_model(dose, rmin, rmax, ec50, n):
     TRIED["hill.hill"] += 1
@@ -1487,8 +1490,8 @@ def test_hill_model(dose, rmin, rmax, ec50, n):
     D, lo, hi, e, h = vals
     with np.errstate(all="ignore"):
         frac = np.where(D > 0, 1.0 / (1.0 + (e / D) ** h), np.where(h > 0, 0.0,
-                        np.where(h < 0, 1.0, 0.5)))
-        frac = np.where(np.isnan(D), np.nan, frac)
+                        np.where(h < 0, 1.0, np.where(h == 0, 0.5, np.nan))))
+        frac = np.where(np.isnan(D) | np.isnan(e), np.nan, frac)
         want = lo + (hi - lo) * frac
     res = np.asarray(res)
     ok = np.isfinite(np.broadcast_to(want, bshape))

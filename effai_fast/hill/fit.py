@@ -95,7 +95,9 @@ def hill(dose, rmin, rmax, ec50, n):
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         u = n * (np.log(dose) - np.log(ec50))
         s = special.expit(u)
-        s = np.where(dose == 0, np.where(n > 0, 0.0, np.where(n < 0, 1.0, 0.5)), s)
+        s = np.where(dose == 0, np.where(n > 0, 0.0, np.where(n < 0, 1.0, np.where(
+            n == 0, 0.5, np.nan))), s)   # a NaN slope stays NaN at dose 0
+        s = np.where(np.isnan(ec50), np.nan, s)   # so does a NaN ec50 (also at n = 0)
     return rmin + (rmax - rmin) * s
 
 

@@ -165,7 +165,8 @@ def compare_models(dose, response, *, weights=None, x_scale: str = "dose",
     if x_scale == "log":
         pos = np.where(valid & (d > 0), d, np.nan)
         with np.errstate(all="ignore"):
-            low = np.nanmin(pos, axis=1) / 2
+            m = np.min(np.where(np.isnan(pos), np.inf, pos), axis=1)   # no All-NaN warning
+            low = np.where(np.isfinite(m), m / 2, np.nan)
             x = np.log(np.where(d > 0, d, low[:, None]))
     else:
         x = d
