@@ -1660,3 +1660,47 @@ def test_scaled_channels(c, alpha):
         assert exc is not None, "invalid call returned a result"
         assert_names(exc, "c", "alpha")
     _done("mobilenet.scaled_channels")
+
+
+# ---------------------------------------------------------------------------
+# effai_fast.surrogate RBFInterpolant / GaussianProcess: fit then predict
+# ---------------------------------------------------------------------------
+
+@fuzz
+@given(X=arrays(st.one_of(st.tuples(st.integers(0, 7), st.integers(0, 3)),
+                          st.tuples(st.integers(0, 4))), lo=-2, hi=2),
+       y_kind=st.sampled_from(["ok", "ok", "ok", "len", "nan", "2d", "complex", "list"]),
+       model=st.sampled_from(["rbf", "rbf", "gp"]),
+       kernel=st.sampled_from(["default", "default", "bogus"]))
+def test_surrogate_fit_predict(X, y_kind, model, kernel):
+    TRIED["surrogate.fit/predict"] += 1
+    n = X.shape[0]
+    y0 = np.sin(np.arange(n, dtype=float))
+    y = {"ok": y0, "len": np.zeros(n + 1), "nan": np.full(n, np.nan), "2d": np.stack([y0, y0], axis=1),
+         "complex": y0.astype(complex), "list": y0.tolist()}[y_kind]
+    kw = {} if kernel == "default" else {"kernel": kernel}
+    est = surrogate.RBFInterpolant(**kw) if model == "rbf" else surrogate.GaussianProcess(**kw)
+    res, exc = attempt(est.fit, X, y)
+    Xv = _reference_values(X) if not _bad_real(X.dtype) else None
+    valid = (Xv is not None and X.ndim == 2 and n >= 1 and X.shape[1] >= 1
+             and np.isfinite(Xv).all() and y_kind in ("ok", "list") and kernel == "default")
+    if not valid:
+        assert exc is not None, "invalid call returned a result"
+        assert_names(exc, "X", "y", "kernel", "samples")
+        _done("surrogate.fit/predict")
+        return
+    if exc is not None:
+        # RBF only: too few distinct samples for the polynomial tail, or a numerically
+        # singular system (clustered points): refused with the options that fix it
+        assert model == "rbf", exc
+        assert_names(exc, "samples", "smoothing")
+        _done("surrogate.fit/predict")
+        return
+    pred = est.predict(X)
+    assert pred.shape == (n,) and np.isfinite(pred).all()
+    if model == "rbf" and len(np.unique(Xv, axis=0)) == n:   # interpolates distinct points
+        np.testing.assert_allclose(pred, y0, atol=1e-6 * max(1, np.abs(Xv).max()) * 100)
+    bad, exc = attempt(est.predict, np.ones((2, X.shape[1] + 1)))
+    assert exc is not None
+    assert_names(exc, "X")
+    _done("surrogate.fit/predict")
