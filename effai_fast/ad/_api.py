@@ -38,6 +38,14 @@ def _as_input(x, name):
     return arr
 
 
+def _as_real64(x, name):
+    """A float64 array of the real numbers in ``x`` (tangents, cotangents); named error."""
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be a real array, got dtype {arr.dtype}")
+    return arr.astype(np.float64, copy=False)
+
+
 def _trace(f, shapes, names=None):
     """Run ``f`` on placeholders of ``shapes``; return (graph, input ids, output id)."""
     g = Graph()
@@ -377,7 +385,10 @@ class _GradFn(_Transformed):
 
     def __call__(self, *args):
         fast = self._fast
-        if fast is not None and len(args) == 1:
+        # the compiled fast path reads a C-contiguous float64 ndarray buffer only; lists,
+        # strided views etc. take the validated path (a buffer error would name nothing)
+        if (fast is not None and len(args) == 1 and isinstance(args[0], np.ndarray)
+                and args[0].flags.c_contiguous):
             r = fast(args[0], self.with_value)
             if r is not None:
                 return r
@@ -460,7 +471,7 @@ def vjp(f, *primals):
     value = fplan(*arrays)[0]
 
     def vjp_fn(cotangent):
-        c = np.asarray(cotangent, dtype=np.float64)
+        c = _as_real64(cotangent, "cotangent")
         if c.shape != oshape:
             raise ValueError(f"cotangent must have shape {oshape} (the output's), got {c.shape}")
         res = bplan(*arrays, c)
@@ -494,7 +505,7 @@ def jvp(f, primals, tangents_):
         raise ValueError("primals and tangents must have the same number of entries")
     t = _JVPFn(f)
     arrays = t._convert(primals)
-    tans = [np.asarray(v, dtype=np.float64) for v in tangents_]
+    tans = [_as_real64(v, f"tangents[{k}]") for k, v in enumerate(tangents_)]
     for k, (a, v) in enumerate(zip(arrays, tans, strict=False)):
         if a.shape != v.shape:
             raise ValueError(f"tangents[{k}] must have shape {a.shape}, got {v.shape}")
@@ -607,7 +618,7 @@ class _HVPFn(_Transformed):
 
     def __call__(self, x, v):
         (arr,) = self._convert((x,))
-        vv = np.asarray(v, dtype=np.float64)
+        vv = _as_real64(v, "v")
         if vv.shape != arr.shape:
             raise ValueError(f"v must have the shape of x {arr.shape}, got {vv.shape}")
         plan = self._plan([arr, vv])

@@ -59,18 +59,45 @@ CONVERGED, FLAT, FAILED = 0, 1, 2
 _REASON_FLAT_TEST = 6
 
 
+def _real_array(v, name):
+    """``v`` as a float64 array; TypeError naming ``name`` unless it holds real numbers."""
+    arr = np.asarray(v)
+    if arr.dtype.kind == "O":
+        try:
+            if not all(isinstance(u, numbers.Real) for u in arr.ravel().tolist()):
+                raise TypeError
+            arr = arr.astype(np.float64)
+        except (TypeError, ValueError):
+            raise TypeError(f"{name} must hold real numbers, got {v!r:.60}") from None
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be a real number or array, got dtype {arr.dtype}")
+    return arr.astype(np.float64, copy=False)
+
+
 def hill(dose, rmin, rmax, ec50, n):
     """Evaluate the Hill model ``rmin + (rmax - rmin) D^n / (ec50^n + D^n)``.
 
     Computed as a logistic in log-dose, so it is exact at ``D = 0`` and does not
     overflow for steep slopes.  Arguments broadcast against each other.
     """
-    dose = np.asarray(dose, dtype=float)
-    rmin, rmax, ec50, n = (np.asarray(v, dtype=float) for v in (rmin, rmax, ec50, n))
+    dose, rmin, rmax, ec50, n = (_real_array(v, name) for v, name in (
+        (dose, "dose"), (rmin, "rmin"), (rmax, "rmax"), (ec50, "ec50"), (n, "n")))
+    try:
+        np.broadcast_shapes(dose.shape, rmin.shape, rmax.shape, ec50.shape, n.shape)
+    except ValueError:
+        raise ValueError("dose, rmin, rmax, ec50 and n must broadcast together, got shapes "
+                         f"{dose.shape}, {rmin.shape}, {rmax.shape}, {ec50.shape}, "
+                         f"{n.shape}") from None
+    if (dose < 0).any():
+        raise ValueError("dose must be >= 0 (NaN propagates)")
+    if (ec50 <= 0).any():
+        raise ValueError("ec50 must be > 0 (NaN propagates)")
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         u = n * (np.log(dose) - np.log(ec50))
         s = special.expit(u)
-        s = np.where(dose == 0, np.where(n > 0, 0.0, np.where(n < 0, 1.0, 0.5)), s)
+        s = np.where(dose == 0, np.where(n > 0, 0.0, np.where(n < 0, 1.0, np.where(
+            n == 0, 0.5, np.nan))), s)   # a NaN slope stays NaN at dose 0
+        s = np.where(np.isnan(ec50), np.nan, s)   # so does a NaN ec50 (also at n = 0)
     return rmin + (rmax - rmin) * s
 
 

@@ -60,12 +60,18 @@ class ModelComparison:
         out = {}
         for j, name in enumerate(MODELS):
             out[name] = {
-                "median_aic": float(np.nanmedian(self.aic[:, j])),
-                "median_cv_rmse": float(np.nanmedian(self.cv_rmse[:, j])),
+                "median_aic": _nanmedian(self.aic[:, j]),
+                "median_cv_rmse": _nanmedian(self.cv_rmse[:, j]),
                 "wins_aic": int(np.sum(self.best("aic") == name)),
                 "wins_cv": int(np.sum(self.best("cv_rmse") == name)),
             }
         return out
+
+
+def _nanmedian(v) -> float:
+    """Median of the non-NaN values; NaN (without numpy's All-NaN warning) if none."""
+    v = v[~np.isnan(v)]
+    return float(np.median(v)) if v.size else float("nan")
 
 
 def _poly_fit(x, y, w, degree):
@@ -88,7 +94,10 @@ def _poly_fit(x, y, w, degree):
     yz = np.where(ok, y, 0.0)
     G = np.einsum("nd,ndi,ndj->nij", ww, V, V)
     b = np.einsum("nd,ndi,nd->ni", ww, V, yz)
-    G = G + 1e-12 * np.eye(degree + 1) * np.trace(G, axis1=1, axis2=2)[:, None, None]
+    tr = np.trace(G, axis1=1, axis2=2)
+    # a row without a usable point (all NaN / zero weight) has G = 0: solve I c = 0 there
+    # instead of raising LinAlgError (its prediction is never scored)
+    G = G + np.eye(degree + 1) * np.where(tr > 0, 1e-12 * tr, 1.0)[:, None, None]
     coef = np.linalg.solve(G, b[..., None])[..., 0]
     return coef, c, sd
 
@@ -156,7 +165,8 @@ def compare_models(dose, response, *, weights=None, x_scale: str = "dose",
     if x_scale == "log":
         pos = np.where(valid & (d > 0), d, np.nan)
         with np.errstate(all="ignore"):
-            low = np.nanmin(pos, axis=1) / 2
+            m = np.min(np.where(np.isnan(pos), np.inf, pos), axis=1)   # no All-NaN warning
+            low = np.where(np.isfinite(m), m / 2, np.nan)
             x = np.log(np.where(d > 0, d, low[:, None]))
     else:
         x = d

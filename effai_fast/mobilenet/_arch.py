@@ -88,6 +88,8 @@ def scaled_channels(c: int, alpha: float) -> int:
     (TensorFlow's implementation instead rounds to a multiple of 8; we keep the paper's
     definition.)
     """
+    c = check_int(c, "c", min_value=1)
+    alpha = check_alpha(alpha)
     return max(1, int(math.floor(alpha * c + 0.5)))
 
 

@@ -139,6 +139,25 @@ def _seed_int(seed, name="seed"):
     return check_int(seed, name, min_value=0)
 
 
+# Largest design: n * d values (2**28 float64 = 2 GiB); beyond it a MemoryError or scipy's
+# unnamed "Maximum allowed dimension exceeded" would follow.
+_MAX_VALUES = 2**28
+
+
+def _check_n(n, d):
+    return check_int(n, "n", min_value=1, max_value=max(1, _MAX_VALUES // d))
+
+
+def _check_dtype(dtype):
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from None
+    if dt not in (np.float32, np.float64):
+        raise TypeError(f"dtype must be float32 or float64, got {dt}")
+    return dt
+
+
 def latin_hypercube(domain: Domain, n: int, *, seed=None, optimization: str | None = None,
                     dtype=np.float64) -> np.ndarray:
     """A Latin hypercube design of ``n`` points over ``domain``.
@@ -159,7 +178,11 @@ def latin_hypercube(domain: Domain, n: int, *, seed=None, optimization: str | No
     ndarray of shape (n, d)
     """
     domain = _check_domain(domain)
-    n = check_int(n, "n", min_value=1)
+    n = _check_n(n, domain.d)
+    dtype = _check_dtype(dtype)
+    if optimization not in (None, "random-cd", "lloyd"):
+        raise ValueError(f"optimization must be None, 'random-cd' or 'lloyd', "
+                         f"got {optimization!r}")
     eng = _engine(qmc.LatinHypercube, domain.d, optimization=optimization,
                   seed=_seed_int(seed))
     return domain.from_unit(eng.random(n), dtype)
@@ -174,9 +197,14 @@ def sobol(domain: Domain, n: int, *, seed=None, scramble: bool = True, start: in
     sequence, so ``sobol(dom, 8, seed=1, start=8)`` continues ``sobol(dom, 8, seed=1)``.
     """
     domain = _check_domain(domain)
-    n = check_int(n, "n", min_value=1)
-    start = check_int(start, "start", min_value=0)
-    bits = 30 if start + n <= 2**30 else 64
+    n = _check_n(n, domain.d)
+    dtype = _check_dtype(dtype)
+    # scipy's 64-bit Sobol' cannot fast-forward past 2**32 (and refuses uint64 skips), so
+    # the sequence is the 30-bit one: start + n <= 2**30
+    start = check_int(start, "start", min_value=0, max_value=2**30 - n)
+    if not isinstance(scramble, (bool, np.bool_)):
+        raise TypeError(f"scramble must be a bool, got {type(scramble).__name__}")
+    bits = 30
     return domain.from_unit(_sobol_unit(domain.d, start, n, _seed_int(seed), scramble, bits),
                             dtype)
 
@@ -193,8 +221,9 @@ def _sobol_unit(d, start, n, seed, scramble, bits):
 def uniform(domain: Domain, n: int, *, seed=None, dtype=np.float64) -> np.ndarray:
     """``n`` independent uniform points over ``domain`` (numpy Generator)."""
     domain = _check_domain(domain)
-    n = check_int(n, "n", min_value=1)
-    rng = np.random.default_rng(seed)
+    n = _check_n(n, domain.d)
+    dtype = _check_dtype(dtype)
+    rng = np.random.default_rng(_seed_int(seed))
     return domain.from_unit(rng.random((n, domain.d)), dtype)
 
 
