@@ -1704,3 +1704,125 @@ def test_surrogate_fit_predict(X, y_kind, model, kernel):
     assert exc is not None
     assert_names(exc, "X")
     _done("surrogate.fit/predict")
+
+
+# ---------------------------------------------------------------------------
+# effai_fast.nn layers (forward / backward), fit / evaluate
+# ---------------------------------------------------------------------------
+
+from effai_fast import nn as enn  # noqa: E402
+
+
+def _layer_input_ok(x, ndims):
+    return (not _bad_real(x.dtype)) and x.ndim in ndims and x.size > 0
+
+
+LAYER_KINDS = ["linear", "conv2d", "depthwise", "pointwise", "batchnorm", "gap", "dropout",
+               "sequential"]
+
+
+def _make_layer(kind, c, dtype):
+    if kind == "linear":
+        return enn.Linear(c, 2, dtype=dtype, seed=0, init_std=0.5), (2,)
+    if kind == "conv2d":
+        return enn.Conv2d(c, 2, 3, padding=1, bias=True, dtype=dtype, seed=0), (4,)
+    if kind == "depthwise":
+        return enn.DepthwiseConv2d(c, 3, padding=1, bias=True, activation="relu",
+                                   dtype=dtype, seed=0), (4,)
+    if kind == "pointwise":
+        return enn.PointwiseConv2d(c, 2, bias=True, dtype=dtype, seed=0), (4,)
+    if kind == "batchnorm":
+        return enn.BatchNorm(c, dtype=dtype), (2, 4)
+    if kind == "gap":
+        return enn.GlobalAvgPool(dtype=dtype), (4,)
+    if kind == "dropout":
+        return enn.Dropout(0.5, seed=0, dtype=dtype), None
+    return enn.Sequential(enn.PointwiseConv2d(c, 2, dtype=dtype, seed=0),
+                          enn.GlobalAvgPool(dtype=dtype),
+                          enn.Linear(2, 3, dtype=dtype, seed=1, init_std=0.5)), (4,)
+
+
+def _layer_reference(kind, layer, x, training):
+    """float64 reference forward of ``layer`` (parameters as stored)."""
+    x = _reference_values(x)
+    if kind == "linear":
+        return x @ layer.weight.astype(np.float64) + layer.bias
+    if kind == "conv2d":
+        return ref.conv2d(x, layer.weight.astype(np.float64), layer.bias.astype(np.float64),
+                          stride=1, padding=1, dilation=1)
+    if kind == "depthwise":
+        return np.maximum(ref.depthwise(x, layer.weight.astype(np.float64),
+                                        layer.bias.astype(np.float64), stride=1, padding=1,
+                                        dilation=1), 0.0)
+    if kind == "pointwise":
+        return x @ layer.weight.astype(np.float64) + layer.bias
+    if kind == "batchnorm":
+        axes = tuple(range(x.ndim - 1))
+        if training:
+            mu, var = x.mean(axis=axes), x.var(axis=axes)
+        else:
+            mu, var = np.zeros(x.shape[-1]), np.ones(x.shape[-1])
+        return (x - mu) / np.sqrt(var + layer.eps)
+    if kind == "gap":
+        return x.mean(axis=(1, 2))
+    if kind == "dropout":
+        return x
+    h = x @ layer[0].weight.astype(np.float64)
+    return h.mean(axis=(1, 2)) @ layer[2].weight.astype(np.float64) + layer[2].bias
+
+
+@fuzz
+@given(kind=st.sampled_from(LAYER_KINDS),
+       x=arrays(st.one_of(st.tuples(st.integers(0, 2), st.integers(0, 3), st.integers(1, 3),
+                                    st.integers(1, 3)),
+                          st.tuples(st.integers(0, 3), st.integers(1, 3)),
+                          st.tuples(st.integers(1, 3))), nonfinite=False),
+       cmis=st.sampled_from([0, 0, 0, 1]), dtype=st.sampled_from([np.float32, np.float64]),
+       training=st.booleans(), gdt=st.sampled_from(["float64", "float32", "complex128"]),
+       gshape_off=st.sampled_from([0, 0, 0, 1]))
+def test_nn_layers_forward_backward(kind, x, cmis, dtype, training, gdt, gshape_off):
+    TRIED["nn.layers"] += 1
+    c = x.shape[-1] + cmis
+    layer, ndims = _make_layer(kind, c, dtype)
+    res, exc = attempt(layer, x, training=training)
+    valid = (not _bad_real(x.dtype)) and x.size > 0 and cmis == 0 and (
+        ndims is None or x.ndim in ndims)
+    if kind == "dropout":
+        valid = (not _bad_real(x.dtype)) and (x.size > 0)
+    if kind == "batchnorm" and training and valid and x.size == x.shape[-1]:
+        valid = None   # one sample per channel: batch statistics undefined, either is fine
+    if exc is not None:
+        assert_names(exc, "x", "channels", "features", "in_channels", "in_features")
+        if valid and not (kind == "dropout" and x.size == 0):
+            pytest.fail(f"valid {kind} forward refused: {exc}")
+        _done("nn.layers")
+        return
+    assert valid is not False, f"invalid {kind} forward returned a result"
+    assert res.dtype == dtype
+    if kind == "dropout" and training:
+        keep = np.asarray(res) != 0
+        want = _reference_values(x) * 2.0
+        _close(np.where(keep, res, 0.0), np.where(keep, want, 0.0), dtype, 10.0)
+    elif valid:
+        want = _layer_reference(kind, layer, x, training)
+        _close(res, want, dtype, 10.0 * max(1.0, float(np.abs(want).max(initial=0))))
+    # backward: a gradient of the right shape works, a wrong one is named
+    gshape = res.shape[:-1] + (res.shape[-1] + gshape_off,)
+    g = _cast(np.random.default_rng(3).normal(size=gshape), gdt)
+    gx, gexc = attempt(layer.backward, g)
+    if gexc is not None:
+        assert_names(gexc, "grad_out", "grad", "g")
+        if gshape_off == 0 and gdt != "complex128" and kind != "dropout":
+            pytest.fail(f"valid {kind} backward refused: {gexc}")
+    else:
+        assert gshape_off == 0 or kind == "dropout", f"{kind} backward took a wrong shape"
+        if gdt != "complex128" and gshape_off == 0:
+            assert gx.shape == np.shape(x)
+            if kind == "linear":
+                _close(gx, _reference_values(g) @ layer.weight.T.astype(np.float64), dtype,
+                       10.0)
+            elif kind == "gap":
+                want = np.broadcast_to(_reference_values(g)[:, None, None, :] /
+                                       (x.shape[1] * x.shape[2]), x.shape)
+                _close(gx, want, dtype)
+    _done("nn.layers")
