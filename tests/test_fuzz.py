@@ -1826,3 +1826,140 @@ def test_nn_layers_forward_backward(kind, x, cmis, dtype, training, gdt, gshape_
                                        (x.shape[1] * x.shape[2]), x.shape)
                 _close(gx, want, dtype)
     _done("nn.layers")
+
+
+def _real_in(v, lo, hi, lo_incl=True, hi_incl=True):
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        return False
+    return (v >= lo if lo_incl else v > lo) and (v <= hi if hi_incl else v < hi)
+
+
+BAD_REALS = [float("nan"), float("inf"), -1.0, "0.1", True, None]
+
+
+@fuzz
+@given(x_kind=st.sampled_from(["ok", "ok", "ok", "nan", "complex", "1d", "3d", "empty"]),
+       y_kind=st.sampled_from(["ok", "ok", "ok", "float", "short", "2d", "bool"]),
+       epochs=st.sampled_from([1, 1, 1, 0, -1, 1.0, True, "1"]),
+       batch_size=st.sampled_from([4, 4, 2, 0, -3, 2.5, True, None]),
+       fn=st.sampled_from(["fit", "evaluate", "predict"]))
+def test_nn_fit_evaluate(x_kind, y_kind, epochs, batch_size, fn):
+    TRIED["nn.fit/evaluate"] += 1
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(6, 3))
+    y = np.array([0, 1, 2, 0, 1, 2])
+    if x_kind == "nan":
+        x[2, 1] = np.nan
+    elif x_kind == "complex":
+        x = x.astype(np.complex128)
+    elif x_kind == "1d":
+        x = x[:, 0]
+    elif x_kind == "3d":
+        x = x[:, :, None]
+    elif x_kind == "empty":
+        x, y = x[:0], y[:0]
+    if y_kind == "float":
+        y = y.astype(np.float64)
+    elif y_kind == "short":
+        y = y[:-1]
+    elif y_kind == "2d":
+        y = y[:, None]
+    elif y_kind == "bool":
+        y = y > 0
+    model = enn.Sequential(enn.Linear(3, 3, dtype=np.float64, seed=0, init_std=0.3))
+    before = model[0].weight.copy()
+    ok_int = lambda v, lo: isinstance(v, int) and not isinstance(v, bool) and v >= lo  # noqa
+    if fn == "fit":
+        res, exc = attempt(enn.fit, model, x, y, epochs=epochs, batch_size=batch_size,
+                           verbose=0)
+    elif fn == "evaluate":
+        res, exc = attempt(enn.evaluate, model, x, y, batch_size=batch_size)
+    else:
+        res, exc = attempt(enn.predict, model, x, batch_size=batch_size)
+    x_ok = x_kind in ("ok",) or (x_kind == "nan" and fn == "predict")
+    y_ok = y_kind == "ok" or fn == "predict"
+    valid = x_ok and y_ok and ok_int(batch_size, 1) and (fn != "fit" or ok_int(epochs, 1))
+    if exc is not None:
+        assert_names(exc, "x", "y", "epochs", "batch_size")
+        assert not valid, f"valid {fn} refused: {exc}"
+    else:
+        assert valid, f"invalid {fn} call returned a result"
+        logits = _reference_values(x) @ before + model[0].bias
+        if fn == "predict":
+            _close(res, logits, np.float64)
+        elif fn == "evaluate":
+            z = logits - logits.max(axis=1, keepdims=True)
+            lp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+            _close(res["loss"], -lp[np.arange(len(y)), y].mean(), np.float64)
+            assert res["accuracy"] == np.mean(np.argmax(logits, axis=1) == y)
+        else:
+            assert np.all(np.isfinite(model[0].weight))
+            assert not np.array_equal(model[0].weight, before)
+    _done("nn.fit/evaluate")
+
+
+# ---------------------------------------------------------------------------
+# effai_fast.optim
+# ---------------------------------------------------------------------------
+
+from effai_fast import optim  # noqa: E402
+
+
+@fuzz
+@given(opt=st.sampled_from(["SGD", "AdamW"]),
+       lr=st.sampled_from([0.1, 0.1, 0.0, 1e-3] + BAD_REALS),
+       momentum=st.sampled_from([0.0, 0.9, 0.9, 0.5, 1.0] + BAD_REALS),
+       nesterov=st.sampled_from([False, False, True, 1, "yes"]),
+       weight_decay=st.sampled_from([0.0, 0.0, 0.01] + BAD_REALS),
+       betas=st.sampled_from([(0.9, 0.999), (0.9, 0.999), (0.0, 0.5), (1.0, 0.9),
+                              (0.9, float("nan")), (0.9,), "ab", 0.9, (0.9, -0.1)]),
+       eps=st.sampled_from([1e-8, 1e-8, 0.0, -1e-8, float("nan")]),
+       grad_kind=st.sampled_from(["ok", "ok", "ok", "shape", "dtype", "count", "array",
+                                  "list"]),
+       pdt=st.sampled_from([np.float32, np.float64]))
+def test_optim_args(opt, lr, momentum, nesterov, weight_decay, betas, eps, grad_kind, pdt):
+    TRIED["optim"] += 1
+    p0 = np.linspace(-1, 1, 6).astype(pdt).reshape(2, 3)
+    p = p0.copy()
+    g = np.linspace(0.5, -0.7, 6).astype(pdt).reshape(2, 3)
+    if opt == "SGD":
+        kwargs = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
+        valid = (_real_in(lr, 0, np.inf) and _real_in(momentum, 0, 1, hi_incl=False)
+                 and _real_in(weight_decay, 0, np.inf) and isinstance(nesterov, bool)
+                 and (not nesterov or momentum > 0))
+        names = ("lr", "momentum", "weight_decay", "nesterov")
+    else:
+        kwargs = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+        valid = (_real_in(lr, 0, np.inf) and _real_in(weight_decay, 0, np.inf)
+                 and isinstance(betas, tuple) and len(betas) == 2
+                 and all(_real_in(b, 0, 1, hi_incl=False) for b in betas)
+                 and _real_in(eps, 0, np.inf, lo_incl=False))
+        names = ("lr", "betas", "betas[0]", "betas[1]", "eps", "weight_decay")
+    o, exc = attempt(getattr(optim, opt), [p], **kwargs)
+    if exc is not None:
+        assert_names(exc, *names)
+        assert not valid, f"valid {opt} constructor refused: {exc}"
+        _done("optim")
+        return
+    assert valid, f"invalid {opt} options accepted: {kwargs}"
+    grads = {"ok": [g], "shape": [g.T.copy()], "dtype": [g.astype(np.float64 if pdt ==
+                                                                   np.float32 else np.float32)],
+             "count": [g, g], "array": g, "list": [g.tolist()]}[grad_kind]
+    res, exc = attempt(o.step, grads)
+    if exc is not None:
+        assert_names(exc, "grads")
+        assert grad_kind != "ok", f"valid step refused: {exc}"
+        np.testing.assert_array_equal(p, p0)      # a refused step changes nothing
+        _done("optim")
+        return
+    assert grad_kind == "ok", f"step accepted grads of kind {grad_kind}"
+    P, G = p0.astype(np.float64), g.astype(np.float64)
+    if opt == "SGD":
+        d = G + weight_decay * P
+        if momentum:
+            d = d + momentum * d if nesterov else d
+        want = P - lr * d
+    else:
+        want = P * (1 - lr * weight_decay) - lr * G / (np.abs(G) + eps)
+    _close(p, want, pdt)
+    _done("optim")
