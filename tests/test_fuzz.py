@@ -1963,3 +1963,63 @@ def test_optim_args(opt, lr, momentum, nesterov, weight_decay, betas, eps, grad_
         want = P * (1 - lr * weight_decay) - lr * G / (np.abs(G) + eps)
     _close(p, want, pdt)
     _done("optim")
+
+
+# ---------------------------------------------------------------------------
+# AdditiveNetwork.fit, SparseGrid / DimensionAdaptiveSparseGrid construction and fit
+# ---------------------------------------------------------------------------
+
+
+@fuzz
+@given(X=arrays(st.tuples(st.sampled_from([0, 1, 2, 12, 12]), st.integers(0, 3)), lo=-1, hi=1),
+       y_kind=st.sampled_from(["ok", "ok", "ok", "nan", "short", "2d", "col", "const",
+                               "complex"]),
+       zero_var=st.booleans(), nf_off=st.sampled_from([None, None, 0, 1]),
+       param=st.sampled_from([None, None, None, ("hidden", ()), ("hidden", (0,)),
+                              ("alpha", -1.0), ("alpha", float("nan")), ("max_iter", 0),
+                              ("max_iter", 2.5), ("shape", "tree"), ("activation", "gelu"),
+                              ("solver", "newton"), ("learning_rate", 0.0),
+                              ("batch_size", True), ("n_splines", 2), ("shape", "spline"),
+                              ("solver", "adamw")]))
+def test_additive_fit(X, y_kind, zero_var, nf_off, param):
+    from effai_fast.additive import AdditiveNetwork
+    TRIED["additive.fit"] += 1
+    if zero_var and X.ndim == 2 and X.size and X.flags.writeable:
+        X = np.array(X)
+        X[:, 0] = X[0, 0]
+    n = X.shape[0] if X.ndim else 0
+    y = np.linspace(-1, 1, n) ** 2
+    if y_kind == "nan" and n:
+        y[0] = np.nan
+    elif y_kind == "short":
+        y = y[:-1]
+    elif y_kind == "2d":
+        y = np.stack([y, y], axis=1)
+    elif y_kind == "col":
+        y = y[:, None]
+    elif y_kind == "const":
+        y = np.full(n, 0.5)
+    elif y_kind == "complex":
+        y = y.astype(np.complex128)
+    kw = dict(hidden=(3,), max_iter=3, n_threads=1, random_state=0)
+    if nf_off is not None:
+        kw["n_features"] = X.shape[-1] + nf_off if X.ndim == 2 else 1
+    if param is not None:
+        kw[param[0]] = param[1]
+    model = AdditiveNetwork(**kw)
+    res, exc = attempt(model.fit, X, y)
+    bad_param = param is not None and param[0] not in ("shape", "solver") or param in (
+        ("shape", "tree"), ("solver", "newton"))
+    x_ok = (not _bad_real(X.dtype) and X.ndim == 2 and n >= 2 and X.shape[1] >= 1
+            and np.all(np.isfinite(_reference_values(X))) if X.size else False)
+    valid = (x_ok and y_kind in ("ok", "col", "const") and not bad_param
+             and nf_off in (None, 0))
+    if exc is not None:
+        assert_names(exc, "X", "y", "n_features", "n_samples", *(param[:1] if param else ()))
+        if valid and not zero_var:
+            pytest.fail(f"valid AdditiveNetwork.fit refused: {exc}")
+    else:
+        assert valid, f"invalid AdditiveNetwork.fit returned (y {y_kind}, param {param})"
+        pred = res.predict(X)
+        assert pred.shape == (n,) and np.all(np.isfinite(pred))
+    _done("additive.fit")
