@@ -2023,3 +2023,117 @@ def test_additive_fit(X, y_kind, zero_var, nf_off, param):
         pred = res.predict(X)
         assert pred.shape == (n,) and np.all(np.isfinite(pred))
     _done("additive.fit")
+
+
+DOMAINS = ["none", "none", "pair", "full", "reversed", "nan", "inf", "shape", "str"]
+
+
+def _domain(kind, dim):
+    d = dim if isinstance(dim, int) and not isinstance(dim, bool) and 1 <= dim <= 4 else 2
+    return {"none": None, "pair": np.array([-1.0, 2.0]),
+            "full": np.column_stack([-np.arange(d) - 0.5, np.arange(d) + 1.0]),
+            "reversed": np.array([2.0, -1.0]), "nan": np.array([0.0, np.nan]),
+            "inf": np.array([0.0, np.inf]), "shape": np.zeros((d + 1, 3)),
+            "str": "unit"}[kind]
+
+
+def _domain_ok(kind):
+    return kind in ("none", "pair", "full")
+
+
+def _linear_integral(dom, dim):
+    lo, hi = (np.zeros(dim), np.ones(dim)) if dom is None else (
+        (np.full(dim, dom[0]), np.full(dim, dom[1])) if np.ndim(dom) == 1 else dom.T)
+    vol = np.prod(hi - lo)
+    a = np.arange(1, dim + 1, dtype=float)
+    return vol * (1.0 + np.sum(a * (lo + hi) / 2)), a
+
+
+@fuzz
+@given(dim=st.sampled_from([1, 2, 3, 0, -1, 2.0, True, "2"]),
+       level=st.sampled_from([1, 2, 3, 0, -2, 1.5, True]),
+       basis=st.sampled_from(["hat", "hat", "modlinear", "leja"]),
+       boundary=st.sampled_from([False, True]), dom=st.sampled_from(DOMAINS),
+       values_kind=st.sampled_from(["f", "f", "f", "short", "nan", "2d", "complex", "none"]))
+def test_sparsegrid_construct_fit_integrate(dim, level, basis, boundary, dom, values_kind):
+    TRIED["sparsegrid.fit/integrate"] += 1
+    domain = _domain(dom, dim)
+    g, exc = attempt(sparsegrid.SparseGrid, dim, level, domain=domain, basis=basis,
+                     boundary=boundary)
+    ok_int = isinstance(dim, int) and not isinstance(dim, bool) and dim >= 1 and \
+        isinstance(level, int) and not isinstance(level, bool) and level >= 1
+    valid = ok_int and basis in ("hat", "modlinear") and _domain_ok(dom) and not (
+        boundary and basis != "hat")
+    if exc is not None:
+        assert_names(exc, "dim", "level", "basis", "boundary", "domain")
+        assert not valid, f"valid SparseGrid refused: {exc}"
+        _done("sparsegrid.fit/integrate")
+        return
+    assert valid, "invalid SparseGrid arguments accepted"
+    want, a = _linear_integral(domain, dim)
+    vals = 1.0 + g.points @ a
+    if values_kind == "short":
+        vals = vals[:-1]
+    elif values_kind == "nan":
+        vals = vals.copy()
+        vals[0] = np.nan
+    elif values_kind == "2d":
+        vals = vals[:, None]
+    elif values_kind == "complex":
+        vals = vals.astype(np.complex128)
+    elif values_kind == "none":
+        vals = None
+    res, exc = attempt(g.fit, vals)
+    if exc is not None:
+        assert_names(exc, "values")
+        assert values_kind not in ("f", "2d"), f"valid fit refused: {exc}"
+        res2, exc2 = attempt(g.integrate, vals)
+        assert exc2 is not None, "integrate accepted values fit refused"
+        assert_names(exc2, "values")
+    else:
+        assert values_kind in ("f", "2d"), f"fit accepted values of kind {values_kind}"
+        got = g.integrate()
+        assert got == pytest.approx(g.integrate(np.ravel(vals)), rel=1e-12, abs=1e-12)
+        if boundary:
+            assert got == pytest.approx(want, rel=1e-9, abs=1e-9)
+        assert np.isfinite(got)
+    _done("sparsegrid.fit/integrate")
+
+
+@fuzz
+@given(dim=st.sampled_from([1, 2, 0, -1, 2.0, True]), dom=st.sampled_from(DOMAINS),
+       basis=st.sampled_from(["leja", "leja", "modlinear", "hat", 3]),
+       max_points=st.sampled_from([30, 30, 1, 0, -5, 10.5, True]),
+       tol=st.sampled_from([0.0, 1e-6, -1.0, float("nan"), "0"]),
+       max_level=st.sampled_from([None, None, 3, 0, -1, 2.5]),
+       f_kind=st.sampled_from(["ok", "ok", "ok", "nan", "wrong_len", "notcallable"]))
+def test_adaptive_sparsegrid(dim, dom, basis, max_points, tol, max_level, f_kind):
+    TRIED["sparsegrid.adaptive"] += 1
+    domain = _domain(dom, dim)
+    g, exc = attempt(sparsegrid.DimensionAdaptiveSparseGrid, dim, domain=domain, basis=basis,
+                     max_points=max_points, tol=tol, max_level=max_level)
+    is_int = lambda v, lo: isinstance(v, int) and not isinstance(v, bool) and v >= lo  # noqa
+    valid = (is_int(dim, 1) and _domain_ok(dom) and basis in ("leja", "modlinear")
+             and is_int(max_points, 1) and _real_in(tol, 0, np.inf)
+             and (max_level is None or is_int(max_level, 1)))
+    if exc is not None:
+        assert_names(exc, "dim", "domain", "basis", "max_points", "tol", "max_level")
+        assert not valid, f"valid DimensionAdaptiveSparseGrid refused: {exc}"
+        _done("sparsegrid.adaptive")
+        return
+    if not valid:   # max_level=0 may be a legal "level 0 only" grid
+        assert max_level == 0, "invalid DimensionAdaptiveSparseGrid arguments accepted"
+    want, a = _linear_integral(domain, dim)
+    f = {"ok": lambda x: 1.0 + x @ a, "nan": lambda x: np.full(len(x), np.nan),
+         "wrong_len": lambda x: np.ones(len(x) + 1), "notcallable": 3.0}[f_kind]
+    res, exc = attempt(g.fit, f)
+    if exc is not None:
+        assert_names(exc, "f")
+        assert f_kind != "ok", f"valid adaptive fit refused: {exc}"
+    else:
+        assert f_kind == "ok", f"adaptive fit accepted f of kind {f_kind}"
+        got = g.integrate()
+        assert np.isfinite(got)
+        if basis == "leja" and g.n_points > 2 * dim:
+            assert got == pytest.approx(want, rel=1e-8, abs=1e-8)
+    _done("sparsegrid.adaptive")
