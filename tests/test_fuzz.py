@@ -2137,3 +2137,63 @@ def test_adaptive_sparsegrid(dim, dom, basis, max_points, tol, max_level, f_kind
         if basis == "leja" and g.n_points > 2 * dim:
             assert got == pytest.approx(want, rel=1e-8, abs=1e-8)
     _done("sparsegrid.adaptive")
+
+
+# ---------------------------------------------------------------------------
+# distill.Distiller, MLPSurrogate, DesignSpec, HillRegressor
+# ---------------------------------------------------------------------------
+
+
+def _tiny_mlp(n_in, n_out, seed):
+    return enn.Sequential(enn.Linear(n_in, n_out, dtype=np.float64, seed=seed, init_std=0.3))
+
+
+@fuzz
+@given(temperature=st.sampled_from([4.0, 1.0, 0.5, 0.0, -1.0, float("nan"), float("inf"),
+                                    "2", True]),
+       hard_weight=st.sampled_from([0.1, 0.0, 1.0, -0.1, 1.5, float("nan"), None]),
+       t_out=st.sampled_from([3, 3, 3, 2]), t_in=st.sampled_from([4, 4, 4, 5]),
+       same=st.sampled_from([False] * 5 + [True]),
+       epochs=st.sampled_from([1, 1, 0, -1, 1.5]),
+       x_kind=st.sampled_from(["ok", "ok", "ok", "int", "1d", "empty", "nan", "short_y",
+                               "float_y"]))
+def test_distiller(temperature, hard_weight, t_out, t_in, same, epochs, x_kind):
+    from effai_fast.distill.trainer import Distiller
+    TRIED["distill.Distiller"] += 1
+    student = _tiny_mlp(4, 3, 1)
+    teacher = student if same else _tiny_mlp(t_in, t_out, 2)
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(8, 4))
+    y = np.arange(8) % 3
+    if x_kind == "int":
+        x = np.round(x).astype(np.int64)
+    elif x_kind == "1d":
+        x = x[:, 0]
+    elif x_kind == "empty":
+        x, y = x[:0], y[:0]
+    elif x_kind == "nan":
+        x[1, 1] = np.nan
+    elif x_kind == "short_y":
+        y = y[:-1]
+    elif x_kind == "float_y":
+        y = y.astype(float)
+    d = Distiller(teacher, student, temperature=temperature, hard_weight=hard_weight,
+                  epochs=epochs, batch_size=4, seed=0, n_threads=1)
+    before = student[0].weight.copy()
+    res, exc = attempt(d.fit, x, y)
+    args_ok = (_real_in(temperature, 0, np.inf, lo_incl=False)
+               and _real_in(hard_weight, 0, 1) and not same
+               and isinstance(epochs, int) and epochs >= 0)
+    valid = args_ok and t_out == 3 and t_in == 4 and x_kind == "ok"
+    if exc is not None:
+        assert_names(exc, "temperature", "hard_weight", "teacher", "student", "epochs", "x",
+                     "y", "teacher_logits", "logits", "student_logits")
+        assert not valid, f"valid Distiller.fit refused: {exc}"
+    else:
+        assert valid or (x_kind == "nan" and args_ok and t_out == 3 and t_in == 4), \
+            f"invalid Distiller.fit accepted (x {x_kind}, teacher {t_in}->{t_out})"
+        if x_kind == "ok" and epochs > 0:
+            assert np.all(np.isfinite(student[0].weight))
+            assert not np.array_equal(student[0].weight, before)
+            assert d.predict(x).shape == (8,)
+    _done("distill.Distiller")
