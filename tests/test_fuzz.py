@@ -23,6 +23,7 @@ import collections
 import math
 import os
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -2007,7 +2008,9 @@ def test_additive_fit(X, y_kind, zero_var, nf_off, param):
     if param is not None:
         kw[param[0]] = param[1]
     model = AdditiveNetwork(**kw)
-    res, exc = attempt(model.fit, X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)   # y as a column vector warns (sklearn)
+        res, exc = attempt(model.fit, X, y)
     bad_param = param is not None and param[0] not in ("shape", "solver") or param in (
         ("shape", "tree"), ("solver", "newton"))
     x_ok = (not _bad_real(X.dtype) and X.ndim == 2 and n >= 2 and X.shape[1] >= 1
@@ -2086,12 +2089,12 @@ def test_sparsegrid_construct_fit_integrate(dim, level, basis, boundary, dom, va
     res, exc = attempt(g.fit, vals)
     if exc is not None:
         assert_names(exc, "values")
-        assert values_kind not in ("f", "2d"), f"valid fit refused: {exc}"
+        assert values_kind != "f", f"valid fit refused: {exc}"
         res2, exc2 = attempt(g.integrate, vals)
         assert exc2 is not None, "integrate accepted values fit refused"
         assert_names(exc2, "values")
     else:
-        assert values_kind in ("f", "2d"), f"fit accepted values of kind {values_kind}"
+        assert values_kind == "f", f"fit accepted values of kind {values_kind}"
         got = g.integrate()
         assert got == pytest.approx(g.integrate(np.ravel(vals)), rel=1e-12, abs=1e-12)
         if boundary:
@@ -2197,3 +2200,158 @@ def test_distiller(temperature, hard_weight, t_out, t_in, same, epochs, x_kind):
             assert not np.array_equal(student[0].weight, before)
             assert d.predict(x).shape == (8,)
     _done("distill.Distiller")
+
+
+@fuzz
+@given(X=arrays(st.tuples(st.sampled_from([0, 1, 3, 8, 8]), st.integers(0, 2)), lo=0, hi=1),
+       y_kind=st.sampled_from(["ok", "ok", "ok", "nan", "short", "2d", "complex"]),
+       hidden=st.sampled_from([(3,), (3,), (2, 2), (0,), (-1,), 3, "3", (1.5,), None]),
+       alpha=st.sampled_from([1e-4, 0.0, -1.0, float("nan"), "a"]),
+       max_iter=st.sampled_from([5, 5, 0, -1, 2.5, True]),
+       pdt=st.sampled_from(["ok", "ok", "features", "complex", "1d"]))
+def test_mlp_surrogate(X, y_kind, hidden, alpha, max_iter, pdt):
+    from effai_fast.surrogate import MLPSurrogate
+    TRIED["surrogate.MLPSurrogate"] += 1
+    n = X.shape[0]
+    y = np.linspace(0, 1, n) ** 2
+    if y_kind == "nan" and n:
+        y[-1] = np.nan
+    elif y_kind == "short":
+        y = y[:-1]
+    elif y_kind == "2d":
+        y = np.stack([y, y], axis=1)
+    elif y_kind == "complex":
+        y = y.astype(np.complex128)
+    m = MLPSurrogate(hidden=hidden, alpha=alpha, max_iter=max_iter, seed=0, n_threads=1)
+    res, exc = attempt(m.fit, X, y)
+    is_int = lambda v, lo: isinstance(v, int) and not isinstance(v, bool) and v >= lo  # noqa
+    hp_ok = (isinstance(hidden, tuple) and all(is_int(h, 1) for h in hidden)
+             and _real_in(alpha, 0, np.inf) and is_int(max_iter, 1))
+    x_ok = (not _bad_real(X.dtype) and X.size > 0
+            and np.all(np.isfinite(_reference_values(X))))
+    valid = hp_ok and x_ok and y_kind == "ok"
+    if exc is not None:
+        assert_names(exc, "X", "y", "hidden", "alpha", "max_iter")
+        if valid and n >= 2:
+            pytest.fail(f"valid MLPSurrogate.fit refused: {exc}")
+        _done("surrogate.MLPSurrogate")
+        return
+    assert valid, f"invalid MLPSurrogate.fit accepted (y {y_kind}, hidden {hidden})"
+    d = X.shape[1]
+    Xp = {"ok": np.full((2, d), 0.5), "features": np.full((2, d + 1), 0.5),
+          "complex": np.full((2, d), 0.5 + 0j), "1d": np.full(d, 0.5)}[pdt]
+    pred, exc = attempt(m.predict, Xp)
+    if exc is not None:
+        assert_names(exc, "X")
+        assert pdt != "ok", f"valid predict refused: {exc}"
+    else:
+        assert pdt == "ok", f"predict accepted X of kind {pdt}"
+        h = Xp
+        for W, b in zip(m.coefs_[:-1], m.intercepts_[:-1], strict=True):
+            h = np.tanh(h @ W + b)
+        want = (h @ m.coefs_[-1] + m.intercepts_[-1]).ravel()
+        if not np.allclose(pred, want, rtol=1e-7, atol=1e-7):   # activation may be ReLU
+            h = Xp
+            for W, b in zip(m.coefs_[:-1], m.intercepts_[:-1], strict=True):
+                h = np.maximum(h @ W + b, 0)
+            want = (h @ m.coefs_[-1] + m.intercepts_[-1]).ravel()
+        _close(pred, want, np.float64)
+    _done("surrogate.MLPSurrogate")
+
+
+@fuzz
+@given(bounds=st.sampled_from(["ok", "ok", "equal", "reversed", "nan"]),
+       n=st.sampled_from([5, 5, 1, 0, -1, 2.5, True, 2**40]),
+       seed=st.sampled_from([0, 3, -1, 1.5, None, True]),
+       method=st.sampled_from(["sobol", "uniform", "lhs", 1]),
+       dtype=st.sampled_from([np.float64, np.float32, np.int32, "complex128", "nope", None]),
+       rng_=st.sampled_from([(0, 5), (1, 3), (3, 1), (0, 6), (-1, 2), (0.5, 2)]))
+def test_design_spec(bounds, n, seed, method, dtype, rng_):
+    from effai_fast.surrogate import DesignSpec, Domain
+    TRIED["surrogate.DesignSpec"] += 1
+    lo, hi = {"ok": ([0.0, -1.0], [1.0, 2.0]), "equal": ([0.0, 1.0], [0.0, 2.0]),
+              "reversed": ([1.0, 0.0], [0.0, 1.0]), "nan": ([0.0, np.nan], [1.0, 1.0])}[bounds]
+    dom, exc = attempt(Domain, lo, hi)
+    if exc is not None:
+        assert_names(exc, "lower", "upper")
+        assert bounds != "ok"
+        _done("surrogate.DesignSpec")
+        return
+    spec, exc = attempt(DesignSpec, dom, n, seed=seed, method=method, dtype=dtype)
+    is_int = lambda v, lo: isinstance(v, int) and not isinstance(v, bool) and v >= lo  # noqa
+    valid = (is_int(n, 1) and is_int(seed, 0) and method in ("sobol", "uniform")
+             and dtype in (np.float64, np.float32, None))   # None: numpy's default float64
+    if exc is not None:
+        assert_names(exc, "n", "seed", "method", "dtype", "domain")
+        assert not valid, f"valid DesignSpec refused: {exc}"
+        _done("surrogate.DesignSpec")
+        return
+    assert valid, f"invalid DesignSpec accepted (n {n}, seed {seed}, dtype {dtype})"
+    start, stop = rng_
+    rows, exc = attempt(spec.generate, start, stop)
+    ok = is_int(start, 0) and is_int(stop, start) and stop <= n
+    if exc is not None:
+        assert_names(exc, "start", "stop")
+        assert not ok, f"valid generate refused: {exc}"
+    else:
+        assert ok, f"generate accepted [{start}, {stop}) of n={n}"
+        assert rows.shape == (stop - start, 2) and rows.dtype == np.dtype(dtype)
+        assert np.all(rows >= np.array(lo, rows.dtype))
+        assert np.all(rows <= np.array(hi, rows.dtype))
+        if stop > start:
+            np.testing.assert_array_equal(rows, spec.generate(0, stop)[start:])
+    _done("surrogate.DesignSpec")
+
+
+@fuzz
+@given(dose_kind=st.sampled_from(["ok", "ok", "ok", "1d", "2col", "neg", "nan", "complex",
+                                  "empty", "short_y", "nan_y"]),
+       max_iter=st.sampled_from([50, 50, 0, -1, 2.5]),
+       pred_kind=st.sampled_from(["ok", "ok", "neg", "2col", "1d", "nan"]))
+def test_hill_regressor(dose_kind, max_iter, pred_kind):
+    from effai_fast.hill import HillRegressor
+    from effai_fast.hill import hill as hill_fn
+    TRIED["hill.HillRegressor"] += 1
+    d = np.array([0.0, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0])
+    y = np.asarray(hill_fn(d, 0.1, 1.0, 2.0, 1.2), dtype=float).ravel()
+    X = d[:, None]
+    if dose_kind == "1d":
+        X = d
+    elif dose_kind == "2col":
+        X = np.column_stack([d, d])
+    elif dose_kind == "neg":
+        X = X - 1.0
+    elif dose_kind == "nan":
+        X = X.copy()
+        X[2, 0] = np.nan
+    elif dose_kind == "complex":
+        X = X.astype(np.complex128)
+    elif dose_kind == "empty":
+        X, y = X[:0], y[:0]
+    elif dose_kind == "short_y":
+        y = y[:-1]
+    elif dose_kind == "nan_y":
+        y = y.copy()
+        y[1] = np.nan
+    m = HillRegressor(max_iter=max_iter, n_threads=1)
+    res, exc = attempt(m.fit, X, y)
+    valid = dose_kind == "ok" and isinstance(max_iter, int) and max_iter >= 1
+    if exc is not None:
+        assert_names(exc, "X", "y", "dose", "doses", "response", "max_iter", "n_samples")
+        assert not valid, f"valid HillRegressor.fit refused: {exc}"
+        _done("hill.HillRegressor")
+        return
+    assert valid, f"invalid HillRegressor.fit accepted (X {dose_kind}, max_iter {max_iter})"
+    Xp = {"ok": np.array([[0.5], [2.0]]), "neg": np.array([[-1.0]]),
+          "2col": np.ones((2, 2)), "1d": np.ones(2), "nan": np.array([[np.nan]])}[pred_kind]
+    pred, exc = attempt(m.predict, Xp)
+    if exc is not None:
+        assert_names(exc, "X", "doses", "dose")
+        assert pred_kind != "ok", f"valid predict refused: {exc}"
+    else:
+        assert pred_kind == "ok", f"predict accepted X of kind {pred_kind}"
+        want = np.asarray(hill_fn(Xp[:, 0], m.rmin_, m.rmax_, m.ec50_, m.n_), float).ravel()
+        _close(pred, want, np.float64)
+        np.testing.assert_allclose(pred, np.ravel(hill_fn(Xp[:, 0], 0.1, 1.0, 2.0, 1.2)),
+                                   atol=1e-3)
+    _done("hill.HillRegressor")

@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 from scipy.stats import qmc
 
-from effai_fast._validation import as_float_array, check_int
+from effai_fast._validation import as_float_array, check_int, float_dtype
 
 __all__ = ["Domain", "DesignSpec", "latin_hypercube", "sobol", "uniform"]
 
@@ -256,7 +256,7 @@ class DesignSpec:
             raise ValueError(f"method must be 'sobol' or 'uniform', got {method!r} "
                              "(a Latin hypercube is not defined chunk by chunk)")
         self.method = method
-        self.dtype = np.dtype(dtype)
+        self.dtype = float_dtype(dtype, "dtype")
 
     def generate(self, start: int, stop: int) -> np.ndarray:
         """Rows ``start .. stop-1`` of the candidate set.
