@@ -2267,6 +2267,7 @@ def test_mlp_surrogate(X, y_kind, hidden, alpha, max_iter, pdt):
        method=st.sampled_from(["sobol", "uniform", "lhs", 1]),
        dtype=st.sampled_from([np.float64, np.float32, np.int32, "complex128", "nope", None]),
        rng_=st.sampled_from([(0, 5), (1, 3), (3, 1), (0, 6), (-1, 2), (0.5, 2)]))
+@example(bounds="ok", n=2**40, seed=0, method="sobol", dtype=np.float64, rng_=(1, 3))
 def test_design_spec(bounds, n, seed, method, dtype, rng_):
     from effai_fast.surrogate import DesignSpec, Domain
     TRIED["surrogate.DesignSpec"] += 1
