@@ -2357,3 +2357,45 @@ def test_hill_regressor(dose_kind, max_iter, pred_kind):
         np.testing.assert_allclose(pred, np.ravel(hill_fn(Xp[:, 0], 0.1, 1.0, 2.0, 1.2)),
                                    atol=1e-3)
     _done("hill.HillRegressor")
+
+
+@fuzz
+@given(kind=st.sampled_from(["Linear", "Conv2d", "DepthwiseConv2d", "PointwiseConv2d",
+                             "BatchNorm", "Dropout"]),
+       size=st.sampled_from([2, 2, 1, 0, -1, 2.0, True, "2", None]),
+       extra=st.sampled_from([None, None, ("kernel_size", 0), ("stride", -1),
+                              ("stride", 1.5), ("activation", "gelu"), ("activation", 3),
+                              ("momentum", 1.5), ("momentum", float("nan")), ("eps", 0.0),
+                              ("eps", -1.0), ("p", 1.0), ("p", -0.1), ("p", float("nan")),
+                              ("dtype", np.int32), ("dtype", "nope"), ("init_std", -1.0)]))
+def test_nn_layer_constructors(kind, size, extra):
+    TRIED["nn.layer constructors"] += 1
+    cls = getattr(enn, kind)
+    takes = {"Linear": ("dtype", "init_std"), "Conv2d": ("kernel_size", "stride",
+                                                         "activation", "dtype"),
+             "DepthwiseConv2d": ("kernel_size", "stride", "activation", "dtype"),
+             "PointwiseConv2d": ("activation", "dtype"),
+             "BatchNorm": ("momentum", "eps", "activation", "dtype"),
+             "Dropout": ("p", "dtype")}[kind]
+    if extra is not None and extra[0] not in takes:
+        extra = None
+    kw = {} if extra is None else {extra[0]: extra[1]}
+    if kind == "Dropout":
+        args = ()
+        kw.setdefault("p", 0.5)
+    elif kind in ("Linear", "Conv2d", "PointwiseConv2d"):
+        args = (size, 2)
+    else:
+        args = (size,)
+    layer, exc = attempt(cls, *args, **kw)
+    size_ok = kind == "Dropout" or (isinstance(size, int) and not isinstance(size, bool)
+                                    and size >= 1)
+    valid = size_ok and extra is None
+    if exc is not None:
+        assert_names(exc, "in_features", "in_channels", "channels", "kernel_size", "stride",
+                     "activation", "momentum", "eps", "p", "dtype", "init_std")
+        assert not valid, f"valid {kind} constructor refused: {exc}"
+    else:
+        assert valid, f"invalid {kind} constructor accepted ({size}, {extra})"
+        assert all(np.all(np.isfinite(p)) for p in layer.parameters())
+    _done("nn.layer constructors")
