@@ -1677,7 +1677,8 @@ def test_surrogate_fit_predict(X, y_kind, model, kernel):
     TRIED["surrogate.fit/predict"] += 1
     n = X.shape[0]
     y0 = np.sin(np.arange(n, dtype=float))
-    y = {"ok": y0, "len": np.zeros(n + 1), "nan": np.full(n, np.nan), "2d": np.stack([y0, y0], axis=1),
+    y = {"ok": y0, "len": np.zeros(n + 1), "nan": np.full(n, np.nan),
+         "2d": np.stack([y0, y0], axis=1),
          "complex": y0.astype(complex), "list": y0.tolist()}[y_kind]
     kw = {} if kernel == "default" else {"kernel": kernel}
     est = surrogate.RBFInterpolant(**kw) if model == "rbf" else surrogate.GaussianProcess(**kw)
