@@ -29,7 +29,10 @@ _FLOATS = (np.float32, np.float64)
 
 def float_dtype(dtype, name: str = "dtype") -> np.dtype:
     """Return float32 or float64 for a requested dtype, or raise TypeError."""
-    dt = np.dtype(dtype)
+    try:
+        dt = np.dtype(dtype)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be float32 or float64, got {dtype!r}") from None
     if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise TypeError(f"{name} must be float32 or float64, got {dt}")
     return dt

@@ -23,6 +23,7 @@ import collections
 import math
 import os
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -1676,7 +1677,8 @@ def test_surrogate_fit_predict(X, y_kind, model, kernel):
     TRIED["surrogate.fit/predict"] += 1
     n = X.shape[0]
     y0 = np.sin(np.arange(n, dtype=float))
-    y = {"ok": y0, "len": np.zeros(n + 1), "nan": np.full(n, np.nan), "2d": np.stack([y0, y0], axis=1),
+    y = {"ok": y0, "len": np.zeros(n + 1), "nan": np.full(n, np.nan),
+         "2d": np.stack([y0, y0], axis=1),
          "complex": y0.astype(complex), "list": y0.tolist()}[y_kind]
     kw = {} if kernel == "default" else {"kernel": kernel}
     est = surrogate.RBFInterpolant(**kw) if model == "rbf" else surrogate.GaussianProcess(**kw)
@@ -1704,3 +1706,697 @@ def test_surrogate_fit_predict(X, y_kind, model, kernel):
     assert exc is not None
     assert_names(exc, "X")
     _done("surrogate.fit/predict")
+
+
+# ---------------------------------------------------------------------------
+# effai_fast.nn layers (forward / backward), fit / evaluate
+# ---------------------------------------------------------------------------
+
+from effai_fast import nn as enn  # noqa: E402
+
+
+def _layer_input_ok(x, ndims):
+    return (not _bad_real(x.dtype)) and x.ndim in ndims and x.size > 0
+
+
+LAYER_KINDS = ["linear", "conv2d", "depthwise", "pointwise", "batchnorm", "gap", "dropout",
+               "sequential"]
+
+
+def _make_layer(kind, c, dtype):
+    if kind == "linear":
+        return enn.Linear(c, 2, dtype=dtype, seed=0, init_std=0.5), (2,)
+    if kind == "conv2d":
+        return enn.Conv2d(c, 2, 3, padding=1, bias=True, dtype=dtype, seed=0), (4,)
+    if kind == "depthwise":
+        return enn.DepthwiseConv2d(c, 3, padding=1, bias=True, activation="relu",
+                                   dtype=dtype, seed=0), (4,)
+    if kind == "pointwise":
+        return enn.PointwiseConv2d(c, 2, bias=True, dtype=dtype, seed=0), (4,)
+    if kind == "batchnorm":
+        return enn.BatchNorm(c, dtype=dtype), (2, 4)
+    if kind == "gap":
+        return enn.GlobalAvgPool(dtype=dtype), (4,)
+    if kind == "dropout":
+        return enn.Dropout(0.5, seed=0, dtype=dtype), None
+    return enn.Sequential(enn.PointwiseConv2d(c, 2, dtype=dtype, seed=0),
+                          enn.GlobalAvgPool(dtype=dtype),
+                          enn.Linear(2, 3, dtype=dtype, seed=1, init_std=0.5)), (4,)
+
+
+def _layer_reference(kind, layer, x, training):
+    """float64 reference forward of ``layer`` (parameters as stored)."""
+    x = _reference_values(x)
+    if kind == "linear":
+        return x @ layer.weight.astype(np.float64) + layer.bias
+    if kind == "conv2d":
+        return ref.conv2d(x, layer.weight.astype(np.float64), layer.bias.astype(np.float64),
+                          stride=1, padding=1, dilation=1)
+    if kind == "depthwise":
+        return np.maximum(ref.depthwise(x, layer.weight.astype(np.float64),
+                                        layer.bias.astype(np.float64), stride=1, padding=1,
+                                        dilation=1), 0.0)
+    if kind == "pointwise":
+        return x @ layer.weight.astype(np.float64) + layer.bias
+    if kind == "batchnorm":
+        axes = tuple(range(x.ndim - 1))
+        if training:
+            mu, var = x.mean(axis=axes), x.var(axis=axes)
+        else:
+            mu, var = np.zeros(x.shape[-1]), np.ones(x.shape[-1])
+        return (x - mu) / np.sqrt(var + layer.eps)
+    if kind == "gap":
+        return x.mean(axis=(1, 2))
+    if kind == "dropout":
+        return x
+    h = x @ layer[0].weight.astype(np.float64)
+    return h.mean(axis=(1, 2)) @ layer[2].weight.astype(np.float64) + layer[2].bias
+
+
+@fuzz
+@given(kind=st.sampled_from(LAYER_KINDS),
+       x=arrays(st.one_of(st.tuples(st.integers(0, 2), st.integers(0, 3), st.integers(1, 3),
+                                    st.integers(1, 3)),
+                          st.tuples(st.integers(0, 3), st.integers(1, 3)),
+                          st.tuples(st.integers(1, 3))), nonfinite=False),
+       cmis=st.sampled_from([0, 0, 0, 1]), dtype=st.sampled_from([np.float32, np.float64]),
+       training=st.booleans(), gdt=st.sampled_from(["float64", "float32", "complex128"]),
+       gshape_off=st.sampled_from([0, 0, 0, 1]))
+def test_nn_layers_forward_backward(kind, x, cmis, dtype, training, gdt, gshape_off):
+    TRIED["nn.layers"] += 1
+    c = x.shape[-1] + cmis
+    layer, ndims = _make_layer(kind, c, dtype)
+    res, exc = attempt(layer, x, training=training)
+    valid = (not _bad_real(x.dtype)) and x.size > 0 and (cmis == 0 or kind == "gap") and (
+        ndims is None or x.ndim in ndims)
+    if kind == "dropout":
+        valid = (not _bad_real(x.dtype)) and (x.size > 0)
+    if kind == "batchnorm" and training and valid and x.size == x.shape[-1]:
+        valid = None   # one sample per channel: batch statistics undefined, either is fine
+    if exc is not None:
+        assert_names(exc, "x", "channels", "features", "in_channels", "in_features")
+        if valid and not (kind == "dropout" and x.size == 0):
+            pytest.fail(f"valid {kind} forward refused: {exc}")
+        _done("nn.layers")
+        return
+    assert valid is not False, f"invalid {kind} forward returned a result"
+    assert res.dtype == dtype
+    if kind == "dropout" and training:
+        keep = np.asarray(res) != 0
+        want = _reference_values(x) * 2.0
+        _close(np.where(keep, res, 0.0), np.where(keep, want, 0.0), dtype, 10.0)
+    elif valid:
+        want = _layer_reference(kind, layer, x, training)
+        _close(res, want, dtype, 10.0 * max(1.0, float(np.abs(want).max(initial=0))))
+    # backward: a gradient of the right shape works, a wrong one is named
+    gshape = res.shape[:-1] + (res.shape[-1] + gshape_off,)
+    g = _cast(np.random.default_rng(3).normal(size=gshape), gdt)
+    gx, gexc = attempt(layer.backward, g)
+    if gexc is not None:
+        assert_names(gexc, "grad_out", "grad", "g")
+        if gshape_off == 0 and gdt != "complex128":
+            pytest.fail(f"valid {kind} backward refused: {gexc}")
+    else:
+        assert gshape_off == 0, f"{kind} backward took a wrong shape"
+        if gdt != "complex128" and gshape_off == 0:
+            assert gx.shape == np.shape(x)
+            if kind == "linear":
+                _close(gx, _reference_values(g) @ layer.weight.T.astype(np.float64), dtype,
+                       10.0)
+            elif kind == "gap":
+                want = np.broadcast_to(_reference_values(g)[:, None, None, :] /
+                                       (x.shape[1] * x.shape[2]), x.shape)
+                _close(gx, want, dtype)
+    _done("nn.layers")
+
+
+def _real_in(v, lo, hi, lo_incl=True, hi_incl=True):
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        return False
+    return (v >= lo if lo_incl else v > lo) and (v <= hi if hi_incl else v < hi)
+
+
+BAD_REALS = [float("nan"), float("inf"), -1.0, "0.1", True, None]
+
+
+@fuzz
+@given(x_kind=st.sampled_from(["ok", "ok", "ok", "nan", "complex", "1d", "3d", "empty"]),
+       y_kind=st.sampled_from(["ok", "ok", "ok", "float", "short", "2d", "bool"]),
+       epochs=st.sampled_from([1, 1, 1, 0, -1, 1.0, True, "1"]),
+       batch_size=st.sampled_from([4, 4, 2, 0, -3, 2.5, True, None]),
+       fn=st.sampled_from(["fit", "evaluate", "predict"]))
+def test_nn_fit_evaluate(x_kind, y_kind, epochs, batch_size, fn):
+    TRIED["nn.fit/evaluate"] += 1
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(6, 3))
+    y = np.array([0, 1, 2, 0, 1, 2])
+    if x_kind == "nan":
+        x[2, 1] = np.nan
+    elif x_kind == "complex":
+        x = x.astype(np.complex128)
+    elif x_kind == "1d":
+        x = x[:, 0]
+    elif x_kind == "3d":
+        x = x[:, :, None]
+    elif x_kind == "empty":
+        x, y = x[:0], y[:0]
+    if y_kind == "float":
+        y = y.astype(np.float64)
+    elif y_kind == "short":
+        y = y[:-1]
+    elif y_kind == "2d":
+        y = y[:, None]
+    elif y_kind == "bool":
+        y = y > 0
+    model = enn.Sequential(enn.Linear(3, 3, dtype=np.float64, seed=0, init_std=0.3))
+    before = model[0].weight.copy()
+    ok_int = lambda v, lo: isinstance(v, int) and not isinstance(v, bool) and v >= lo  # noqa
+    if fn == "fit":
+        res, exc = attempt(enn.fit, model, x, y, epochs=epochs, batch_size=batch_size,
+                           verbose=0)
+    elif fn == "evaluate":
+        res, exc = attempt(enn.evaluate, model, x, y, batch_size=batch_size)
+    else:
+        res, exc = attempt(enn.predict, model, x, batch_size=batch_size)
+    x_ok = x_kind in ("ok",) or (x_kind == "nan" and fn == "predict")
+    y_ok = y_kind == "ok" or fn == "predict"
+    valid = x_ok and y_ok and ok_int(batch_size, 1) and (fn != "fit" or ok_int(epochs, 1))
+    if exc is not None:
+        assert_names(exc, "x", "y", "epochs", "batch_size")
+        assert not valid, f"valid {fn} refused: {exc}"
+    else:
+        assert valid, f"invalid {fn} call returned a result"
+        logits = _reference_values(x) @ before + model[0].bias
+        if fn == "predict":
+            _close(res, logits, np.float64)
+        elif fn == "evaluate":
+            z = logits - logits.max(axis=1, keepdims=True)
+            lp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+            _close(res["loss"], -lp[np.arange(len(y)), y].mean(), np.float64)
+            assert res["accuracy"] == np.mean(np.argmax(logits, axis=1) == y)
+        else:
+            assert np.all(np.isfinite(model[0].weight))
+            assert not np.array_equal(model[0].weight, before)
+    _done("nn.fit/evaluate")
+
+
+# ---------------------------------------------------------------------------
+# effai_fast.optim
+# ---------------------------------------------------------------------------
+
+from effai_fast import optim  # noqa: E402
+
+
+@fuzz
+@given(opt=st.sampled_from(["SGD", "AdamW"]),
+       lr=st.sampled_from([0.1, 0.1, 0.0, 1e-3] + BAD_REALS),
+       momentum=st.sampled_from([0.0, 0.9, 0.9, 0.5, 1.0] + BAD_REALS),
+       nesterov=st.sampled_from([False, False, True, 1, "yes"]),
+       weight_decay=st.sampled_from([0.0, 0.0, 0.01] + BAD_REALS),
+       betas=st.sampled_from([(0.9, 0.999), (0.9, 0.999), (0.0, 0.5), (1.0, 0.9),
+                              (0.9, float("nan")), (0.9,), "ab", 0.9, (0.9, -0.1)]),
+       eps=st.sampled_from([1e-8, 1e-8, 0.0, -1e-8, float("nan")]),
+       grad_kind=st.sampled_from(["ok", "ok", "ok", "shape", "dtype", "count", "array",
+                                  "list"]),
+       pdt=st.sampled_from([np.float32, np.float64]))
+def test_optim_args(opt, lr, momentum, nesterov, weight_decay, betas, eps, grad_kind, pdt):
+    TRIED["optim"] += 1
+    p0 = np.linspace(-1, 1, 6).astype(pdt).reshape(2, 3)
+    p = p0.copy()
+    g = np.linspace(0.5, -0.7, 6).astype(pdt).reshape(2, 3)
+    if opt == "SGD":
+        kwargs = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
+        valid = (_real_in(lr, 0, np.inf) and _real_in(momentum, 0, 1, hi_incl=False)
+                 and _real_in(weight_decay, 0, np.inf) and isinstance(nesterov, bool)
+                 and (not nesterov or momentum > 0))
+        names = ("lr", "momentum", "weight_decay", "nesterov")
+    else:
+        kwargs = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+        valid = (_real_in(lr, 0, np.inf) and _real_in(weight_decay, 0, np.inf)
+                 and isinstance(betas, tuple) and len(betas) == 2
+                 and all(_real_in(b, 0, 1, hi_incl=False) for b in betas)
+                 and _real_in(eps, 0, np.inf, lo_incl=False))
+        names = ("lr", "betas", "betas[0]", "betas[1]", "eps", "weight_decay")
+    o, exc = attempt(getattr(optim, opt), [p], **kwargs)
+    if exc is not None:
+        assert_names(exc, *names)
+        assert not valid, f"valid {opt} constructor refused: {exc}"
+        _done("optim")
+        return
+    assert valid, f"invalid {opt} options accepted: {kwargs}"
+    grads = {"ok": [g], "shape": [g.T.copy()], "dtype": [g.astype(np.float64 if pdt ==
+                                                                   np.float32 else np.float32)],
+             "count": [g, g], "array": g, "list": [g.tolist()]}[grad_kind]
+    res, exc = attempt(o.step, grads)
+    if exc is not None:
+        assert_names(exc, "grads")
+        assert grad_kind != "ok", f"valid step refused: {exc}"
+        np.testing.assert_array_equal(p, p0)      # a refused step changes nothing
+        _done("optim")
+        return
+    assert grad_kind == "ok", f"step accepted grads of kind {grad_kind}"
+    P, G = p0.astype(np.float64), g.astype(np.float64)
+    if opt == "SGD":
+        d = G + weight_decay * P
+        if momentum:
+            d = d + momentum * d if nesterov else d
+        want = P - lr * d
+    else:
+        want = P * (1 - lr * weight_decay) - lr * G / (np.abs(G) + eps)
+    _close(p, want, pdt)
+    _done("optim")
+
+
+# ---------------------------------------------------------------------------
+# AdditiveNetwork.fit, SparseGrid / DimensionAdaptiveSparseGrid construction and fit
+# ---------------------------------------------------------------------------
+
+
+@fuzz
+@given(X=arrays(st.tuples(st.sampled_from([0, 1, 2, 12, 12]), st.integers(0, 3)), lo=-1, hi=1),
+       y_kind=st.sampled_from(["ok", "ok", "ok", "nan", "short", "2d", "col", "const",
+                               "complex"]),
+       zero_var=st.booleans(), nf_off=st.sampled_from([None, None, 0, 1]),
+       param=st.sampled_from([None, None, None, ("hidden", ()), ("hidden", (0,)),
+                              ("alpha", -1.0), ("alpha", float("nan")), ("max_iter", 0),
+                              ("max_iter", 2.5), ("shape", "tree"), ("activation", "gelu"),
+                              ("solver", "newton"), ("learning_rate", 0.0),
+                              ("batch_size", True), ("n_splines", 2), ("shape", "spline"),
+                              ("solver", "adamw")]))
+def test_additive_fit(X, y_kind, zero_var, nf_off, param):
+    from effai_fast.additive import AdditiveNetwork
+    TRIED["additive.fit"] += 1
+    if zero_var and X.ndim == 2 and X.size and X.flags.writeable:
+        X = np.array(X)
+        X[:, 0] = X[0, 0]
+    n = X.shape[0] if X.ndim else 0
+    y = np.linspace(-1, 1, n) ** 2
+    if y_kind == "nan" and n:
+        y[0] = np.nan
+    elif y_kind == "short":
+        y = y[:-1]
+    elif y_kind == "2d":
+        y = np.stack([y, y], axis=1)
+    elif y_kind == "col":
+        y = y[:, None]
+    elif y_kind == "const":
+        y = np.full(n, 0.5)
+    elif y_kind == "complex":
+        y = y.astype(np.complex128)
+    kw = dict(hidden=(3,), max_iter=3, n_threads=1, random_state=0)
+    if nf_off is not None:
+        kw["n_features"] = X.shape[-1] + nf_off if X.ndim == 2 else 1
+    if param is not None:
+        kw[param[0]] = param[1]
+    model = AdditiveNetwork(**kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)   # y as a column vector warns (sklearn)
+        res, exc = attempt(model.fit, X, y)
+    bad_param = param is not None and param[0] not in ("shape", "solver") or param in (
+        ("shape", "tree"), ("solver", "newton"))
+    # (an object array of numbers is converted, as scikit-learn does)
+    x_ok = (X.dtype.kind != "c" and X.ndim == 2 and n >= 2 and X.shape[1] >= 1
+            and np.all(np.isfinite(_reference_values(X))) if X.size else False)
+    valid = (x_ok and y_kind in ("ok", "col", "const") and not bad_param
+             and nf_off in (None, 0))
+    if exc is not None:
+        assert_names(exc, "X", "y", "n_features", "n_samples", *(param[:1] if param else ()))
+        if valid and not zero_var:
+            pytest.fail(f"valid AdditiveNetwork.fit refused: {exc}")
+    else:
+        assert valid, f"invalid AdditiveNetwork.fit returned (y {y_kind}, param {param})"
+        pred = res.predict(X)
+        assert pred.shape == (n,) and np.all(np.isfinite(pred))
+    _done("additive.fit")
+
+
+DOMAINS = ["none", "none", "pair", "full", "reversed", "nan", "inf", "shape", "str"]
+
+
+def _domain(kind, dim):
+    d = dim if isinstance(dim, int) and not isinstance(dim, bool) and 1 <= dim <= 4 else 2
+    return {"none": None, "pair": np.array([-1.0, 2.0]),
+            "full": np.column_stack([-np.arange(d) - 0.5, np.arange(d) + 1.0]),
+            "reversed": np.array([2.0, -1.0]), "nan": np.array([0.0, np.nan]),
+            "inf": np.array([0.0, np.inf]), "shape": np.zeros((d + 1, 3)),
+            "str": "unit"}[kind]
+
+
+def _domain_ok(kind):
+    return kind in ("none", "pair", "full")
+
+
+def _linear_integral(dom, dim):
+    lo, hi = (np.zeros(dim), np.ones(dim)) if dom is None else (
+        (np.full(dim, dom[0]), np.full(dim, dom[1])) if np.ndim(dom) == 1 else dom.T)
+    vol = np.prod(hi - lo)
+    a = np.arange(1, dim + 1, dtype=float)
+    return vol * (1.0 + np.sum(a * (lo + hi) / 2)), a
+
+
+@fuzz
+@given(dim=st.sampled_from([1, 2, 3, 0, -1, 2.0, True, "2"]),
+       level=st.sampled_from([1, 2, 3, 0, -2, 1.5, True]),
+       basis=st.sampled_from(["hat", "hat", "modlinear", "leja"]),
+       boundary=st.sampled_from([False, True]), dom=st.sampled_from(DOMAINS),
+       values_kind=st.sampled_from(["f", "f", "f", "short", "nan", "2d", "complex", "none"]))
+def test_sparsegrid_construct_fit_integrate(dim, level, basis, boundary, dom, values_kind):
+    TRIED["sparsegrid.fit/integrate"] += 1
+    domain = _domain(dom, dim)
+    g, exc = attempt(sparsegrid.SparseGrid, dim, level, domain=domain, basis=basis,
+                     boundary=boundary)
+    ok_int = isinstance(dim, int) and not isinstance(dim, bool) and dim >= 1 and \
+        isinstance(level, int) and not isinstance(level, bool) and level >= 1
+    valid = ok_int and basis in ("hat", "modlinear") and _domain_ok(dom) and not (
+        boundary and basis != "hat")
+    if exc is not None:
+        assert_names(exc, "dim", "level", "basis", "boundary", "domain")
+        assert not valid, f"valid SparseGrid refused: {exc}"
+        _done("sparsegrid.fit/integrate")
+        return
+    assert valid, "invalid SparseGrid arguments accepted"
+    want, a = _linear_integral(domain, dim)
+    vals = 1.0 + g.points @ a
+    if values_kind == "short":
+        vals = vals[:-1]
+    elif values_kind == "nan":
+        vals = vals.copy()
+        vals[0] = np.nan
+    elif values_kind == "2d":
+        vals = vals[:, None]
+    elif values_kind == "complex":
+        vals = vals.astype(np.complex128)
+    elif values_kind == "none":
+        vals = None
+    res, exc = attempt(g.fit, vals)
+    if exc is not None:
+        assert_names(exc, "values")
+        assert values_kind != "f", f"valid fit refused: {exc}"
+        res2, exc2 = attempt(g.integrate, vals)
+        assert exc2 is not None, "integrate accepted values fit refused"
+        assert_names(exc2, "values")
+    else:
+        assert values_kind == "f", f"fit accepted values of kind {values_kind}"
+        got = g.integrate()
+        assert got == pytest.approx(g.integrate(np.ravel(vals)), rel=1e-12, abs=1e-12)
+        if boundary:
+            assert got == pytest.approx(want, rel=1e-9, abs=1e-9)
+        assert np.isfinite(got)
+    _done("sparsegrid.fit/integrate")
+
+
+@fuzz
+@given(dim=st.sampled_from([1, 2, 0, -1, 2.0, True]), dom=st.sampled_from(DOMAINS),
+       basis=st.sampled_from(["leja", "leja", "modlinear", "hat", 3]),
+       max_points=st.sampled_from([30, 30, 1, 0, -5, 10.5, True]),
+       tol=st.sampled_from([0.0, 1e-6, -1.0, float("nan"), "0"]),
+       max_level=st.sampled_from([None, None, 3, 0, -1, 2.5]),
+       f_kind=st.sampled_from(["ok", "ok", "ok", "nan", "wrong_len", "notcallable"]))
+def test_adaptive_sparsegrid(dim, dom, basis, max_points, tol, max_level, f_kind):
+    TRIED["sparsegrid.adaptive"] += 1
+    domain = _domain(dom, dim)
+    g, exc = attempt(sparsegrid.DimensionAdaptiveSparseGrid, dim, domain=domain, basis=basis,
+                     max_points=max_points, tol=tol, max_level=max_level)
+    is_int = lambda v, lo: isinstance(v, int) and not isinstance(v, bool) and v >= lo  # noqa
+    valid = (is_int(dim, 1) and _domain_ok(dom) and basis in ("leja", "modlinear")
+             and is_int(max_points, 1) and _real_in(tol, 0, np.inf)
+             and (max_level is None or is_int(max_level, 1)))
+    if exc is not None:
+        assert_names(exc, "dim", "domain", "basis", "max_points", "tol", "max_level")
+        assert not valid, f"valid DimensionAdaptiveSparseGrid refused: {exc}"
+        _done("sparsegrid.adaptive")
+        return
+    if not valid:   # max_level=0 may be a legal "level 0 only" grid
+        assert max_level == 0, "invalid DimensionAdaptiveSparseGrid arguments accepted"
+    want, a = _linear_integral(domain, dim)
+    f = {"ok": lambda x: 1.0 + x @ a, "nan": lambda x: np.full(len(x), np.nan),
+         "wrong_len": lambda x: np.ones(len(x) + 1), "notcallable": 3.0}[f_kind]
+    res, exc = attempt(g.fit, f)
+    if exc is not None:
+        assert_names(exc, "f")
+        assert f_kind != "ok", f"valid adaptive fit refused: {exc}"
+    else:
+        assert f_kind == "ok", f"adaptive fit accepted f of kind {f_kind}"
+        got = g.integrate()
+        assert np.isfinite(got)
+        if basis == "leja" and g.n_points > 2 * dim:
+            assert got == pytest.approx(want, rel=1e-8, abs=1e-8)
+    _done("sparsegrid.adaptive")
+
+
+# ---------------------------------------------------------------------------
+# distill.Distiller, MLPSurrogate, DesignSpec, HillRegressor
+# ---------------------------------------------------------------------------
+
+
+def _tiny_mlp(n_in, n_out, seed):
+    return enn.Sequential(enn.Linear(n_in, n_out, dtype=np.float64, seed=seed, init_std=0.3))
+
+
+@fuzz
+@given(temperature=st.sampled_from([4.0, 1.0, 0.5, 0.0, -1.0, float("nan"), float("inf"),
+                                    "2", True]),
+       hard_weight=st.sampled_from([0.1, 0.0, 1.0, -0.1, 1.5, float("nan"), None]),
+       t_out=st.sampled_from([3, 3, 3, 2]), t_in=st.sampled_from([4, 4, 4, 5]),
+       same=st.sampled_from([False] * 5 + [True]),
+       epochs=st.sampled_from([1, 1, 0, -1, 1.5]),
+       x_kind=st.sampled_from(["ok", "ok", "ok", "int", "1d", "empty", "nan", "short_y",
+                               "float_y"]))
+def test_distiller(temperature, hard_weight, t_out, t_in, same, epochs, x_kind):
+    from effai_fast.distill.trainer import Distiller
+    TRIED["distill.Distiller"] += 1
+    student = _tiny_mlp(4, 3, 1)
+    teacher = student if same else _tiny_mlp(t_in, t_out, 2)
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(8, 4))
+    y = np.arange(8) % 3
+    if x_kind == "int":
+        x = np.round(x).astype(np.int64)
+    elif x_kind == "1d":
+        x = x[:, 0]
+    elif x_kind == "empty":
+        x, y = x[:0], y[:0]
+    elif x_kind == "nan":
+        x[1, 1] = np.nan
+    elif x_kind == "short_y":
+        y = y[:-1]
+    elif x_kind == "float_y":
+        y = y.astype(float)
+    d = Distiller(teacher, student, temperature=temperature, hard_weight=hard_weight,
+                  epochs=epochs, batch_size=4, seed=0, n_threads=1)
+    before = student[0].weight.copy()
+    res, exc = attempt(d.fit, x, y)
+    args_ok = (_real_in(temperature, 0, np.inf, lo_incl=False)
+               and _real_in(hard_weight, 0, 1) and not same
+               and isinstance(epochs, int) and epochs >= 0)
+    valid = args_ok and t_out == 3 and t_in == 4 and x_kind == "ok"
+    if exc is not None:
+        assert_names(exc, "temperature", "hard_weight", "teacher", "student", "epochs", "x",
+                     "y", "teacher_logits", "logits", "student_logits")
+        assert not valid, f"valid Distiller.fit refused: {exc}"
+    else:
+        assert valid or (x_kind == "nan" and args_ok and t_out == 3 and t_in == 4), \
+            f"invalid Distiller.fit accepted (x {x_kind}, teacher {t_in}->{t_out})"
+        if x_kind == "ok" and epochs > 0:
+            assert np.all(np.isfinite(student[0].weight))
+            assert not np.array_equal(student[0].weight, before)
+            assert d.predict(x).shape == (8,)
+    _done("distill.Distiller")
+
+
+@fuzz
+@given(X=arrays(st.tuples(st.sampled_from([0, 1, 3, 8, 8]), st.integers(0, 2)), lo=0, hi=1),
+       y_kind=st.sampled_from(["ok", "ok", "ok", "nan", "short", "2d", "complex"]),
+       hidden=st.sampled_from([(3,), (3,), (2, 2), (0,), (-1,), 3, "3", (1.5,), None]),
+       alpha=st.sampled_from([1e-4, 0.0, -1.0, float("nan"), "a"]),
+       max_iter=st.sampled_from([5, 5, 0, -1, 2.5, True]),
+       pdt=st.sampled_from(["ok", "ok", "features", "complex", "1d"]))
+def test_mlp_surrogate(X, y_kind, hidden, alpha, max_iter, pdt):
+    from effai_fast.surrogate import MLPSurrogate
+    TRIED["surrogate.MLPSurrogate"] += 1
+    n = X.shape[0]
+    y = np.linspace(0, 1, n) ** 2
+    if y_kind == "nan" and n:
+        y[-1] = np.nan
+    elif y_kind == "short":
+        y = y[:-1]
+    elif y_kind == "2d":
+        y = np.stack([y, y], axis=1)
+    elif y_kind == "complex":
+        y = y.astype(np.complex128)
+    m = MLPSurrogate(hidden=hidden, alpha=alpha, max_iter=max_iter, seed=0, n_threads=1)
+    res, exc = attempt(m.fit, X, y)
+    is_int = lambda v, lo: isinstance(v, int) and not isinstance(v, bool) and v >= lo  # noqa
+    hp_ok = (isinstance(hidden, tuple) and all(is_int(h, 1) for h in hidden)
+             and _real_in(alpha, 0, np.inf) and is_int(max_iter, 1))
+    x_ok = (not _bad_real(X.dtype) and X.size > 0
+            and np.all(np.isfinite(_reference_values(X))))
+    valid = hp_ok and x_ok and y_kind == "ok"
+    if exc is not None:
+        assert_names(exc, "X", "y", "hidden", "alpha", "max_iter")
+        if valid and n >= 2:
+            pytest.fail(f"valid MLPSurrogate.fit refused: {exc}")
+        _done("surrogate.MLPSurrogate")
+        return
+    assert valid, f"invalid MLPSurrogate.fit accepted (y {y_kind}, hidden {hidden})"
+    d = X.shape[1]
+    Xp = {"ok": np.full((2, d), 0.5), "features": np.full((2, d + 1), 0.5),
+          "complex": np.full((2, d), 0.5 + 0j), "1d": np.full(d, 0.5)}[pdt]
+    pred, exc = attempt(m.predict, Xp)
+    if exc is not None:
+        assert_names(exc, "X")
+        assert pdt != "ok", f"valid predict refused: {exc}"
+    else:
+        assert pdt == "ok", f"predict accepted X of kind {pdt}"
+        h = Xp
+        for W, b in zip(m.coefs_[:-1], m.intercepts_[:-1], strict=True):
+            h = np.tanh(h @ W + b)
+        want = (h @ m.coefs_[-1] + m.intercepts_[-1]).ravel()
+        if not np.allclose(pred, want, rtol=1e-7, atol=1e-7):   # activation may be ReLU
+            h = Xp
+            for W, b in zip(m.coefs_[:-1], m.intercepts_[:-1], strict=True):
+                h = np.maximum(h @ W + b, 0)
+            want = (h @ m.coefs_[-1] + m.intercepts_[-1]).ravel()
+        _close(pred, want, np.float64)
+    _done("surrogate.MLPSurrogate")
+
+
+@fuzz
+@given(bounds=st.sampled_from(["ok", "ok", "equal", "reversed", "nan"]),
+       n=st.sampled_from([5, 5, 1, 0, -1, 2.5, True, 2**40]),
+       seed=st.sampled_from([0, 3, -1, 1.5, None, True]),
+       method=st.sampled_from(["sobol", "uniform", "lhs", 1]),
+       dtype=st.sampled_from([np.float64, np.float32, np.int32, "complex128", "nope", None]),
+       rng_=st.sampled_from([(0, 5), (1, 3), (3, 1), (0, 6), (-1, 2), (0.5, 2)]))
+@example(bounds="ok", n=2**40, seed=0, method="sobol", dtype=np.float64, rng_=(1, 3))
+def test_design_spec(bounds, n, seed, method, dtype, rng_):
+    from effai_fast.surrogate import DesignSpec, Domain
+    TRIED["surrogate.DesignSpec"] += 1
+    lo, hi = {"ok": ([0.0, -1.0], [1.0, 2.0]), "equal": ([0.0, 1.0], [0.0, 2.0]),
+              "reversed": ([1.0, 0.0], [0.0, 1.0]), "nan": ([0.0, np.nan], [1.0, 1.0])}[bounds]
+    dom, exc = attempt(Domain, lo, hi)
+    if exc is not None:
+        assert_names(exc, "lower", "upper")
+        assert bounds != "ok"
+        _done("surrogate.DesignSpec")
+        return
+    spec, exc = attempt(DesignSpec, dom, n, seed=seed, method=method, dtype=dtype)
+    is_int = lambda v, lo: isinstance(v, int) and not isinstance(v, bool) and v >= lo  # noqa
+    valid = (is_int(n, 1) and is_int(seed, 0) and method in ("sobol", "uniform")
+             and dtype in (np.float64, np.float32, None))   # None: numpy's default float64
+    if exc is not None:
+        assert_names(exc, "n", "seed", "method", "dtype", "domain")
+        assert not valid, f"valid DesignSpec refused: {exc}"
+        _done("surrogate.DesignSpec")
+        return
+    assert valid, f"invalid DesignSpec accepted (n {n}, seed {seed}, dtype {dtype})"
+    start, stop = rng_
+    rows, exc = attempt(spec.generate, start, stop)
+    ok = is_int(start, 0) and is_int(stop, start) and stop <= n
+    if exc is not None:
+        assert_names(exc, "start", "stop")
+        assert not ok, f"valid generate refused: {exc}"
+    else:
+        assert ok, f"generate accepted [{start}, {stop}) of n={n}"
+        assert rows.shape == (stop - start, 2) and rows.dtype == np.dtype(dtype)
+        assert np.all(rows >= np.array(lo, rows.dtype))
+        assert np.all(rows <= np.array(hi, rows.dtype))
+        if stop > start:
+            np.testing.assert_array_equal(rows, spec.generate(0, stop)[start:])
+    _done("surrogate.DesignSpec")
+
+
+@fuzz
+@given(dose_kind=st.sampled_from(["ok", "ok", "ok", "1d", "2col", "neg", "nan", "complex",
+                                  "empty", "short_y", "nan_y"]),
+       max_iter=st.sampled_from([50, 50, 0, -1, 2.5]),
+       pred_kind=st.sampled_from(["ok", "ok", "neg", "2col", "1d", "nan"]))
+def test_hill_regressor(dose_kind, max_iter, pred_kind):
+    from effai_fast.hill import HillRegressor
+    from effai_fast.hill import hill as hill_fn
+    TRIED["hill.HillRegressor"] += 1
+    d = np.array([0.0, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0])
+    y = np.asarray(hill_fn(d, 0.1, 1.0, 2.0, 1.2), dtype=float).ravel()
+    X = d[:, None]
+    if dose_kind == "1d":
+        X = d
+    elif dose_kind == "2col":
+        X = np.column_stack([d, d])
+    elif dose_kind == "neg":
+        X = X - 1.0
+    elif dose_kind == "nan":
+        X = X.copy()
+        X[2, 0] = np.nan
+    elif dose_kind == "complex":
+        X = X.astype(np.complex128)
+    elif dose_kind == "empty":
+        X, y = X[:0], y[:0]
+    elif dose_kind == "short_y":
+        y = y[:-1]
+    elif dose_kind == "nan_y":
+        y = y.copy()
+        y[1] = np.nan
+    m = HillRegressor(max_iter=max_iter, n_threads=1)
+    res, exc = attempt(m.fit, X, y)
+    valid = dose_kind == "ok" and isinstance(max_iter, int) and max_iter >= 1
+    if exc is not None:
+        assert_names(exc, "X", "y", "dose", "doses", "response", "max_iter", "n_samples")
+        assert not valid, f"valid HillRegressor.fit refused: {exc}"
+        _done("hill.HillRegressor")
+        return
+    assert valid, f"invalid HillRegressor.fit accepted (X {dose_kind}, max_iter {max_iter})"
+    Xp = {"ok": np.array([[0.5], [2.0]]), "neg": np.array([[-1.0]]),
+          "2col": np.ones((2, 2)), "1d": np.ones(2), "nan": np.array([[np.nan]])}[pred_kind]
+    pred, exc = attempt(m.predict, Xp)
+    if exc is not None:
+        assert_names(exc, "X", "doses", "dose")
+        assert pred_kind != "ok", f"valid predict refused: {exc}"
+    else:
+        assert pred_kind == "ok", f"predict accepted X of kind {pred_kind}"
+        want = np.asarray(hill_fn(Xp[:, 0], m.rmin_, m.rmax_, m.ec50_, m.n_), float).ravel()
+        _close(pred, want, np.float64)
+        np.testing.assert_allclose(pred, np.ravel(hill_fn(Xp[:, 0], 0.1, 1.0, 2.0, 1.2)),
+                                   atol=1e-3)
+    _done("hill.HillRegressor")
+
+
+@fuzz
+@given(kind=st.sampled_from(["Linear", "Conv2d", "DepthwiseConv2d", "PointwiseConv2d",
+                             "BatchNorm", "Dropout"]),
+       size=st.sampled_from([2, 2, 1, 0, -1, 2.0, True, "2", None]),
+       extra=st.sampled_from([None, None, ("kernel_size", 0), ("stride", -1),
+                              ("stride", 1.5), ("activation", "gelu"), ("activation", 3),
+                              ("momentum", 1.5), ("momentum", float("nan")), ("eps", 0.0),
+                              ("eps", -1.0), ("p", 1.0), ("p", -0.1), ("p", float("nan")),
+                              ("dtype", np.int32), ("dtype", "nope"), ("init_std", -1.0)]))
+def test_nn_layer_constructors(kind, size, extra):
+    TRIED["nn.layer constructors"] += 1
+    cls = getattr(enn, kind)
+    takes = {"Linear": ("dtype", "init_std"), "Conv2d": ("kernel_size", "stride",
+                                                         "activation", "dtype"),
+             "DepthwiseConv2d": ("kernel_size", "stride", "activation", "dtype"),
+             "PointwiseConv2d": ("activation", "dtype"),
+             "BatchNorm": ("momentum", "eps", "activation", "dtype"),
+             "Dropout": ("p", "dtype")}[kind]
+    if extra is not None and extra[0] not in takes:
+        extra = None
+    kw = {} if extra is None else {extra[0]: extra[1]}
+    if kind == "Dropout":
+        args = ()
+        kw.setdefault("p", 0.5)
+    elif kind in ("Linear", "Conv2d", "PointwiseConv2d"):
+        args = (size, 2)
+    else:
+        args = (size,)
+    layer, exc = attempt(cls, *args, **kw)
+    size_ok = kind == "Dropout" or (isinstance(size, int) and not isinstance(size, bool)
+                                    and size >= 1)
+    valid = size_ok and extra is None
+    if exc is not None:
+        assert_names(exc, "in_features", "in_channels", "channels", "kernel_size", "stride",
+                     "activation", "momentum", "eps", "p", "dtype", "init_std")
+        assert not valid, f"valid {kind} constructor refused: {exc}"
+    else:
+        assert valid, f"invalid {kind} constructor accepted ({size}, {extra})"
+        assert all(np.all(np.isfinite(p)) for p in layer.parameters())
+    _done("nn.layer constructors")

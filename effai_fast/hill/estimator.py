@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from effai_fast._validation import as_float_array
 from effai_fast.hill.fit import fit
 
 __all__ = ["HillRegressor"]
@@ -73,11 +74,8 @@ class HillRegressor(RegressorMixin, BaseEstimator):
         try:
             from sklearn.utils.validation import validate_data
         except ImportError:  # pragma: no cover
-            X = np.asarray(X, dtype=float)
-            if X.ndim != 2:
-                raise ValueError(
-                    f"X must be 2-D (n_samples, 1), got shape {X.shape}"
-                ) from None
+            # the checks validate_data makes: real, 2-D, non-empty, finite (NaN/complex named)
+            X = as_float_array(X, "X", ndim=2, finite=True)
             if reset:
                 self.n_features_in_ = X.shape[1]
         else:

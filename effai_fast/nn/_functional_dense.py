@@ -141,7 +141,7 @@ def batch_norm(x, gamma, beta, running_mean=None, running_var=None, *, training:
             raise ValueError(f"{name} must be an ndarray of shape ({C},)")
     if training:
         if M < 2:
-            raise ValueError(f"batch norm in training needs more than one value per channel, "
+            raise ValueError(f"x: batch norm in training needs more than one value per channel, "
                              f"got input shape {x.shape}")
         n_chunks = -(-M // _ROWS_PER_CHUNK)
         part = np.empty((n_chunks, C))

@@ -151,6 +151,10 @@ class Module:
     def _check_input(self, x, ndim=4) -> np.ndarray:
         return as_float_array(x, "x", ndim=ndim, dtype=self.dtype)
 
+    def _check_grad(self, grad_out) -> np.ndarray:
+        """``grad_out`` as an array of the layer's dtype (the kernels' out= buffers are)."""
+        return as_float_array(grad_out, "grad_out", dtype=self.dtype, allow_empty=True)
+
     def _need_cache(self, attr: str):
         value = getattr(self, attr, None)
         if value is None:
@@ -258,6 +262,7 @@ class Conv2d(_ConvBase):
     def backward(self, grad_out, need_input_grad=True):
         F = _conv_functional()
         x = self._need_cache("_x")
+        grad_out = self._check_grad(grad_out)
         gx, gw, gb = F.conv2d_vjp(x, self.weight, grad_out, activation=self.activation,
                                   output=self._y if self.activation else None,
                                   need_input_grad=need_input_grad, n_threads=self._threads(),
@@ -312,6 +317,7 @@ class DepthwiseConv2d(_ConvBase):
     def backward(self, grad_out, need_input_grad=True):
         F = _conv_functional()
         x = self._need_cache("_x")
+        grad_out = self._check_grad(grad_out)
         gx, gw, gb = F.depthwise_conv2d_vjp(
             x, self.weight, grad_out, activation=self.activation,
             output=self._y if self.activation else None, need_input_grad=need_input_grad,
@@ -360,6 +366,7 @@ class PointwiseConv2d(_ConvBase):
     def backward(self, grad_out, need_input_grad=True):
         F = _conv_functional()
         x = self._need_cache("_x")
+        grad_out = self._check_grad(grad_out)
         gx, gw, gb = F.pointwise_conv2d_vjp(
             x, self.weight, grad_out, activation=self.activation,
             output=self._y if self.activation else None, need_input_grad=need_input_grad,
@@ -430,6 +437,7 @@ class BatchNorm(Module):
 
     def backward(self, grad_out, need_input_grad=True):
         x = self._need_cache("_x")
+        grad_out = self._check_grad(grad_out)
         dx, dg, db = FD.batch_norm_vjp(x, self._y, grad_out, self.weight, self._saved,
                                        training=self._training, activation=self.activation,
                                        out=self._buf("gx", x.shape), n_threads=self._threads())
@@ -463,6 +471,7 @@ class _Activation(Module):
 
     def backward(self, grad_out, need_input_grad=True):
         y = self._need_cache("_y")
+        grad_out = self._check_grad(grad_out)
         return FD.activation_vjp(y, grad_out, self._name, out=self._buf("gx", y.shape),
                                  n_threads=self._threads())
 
@@ -495,6 +504,7 @@ class GlobalAvgPool(Module):
 
     def backward(self, grad_out, need_input_grad=True):
         shape = self._need_cache("_shape")
+        grad_out = self._check_grad(grad_out)
         return FD.global_avg_pool_vjp(grad_out, shape, out=self._buf("gx", shape),
                                       n_threads=self._threads())
 
@@ -562,15 +572,17 @@ class Dropout(Module):
         super().__init__(dtype)
         self.p = check_real(p, "p", min_value=0.0, max_value=1.0, max_inclusive=False)
         self.rng = check_rng(seed)
-        self._mask = None
+        self._mask = self._shape = None
 
     def forward(self, x, training=False):
         x = as_float_array(x, "x", dtype=self.dtype)
         y, self._mask = FD.dropout(x, self.p, self.rng, training=training)
+        self._shape = x.shape
         return y
 
     def backward(self, grad_out, need_input_grad=True):
-        g = as_float_array(grad_out, "grad_out", dtype=self.dtype)
+        shape = self._need_cache("_shape")
+        g = as_float_array(grad_out, "grad_out", dtype=self.dtype, shape=shape)
         return g if self._mask is None else g * self._mask
 
     def extra_repr(self):

@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 from scipy.stats import qmc
 
-from effai_fast._validation import as_float_array, check_int
+from effai_fast._validation import as_float_array, check_int, float_dtype
 
 __all__ = ["Domain", "DesignSpec", "latin_hypercube", "sobol", "uniform"]
 
@@ -209,12 +209,27 @@ def sobol(domain: Domain, n: int, *, seed=None, scramble: bool = True, start: in
                             dtype)
 
 
-def _sobol_unit(d, start, n, seed, scramble, bits):
-    eng = _engine(qmc.Sobol, d, scramble=scramble, seed=seed, bits=bits)
+def _fast_forward(eng, start):
+    """``eng.fast_forward(start)``; scipy's fails for ``bits=64`` (uint32 buffer), so there
+    the skipped points are drawn and dropped, in blocks (the same O(start) work)."""
+    if not start:
+        return
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "balance properties ... power of 2"
-        if start:
+        if eng.bits <= 32:
             eng.fast_forward(start)
+            return
+        while start:
+            k = min(start, 1 << 16)
+            eng.random(k)
+            start -= k
+
+
+def _sobol_unit(d, start, n, seed, scramble, bits):
+    eng = _engine(qmc.Sobol, d, scramble=scramble, seed=seed, bits=bits)
+    _fast_forward(eng, start)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "balance properties ... power of 2"
         return eng.random(n)
 
 
@@ -256,7 +271,7 @@ class DesignSpec:
             raise ValueError(f"method must be 'sobol' or 'uniform', got {method!r} "
                              "(a Latin hypercube is not defined chunk by chunk)")
         self.method = method
-        self.dtype = np.dtype(dtype)
+        self.dtype = float_dtype(dtype, "dtype")
 
     def generate(self, start: int, stop: int) -> np.ndarray:
         """Rows ``start .. stop-1`` of the candidate set.
@@ -304,8 +319,7 @@ class DesignSpec:
         bits = 30 if self.n <= 2**30 else 64
         eng = _engine(qmc.Sobol, self.domain.d, scramble=True, seed=self.seed, bits=bits)
         lower, width = self.domain.lower, self.domain.width
-        if start:
-            eng.fast_forward(start)
+        _fast_forward(eng, start)
         for a in range(start, stop, chunk_size):
             # (the warnings filter only around the call, never across a yield)
             with warnings.catch_warnings():

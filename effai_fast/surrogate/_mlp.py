@@ -15,6 +15,8 @@ inputs.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 from scipy.optimize import minimize
 
@@ -102,6 +104,8 @@ class MLPSurrogate(SurrogateMixin):
     def fit(self, X, y):
         """Train the network; returns self."""
         X, y = self._validate_fit(X, y)
+        if isinstance(self.hidden, (str, bytes)) or not isinstance(self.hidden, Iterable):
+            raise TypeError(f"hidden must be a sequence of layer widths, got {self.hidden!r}")
         hidden = tuple(check_int(h, "hidden", min_value=1) for h in self.hidden)
         alpha = check_real(self.alpha, "alpha", min_value=0)
         max_iter = check_int(self.max_iter, "max_iter", min_value=1)
