@@ -103,6 +103,11 @@ def _index_attr(idx, shape):
     return attr
 
 
+def _zeros(shape):
+    """A read-only zero array of ``shape`` that allocates nothing (for shape inference)."""
+    return np.broadcast_to(np.zeros((), dtype=np.float64), shape)
+
+
 def _index_from_attr(attr):
     idx = []
     for it in attr:
@@ -265,7 +270,8 @@ class Graph:
                 raise ValueError(f"operands could not be broadcast together with shapes "
                                  f"{' '.join(map(str, shapes))}") from None
         if op == "sum":
-            return np.empty(shapes[0]).sum(axis=attr).shape if shapes[0] else ()
+            # zeros, not np.empty: arithmetic on stale memory can raise overflow warnings
+            return _zeros(shapes[0]).sum(axis=attr).shape if shapes[0] else ()
         if op in ("sum_to", "broadcast_to", "reshape"):
             return tuple(attr)
         if op == "transpose":
@@ -273,7 +279,7 @@ class Graph:
         if op == "getitem":
             return np.empty(shapes[0])[_index_from_attr(attr)].shape
         if op == "matmul":
-            return np.matmul(np.empty(shapes[0]), np.empty(shapes[1])).shape
+            return np.matmul(_zeros(shapes[0]), _zeros(shapes[1])).shape
         raise AssertionError(op)
 
     def _simplify(self, op, args, shape):

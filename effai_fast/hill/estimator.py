@@ -79,8 +79,12 @@ class HillRegressor(RegressorMixin, BaseEstimator):
             if reset:
                 self.n_features_in_ = X.shape[1]
         else:
-            X = validate_data(self, X, reset=reset, dtype=(np.float64, np.float32),
-                              ensure_all_finite=True)
+            try:
+                X = validate_data(self, X, reset=reset, dtype=(np.float64, np.float32),
+                                  ensure_all_finite=True)
+            except ValueError as exc:  # scikit-learn's messages do not name the argument
+                msg = str(exc)
+                raise ValueError(msg if "X" in msg.split() else f"X: {msg}") from exc
         if X.shape[1] != 1:
             raise ValueError(f"X must have exactly one column (the dose), got {X.shape[1]}")
         return X
@@ -88,22 +92,26 @@ class HillRegressor(RegressorMixin, BaseEstimator):
     def fit(self, X, y, sample_weight=None):
         """Fit the curve; ``X`` is (n_samples, 1) doses, ``y`` the responses."""
         try:
-            from sklearn.utils.validation import check_consistent_length, column_or_1d
+            from sklearn.utils.validation import column_or_1d
         except ImportError:  # pragma: no cover
             def column_or_1d(v, **_):
                 return np.ravel(np.asarray(v, dtype=float))
-
-            def check_consistent_length(*arrays):
-                if len({len(a) for a in arrays if a is not None}) > 1:
-                    raise ValueError("X and y have inconsistent numbers of samples")
         X = self._check_X(X, reset=True)
-        y = column_or_1d(np.asarray(y), warn=True)
+        try:
+            y = column_or_1d(np.asarray(y), warn=True)
+        except ValueError as exc:
+            raise ValueError(f"y: {exc}") from exc
         if y.dtype.kind not in "fiub":
             raise ValueError(f"y must be numeric, got dtype {y.dtype}")
         y = y.astype(X.dtype, copy=False)
         if not np.isfinite(y).all():
             raise ValueError("y must not contain NaN or infinity")
-        check_consistent_length(X, y, sample_weight)
+        if len(y) != len(X):
+            raise ValueError(f"X and y have inconsistent numbers of samples: {len(X)} and "
+                             f"{len(y)}")
+        if sample_weight is not None and len(np.atleast_1d(sample_weight)) != len(X):
+            raise ValueError(f"sample_weight has {len(np.atleast_1d(sample_weight))} entries, "
+                             f"X has {len(X)} samples")
         res = fit(X[:, 0], y, weights=sample_weight, fixed=self.fixed, bounds=self.bounds,
                   se=self.se, flat_alpha=None, max_iter=self.max_iter,
                   n_threads=self.n_threads)

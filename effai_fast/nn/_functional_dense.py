@@ -50,8 +50,8 @@ def _out(out, name, shape, dtype, *inputs):
     return check_out(out, name, shape, dtype, *inputs)
 
 
-def _same_dtype(arr, dtype, name):
-    return as_float_array(arr, name, dtype=dtype)
+def _same_dtype(arr, dtype, name, allow_empty=False):
+    return as_float_array(arr, name, dtype=dtype, allow_empty=allow_empty)
 
 
 # ----------------------------------------------------------------------- activations
@@ -82,7 +82,7 @@ def activation_vjp(y, grad_out, activation, *, out=None, n_threads=None) -> np.n
     """
     code = _act_code(activation)
     y = as_float_array(y, "y", allow_empty=True)
-    g = _same_dtype(grad_out, y.dtype, "grad_out")
+    g = _same_dtype(grad_out, y.dtype, "grad_out", allow_empty=True)
     if g.shape != y.shape:
         raise ValueError(f"grad_out has shape {g.shape}, y has {y.shape}")
     nt = _threads(n_threads, y.size)      # validated even when there is nothing to do
