@@ -231,32 +231,28 @@ def test_depthwise_conv2d(x, kh, kw, wdt, cmis, use_bias, stride, padding, dilat
 
 
 @fuzz
-@given(x=arrays(x4), kh=st.integers(1, 3), kw=st.integers(1, 3), stride=STRIDES,
-       padding=PADDINGS, dilation=DILATIONS, activation=ACTS, gdt=st.sampled_from(DTYPES),
-       gshape_off=st.sampled_from([0, 0, 0, 1]), need_input_grad=st.booleans(),
-       n_threads=THREADS)
-def test_depthwise_conv2d_vjp(x, kh, kw, stride, padding, dilation, activation, gdt,
-                              gshape_off, need_input_grad, n_threads):
-    TRIED["depthwise_conv2d_vjp"] += 1
-    C = x.shape[3]
-    w = np.random.default_rng(2).normal(size=(kh, kw, C))
+def _check_spatial_vjp(name, vjp, ref_fwd, ref_vjp, x, w, gseed, kh, kw, stride, padding,
+                       dilation, activation, gdt, gshape_off, need_input_grad, n_threads):
+    """Shared property of the depthwise and dense conv VJPs: a result equal to the slow
+    reference for a valid call, a named error otherwise."""
+    TRIED[name] += 1
     valid = (not _bad_real(x.dtype) and 0 not in x.shape[1:]
              and _geom_ok(stride, dilation, padding)
              and activation in (None, "relu", "relu6") and not _expected_thread_error(n_threads))
     if valid and _span_ok(x.shape, kh, kw, stride, padding, dilation):
-        y = ref.depthwise(_reference_values(x), w, None, stride, padding, dilation, activation)
+        y = ref_fwd(_reference_values(x), w, None, stride, padding, dilation, activation)
         gshape = y.shape[:-1] + (y.shape[-1] + gshape_off,)
     else:
         y, gshape = None, (1, 1, 1, 1)
-    g = _cast(np.random.default_rng(3).normal(size=gshape), gdt)
-    res, exc = attempt(F.depthwise_conv2d_vjp, x, w, g, stride=stride, padding=padding,
+    g = _cast(np.random.default_rng(gseed).normal(size=gshape), gdt)
+    res, exc = attempt(vjp, x, w, g, stride=stride, padding=padding,
                        dilation=dilation, activation=activation, output=y,
                        need_input_grad=need_input_grad, n_threads=n_threads)
     if y is not None and gshape_off == 0 and not _bad_real(g.dtype):
         assert exc is None, exc
         dt = _result_dtype(x, w, g)
-        gx, gw, gb = ref.depthwise_vjp(_reference_values(x).astype(dt), w, g.astype(dt), stride,
-                                       padding, dilation, activation, y)
+        gx, gw, gb = ref_vjp(_reference_values(x).astype(dt), w, g.astype(dt), stride,
+                             padding, dilation, activation, y)
         scale = 1.0 + np.nanmax(np.abs(gw), initial=0.0)
         if need_input_grad:
             _close(res[0], gx, dt, scale)
@@ -268,7 +264,19 @@ def test_depthwise_conv2d_vjp(x, kh, kw, stride, padding, dilation, activation, 
         assert exc is not None, "invalid call returned a result"
         assert_names(exc, "x", "weight", "grad_out", "stride", "padding", "dilation",
                      "activation", "n_threads", "output")
-    _done("depthwise_conv2d_vjp")
+    _done(name)
+
+
+@given(x=arrays(x4), kh=st.integers(1, 3), kw=st.integers(1, 3), stride=STRIDES,
+       padding=PADDINGS, dilation=DILATIONS, activation=ACTS, gdt=st.sampled_from(DTYPES),
+       gshape_off=st.sampled_from([0, 0, 0, 1]), need_input_grad=st.booleans(),
+       n_threads=THREADS)
+def test_depthwise_conv2d_vjp(x, kh, kw, stride, padding, dilation, activation, gdt,
+                              gshape_off, need_input_grad, n_threads):
+    w = np.random.default_rng(2).normal(size=(kh, kw, x.shape[3]))
+    _check_spatial_vjp("depthwise_conv2d_vjp", F.depthwise_conv2d_vjp, ref.depthwise,
+                       ref.depthwise_vjp, x, w, 3, kh, kw, stride, padding, dilation,
+                       activation, gdt, gshape_off, need_input_grad, n_threads)
 
 
 pw_x = st.tuples(st.integers(0, 2), st.integers(1, 4), st.integers(0, 4), st.integers(0, 3))
@@ -826,38 +834,10 @@ def test_pointwise_conv2d_vjp(x, co, activation, gdt, gshape_off, need_input_gra
        n_threads=THREADS)
 def test_conv2d_vjp(x, kh, kw, co, stride, padding, dilation, activation, gdt, gshape_off,
                     need_input_grad, n_threads):
-    TRIED["conv2d_vjp"] += 1
-    C = x.shape[3]
-    w = np.random.default_rng(10).normal(size=(kh, kw, C, co))
-    valid = (not _bad_real(x.dtype) and 0 not in x.shape[1:]
-             and _geom_ok(stride, dilation, padding)
-             and activation in (None, "relu", "relu6") and not _expected_thread_error(n_threads))
-    if valid and _span_ok(x.shape, kh, kw, stride, padding, dilation):
-        y = ref.conv2d(_reference_values(x), w, None, stride, padding, dilation, activation)
-        gshape = y.shape[:-1] + (y.shape[-1] + gshape_off,)
-    else:
-        y, gshape = None, (1, 1, 1, 1)
-    g = _cast(np.random.default_rng(11).normal(size=gshape), gdt)
-    res, exc = attempt(F.conv2d_vjp, x, w, g, stride=stride, padding=padding,
-                       dilation=dilation, activation=activation, output=y,
-                       need_input_grad=need_input_grad, n_threads=n_threads)
-    if y is not None and gshape_off == 0 and not _bad_real(g.dtype):
-        assert exc is None, exc
-        dt = _result_dtype(x, w, g)
-        gx, gw, gb = ref.conv2d_vjp(_reference_values(x).astype(dt), w, g.astype(dt), stride,
-                                    padding, dilation, activation, y)
-        scale = 1.0 + np.nanmax(np.abs(gw), initial=0.0)
-        if need_input_grad:
-            _close(res[0], gx, dt, scale)
-        else:
-            assert res[0] is None
-        _close(res[1], gw, dt, scale)
-        _close(res[2], gb, dt, scale)
-    else:
-        assert exc is not None, "invalid call returned a result"
-        assert_names(exc, "x", "weight", "grad_out", "stride", "padding", "dilation",
-                     "activation", "n_threads", "output")
-    _done("conv2d_vjp")
+    w = np.random.default_rng(10).normal(size=(kh, kw, x.shape[3], co))
+    _check_spatial_vjp("conv2d_vjp", F.conv2d_vjp, ref.conv2d, ref.conv2d_vjp, x, w, 11, kh,
+                       kw, stride, padding, dilation, activation, gdt, gshape_off,
+                       need_input_grad, n_threads)
 
 
 # ---------------------------------------------------------------------------
