@@ -138,7 +138,12 @@ class _FusedGroup:
     """A run of elementwise nodes of one shape, lowered to a Program over its elements.
 
     Full reductions of run members (``sum`` to a scalar, the adjoint of a broadcast
-    parameter) are computed inside the same sweep as reduced outputs.
+    parameter) are computed inside the same sweep as reduced outputs.  After
+    :func:`_compile_items`, an input may be read in place from a contiguous range
+    of another array (``x[1:]`` is ``x`` from element 1 on: ``in_src``), and an
+    output whose only use is a contiguous slice of an adjoint sum is added straight
+    into that sum's buffer (``direct``), so neither the slice nor the scatter of its
+    adjoint is ever materialised.
     """
 
     def __init__(self, g, run, reds, users, plan_outputs):
@@ -176,23 +181,240 @@ class _FusedGroup:
         self.st = lower(g2, x_in, p_in, [m[o] for o in self.outs],
                         [m[st[4][0]] for st in reds])
         self.program = self.st.program
-
-    def run(self, g, vals):
-        ins = [np.ascontiguousarray(np.broadcast_to(
-            g.value[a] if g.op[a] == "const" else vals[a], self.shape), dtype=np.float64).ravel()
-            for a in self.x_ext]
-        P = np.array([float(vals[a]) for a in self.p_ext], dtype=np.float64)
-        outs = [np.empty(self.n) for _ in self.outs]
         prog = self.program
-        part = np.empty(((self.n + prog.block - 1) // prog.block, len(self.reds)))
-        nt = threads_for_work(resolve_n_threads(None), self.n * max(prog.n_ops, 1), 2_000_000)
-        prog.run_columns(ins, P, outs, nt, part)
-        for o, arr in zip(self.outs, outs, strict=True):
-            vals[o] = arr.reshape(self.shape)
+        self.in_src = [(a, 0) for a in self.x_ext]     # (node, element offset)
+        self.direct: dict[int, tuple] = {}             # out node -> (sum node, offset)
+        self.pooled: set = set()                       # outs held in reused buffers
+        self.n_blocks = (self.n + prog.block - 1) // prog.block
+        # below this much work the sweep stays on one thread (no team to wake)
+        self.work = self.n * max(prog.n_ops, 1)
+        self.serial = self.work < 2_000_000
+
+    def run(self, g, vals, nt=None, bufs=None, accs=None):
+        """Sweep; results into ``vals``.  ``bufs``: reused buffers (a pool entry),
+        ``accs``: the zeroed buffers of adjoint sums that outputs add into."""
+        n = self.n
+        ins = [np.ascontiguousarray(vals[a], dtype=np.float64) for a, _ in self.in_src]
+        ioff = [off for _, off in self.in_src]
+        P = np.array([float(vals[a]) for a in self.p_ext], dtype=np.float64) \
+            if self.p_ext else _EMPTY
+        if bufs is None:
+            bufs = {}
+        outs, ooff, acc = [], [], []
+        for o in self.outs:
+            d = self.direct.get(o)
+            if d is not None and accs is not None:
+                r, off = d
+                buf = accs.get(r)
+                if buf is None:
+                    buf = accs[r] = _zeroed(bufs, r, g.shape[r])
+                outs.append(buf)
+                ooff.append(off)
+                acc.append(True)
+                continue
+            buf = bufs.get(o) if o in self.pooled else None
+            if buf is None:
+                buf = np.empty(n)
+                if o in self.pooled:
+                    bufs[o] = buf
+            outs.append(buf)
+            ooff.append(0)
+            acc.append(False)
+            vals[o] = buf.reshape(self.shape)
+        part = None
+        if self.reds:
+            part = bufs.get(("part", id(self)))
+            if part is None:
+                part = bufs[("part", id(self))] = np.empty((self.n_blocks, len(self.reds)))
+        if self.serial:
+            nt = 1
+        else:
+            nt = threads_for_work(resolve_n_threads(None) if nt is None else nt, self.work,
+                                  2_000_000)
+        self.program.run_columns(ins, P, outs, nt, part, n, ioff, ooff, acc)
         if self.reds:
             tot = part.sum(axis=0)
             for k, r in enumerate(self.reds):
                 vals[r] = np.asarray(tot[k])
+
+
+def _zeroed(bufs, key, shape):
+    """A zero-filled float64 array of ``shape``, reused from ``bufs`` when pooled."""
+    buf = bufs.get(("acc", key))
+    if buf is None:
+        return np.zeros(shape)
+    buf.fill(0.0)
+    return buf
+
+
+def _contiguous_range(shape, attr):
+    """Offset of a basic index into C-contiguous ``shape`` if the selected elements,
+    in C order, are one contiguous run (``x[1:]``, ``x[2:5]``, ``X[3]``); else None."""
+    from ._graph import _index_from_attr
+    if any(it[0] == "a" for it in attr):
+        return None
+    size = int(np.prod(shape))
+    pos = np.arange(size).reshape(shape)[_index_from_attr(attr)].ravel()
+    if pos.size == 0 or pos[-1] - pos[0] != pos.size - 1 or np.any(np.diff(pos) != 1):
+        return None
+    return int(pos[0])
+
+
+def _accumulations(g, steps, outputs):
+    """Rewrite trees of ``add`` over slices' adjoints (``scatter``) as accumulations.
+
+    Reverse mode turns every slice ``x[a:b]`` into ``scatter`` (zeros with the slice's
+    adjoint in it), and the adjoints of one variable are summed with ``add``: for
+    Rosenbrock ``x[1:]`` and ``x[:-1]`` that is two zero-filled arrays and a sum.  An
+    ``("accum", leaves)`` step instead zeroes one buffer and adds each leaf into its
+    range; a leaf is ``(node, offset)`` (a contiguous slice's adjoint) or
+    ``(node, None)`` (a whole term).  Returns the rewritten steps.
+    """
+    users: dict[int, list] = {}
+    for i, _op, _attr, _shape, args in steps:
+        for a in args:
+            users.setdefault(a, []).append(i)
+    outset = set(outputs)
+    by_id = {st[0]: st for st in steps}
+    absorbed: set = set()
+    accum: dict[int, tuple] = {}
+
+    def private(i, parent):
+        return i not in outset and users.get(i, []) == [parent]
+
+    for st in reversed(steps):
+        r, op, _attr, shape, args = st
+        if op != "add" or r in absorbed:
+            continue
+        leaves, inner, stack = [], [], [(a, r) for a in args]
+        while stack:
+            c, parent = stack.pop()
+            cs = by_id.get(c)
+            if cs is not None and cs[1] == "add" and cs[3] == shape and private(c, parent):
+                inner.append(c)
+                stack.extend((a, c) for a in cs[4])
+                continue
+            if (cs is not None and cs[1] == "scatter" and cs[3] == shape
+                    and private(c, parent)):
+                off = _contiguous_range(shape, cs[2])
+                if off is not None:
+                    inner.append(c)
+                    leaves.append((cs[4][0], off))
+                    continue
+            leaves.append((c, None))
+        if not any(off is not None for _, off in leaves):
+            continue
+        absorbed.update(inner)
+        accum[r] = tuple(reversed(leaves))
+    if not accum:
+        return steps
+    out = []
+    for st in steps:
+        i = st[0]
+        if i in absorbed:
+            continue
+        if i in accum:
+            leaves = accum[i]
+            out.append((i, "accum", leaves, st[3], tuple(src for src, _ in leaves)))
+        else:
+            out.append(st)
+    return out
+
+
+_ALLOCATING = frozenset(("sum", "scatter", "matmul", "accum")) | frozenset(
+    ("neg", "exp", "log", "log1p", "expm1", "sqrt", "sin", "cos", "tanh", "sigmoid", "abs",
+     "sign", "square", "add", "sub", "mul", "div", "pow", "maximum", "minimum", "mul0",
+     "lt", "le", "gt", "ge", "eq", "ne", "where"))
+
+
+def _compile_items(g, steps, outputs, fuse=True):
+    """Schedule for the array-level executor: fused groups, accumulations, nodes.
+
+    Beyond :func:`_fuse`: slices read in place by fused groups, adjoint sums
+    accumulated in place, dead steps dropped, and the buffers of intermediate
+    values that never escape (every user allocates its own result) marked for
+    reuse across calls.
+    """
+    steps = _accumulations(g, steps, outputs)
+    items = _fuse(g, steps, outputs) if fuse else [("node", st) for st in steps]
+    accum_steps = {it[0]: it for kind, it in items if kind == "node" and it[1] == "accum"}
+    users: dict[int, list] = {}
+    for kind, it in items:
+        if kind == "fused":
+            for a in it.x_ext + it.p_ext:
+                users.setdefault(a, []).append(it)
+        else:
+            for a in it[4]:
+                users.setdefault(a, []).append(it)
+    outset = set(outputs)
+    node_of = {it[0]: it for kind, it in items if kind == "node"}
+    for kind, it in items:
+        if kind != "fused":
+            continue
+        # inputs that are contiguous slices of another array: read in place
+        src = []
+        for a, _ in it.in_src:
+            st = node_of.get(a)
+            off = None
+            if st is not None and st[1] == "getitem":
+                off = _contiguous_range(g.shape[st[4][0]], st[2])
+            src.append((st[4][0], off) if off is not None else (a, 0))
+        it.in_src = src
+        # outputs used only as one slice's adjoint in an accumulation: add in place
+        for o in it.outs:
+            us = users.get(o, [])
+            if o in outset or len(us) != 1 or isinstance(us[0], _FusedGroup) \
+                    or us[0][1] != "accum":
+                continue
+            r = us[0][0]
+            hits = [off for s, off in accum_steps[r][2] if s == o]
+            if len(hits) == 1 and hits[0] is not None:
+                it.direct[o] = (r, hits[0])
+    # drop dead steps (slices now read in place), walking backwards
+    needed = set(outset)
+    kept = []
+    for kind, it in reversed(items):
+        if kind == "fused":
+            needed.update(a for a, _ in it.in_src)
+            needed.update(it.p_ext)
+            needed.update(r for r, _ in it.direct.values())
+        elif it[0] not in needed:
+            continue
+        elif it[1] == "accum":
+            direct = {(o, d[1]) for kf, f in items if kf == "fused"
+                      for o, d in f.direct.items() if d[0] == it[0]}
+            needed.update(s for s, off in it[2] if (s, off) not in direct)
+        else:
+            needed.update(it[4])
+        kept.append((kind, it))
+    kept.reverse()
+    # intermediate results that never escape: reused buffers
+    readers: dict[int, list] = {}
+    for kind, it in kept:
+        if kind == "fused":
+            for a, _ in it.in_src:
+                readers.setdefault(a, []).append("fused")
+            for a in it.p_ext:
+                readers.setdefault(a, []).append("fused")
+        else:
+            for a in it[4]:
+                readers.setdefault(a, []).append(it[1])
+    for kind, it in kept:
+        if kind == "fused":
+            it.pooled = {o for o in it.outs if o not in outset and o not in it.direct
+                         and all(r in _ALLOCATING or r == "fused" for r in readers.get(o, ()))}
+    final = []
+    for kind, it in kept:
+        if kind == "node" and it[1] == "accum":
+            direct = {(o, d[1]) for kf, f in kept if kf == "fused"
+                      for o, d in f.direct.items() if d[0] == it[0]}
+            leaves = tuple((s, off) for s, off in it[2] if (s, off) not in direct)
+            pooled = it[0] not in outset and all(
+                r in _ALLOCATING or r == "fused" for r in readers.get(it[0], ()))
+            final.append(("accum", (it[0], it[3], leaves, pooled)))
+        else:
+            final.append((kind, it))
+    return final
 
 
 def _is_full_reduction(g, st):
@@ -268,16 +490,45 @@ def _fuse(g, steps, outputs):
     return items
 
 
-def _execute_items(g, feeds, outputs, items):
+def _execute_items(g, feeds, outputs, items, pool=None):
+    """Run a schedule from :func:`_compile_items`; ``pool`` is a list of reusable
+    buffer sets (one is taken for the call and given back: thread-safe under the GIL)."""
     vals = dict(feeds)
     multi = {}
+    bufs = None
+    if pool is not None:
+        try:
+            bufs = pool.pop()
+        except IndexError:
+            bufs = {}
+    accs = {}
     with np.errstate(all="ignore"):
         for kind, it in items:
             if kind == "fused":
-                it.run(g, vals)
-                continue
-            _eval_step(g, vals, multi, *it)
-    return [np.asarray(vals[o]) for o in outputs]
+                it.run(g, vals, None, bufs, accs)
+            elif kind == "accum":
+                r, shape, leaves, pooled = it
+                acc = accs.pop(r, None)
+                if acc is None:
+                    acc = _zeroed(bufs, r, shape) if pooled and bufs is not None \
+                        else np.zeros(shape)
+                if pooled and bufs is not None:
+                    bufs[("acc", r)] = acc
+                flat = acc.reshape(-1)
+                for src, off in leaves:
+                    v = g.value[src] if g.op[src] == "const" else vals[src]
+                    if off is None:
+                        acc += v
+                    else:
+                        v = np.ravel(v)
+                        flat[off:off + v.size] += v
+                vals[r] = acc
+            else:
+                _eval_step(g, vals, multi, *it)
+    res = [np.asarray(vals[o]) for o in outputs]
+    if pool is not None:
+        pool.append(bufs)
+    return res
 
 
 class _Plan:
@@ -299,6 +550,8 @@ class _Plan:
                 self.scalar = None
         self.program = self.scalar.program if self.scalar is not None else None
         self.steps = None
+        self.items = None
+        self._pool: list = []     # reusable intermediate buffers (see _execute_items)
 
     def __call__(self, *arrays):
         """Outputs as float64 arrays (a flat concatenation when ``flat``)."""
@@ -313,12 +566,12 @@ class _Plan:
             return res
         feeds = {i: np.asarray(a, dtype=np.float64).reshape(self.g.shape[i])
                  for i, a in zip(self.inputs, arrays, strict=False)}
-        if self.steps is None:
+        items = self.items
+        if items is None:
             steps = schedule(self.g, self.outputs, feeds)
-            self.items = _fuse(self.g, steps, self.outputs) if self.fuse else \
-                [("node", st) for st in steps]
-            self.steps = steps
-        return _execute_items(self.g, feeds, self.outputs, self.items)
+            items = _compile_items(self.g, steps, self.outputs, self.fuse)
+            self.steps, self.items = steps, items
+        return _execute_items(self.g, feeds, self.outputs, items, self._pool)
 
 
 def _argnums_tuple(argnums, n):

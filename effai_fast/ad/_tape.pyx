@@ -295,14 +295,21 @@ cdef Py_ssize_t _run(const int* code, const int* dst, const int* a, const int* b
 cdef void _run_soa(const int* code, const int* dst, const int* a, const int* b, const int* c,
                    const double* imm, Py_ssize_t n_ops, Py_ssize_t n_slots,
                    const size_t* ins, Py_ssize_t n_x, const double* P, Py_ssize_t n_p,
-                   const int* out_s, const size_t* outs, Py_ssize_t n_out,
+                   const int* out_s, const size_t* outs, const char* acc, Py_ssize_t n_out,
                    const int* red_s, Py_ssize_t n_red, double* PART,
                    Py_ssize_t n_pts, Py_ssize_t B, int n_threads) noexcept nogil:
-    """Like _run, float64, with inputs and outputs as separate contiguous columns."""
+    """Like _run, float64, with inputs and outputs as separate contiguous columns.
+
+    ``outs[i]`` is stored to, or added to when ``acc[i]`` (in-place adjoint
+    accumulation: the caller runs accumulating sweeps on one thread, since two
+    outputs may add into overlapping ranges of one buffer).
+    """
     cdef Py_ssize_t n_blocks = (n_pts + B - 1) // B
     cdef Py_ssize_t blk, p0, nb, i, j
     cdef double* v = NULL
-    cdef double pv, acc
+    cdef double* o
+    cdef const double* src
+    cdef double pv, acc_
     with parallel(num_threads=n_threads):
         v = <double*>malloc(n_slots * B * sizeof(double))
         for blk in prange(n_blocks, schedule="static"):
@@ -318,13 +325,35 @@ cdef void _run_soa(const int* code, const int* dst, const int* a, const int* b, 
                     v[(n_x + i) * B + j] = pv
             sweep_block(code, dst, a, b, c, imm, n_ops, v, B, nb, False)
             for i in range(n_out):
-                memcpy((<double*>outs[i]) + p0, v + out_s[i] * B, nb * sizeof(double))
+                o = (<double*>outs[i]) + p0
+                src = v + out_s[i] * B
+                if acc[i]:
+                    for j in range(nb):
+                        o[j] = o[j] + src[j]
+                else:
+                    memcpy(o, src, nb * sizeof(double))
             for i in range(n_red):
-                acc = 0
+                acc_ = 0
                 for j in range(nb):
-                    acc = acc + v[red_s[i] * B + j]
-                PART[blk * n_red + i] = acc
+                    acc_ = acc_ + v[red_s[i] * B + j]
+                PART[blk * n_red + i] = acc_
         free(v)
+
+
+cdef int _get_column(object arr, Py_buffer* view, bint writable, Py_ssize_t off,
+                     Py_ssize_t n, size_t* ptr) except -1:
+    """Acquire a C-contiguous float64 buffer holding ``[off, off + n)``; set ``ptr``."""
+    cdef int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT
+    if writable:
+        flags |= PyBUF_WRITABLE
+    PyObject_GetBuffer(arr, view, flags)
+    if (view.itemsize != 8 or view.format == NULL or view.format[0] != b'd'
+            or view.format[1] != 0 or off < 0 or off + n > view.len // 8):
+        PyBuffer_Release(view)
+        raise ValueError("Program.run_columns: arrays must be C-contiguous float64 "
+                         "holding [offset, offset + n)")
+    ptr[0] = <size_t>((<double*>view.buf) + off)
+    return 0
 
 
 cdef class Program:
@@ -433,31 +462,30 @@ cdef class Program:
         return None
 
     def run_columns(self, list inputs, const double[::1] P, list outputs, int n_threads,
-                    double[:, ::1] PART=None):
-        """float64 sweep with per-point inputs and outputs as separate 1-D arrays.
+                    double[:, ::1] PART=None, Py_ssize_t n=-1, in_offsets=None,
+                    out_offsets=None, accumulate=None):
+        """float64 sweep with per-point inputs and outputs as separate columns.
 
         Used by the array-level executor to run a fused elementwise group with the
-        array's elements as the points.  ``inputs`` (``n_x`` arrays) and
-        ``outputs`` (``n_outputs`` arrays) must be C-contiguous float64 of one
-        common length; the caller keeps them alive and validated.  Reduced
-        outputs go to ``PART (n_blocks, n_reduced)`` as in :meth:`run`.
+        array's elements as the points.  Column ``i`` of the inputs is
+        ``inputs[i]`` (any C-contiguous float64 buffer) from element
+        ``in_offsets[i]`` (default 0) on, for ``n`` points (default: the length
+        of the first output, else of the first input); likewise the outputs,
+        which are stored to, or added to where ``accumulate[i]`` is true (such a
+        sweep runs on one thread: accumulated ranges may overlap).  Reduced
+        outputs go to ``PART (n_blocks, n_reduced)`` as in :meth:`run`.  The
+        caller keeps inputs and outputs from overlapping.
         """
-        cdef Py_ssize_t n = (outputs[0].shape[0] if outputs else
-                             (inputs[0].shape[0] if inputs else 0))
-        if len(inputs) != self.n_x or len(outputs) != self.n_out or P.shape[0] != self.n_p:
+        cdef Py_ssize_t n_x = len(inputs), n_o = len(outputs), i, n_acc = 0
+        if n_x != self.n_x or n_o != self.n_out or P.shape[0] != self.n_p:
             raise ValueError("Program.run_columns: wrong number of arrays")
-        for arr in inputs + outputs:
-            if arr.dtype != np.float64 or arr.ndim != 1 or arr.shape[0] != n \
-                    or not arr.flags.c_contiguous:
-                raise ValueError("Program.run_columns: arrays must be 1-D contiguous float64 "
-                                 "of one length")
-        for arr in outputs:
-            if not arr.flags.writeable:
-                raise ValueError("Program.run_columns: outputs must be writeable")
-        cdef size_t[::1] ip = np.array([arr.ctypes.data for arr in inputs] or [0], dtype=np.uintp)
-        cdef size_t[::1] op = np.array([arr.ctypes.data for arr in outputs] or [0],
-                                       dtype=np.uintp)
-        cdef const double* pp = &P[0] if P.shape[0] else NULL
+        if n < 0:
+            if n_o:
+                n = len(outputs[0])
+            elif n_x:
+                n = len(inputs[0])
+            else:
+                n = 0
         cdef Py_ssize_t n_blocks = (n + self.block - 1) // self.block
         cdef double* partp = NULL
         if self.n_red:
@@ -466,10 +494,40 @@ cdef class Program:
             partp = &PART[0, 0] if n_blocks else NULL
         if n == 0:
             return
-        with nogil:
-            _run_soa(self._code, self._dst, self._a, self._b, self._c, self._imm, self.n_ops,
-                     self.n_slots, &ip[0], self.n_x, pp, self.n_p, self._out, &op[0],
-                     self.n_out, self._red, self.n_red, partp, n, self.block, n_threads)
+        cdef const double* pp = &P[0] if P.shape[0] else NULL
+        cdef Py_buffer* views = <Py_buffer*>malloc((n_x + n_o + 1) * sizeof(Py_buffer))
+        cdef size_t* ptrs = <size_t*>malloc((n_x + n_o + 1) * sizeof(size_t))
+        cdef char* acc = <char*>malloc(n_o + 1)
+        cdef Py_ssize_t held = 0
+        if views == NULL or ptrs == NULL or acc == NULL:
+            free(views)
+            free(ptrs)
+            free(acc)
+            raise MemoryError()
+        try:
+            for i in range(n_x):
+                _get_column(inputs[i], &views[held], False,
+                            0 if in_offsets is None else in_offsets[i], n, &ptrs[i])
+                held += 1
+            for i in range(n_o):
+                _get_column(outputs[i], &views[held], True,
+                            0 if out_offsets is None else out_offsets[i], n, &ptrs[n_x + i])
+                held += 1
+                acc[i] = 0 if accumulate is None or not accumulate[i] else 1
+                n_acc += acc[i]
+            if n_acc:
+                n_threads = 1
+            with nogil:
+                _run_soa(self._code, self._dst, self._a, self._b, self._c, self._imm,
+                         self.n_ops, self.n_slots, ptrs, self.n_x, pp, self.n_p, self._out,
+                         ptrs + n_x, acc, self.n_out, self._red, self.n_red, partp, n,
+                         self.block, n_threads)
+        finally:
+            for i in range(held):
+                PyBuffer_Release(&views[i])
+            free(views)
+            free(ptrs)
+            free(acc)
 
     def run1(self, const double[::1] x, const double[::1] p):
         """One point, float64, no threads.
