@@ -292,3 +292,46 @@ def test_row_transposition_edges(n_in, rng):
         w = np.arange(1, n_in + 1)
         np.testing.assert_allclose(v, (X * X * w).sum(axis=1), rtol=1e-14)
         np.testing.assert_array_equal(G, 2 * X * w)
+
+
+@pytest.mark.parametrize("wrt, reduce", [("inputs", True), ("params", False), ("all", True),
+                                         ("all", False)])
+def test_soa_layout_equals_transposed_rows(rng, dtype, n_threads, wrt, reduce):
+    """layout="soa" writes the per-point gradients as (k, n_points), bit for bit the
+    transpose of the default (n_points, k) rows, at any thread count."""
+    X, p = hill_data(rng, 1000 + 37)    # a partial last block
+    X, p = X.astype(dtype), p.astype(dtype)
+    tape = ad.trace(hill_point, 2, 4)
+    v1, g1 = tape.value_and_grad(X, p, wrt=wrt, reduce=reduce, n_threads=n_threads)
+    v2, g2 = tape.value_and_grad(X, p, wrt=wrt, reduce=reduce, n_threads=n_threads,
+                                 layout="soa")
+    np.testing.assert_array_equal(v1, v2)
+    g1 = g1 if isinstance(g1, tuple) else (g1,)
+    g2 = g2 if isinstance(g2, tuple) else (g2,)
+    for a, b in zip(g1, g2, strict=True):
+        assert b.dtype == dtype
+        if a.ndim == 2:
+            assert b.shape == a.shape[::-1] and b.flags.c_contiguous
+            np.testing.assert_array_equal(b, a.T)
+        else:
+            np.testing.assert_array_equal(b, a)
+    if wrt == "params":
+        buf = np.empty((4, X.shape[0]), dtype=dtype)
+        _, g3 = tape.value_and_grad(X, p, wrt="params", reduce=False, layout="soa",
+                                    grad_out=buf, n_threads=n_threads)
+        assert g3 is buf
+        np.testing.assert_array_equal(buf, g1[0].T)
+        with pytest.raises(ValueError, match="grad_out"):
+            tape.value_and_grad(X, p, wrt="params", reduce=False, layout="soa",
+                                grad_out=np.empty((X.shape[0], 4), dtype=dtype))
+
+
+def test_soa_layout_custom_primitive_fallback(rng):
+    sq = ad.primitive(lambda x: x * x, vjp=lambda g, out, x: (2 * x * g,))
+    tape = ad.trace(lambda x: sq(x[0]) + 3.0 * x[1], 2)
+    X = rng.normal(size=(9, 2))
+    _, g1 = tape.value_and_grad(X)
+    _, g2 = tape.value_and_grad(X, layout="soa")
+    np.testing.assert_array_equal(g2, g1.T)
+    with pytest.raises(ValueError, match="layout"):
+        tape.value_and_grad(X, layout="rows")

@@ -1085,9 +1085,14 @@ class Tape:
                              f"{shape}, got {out.dtype} {out.shape}")
         return out
 
-    def _sweep(self, kind, X, P, nt, outs, debug):
+    def _sweep(self, kind, X, P, nt, outs, debug, soa=False):
         st = self._program(kind, debug)
         if isinstance(st, _ArrayFallback):
+            if soa:   # the fallback fills rows: transpose into the caller's buffer
+                tmp = np.empty(outs[1].shape[::-1], dtype=outs[1].dtype)
+                red = st.run(X, P, [outs[0], tmp])
+                outs[1][...] = tmp.T
+                return red
             return st.run(X, P, outs)
         prog = st.program
         n = X.shape[0]
@@ -1096,7 +1101,7 @@ class Tape:
         part = np.empty((nb, prog.n_reduced))
         o1 = outs[0]
         o2 = outs[1] if len(outs) > 1 else np.empty((n, 0), dtype=X.dtype)
-        bad = prog.run(X, P, o1, o2, part, nt, debug)
+        bad = prog.run(X, P, o1, o2, part, nt, debug, soa)
         if bad is not None:
             blk, k = bad
             raise FloatingPointError(
@@ -1127,7 +1132,7 @@ class Tape:
         return out
 
     def value_and_grad(self, X, params=None, wrt="inputs", *, reduce=True, n_threads=None,
-                       out=None, grad_out=None, debug=False):
+                       out=None, grad_out=None, layout="aos", debug=False):
         """Values and gradients at every row of ``X`` (one forward+reverse sweep).
 
         Parameters
@@ -1145,31 +1150,46 @@ class Tape:
             does not depend on ``n_threads``).
         out, grad_out : ndarray, optional
             Buffers for the values and the per-point gradient.
+        layout : {"aos", "soa"}, default="aos"
+            Layout of per-point gradients: ``"aos"`` gives ``(n_points, k)`` (one
+            row per point), ``"soa"`` gives ``(k, n_points)`` (one row per input or
+            parameter), which is how the sweep holds them: it is written without a
+            transpose, and is the layout a least-squares solver wants for ``J.T``.
         """
         if wrt not in _WRT:
             raise ValueError(f"wrt must be one of {_WRT}, got {wrt!r}")
+        if layout not in ("aos", "soa"):
+            raise ValueError(f"layout must be 'aos' or 'soa', got {layout!r}")
+        soa = layout == "soa"
+
+        def gshape(k):
+            return (k, n) if soa else (n, k)
+
         if wrt != "inputs" and self.n_params == 0:
             raise ValueError(f"wrt={wrt!r} but the tape has no parameters")
         X, P, nt = self._check(X, params, n_threads)
         n, dt = X.shape[0], X.dtype
         out = self._outbuf(out, (n,), dt, "out")
         if wrt == "inputs":
-            gout = self._outbuf(grad_out, (n, self.n_inputs), dt, "grad_out")
-            self._sweep("inputs", X, P, nt, [out.reshape(n, 1), gout], debug)
+            gout = self._outbuf(grad_out, gshape(self.n_inputs), dt, "grad_out")
+            self._sweep("inputs", X, P, nt, [out.reshape(n, 1), gout], debug, soa)
             return out, gout
         if wrt == "params":
             if reduce:
                 red = self._sweep("params", X, P, nt, [out.reshape(n, 1)], debug)
                 return out, red.astype(dt)
-            gout = self._outbuf(grad_out, (n, self.n_params), dt, "grad_out")
-            self._sweep("params_pp", X, P, nt, [out.reshape(n, 1), gout], debug)
+            gout = self._outbuf(grad_out, gshape(self.n_params), dt, "grad_out")
+            self._sweep("params_pp", X, P, nt, [out.reshape(n, 1), gout], debug, soa)
             return out, gout
-        gx = self._outbuf(grad_out, (n, self.n_inputs), dt, "grad_out")
+        gx = self._outbuf(grad_out, gshape(self.n_inputs), dt, "grad_out")
         if reduce:
-            red = self._sweep("all", X, P, nt, [out.reshape(n, 1), gx], debug)
+            red = self._sweep("all", X, P, nt, [out.reshape(n, 1), gx], debug, soa)
             return out, (gx, red.astype(dt))
-        both = np.empty((n, self.n_inputs + self.n_params), dtype=dt)
-        self._sweep("all_pp", X, P, nt, [out.reshape(n, 1), both], debug)
+        both = np.empty(gshape(self.n_inputs + self.n_params), dtype=dt)
+        self._sweep("all_pp", X, P, nt, [out.reshape(n, 1), both], debug, soa)
+        if soa:   # rows: both halves are contiguous already
+            gx[...] = both[:self.n_inputs]
+            return out, (gx, both[self.n_inputs:])
         gx[...] = both[:, :self.n_inputs]
         return out, (gx, np.ascontiguousarray(both[:, self.n_inputs:]))
 

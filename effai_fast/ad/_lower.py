@@ -221,6 +221,12 @@ class _Builder:
                     return self.emit("mulc", self.args[p], k1 * k)
         return self.emit("mulc", (x,), k)
 
+    def _neg_arg(self, r):
+        """``y`` if SSA value ``r`` is ``neg(y)``, else None."""
+        if r >= self.n_in and self.code[r - self.n_in] == "neg":
+            return self.args[r - self.n_in][0]
+        return None
+
     def materialize(self, r):
         return r if r >= 0 else self.emit("const", (), self.cval(r))
 
@@ -282,6 +288,15 @@ class _Builder:
             if name == "mul":
                 return self.mulc(y, k)
             return self.emit(_CV[name], (y,), k)
+        if name in ("add", "sub"):
+            # x + (-y) == x - y and x - (-y) == x + y exactly (IEEE subtraction is the
+            # addition of the negation): the adjoint of ``a - b`` stops costing a neg
+            ny = self._neg_arg(y)
+            if ny is not None:
+                return self.op("sub" if name == "add" else "add", x, ny)
+            nx = self._neg_arg(x) if name == "add" else None
+            if nx is not None:
+                return self.op("sub", y, nx)
         if name == "gt":
             return self.emit("lt", (y, x))
         if name == "ge":

@@ -26,7 +26,8 @@ class Program:
     def __init__(self, code: Any, dst: Any, a: Any, b: Any, c: Any, imm: Any, n_slots: int,
                  n_x: int, n_p: int, out_slots: Any, red_slots: Any, block: int) -> None: ...
     def run(self, X: np.ndarray, P: np.ndarray, OUT: np.ndarray, OUT2: np.ndarray,
-            PART: np.ndarray, n_threads: int, debug: bool = ...) -> tuple[int, int] | None: ...
+            PART: np.ndarray, n_threads: int, debug: bool = ...,
+            soa2: bool = ...) -> tuple[int, int] | None: ...
     def run_columns(self, inputs: list[np.ndarray], P: np.ndarray,
                     outputs: list[np.ndarray], n_threads: int, PART: np.ndarray | None = ...,
                     n: int = ..., in_offsets: Any = ..., out_offsets: Any = ...,

@@ -248,8 +248,13 @@ cdef Py_ssize_t _run(const int* code, const int* dst, const int* a, const int* b
                      const int* out_s, Py_ssize_t n_out, real_t[:, ::1] OUT,
                      Py_ssize_t n_out2, real_t[:, ::1] OUT2,
                      const int* red_s, Py_ssize_t n_red, double[:, ::1] PART,
-                     Py_ssize_t B, int n_threads, bint debug, Py_ssize_t[::1] bad) noexcept nogil:
-    """Sweep all points; returns 0 on success, -1 if scratch could not be allocated."""
+                     Py_ssize_t B, int n_threads, bint debug, Py_ssize_t[::1] bad,
+                     bint soa2=False) noexcept nogil:
+    """Sweep all points; returns 0 on success, -1 if scratch could not be allocated.
+
+    With ``soa2``, ``OUT2`` is ``(n_out2, n_points)``: a block's slot is copied to
+    its row as is (no transpose to row-major points).
+    """
     cdef Py_ssize_t n_pts = X.shape[0]
     cdef Py_ssize_t n_x = X.shape[1]
     cdef Py_ssize_t n_p = P.shape[0]
@@ -269,18 +274,22 @@ cdef Py_ssize_t _run(const int* code, const int* dst, const int* a, const int* b
             if p0 + B < n_pts:
                 effai_prefetch(&X[p0 + B, 0], min(B, n_pts - p0 - B) * n_x * sizeof(real_t), 0)
             bad[blk] = sweep_block(code, dst, a, b, c, imm, n_ops, v, B, nb, debug)
+            if soa2:
+                for k in range(n_out2):
+                    memcpy(&OUT2[k, p0], v + out_s[n_out + k] * B, nb * sizeof(real_t))
             if real_t is double:
                 if n_out:
                     effai_soa_to_aos_d(v, B, out_s, n_out, nb, &OUT[p0, 0], n_out)
-                if n_out2:
+                if n_out2 and not soa2:
                     effai_soa_to_aos_d(v, B, out_s + n_out, n_out2, nb, &OUT2[p0, 0], n_out2)
             else:
                 # row by row: each output row is written once, contiguously
                 for j in range(nb):
                     for k in range(n_out):
                         OUT[p0 + j, k] = v[out_s[k] * B + j]
-                    for k in range(n_out2):
-                        OUT2[p0 + j, k] = v[out_s[n_out + k] * B + j]
+                    if not soa2:
+                        for k in range(n_out2):
+                            OUT2[p0 + j, k] = v[out_s[n_out + k] * B + j]
             for k in range(n_red):
                 s = red_s[k] * B
                 acc = 0
@@ -424,29 +433,33 @@ cdef class Program:
         return self.n_red
 
     def run(self, real_t[:, ::1] X, const real_t[::1] P, real_t[:, ::1] OUT,
-            real_t[:, ::1] OUT2, double[:, ::1] PART, int n_threads, bint debug=False):
+            real_t[:, ::1] OUT2, double[:, ::1] PART, int n_threads, bint debug=False,
+            bint soa2=False):
         """Sweep all rows of ``X``; returns the (block, op) of the first bad op or None.
 
         ``X (n, n_x)``, ``P (n_p,)``; the per-point outputs go to the columns of
-        ``OUT (n, k1)`` then ``OUT2 (n, k2)`` with ``k1 + k2 = n_outputs``;
-        ``PART (n_blocks, n_reduced)`` receives the per-block sums of the reduced
-        outputs (sum it over axis 0, in order).
+        ``OUT (n, k1)`` then ``OUT2 (n, k2)`` with ``k1 + k2 = n_outputs`` — or,
+        with ``soa2``, to the rows of ``OUT2 (k2, n)`` (one output per row, as the
+        block holds them: no transpose); ``PART (n_blocks, n_reduced)`` receives
+        the per-block sums of the reduced outputs (sum it over axis 0, in order).
         """
         cdef Py_ssize_t n_blocks = (X.shape[0] + self.block - 1) // self.block
         cdef Py_ssize_t[::1] bad = np.zeros(max(n_blocks, 1), dtype=np.intp)
         cdef Py_ssize_t r
+        cdef Py_ssize_t k2 = OUT2.shape[0] if soa2 else OUT2.shape[1]
+        cdef Py_ssize_t n2 = OUT2.shape[1] if soa2 else OUT2.shape[0]
         if X.shape[0] == 0:
             return None
         if X.shape[1] != self.n_x or P.shape[0] != self.n_p \
-                or OUT.shape[1] + OUT2.shape[1] != self.n_out \
-                or OUT.shape[0] != X.shape[0] or OUT2.shape[0] != X.shape[0] \
+                or OUT.shape[1] + k2 != self.n_out \
+                or OUT.shape[0] != X.shape[0] or n2 != X.shape[0] \
                 or PART.shape[0] != n_blocks or PART.shape[1] != self.n_red:
             raise ValueError("Program.run: inconsistent array shapes")
         with nogil:
             r = _run(self._code, self._dst, self._a, self._b, self._c, self._imm, self.n_ops,
-                     self.n_slots, X, P, self._out, OUT.shape[1], OUT, OUT2.shape[1], OUT2,
+                     self.n_slots, X, P, self._out, OUT.shape[1], OUT, k2, OUT2,
                      self._red, self.n_red,
-                     PART, self.block, n_threads, debug, bad)
+                     PART, self.block, n_threads, debug, bad, soa2)
         cdef Py_ssize_t blk, first = -1
         cdef bint oom = False
         with nogil:
