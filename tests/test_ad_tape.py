@@ -335,3 +335,20 @@ def test_soa_layout_custom_primitive_fallback(rng):
     np.testing.assert_array_equal(g2, g1.T)
     with pytest.raises(ValueError, match="layout"):
         tape.value_and_grad(X, layout="rows")
+
+
+@pytest.mark.parametrize("n", [10, 60])
+def test_schedule_keeps_few_slots(rng, n, n_threads):
+    """The list schedule interleaves the reverse sweep with the forward one: a
+    value+gradient block needs about n + a few slots (not one per forward value), and
+    reordering changes no result bit (the debug program keeps the recorded order)."""
+    tape = ad.trace(rosen, n)
+    assert tape._program("value").program.n_slots <= n + 4
+    assert tape._program("inputs").program.n_slots <= n + 10
+    X = rng.uniform(-1, 1, size=(200, n))
+    v, g = tape.value_and_grad(X, n_threads=n_threads)
+    vd, gd = tape.value_and_grad(X, n_threads=n_threads, debug=True)
+    np.testing.assert_array_equal(g, gd)
+    np.testing.assert_array_equal(v, vd)
+    np.testing.assert_allclose(g, np.array([so.rosen_der(r) for r in X]), rtol=1e-13,
+                               atol=1e-11)
