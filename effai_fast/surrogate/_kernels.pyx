@@ -64,7 +64,8 @@ cdef extern from "_simd.h" nogil:
     int EFFAI_SUR_HAVE_FUSED
     int FUSED_ROWS "EFFAI_SUR_ROWS"
     int FUSED_LANES "EFFAI_SUR_VW"
-    void effai_sur_fused_se_d(const double *u, const double *hx, const double *ztp,
+    int effai_sur_fused_impl()
+    void effai_sur_fused_se_d(int impl, const double *u, const double *hx, const double *ztp,
                               const double *hzp, const double *wp, int nv, int d,
                               double *acc)
     double effai_sur_dot_d(const double *a, const double *b, int n)
@@ -208,7 +209,9 @@ cdef void kernel_sum_fused(
     cdef Py_ssize_t m = X.shape[0], blk, nblocks, i, j
     cdef int d = <int>X.shape[1], n = <int>ZT.shape[1], nv, r, k, rows
     cdef bint has_poly = poly.shape[0] == d
-    cdef double c = 0.5 if kind == KIND_SE else 1.0
+    # the exponent in base 2 (the kernel computes 2^e): log2(e) folded into c
+    cdef double c = (0.5 if kind == KIND_SE else 1.0) * 1.4426950408889634
+    cdef int impl = effai_sur_fused_impl()
     cdef double *ztp
     cdef double *hzp
     cdef double *wp
@@ -254,7 +257,7 @@ cdef void kernel_sum_fused(
                         u[r * d + k] = 0
                 hx[r] = -c * q
                 pv[r] = pq
-            effai_sur_fused_se_d(u, hx, ztp, hzp, wp, nv, d, acc)
+            effai_sur_fused_se_d(impl, u, hx, ztp, hzp, wp, nv, d, acc)
             for r in range(rows):
                 out[blk * FUSED_ROWS + r] = offset + acc[r] + pv[r]
         free(u)
