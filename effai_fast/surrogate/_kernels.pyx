@@ -80,7 +80,7 @@ cdef enum:
     BLOCK_MLP = 128
 
 __all__ = ["py_kernel_sum", "py_kernel_sum_direct", "py_kernel_sum_var", "py_mlp_forward",
-           "KINDS"]
+           "KINDS", "py_kernel_sum_fused", "have_avx2"]
 
 KINDS = {
     "se": KIND_SE, "matern32": KIND_MATERN32, "matern52": KIND_MATERN52,
@@ -202,6 +202,7 @@ cdef void kernel_sum_fused(
     int kind,
     double[::1] out,
     int n_threads,
+    int impl=-1,                     # -1: AVX2+FMA if the CPU has it, 0: generic C
 ) noexcept nogil:
     """kernel_sum for the exp(-c s) kernels in float64 through effai_sur_fused_se_d:
     the training data are packed once per call (O(n d)), then each block of
@@ -211,7 +212,8 @@ cdef void kernel_sum_fused(
     cdef bint has_poly = poly.shape[0] == d
     # the exponent in base 2 (the kernel computes 2^e): log2(e) folded into c
     cdef double c = (0.5 if kind == KIND_SE else 1.0) * 1.4426950408889634
-    cdef int impl = effai_sur_fused_impl()
+    if impl < 0:
+        impl = effai_sur_fused_impl()
     cdef double *ztp
     cdef double *hzp
     cdef double *wp
@@ -479,6 +481,28 @@ def py_kernel_sum_direct(const floating[:, ::1] X, const floating[::1] center,
     with nogil:
         kernel_sum_direct(X, center, inv_scale, ZT, weights, poly, <floating>offset, kind,
                           out, n_threads)
+
+
+def py_kernel_sum_fused(const double[:, ::1] X, const double[::1] center,
+                        const double[::1] inv_scale, const double[:, ::1] ZT,
+                        const double[::1] weights, const double[::1] poly, double offset,
+                        int kind, double[::1] out, int n_threads, int impl=-1):
+    """The fused float64 SE/Gaussian kernel with a chosen inner loop (tests): impl -1 the
+    fastest for this CPU, 0 the generic C (vector extensions), 1 AVX2+FMA intrinsics."""
+    if impl not in (-1, 0, 1):
+        raise ValueError(f"impl must be -1, 0 or 1, got {impl}")
+    if impl == 1 and not effai_sur_fused_impl():
+        raise ValueError("impl=1: this CPU has no AVX2+FMA")
+    if kind != KIND_SE and kind != KIND_GAUSSIAN:
+        raise ValueError("the fused kernel is for kind 'se' or 'gaussian'")
+    with nogil:
+        kernel_sum_fused(X, center, inv_scale, ZT, weights, poly, offset, kind, out,
+                         n_threads, impl)
+
+
+def have_avx2():
+    """Whether the AVX2+FMA fused GP kernel runs on this CPU."""
+    return bool(effai_sur_fused_impl())
 
 
 def py_kernel_sum_var(const floating[:, ::1] X, const floating[::1] center,
