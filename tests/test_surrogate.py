@@ -431,3 +431,37 @@ def test_expected_improvement_against_integral(rng):
     assert expected_improvement(3.0, 0.0, 2.0) == 0.0
     assert upper_confidence_bound(1.0, 0.5, beta=2, maximize=True) == 2.0
     assert upper_confidence_bound(1.0, 0.5, beta=2) == 0.0
+
+
+@pytest.mark.parametrize("kind", ["se", "gaussian"])
+def test_fused_kernel_generic_and_avx2_loops_agree(kind, n_threads, rng):
+    """Both inner loops of the fused kernel (generic C vector extensions and, where the
+    CPU has it, AVX2+FMA intrinsics) against the direct form, including exponents far
+    below the clamp (the 2^-1020 floor must add nothing visible)."""
+    for n, d, m in ((1, 1, 3), (6, 13, 9), (203, 10, 131)):
+        centres = rng.standard_normal((n, d)) * 2
+        ZT = np.ascontiguousarray(centres.T)
+        w = rng.standard_normal(n) * 1e3
+        X = rng.standard_normal((m, d)) * 2
+        X[0] = centres[0]
+        X[-1] = centres[-1] + 100.0          # exponent << -1020: the prior mean
+        ref = np.empty(m)
+        _kernels.py_kernel_sum_direct(X, np.zeros(d), np.ones(d), ZT, w, np.empty(0), 0.3,
+                                      _kernels.KINDS[kind], ref, 1)
+        impls = [0, -1] + ([1] if _kernels.have_avx2() else [])
+        outs = []
+        for impl in impls:
+            out = np.empty(m)
+            _kernels.py_kernel_sum_fused(X, np.zeros(d), np.ones(d), ZT, w, np.empty(0), 0.3,
+                                         _kernels.KINDS[kind], out, n_threads, impl)
+            np.testing.assert_allclose(out, ref, rtol=0, atol=1e-13 * (np.abs(w).sum() + 1))
+            assert out[-1] == 0.3
+            outs.append(out)
+        # one thread or two: the same bits
+        again = np.empty(m)
+        _kernels.py_kernel_sum_fused(X, np.zeros(d), np.ones(d), ZT, w, np.empty(0), 0.3,
+                                     _kernels.KINDS[kind], again, 3 - n_threads, -1)
+        np.testing.assert_array_equal(again, outs[1])
+    with pytest.raises(ValueError, match="impl"):
+        _kernels.py_kernel_sum_fused(X, np.zeros(d), np.ones(d), ZT, w, np.empty(0), 0.3,
+                                     _kernels.KINDS[kind], out, 1, 5)

@@ -295,7 +295,7 @@ cdef inline void _bspline4(double t, int K, int* i0, double* w) noexcept nogil:
     cdef double s, s2, s3, r
     cdef int nint = K - 3
     cdef int i
-    if t < 0:
+    if not t > 0:               # also NaN: the index stays in range
         t = 0
     elif t > nint:
         t = nint
@@ -369,13 +369,125 @@ cdef inline void _main_block(
     cdef const double* c
     for q in range(nb):
         t = (<double>x[q * d + f] - lo) * ih
-        t = 0.0 if t < 0.0 else t
+        t = t if t > 0.0 else 0.0   # NaN -> 0: the index stays in range
         t = hi if t > hi else t
         i = <int>t
         i = nint - 1 if i > nint - 1 else i
         s = t - i
         c = pp + 4 * i
         acc[q] += c[0] + s * (c[1] + s * (c[2] + s * c[3]))
+
+
+cdef extern from "_simd.h" nogil:
+    int effai_add_have_avx2()
+    double* effai_add_align64(void* raw)
+    void effai_add_main_d(int impl, const double* X, Py_ssize_t d, Py_ssize_t nb, Py_ssize_t M,
+                          const int32_t* feat, const double* map, int nint, const double* pp,
+                          double* acc)
+    void effai_add_main_f(int impl, const float* X, Py_ssize_t d, Py_ssize_t nb, Py_ssize_t M,
+                          const int32_t* feat, const double* map, int nint, const double* pp,
+                          double* acc)
+    int effai_add_nonfinite_d(int impl, const double* p, Py_ssize_t n)
+    int effai_add_nonfinite_f(int impl, const float* p, Py_ssize_t n)
+
+
+cdef int _spline_forward(
+    const floating[:, ::1] X,        # IN (n, d)
+    const int32_t[::1] main_feat,    # IN (M,) feature of each main-effect unit
+    const double[:, ::1] main_coef,  # IN (M, K)
+    const double[:, ::1] main_map,   # IN (M, 2) lo and 1/h of each unit's knots
+    const int32_t[:, ::1] pair_feat,  # IN (Q, 2)
+    const double[:, ::1] pair_coef,  # IN (Q, K2*K2)
+    const double[:, ::1] pair_map,   # IN (Q, 4) lo_a, 1/h_a, lo_b, 1/h_b
+    int K2,
+    double bias,
+    floating[::1] out,               # OUT (n,)
+    int n_threads,
+    int impl,                        # 0 fastest available, 1 portable C, 2 reference (Cython)
+    int check,                       # 1: also test every value of X for NaN/inf
+    int* nonfinite,                  # OUT 1 when check and X has a NaN or an infinity
+) noexcept nogil:
+    """Evaluate the B-spline additive model (M or Q may be 0).
+
+    Main effects: each unit's B-spline is converted once per call to power
+    form (``(K-3) x 4`` doubles, a few kB, rows 32-byte aligned), then blocks
+    of ``_SBLOCK`` points are evaluated by the C loop of ``_simd.h`` (4
+    points per AVX2 register, all units summed in a register, one aligned
+    load per point and unit for the interval's 4 coefficients) or, with
+    ``impl=2``, by the reference Cython loop ``_main_block`` (units outer,
+    scalar).  Pairs: per point, tensor-product de Boor weights.  Each point
+    is summed by one thread in unit order: results do not depend on the
+    thread count.  Returns -1 when scratch cannot be allocated.
+    """
+    cdef Py_ssize_t n = X.shape[0], d = X.shape[1]
+    cdef Py_ssize_t M = main_feat.shape[0], Q = pair_feat.shape[0]
+    cdef int K = <int>main_coef.shape[1], nint = K - 3
+    cdef Py_ssize_t n_blocks = (n + _SBLOCK - 1) // _SBLOCK, blk, q0, nb, q, u
+    cdef void* pp_raw
+    cdef double* pp
+    cdef double* mp
+    cdef double* acc
+    cdef int failed = 0, bad = 0, cimpl
+    cdef int* failp = &failed
+    cdef int* badp = &bad
+    nonfinite[0] = 0
+    if n == 0:
+        return 0
+    if impl == 0:
+        cimpl = 1 if effai_add_have_avx2() else 0
+    elif impl == 1:
+        cimpl = 0
+    else:
+        cimpl = -1
+    pp_raw = malloc(sizeof(double) * (4 * nint * M + 2 * M + 1) + 64)
+    if pp_raw == NULL:
+        return -1
+    pp = effai_add_align64(pp_raw)
+    mp = pp + 4 * nint * M
+    for u in range(M):
+        _spline_pp(&main_coef[u, 0], K, pp + 4 * nint * u)
+        mp[2 * u] = main_map[u, 0]
+        mp[2 * u + 1] = main_map[u, 1]
+    with parallel(num_threads=n_threads):
+        acc = <double*>malloc(sizeof(double) * _SBLOCK)
+        if acc == NULL:
+            failp[0] = 1
+        else:
+            for blk in prange(n_blocks, schedule="static"):
+                q0 = blk * _SBLOCK
+                nb = n - q0
+                if nb > _SBLOCK:
+                    nb = _SBLOCK
+                if check:
+                    if floating is double:
+                        if effai_add_nonfinite_d(cimpl, &X[q0, 0], nb * d):
+                            badp[0] = 1
+                    else:
+                        if effai_add_nonfinite_f(cimpl, &X[q0, 0], nb * d):
+                            badp[0] = 1
+                for q in range(nb):
+                    acc[q] = bias
+                if M > 0:
+                    if cimpl < 0:
+                        for u in range(M):
+                            _main_block(&X[q0, 0], d, nb, main_feat[u], main_map[u, 0],
+                                        main_map[u, 1], nint, pp + 4 * nint * u, acc)
+                    elif floating is double:
+                        effai_add_main_d(cimpl, &X[q0, 0], d, nb, M, &main_feat[0], mp, nint,
+                                         pp, acc)
+                    else:
+                        effai_add_main_f(cimpl, &X[q0, 0], d, nb, M, &main_feat[0], mp, nint,
+                                         pp, acc)
+                if Q > 0:
+                    for q in range(nb):
+                        acc[q] += _pair_terms(&X[q0 + q, 0], Q, K2, &pair_feat[0, 0],
+                                              &pair_coef[0, 0], &pair_map[0, 0])
+                for q in range(nb):
+                    out[q0 + q] = <floating>acc[q]
+            free(acc)
+    free(pp_raw)
+    nonfinite[0] = bad
+    return -1 if failed else 0
 
 
 cdef int spline_forward_c(
@@ -391,55 +503,12 @@ cdef int spline_forward_c(
     floating[::1] out,               # OUT (n,)
     int n_threads,
 ) noexcept nogil:
-    """Evaluate the B-spline additive model (M or Q may be 0).
-
-    Main effects: each unit's B-spline is converted once per call to power
-    form (``(K-3) x 4`` doubles, a few kB), then evaluated unit by unit over
-    blocks of ``_SBLOCK`` points (one interval lookup and a Horner step per
-    point: the loop has no branches and the arithmetic vectorises).  Pairs:
-    per point, tensor-product de Boor weights.  Each point is summed by one
-    thread in unit order: results do not depend on the thread count.
-    Returns -1 when scratch cannot be allocated.
-    """
-    cdef Py_ssize_t n = X.shape[0], d = X.shape[1]
-    cdef Py_ssize_t M = main_feat.shape[0], Q = pair_feat.shape[0]
-    cdef int K = <int>main_coef.shape[1], nint = K - 3
-    cdef Py_ssize_t n_blocks = (n + _SBLOCK - 1) // _SBLOCK, blk, q0, nb, q, u
-    cdef double* pp
-    cdef double* acc
-    cdef int failed = 0
-    cdef int* failp = &failed
-    if n == 0:
-        return 0
-    pp = <double*>malloc(sizeof(double) * (4 * nint * M + 1))
-    if pp == NULL:
-        return -1
-    for u in range(M):
-        _spline_pp(&main_coef[u, 0], K, pp + 4 * nint * u)
-    with parallel(num_threads=n_threads):
-        acc = <double*>malloc(sizeof(double) * _SBLOCK)
-        if acc == NULL:
-            failp[0] = 1
-        else:
-            for blk in prange(n_blocks, schedule="static"):
-                q0 = blk * _SBLOCK
-                nb = n - q0
-                if nb > _SBLOCK:
-                    nb = _SBLOCK
-                for q in range(nb):
-                    acc[q] = bias
-                for u in range(M):
-                    _main_block(&X[q0, 0], d, nb, main_feat[u], main_map[u, 0],
-                                main_map[u, 1], nint, pp + 4 * nint * u, acc)
-                if Q > 0:
-                    for q in range(nb):
-                        acc[q] += _pair_terms(&X[q0 + q, 0], Q, K2, &pair_feat[0, 0],
-                                              &pair_coef[0, 0], &pair_map[0, 0])
-                for q in range(nb):
-                    out[q0 + q] = <floating>acc[q]
-            free(acc)
-    free(pp)
-    return -1 if failed else 0
+    """Evaluate the B-spline additive model with the fastest main-effect loop
+    (see ``_spline_forward``); X must be finite.  Returns -1 when scratch
+    cannot be allocated."""
+    cdef int nonfinite = 0
+    return _spline_forward(X, main_feat, main_coef, main_map, pair_feat, pair_coef, pair_map,
+                           K2, bias, out, n_threads, 0, 0, &nonfinite)
 
 
 # ----------------------------------------------------------------- Python API
@@ -469,10 +538,22 @@ def spline_forward(const floating[:, ::1] X, const int32_t[::1] main_feat,
                    const double[:, ::1] main_coef, const double[:, ::1] main_map,
                    const int32_t[:, ::1] pair_feat, const double[:, ::1] pair_coef,
                    const double[:, ::1] pair_map, int K2, double bias, floating[::1] out,
-                   int n_threads):
-    cdef int rc
+                   int n_threads, int impl=0, bint check_finite=False):
+    """Fill ``out``; return True when ``check_finite`` and X holds a NaN or an infinity
+    (``out`` is then meaningless but every index stayed in range).  ``impl``: 0 the
+    fastest loop for this CPU, 1 the portable C loop, 2 the reference Cython loop."""
+    cdef int rc, nonfinite = 0
+    if impl < 0 or impl > 2:
+        raise ValueError(f"impl must be 0, 1 or 2, got {impl}")
     with nogil:
-        rc = spline_forward_c(X, main_feat, main_coef, main_map, pair_feat, pair_coef,
-                              pair_map, K2, bias, out, n_threads)
+        rc = _spline_forward(X, main_feat, main_coef, main_map, pair_feat, pair_coef,
+                             pair_map, K2, bias, out, n_threads, impl, check_finite,
+                             &nonfinite)
     if rc:
         raise MemoryError("additive spline forward: out of memory for scratch")
+    return bool(nonfinite)
+
+
+def have_avx2():
+    """Whether the AVX2+FMA main-effect loop runs on this CPU."""
+    return bool(effai_add_have_avx2())

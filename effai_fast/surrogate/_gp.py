@@ -36,6 +36,7 @@ from effai_fast.surrogate._predict import kernel_predict
 __all__ = ["GaussianProcess"]
 
 _KERNELS = ("se", "matern52", "matern32")
+_dger = linalg.blas.dger
 _LOG2PI = np.log(2 * np.pi)
 
 
@@ -99,19 +100,30 @@ def _lml(theta, Z0, y, kind, need_grad):
     lml = -0.5 * y @ alpha - np.log(np.diag(L)).sum() - 0.5 * n * _LOG2PI
     if not need_grad:
         return lml, None
-    Kinv, info = linalg.lapack.dpotri(L, lower=1)
+    Kinv, info = linalg.lapack.dpotri(L, lower=1, overwrite_c=1)
     if info != 0:  # pragma: no cover - L came from a successful Cholesky
         raise linalg.LinAlgError("dpotri failed")
-    Kinv = np.tril(Kinv) + np.tril(Kinv, -1).T
-    W = np.outer(alpha, alpha)
-    W -= Kinv
+    # W = a a^T - K^{-1} with as few n x n passes and temporaries as possible (they, not
+    # the factorisations, were most of an evaluation at n = 1000): dpotri fills the lower
+    # triangle; mirror it, negate, add the outer product in place (BLAS dger on the
+    # Fortran view of the C array: the outer product is symmetric).
+    W = np.tril(Kinv)
+    del Kinv
+    W += np.tril(W, -1).T
+    W *= -1.0
+    Wf = _dger(1.0, alpha, alpha, a=W.T, overwrite_a=1)
+    if not np.shares_memory(Wf, W):  # pragma: no cover - dger copied
+        W = np.ascontiguousarray(Wf.T)
     grad = np.empty(d + 2)
-    grad[0] = 0.5 * s2 * np.einsum("ij,ij->", W, R)
     grad[d + 1] = 0.5 * tau * np.trace(W)
+    if kind != "se":
+        grad[0] = 0.5 * s2 * np.einsum("ij,ij->", W, R)
     M = W
     M *= G
     M *= s2
     rs = M.sum(axis=1)
+    if kind == "se":            # G is R: sum(W o R) is already in rs
+        grad[0] = 0.5 * rs.sum()
     MZ = M @ Z
     grad[1:d + 1] = (Z * Z * rs[:, None]).sum(axis=0) - (Z * MZ).sum(axis=0)
     return lml, grad

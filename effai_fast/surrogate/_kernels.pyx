@@ -64,7 +64,8 @@ cdef extern from "_simd.h" nogil:
     int EFFAI_SUR_HAVE_FUSED
     int FUSED_ROWS "EFFAI_SUR_ROWS"
     int FUSED_LANES "EFFAI_SUR_VW"
-    void effai_sur_fused_se_d(const double *u, const double *hx, const double *ztp,
+    int effai_sur_fused_impl()
+    void effai_sur_fused_se_d(int impl, const double *u, const double *hx, const double *ztp,
                               const double *hzp, const double *wp, int nv, int d,
                               double *acc)
     double effai_sur_dot_d(const double *a, const double *b, int n)
@@ -79,7 +80,7 @@ cdef enum:
     BLOCK_MLP = 128
 
 __all__ = ["py_kernel_sum", "py_kernel_sum_direct", "py_kernel_sum_var", "py_mlp_forward",
-           "KINDS"]
+           "KINDS", "py_kernel_sum_fused", "have_avx2"]
 
 KINDS = {
     "se": KIND_SE, "matern32": KIND_MATERN32, "matern52": KIND_MATERN52,
@@ -201,6 +202,7 @@ cdef void kernel_sum_fused(
     int kind,
     double[::1] out,
     int n_threads,
+    int impl=-1,                     # -1: AVX2+FMA if the CPU has it, 0: generic C
 ) noexcept nogil:
     """kernel_sum for the exp(-c s) kernels in float64 through effai_sur_fused_se_d:
     the training data are packed once per call (O(n d)), then each block of
@@ -208,7 +210,10 @@ cdef void kernel_sum_fused(
     cdef Py_ssize_t m = X.shape[0], blk, nblocks, i, j
     cdef int d = <int>X.shape[1], n = <int>ZT.shape[1], nv, r, k, rows
     cdef bint has_poly = poly.shape[0] == d
-    cdef double c = 0.5 if kind == KIND_SE else 1.0
+    # the exponent in base 2 (the kernel computes 2^e): log2(e) folded into c
+    cdef double c = (0.5 if kind == KIND_SE else 1.0) * 1.4426950408889634
+    if impl < 0:
+        impl = effai_sur_fused_impl()
     cdef double *ztp
     cdef double *hzp
     cdef double *wp
@@ -254,7 +259,7 @@ cdef void kernel_sum_fused(
                         u[r * d + k] = 0
                 hx[r] = -c * q
                 pv[r] = pq
-            effai_sur_fused_se_d(u, hx, ztp, hzp, wp, nv, d, acc)
+            effai_sur_fused_se_d(impl, u, hx, ztp, hzp, wp, nv, d, acc)
             for r in range(rows):
                 out[blk * FUSED_ROWS + r] = offset + acc[r] + pv[r]
         free(u)
@@ -476,6 +481,28 @@ def py_kernel_sum_direct(const floating[:, ::1] X, const floating[::1] center,
     with nogil:
         kernel_sum_direct(X, center, inv_scale, ZT, weights, poly, <floating>offset, kind,
                           out, n_threads)
+
+
+def py_kernel_sum_fused(const double[:, ::1] X, const double[::1] center,
+                        const double[::1] inv_scale, const double[:, ::1] ZT,
+                        const double[::1] weights, const double[::1] poly, double offset,
+                        int kind, double[::1] out, int n_threads, int impl=-1):
+    """The fused float64 SE/Gaussian kernel with a chosen inner loop (tests): impl -1 the
+    fastest for this CPU, 0 the generic C (vector extensions), 1 AVX2+FMA intrinsics."""
+    if impl not in (-1, 0, 1):
+        raise ValueError(f"impl must be -1, 0 or 1, got {impl}")
+    if impl == 1 and not effai_sur_fused_impl():
+        raise ValueError("impl=1: this CPU has no AVX2+FMA")
+    if kind != KIND_SE and kind != KIND_GAUSSIAN:
+        raise ValueError("the fused kernel is for kind 'se' or 'gaussian'")
+    with nogil:
+        kernel_sum_fused(X, center, inv_scale, ZT, weights, poly, offset, kind, out,
+                         n_threads, impl)
+
+
+def have_avx2():
+    """Whether the AVX2+FMA fused GP kernel runs on this CPU."""
+    return bool(effai_sur_fused_impl())
 
 
 def py_kernel_sum_var(const floating[:, ::1] X, const floating[::1] center,
