@@ -51,10 +51,12 @@ Design
 from cython.parallel cimport parallel, prange
 from libc.math cimport INFINITY, NAN, exp, fabs, isfinite, isnan, log, sqrt
 from libc.stdlib cimport free, malloc
+from scipy.special.cython_special cimport fdtrc
 
 from effai_fast.hill._lm cimport (
-    HILL_CONSTANT, HILL_CONVERGED, HILL_FAILED, HILL_FLAT, HILL_NO_CONVERGENCE,
-    HILL_NONFINITE, HILL_NPAR, HILL_AT_INFINITY, HILL_OK, HILL_SINGULAR, HILL_TOO_FEW,
+    HILL_AT_INFINITY, HILL_CONSTANT, HILL_CONVERGED, HILL_FAILED, HILL_FLAT,
+    HILL_NO_CONVERGENCE, HILL_NO_EFFECT, HILL_NONFINITE, HILL_NPAR, HILL_OK, HILL_SINGULAR,
+    HILL_TOO_FEW,
     HillCurveResult, HillOptions,
 )
 
@@ -1111,24 +1113,138 @@ cdef void hill_fit_curve(const double* dose, const double* resp, const double* w
 # batch driver (called from fit.py) and small test hooks
 # ---------------------------------------------------------------------------
 
+# rows of fit_batch's ``fout`` (per-curve float results, one contiguous row each)
+cdef enum:
+    F_RMIN = 0
+    F_RMAX = 1
+    F_EC50 = 2
+    F_N = 3
+    F_LOG_EC50 = 4
+    F_SE_RMIN = 5
+    F_SE_RMAX = 6
+    F_SE_LOG_EC50 = 7
+    F_SE_EC50 = 8
+    F_SE_N = 9
+    F_RSS = 10
+    F_TSS = 11
+    F_LOGLIK = 12
+    F_AIC = 13
+    F_BIC = 14
+    F_R2 = 15
+    F_SIGMA = 16
+    F_FSTAT = 17
+    F_PFLAT = 18
+    F_YMEAN = 19
+    N_FOUT = 20
+
+# rows of fit_batch's ``iout``
+cdef enum:
+    I_N_OBS = 0
+    I_N_PARAMS = 1
+    I_DF = 2
+    I_N_ITER = 3
+    N_IOUT = 4
+
+FOUT_FIELDS = ("rmin", "rmax", "ec50", "n", "log_ec50", "se_rmin", "se_rmax", "se_log_ec50",
+               "se_ec50", "se_n", "rss", "tss", "loglik", "aic", "bic", "r2", "sigma",
+               "f_stat", "p_flat", "ymean")
+IOUT_FIELDS = ("n_obs", "n_params", "df_resid", "n_iter")
+
+cdef double _LOG_2PI = 1.8378770664093453
+
+
+cdef void _finish(HillCurveResult* res, int p, bint label, double flat_alpha,
+                  double* fo, long long* io, double* th_hill) noexcept nogil:
+    """Per-curve summary of a fit (IN res, OUT fo[N_FOUT], io[N_IOUT],
+    th_hill[4]; res.theta / res.cov / status / reason are updated in place):
+    the F test against the flat model (and, with ``label``, a flat label when
+    its p-value exceeds ``flat_alpha``), the flat model for flat curves,
+    log-likelihood, AIC/BIC, R^2, residual SE and standard errors.  Runs in the
+    parallel loop so nothing per curve is left to serial numpy code."""
+    cdef int n_params = p, df, k
+    cdef double rss = res.rss, tss = res.tss, f, pf, nobs, ll, kk
+    for k in range(4):
+        th_hill[k] = res.theta[k]
+    th_hill[2] = exp(res.theta[2])
+    df = res.n_obs - p
+    if df < 0:
+        df = 0
+    f = NAN
+    if df > 0 and p > 1:
+        f = ((tss - rss) / (p - 1)) / (rss / df)
+    pf = NAN
+    if isfinite(f):
+        pf = fdtrc(<double> (p - 1 if p > 1 else 1), <double> (df if df > 1 else 1),
+                   f if f > 0.0 else 0.0)
+    if label and res.status != HILL_FLAT and pf > flat_alpha and isfinite(rss):
+        res.status = HILL_FLAT
+        res.reason = HILL_NO_EFFECT
+    if res.status == HILL_FLAT:
+        res.theta[0] = res.ymean
+        res.theta[1] = res.ymean
+        res.theta[2] = NAN
+        res.theta[3] = 0.0
+        for k in range(16):
+            res.cov[k] = NAN
+        rss = tss
+        n_params = 1
+        df = res.n_obs - 1
+        if df < 0:
+            df = 0
+    nobs = <double> res.n_obs
+    ll = -0.5 * nobs * (_LOG_2PI + log(rss / nobs) + 1.0) + 0.5 * res.sum_logw
+    kk = <double> (n_params + 1)
+    fo[F_RMIN] = res.theta[0]
+    fo[F_RMAX] = res.theta[1]
+    fo[F_EC50] = exp(res.theta[2])
+    fo[F_N] = res.theta[3]
+    fo[F_LOG_EC50] = res.theta[2]
+    fo[F_SE_RMIN] = sqrt(res.cov[0])
+    fo[F_SE_RMAX] = sqrt(res.cov[5])
+    fo[F_SE_LOG_EC50] = sqrt(res.cov[10])
+    fo[F_SE_EC50] = fo[F_EC50] * fo[F_SE_LOG_EC50]
+    fo[F_SE_N] = sqrt(res.cov[15])
+    fo[F_RSS] = rss
+    fo[F_TSS] = tss
+    fo[F_LOGLIK] = ll
+    fo[F_AIC] = -2.0 * ll + 2.0 * kk
+    fo[F_BIC] = -2.0 * ll + log(nobs) * kk
+    fo[F_R2] = 1.0 - rss / tss
+    fo[F_SIGMA] = sqrt(rss / df)
+    fo[F_FSTAT] = f
+    fo[F_PFLAT] = pf
+    fo[F_YMEAN] = res.ymean
+    io[I_N_OBS] = res.n_obs
+    io[I_N_PARAMS] = n_params
+    io[I_DF] = df
+    io[I_N_ITER] = res.n_iter
+
+
 def fit_batch(const floating[:, ::1] dose, const floating[:, ::1] resp,
               const floating[:, ::1] weight, const double[:, ::1] fixed,
               int free_mask, const double[::1] lo, const double[::1] hi, bint canon,
               int se_mode, int max_iter, double ftol, double xtol, double gtol, bint retry,
-              double[:, ::1] theta, double[:, :, ::1] cov, double[:, ::1] stats,
-              int[:, ::1] istats, const double[::1] fskip, int n_threads):
-    """Fit every row of ``resp`` (IN, (n_curves, n_doses)).
+              const double[::1] fskip, bint label, double flat_alpha,
+              double[:, :, ::1] cov, double[:, ::1] fout, long long[:, ::1] iout,
+              double[:, ::1] theta_hill, signed char[::1] status, signed char[::1] reason,
+              int n_threads, int chunk):
+    """Fit every row of ``resp`` (IN, (n_curves, n_doses)) and summarise each fit.
 
     ``dose`` / ``weight`` / ``fixed`` have 1 row (shared) or n_curves rows.
-    OUT: theta (n, 4) as (a, b, log EC50, h); cov (n, 4, 4); stats (n, 4) =
-    rss, tss, sum log w, weighted mean; istats (n, 4) = n_obs, n_iter, status,
-    reason.  Inputs are trusted (validated in fit.py).
+    ``label``: relabel as flat the curves whose F-test p-value exceeds
+    ``flat_alpha``.  OUT: cov (n, 4, 4) of (rmin, rmax, log EC50, n);
+    fout (N_FOUT, n), one row per name in FOUT_FIELDS; iout (N_IOUT, n), rows
+    IOUT_FIELDS; theta_hill (n, 4) the Hill fit (rmin, rmax, EC50, n) even for
+    curves labelled flat; status, reason (n,).  Curves are handed out to the
+    threads in chunks of ``chunk`` (dynamic schedule).  Inputs are trusted
+    (validated in fit.py).
     """
     cdef Py_ssize_t n_curves = resp.shape[0], nd = resp.shape[1]
     cdef Py_ssize_t c, k, rd, rw, rf
     cdef bint dshared = dose.shape[0] == 1
     cdef bint wshared = weight.shape[0] == 1
     cdef bint fshared = fixed.shape[0] == 1
+    cdef int p = 0
     cdef HillOptions opt
     cdef HillCurveResult* res
     cdef double* buf
@@ -1136,10 +1252,16 @@ def fit_batch(const floating[:, ::1] dose, const floating[:, ::1] resp,
     cdef double* rr
     cdef double* ww
     cdef double* work
+    cdef double* fo
+    cdef long long* io
+    if chunk < 1:
+        chunk = 1
     opt.free_mask = free_mask
     for k in range(4):
         opt.lo[k] = lo[k]
         opt.hi[k] = hi[k]
+        if free_mask & (1 << k):
+            p += 1
     opt.canon = canon
     opt.se_mode = se_mode
     opt.max_iter = max_iter
@@ -1149,14 +1271,23 @@ def fit_batch(const floating[:, ::1] dose, const floating[:, ::1] resp,
     opt.retry = retry
     opt.fskip = &fskip[0] if fskip.shape[0] > nd else NULL
     with nogil, parallel(num_threads=n_threads):
-        buf = <double*> malloc(sizeof(double) * (9 * nd + 8))
-        res = <HillCurveResult*> malloc(sizeof(HillCurveResult))
-        if buf != NULL and res != NULL:
+        # one block per thread: curve copies, solver scratch, the result
+        # struct and the per-curve summary (no allocation inside the loop)
+        buf = <double*> malloc(sizeof(double) * (9 * nd + 8 + N_FOUT + N_IOUT)
+                               + sizeof(HillCurveResult))
+        if buf != NULL:
             dd = buf
             rr = buf + nd
             ww = buf + 2 * nd
             work = buf + 3 * nd
-            for c in prange(n_curves, schedule="static", chunksize=16):
+            fo = buf + 9 * nd + 8
+            io = <long long*> (fo + N_FOUT)
+            res = <HillCurveResult*> (io + N_IOUT)
+            # dynamic: curves differ in cost (flat ones stop at once, hard ones
+            # retry) and on a shared machine a thread may be descheduled; each
+            # curve is fitted by the same code whatever thread takes it, so the
+            # results do not depend on the schedule or the thread count
+            for c in prange(n_curves, schedule="dynamic", chunksize=chunk):
                 rd = 0 if dshared else c
                 rw = 0 if wshared else c
                 rf = 0 if fshared else c
@@ -1165,20 +1296,16 @@ def fit_batch(const floating[:, ::1] dose, const floating[:, ::1] resp,
                     rr[k] = resp[c, k]
                     ww[k] = weight[rw, k]
                 hill_fit_curve(dd, rr, ww, nd, &fixed[rf, 0], &opt, work, res)
-                for k in range(4):
-                    theta[c, k] = res.theta[k]
+                _finish(res, p, label, flat_alpha, fo, io, &theta_hill[c, 0])
                 for k in range(16):
                     cov[c, k // 4, k % 4] = res.cov[k]
-                stats[c, 0] = res.rss
-                stats[c, 1] = res.tss
-                stats[c, 2] = res.sum_logw
-                stats[c, 3] = res.ymean
-                istats[c, 0] = res.n_obs
-                istats[c, 1] = res.n_iter
-                istats[c, 2] = res.status
-                istats[c, 3] = res.reason
+                for k in range(N_FOUT):
+                    fout[k, c] = fo[k]
+                for k in range(N_IOUT):
+                    iout[k, c] = io[k]
+                status[c] = <signed char> res.status
+                reason[c] = <signed char> res.reason
         free(buf)
-        free(res)
     return 0
 
 
