@@ -151,7 +151,27 @@ cdef int _chol_solve(double* M, int k, double* rhs) noexcept nogil:
     """Solve M z = rhs in place (M k x k row-major, overwritten by its Cholesky
     factor; rhs by z).  Returns 0, or 1 if M is not positive definite."""
     cdef int i, j, l
-    cdef double sm
+    cdef double sm, l00, l10, l11
+    if k == 2:
+        # the common case (log EC50 and slope), unrolled: the same operations
+        # in the same order as the loops below
+        sm = M[0]
+        if not (sm > 0.0) or not isfinite(sm):
+            return 1
+        l00 = sqrt(sm)
+        l10 = M[2] / l00
+        sm = M[3] - l10 * l10
+        if not (sm > 0.0) or not isfinite(sm):
+            return 1
+        l11 = sqrt(sm)
+        M[0] = l00
+        M[2] = l10
+        M[3] = l11
+        rhs[0] = rhs[0] / l00
+        rhs[1] = (rhs[1] - l10 * rhs[0]) / l11
+        rhs[1] = rhs[1] / l11
+        rhs[0] = (rhs[0] - l10 * rhs[1]) / l00
+        return 0
     for j in range(k):
         sm = M[j * k + j]
         for l in range(j):
