@@ -13,6 +13,7 @@ def fit_batch(
     cov: np.ndarray, fout: np.ndarray, iout: np.ndarray, theta_hill: np.ndarray,
     status: np.ndarray, reason: np.ndarray, n_threads: int, chunk: int,
 ) -> int: ...
+def _fexp_py(x: np.ndarray, out: np.ndarray) -> None: ...
 def _evaluate_py(
     theta: np.ndarray, x: np.ndarray, y: np.ndarray, w: np.ndarray,
     zero_dose: np.ndarray, want: int,
