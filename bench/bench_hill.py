@@ -72,15 +72,65 @@ def _peer(d, y, bounded, k):
 
 
 def _rates(d, y, repeats):
-    """Best-of-`repeats` curves/s at 1 and 2 threads, interleaved."""
+    """Interleaved 1- and 2-thread runs: best wall time and best process CPU
+    time (all threads) of ``repeats`` runs each, and the 1-minute load
+    average seen before each run."""
     fit(d[:1000], y[:1000], n_threads=2)
-    best = {1: np.inf, 2: np.inf}
+    wall = {1: [], 2: []}
+    cpu = {1: [], 2: []}
+    loads = []
     for _ in range(repeats):
         for nt in (1, 2):
-            t0 = time.perf_counter()
+            loads.append(os.getloadavg()[0])
+            c0, t0 = time.process_time(), time.perf_counter()
             r = fit(d, y, n_threads=nt)
-            best[nt] = min(best[nt], time.perf_counter() - t0)
-    return {nt: len(y) / t for nt, t in best.items()}, r
+            wall[nt].append(time.perf_counter() - t0)
+            cpu[nt].append(time.process_time() - c0)
+    n = len(y)
+    return ({nt: n / min(wall[nt]) for nt in (1, 2)},
+            {nt: min(cpu[nt]) / n for nt in (1, 2)},
+            {nt: [c / w for c, w in zip(cpu[nt], wall[nt])] for nt in (1, 2)},
+            (min(loads), max(loads)), r)
+
+
+_POLICY_CODE = """
+import sys, time
+from effai_fast.hill import fit
+from effai_fast.hill._synthetic import make_curves
+d, y, _ = make_curves(int(sys.argv[1]), seed=0)
+fit(d[:2000], y[:2000], n_threads=2)
+best = None
+for _ in range(int(sys.argv[2])):
+    # one bulk call and 20 small calls of 500 curves (2 threads each)
+    c0, t0 = time.process_time(), time.perf_counter()
+    fit(d, y, n_threads=2)
+    t1, c1 = time.perf_counter(), time.process_time()
+    for i in range(20):
+        fit(d[i * 500:(i + 1) * 500], y[i * 500:(i + 1) * 500], n_threads=2)
+    t2, c2 = time.perf_counter(), time.process_time()
+    run = (t1 - t0, c1 - c0, t2 - t1, c2 - c1)
+    best = run if best is None or run[0] < best[0] else best
+print(*best)
+"""
+
+
+def _wait_policies(n, repeats):
+    """libgomp wait policy, each in a fresh process (read at OpenMP start-up)."""
+    import subprocess
+
+    rows = []
+    for label, env in (("unset (libgomp default)", {}),
+                       ("OMP_WAIT_POLICY=passive", {"OMP_WAIT_POLICY": "passive"}),
+                       ("OMP_WAIT_POLICY=active", {"OMP_WAIT_POLICY": "active"})):
+        e = {k: v for k, v in os.environ.items()
+             if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+        e.update(env)
+        out = subprocess.run([sys.executable, "-c", _POLICY_CODE, str(n), str(repeats)],
+                             env=e, capture_output=True, text=True, check=True).stdout
+        w, c, ws, cs = (float(v) for v in out.split())
+        rows.append([label, f"{n / w:.0f}", f"{1e6 * c / n:.2f}", f"{1e3 * ws / 20:.2f}",
+                     f"{1e3 * cs / 20:.2f}"])
+    return rows
 
 
 def main():
@@ -118,19 +168,37 @@ def main():
 
     rows, data = [], {}
     for n in sizes:
-        rate, r = _rates(d_all[:n], y_all[:n], 3 if n <= 10**5 else 1)
+        rate, cpu, cores, (lmin, lmax), r = _rates(d_all[:n], y_all[:n],
+                                                   3 if n <= 10**5 else 2)
         st = np.bincount(r.status, minlength=3) / n
-        rows.append([n, rate[1], rate[2], rate[2] / rate[1], rate[2] * t_lm, rate[2] * t_b,
+        rows.append([n, rate[1], rate[2], f"{rate[2] / rate[1]:.2f}",
+                     f"{1e6 * cpu[1]:.2f}", f"{1e6 * cpu[2]:.2f}",
+                     f"{cpu[2] / cpu[1]:.2f}",
+                     f"{min(cores[2]):.2f}-{max(cores[2]):.2f}",
+                     f"{lmin:.1f}-{lmax:.1f}", rate[2] * t_lm, rate[2] * t_b,
                      f"{st[0]:.1%}/{st[1]:.1%}/{st[2]:.2%}", f"{r.n_iter.mean():.1f}"])
         data[n] = {"curves_per_s_1": rate[1], "curves_per_s_2": rate[2],
+                   "cpu_s_per_curve_1": cpu[1], "cpu_s_per_curve_2": cpu[2],
+                   "cores_used_2": cores[2], "load_1min": [lmin, lmax],
                    "x_curve_fit_lm": rate[2] * t_lm, "x_curve_fit_bounded": rate[2] * t_b,
                    "failed_fraction": float(st[2])}
+    policy_n = 10**4 if args.quick else 10**5
+    policy_rows = _wait_policies(policy_n, 2 if args.quick else 3)
     load1 = os.getloadavg()[0]
 
     md = md_table(["curves", "ours 1 thr (curves/s)", "ours 2 thr (curves/s)", "2 thr / 1 thr",
+                   "CPU us / curve, 1 thr", "CPU us / curve, 2 thr", "CPU 2 thr / 1 thr",
+                   "cores used at 2 thr (CPU / wall)", "load (1 min) during",
                    "x curve_fit lm loop", "x curve_fit bounded loop",
                    "converged/flat/failed", "LM iterations / curve"], rows)
-
+    md += (
+        "\n\nWall-clock rates are the best of the interleaved runs (3 per thread count; 2 "
+        "for 10^6). CPU time is the process CPU time of all threads (best run), so "
+        "'CPU 2 thr / 1 thr' near 1 means the second thread did the same work per curve "
+        "(no parallel overhead); 'cores used' is CPU time / wall time of the 2-thread runs: "
+        "below 2 means other processes held a core for part of the run, which the wall "
+        "ratio '2 thr / 1 thr' cannot separate from a scaling loss."
+    )
     def pct(mask, sub=None):
         m = mask if sub is None else mask[sub]
         return f"{100 * m.mean():.2f}%"
@@ -147,6 +215,10 @@ def main():
     md += "\n\n" + md_table([f"method (first {k} curves)", "curves/s (1 process)",
                              "failed, all curves", "failed, non-flat curves", "own label"],
                             frows)
+    md += "\n\n" + md_table(
+        [f"libgomp wait policy ({policy_n} curves, 2 thr, fresh process)", "bulk curves/s",
+         "bulk CPU us / curve", "small call (500 curves) ms", "small call CPU ms"],
+        policy_rows)
     q = [50, 99]
     md += (
         f"\n\nA method fails a curve when it raises or ends more than 1e-6 (relative) above "
@@ -162,9 +234,9 @@ def main():
         f"{k} curves of the set; their speed is per curve and the 'x' columns scale it by "
         "ours at 2 threads. Synthetic curves from effai_fast.hill._synthetic.make_curves: "
         "8-12 doses, increasing/decreasing, ~10% flat, many partial (EC50 up to 3x outside "
-        "the dose range), noise 5% of the span. Ours: best of 3 interleaved runs per thread "
-        "count (1 for 10^6). The machine (2 cores) was shared with other jobs: load average "
-        f"{load0:.1f} at start, {load1:.1f} at the end of the timings."
+        "the dose range), noise 5% of the span. The machine (2 cores) was shared with "
+        f"other jobs: load average (1 min, as `uptime`) {load0:.1f} at start, {load1:.1f} "
+        "at the end of the timings."
     )
     data["peers"] = {"k": k, "curve_fit_lm_per_s": 1 / t_lm, "curve_fit_trf_per_s": 1 / t_b,
                      "failed_ours": float(fail["ours"].mean()),

@@ -1,5 +1,6 @@
 """Tests of effai_fast.hill: drc anchors, scipy agreement, threads/dtypes, bad input."""
 
+import sys
 import warnings
 
 import numpy as np
@@ -246,6 +247,112 @@ def test_threads_and_dtypes_identical(synthetic):
     b = hill.fit(d32.astype(np.float64), y32.astype(np.float64), n_threads=1)
     np.testing.assert_array_equal(a.rss, b.rss)
     np.testing.assert_array_equal(a.n, b.n)
+
+
+def test_inlined_exp_matches_numpy(rng):
+    """The kernel's inlined exp (fdlibm's algorithm) is within ~1 ulp of exp."""
+    x = np.concatenate([rng.uniform(-707.9, 707.9, 20000), rng.uniform(-1, 1, 20000),
+                        rng.uniform(-40, 0, 20000), np.arange(-60, 61) * np.log(2)])
+    out = np.empty_like(x)
+    _lm._fexp_py(x, out)
+    ref = np.exp(x)
+    assert np.max(np.abs(out - ref) / ref) <= 2.3e-16
+    edge = np.array([0.0, -0.0, 1e-300, -800.0, 800.0, -np.inf, np.inf, np.nan])
+    out = np.empty_like(edge)
+    _lm._fexp_py(edge, out)
+    with np.errstate(over="ignore"):
+        np.testing.assert_array_equal(out, np.exp(edge))
+
+
+def _arrays(r):
+    return {k: v for k, v in vars(r).items() if isinstance(v, np.ndarray)}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kw", [{}, {"se": "gauss-newton", "flat_alpha": None},
+                                {"fixed": {"rmin": "per-curve"}, "weights": True},
+                                {"bounds": {"n": (-3, 3), "rmax": (None, 40.0)}}])
+def test_every_output_bitwise_independent_of_threads_and_chunks(synthetic, monkeypatch,
+                                                                dtype, kw):
+    """1 vs 2 threads and any dynamic-schedule chunk: each curve is fitted by
+    the same sequential code, so every output array is bitwise identical."""
+    d, y, _ = synthetic
+    d, y = d[:300].astype(dtype), y[:300].astype(dtype)
+    kw = dict(kw)
+    if "fixed" in kw:
+        kw["fixed"] = {"rmin": np.nanmin(y, axis=1).astype(float)}
+    if kw.pop("weights", False):
+        kw["weights"] = np.where(np.isnan(d), 0.0, 1.0 + (np.arange(d.shape[1]) % 3))
+    fit_mod = sys.modules["effai_fast.hill.fit"]
+    ref = _arrays(hill.fit(d, y, n_threads=1, **kw))
+    for nt, chunk in ((2, 32), (2, 1), (2, 7), (1, 5)):
+        monkeypatch.setattr(fit_mod, "_CHUNK", chunk)
+        got = _arrays(hill.fit(d, y, n_threads=nt, **kw))
+        assert got.keys() == ref.keys()
+        for k in ref:
+            assert got[k].dtype == ref[k].dtype, k
+            np.testing.assert_array_equal(got[k], ref[k], err_msg=f"{k} nt={nt} chunk={chunk}")
+
+
+@pytest.mark.parametrize("kw", [{}, {"se": "gauss-newton"}, {"fixed": {"rmin": 0.0}},
+                                {"flat_alpha": 0.2}])
+def test_kernel_summary_matches_numpy(synthetic, kw):
+    """The per-curve summary written by the kernel (F test, flat labels,
+    log-likelihood, AIC/BIC, R^2, sigma, standard errors) against a numpy
+    recomputation from the raw Hill fit (flat_alpha=None)."""
+    from scipy import special
+
+    d, y, _ = synthetic
+    d, y = d[:400], y[:400]
+    alpha = kw.pop("flat_alpha", 0.05)
+    r = hill.fit(d, y, flat_alpha=alpha, **kw)
+    raw = hill.fit(d, y, flat_alpha=None, **kw)
+    p = 3 if "fixed" in kw else 4
+    n_obs = np.sum(~np.isnan(y), axis=1)
+    np.testing.assert_array_equal(raw.n_obs, n_obs)
+    df = np.maximum(n_obs - p, 0)
+    with np.errstate(all="ignore"):
+        f = ((raw.tss - raw.rss) / (p - 1)) / (raw.rss / df)
+        pf = special.fdtrc(p - 1, np.maximum(df, 1), np.maximum(f, 0))
+    np.testing.assert_allclose(raw.f_stat, f, rtol=1e-12)
+    np.testing.assert_allclose(raw.p_flat, pf, rtol=1e-12, atol=1e-300)
+    # r (flat labelling on) may differ from raw on curves it skips as flat:
+    # check it against its own F statistic
+    with np.errstate(all="ignore"):
+        pf_r = special.fdtrc(p - 1, np.maximum(df, 1), np.maximum(r.f_stat, 0))
+    np.testing.assert_allclose(r.p_flat, pf_r, rtol=1e-12, atol=1e-300)
+    to_flat = r.reason == 6
+    assert to_flat.any() and not to_flat.all()
+    flat = r.status == 1
+    np.testing.assert_array_equal(flat, (r.p_flat > alpha) | (r.reason == 1))
+    np.testing.assert_array_equal(r.rmin[flat], r.ymean[flat])
+    np.testing.assert_array_equal(r.rmax[flat], r.ymean[flat])
+    assert np.all(np.isnan(r.cov[flat])) and np.all(r.n[flat] == 0)
+    assert np.all(np.isnan(r.ec50[flat]))
+    np.testing.assert_array_equal(r.rss[flat], r.tss[flat])
+    keep = ~flat
+    np.testing.assert_array_equal(r.theta_hill[keep],
+                                  np.c_[r.rmin, r.rmax, r.ec50, r.n][keep])
+    k = np.where(flat, 1, p)
+    np.testing.assert_array_equal(r.n_params, k)
+    dfk = np.maximum(n_obs - k, 0)
+    np.testing.assert_array_equal(r.df_resid, dfk)
+    ll = -0.5 * n_obs * (np.log(2 * np.pi) + np.log(r.rss / n_obs) + 1)
+    np.testing.assert_allclose(r.loglik, ll, rtol=1e-12)
+    np.testing.assert_allclose(r.aic, -2 * ll + 2 * (k + 1), rtol=1e-12)
+    np.testing.assert_allclose(r.bic, -2 * ll + np.log(n_obs) * (k + 1), rtol=1e-12)
+    np.testing.assert_allclose(r.r2, 1 - r.rss / r.tss, rtol=1e-12)
+    with np.errstate(all="ignore"):
+        np.testing.assert_allclose(r.sigma, np.sqrt(r.rss / dfk), rtol=1e-12)
+        se = np.sqrt(np.diagonal(r.cov, axis1=1, axis2=2))
+        np.testing.assert_allclose(np.c_[r.se_rmin, r.se_rmax, r.se_log_ec50, r.se_n], se,
+                                   rtol=1e-12)
+        np.testing.assert_allclose(r.se_ec50, r.ec50 * r.se_log_ec50, rtol=1e-12)
+        np.testing.assert_allclose(raw.theta_hill[:, 2], np.exp(raw.log_ec50), rtol=1e-12)
+        np.testing.assert_allclose(r.ec50[keep], np.exp(r.log_ec50[keep]), rtol=1e-12)
+    for a in _arrays(r).values():
+        if a.ndim == 1:
+            assert a.flags.c_contiguous and a.shape == (400,)
 
 
 def test_shared_doses_and_missing_points(rng):

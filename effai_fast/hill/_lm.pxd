@@ -22,6 +22,7 @@ cdef enum:
     HILL_NO_CONVERGENCE = 3
     HILL_NONFINITE = 4
     HILL_SINGULAR = 5
+    HILL_NO_EFFECT = 6     # F test against the flat model (set by the batch driver)
     HILL_AT_INFINITY = 7   # optimum at the model's edge; theta approximates the limit
 
 cdef struct HillOptions:

@@ -2,13 +2,18 @@
 
 import numpy as np
 
+FOUT_FIELDS: tuple[str, ...]
+IOUT_FIELDS: tuple[str, ...]
+
 def fit_batch(
     dose: np.ndarray, resp: np.ndarray, weight: np.ndarray, fixed: np.ndarray,
     free_mask: int, lo: np.ndarray, hi: np.ndarray, canon: bool, se_mode: int,
     max_iter: int, ftol: float, xtol: float, gtol: float, retry: bool,
-    theta: np.ndarray, cov: np.ndarray, stats: np.ndarray, istats: np.ndarray,
-    fskip: np.ndarray, n_threads: int,
+    fskip: np.ndarray, label: bool, flat_alpha: float,
+    cov: np.ndarray, fout: np.ndarray, iout: np.ndarray, theta_hill: np.ndarray,
+    status: np.ndarray, reason: np.ndarray, n_threads: int, chunk: int,
 ) -> int: ...
+def _fexp_py(x: np.ndarray, out: np.ndarray) -> None: ...
 def _evaluate_py(
     theta: np.ndarray, x: np.ndarray, y: np.ndarray, w: np.ndarray,
     zero_dose: np.ndarray, want: int,

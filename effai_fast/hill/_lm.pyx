@@ -8,8 +8,16 @@ Design
   ``prange`` over curves, each thread owning a small scratch buffer allocated
   once inside ``parallel()``.  Every curve is fitted by the same sequential
   code whatever thread runs it, so results do not depend on the thread count.
-  Curves differ in cost (flat ones stop at once, hard ones retry), so the
-  static schedule uses small chunks (deterministic, round-robin, balanced).
+  Curves differ in cost (flat ones stop at once, hard ones retry) and on a
+  shared machine one thread may lose its core for a while, so the loop is
+  scheduled dynamically in chunks of ~32 curves (~0.4 ms): a static split
+  would leave the other thread waiting at the end.  The schedule decides only
+  which thread fits a curve, never how, so results stay bitwise identical.
+* Everything per curve runs in the parallel loop, including the summary
+  (F test against the flat model and flat labels, log-likelihood, AIC/BIC,
+  R^2, standard errors) written to one contiguous row per quantity: a serial
+  numpy pass over 10^6 curves (the F distribution alone ~0.7 s) would cap the
+  2-thread speed-up by Amdahl's law.
 * Parametrisation: theta = (a, b, m, h) with m = log EC50 and a *signed*
   slope h, R = a + (b - a) * sigma(h (log D - m)).  D^h / (K^h + D^h) is
   computed as the logistic sigma(u) = 1 / (1 + exp(-u)) in log-dose, from
@@ -51,10 +59,12 @@ Design
 from cython.parallel cimport parallel, prange
 from libc.math cimport INFINITY, NAN, exp, fabs, isfinite, isnan, log, sqrt
 from libc.stdlib cimport free, malloc
+from scipy.special.cython_special cimport fdtrc
 
 from effai_fast.hill._lm cimport (
-    HILL_CONSTANT, HILL_CONVERGED, HILL_FAILED, HILL_FLAT, HILL_NO_CONVERGENCE,
-    HILL_NONFINITE, HILL_NPAR, HILL_AT_INFINITY, HILL_OK, HILL_SINGULAR, HILL_TOO_FEW,
+    HILL_AT_INFINITY, HILL_CONSTANT, HILL_CONVERGED, HILL_FAILED, HILL_FLAT,
+    HILL_NO_CONVERGENCE, HILL_NO_EFFECT, HILL_NONFINITE, HILL_NPAR, HILL_OK, HILL_SINGULAR,
+    HILL_TOO_FEW,
     HillCurveResult, HillOptions,
 )
 
@@ -63,9 +73,38 @@ ctypedef fused floating:
     double
 
 
+cdef union _Bits:
+    double d
+    unsigned long long u
+
+
+cdef inline double _fexp(double x) noexcept nogil:
+    """exp(x), inlined: fdlibm's e_exp.c (reduction x = k ln2 + r, |r| <= ln2/2,
+    with ln2 split in two; a degree-5 Remez approximation of r (e^r + 1) /
+    (e^r - 1)), error below 1 ulp; libm's exp outside |x| < 708 and for NaN.
+    About a third of the instructions of the libm call and its wrapper, and it
+    leaves the per-point loops without calls."""
+    cdef double kf, hi, lo, r, t, c, y
+    cdef _Bits b
+    if not (fabs(x) < 708.0):
+        return exp(x)
+    # round x / ln2 to the nearest integer (1.5 * 2^52: the sum's ulp is 1)
+    kf = (x * 1.4426950408889634 + 6755399441055744.0) - 6755399441055744.0
+    hi = x - kf * 6.93147180369123816490e-01      # exact: ln2_hi has 32 bits
+    lo = kf * 1.90821492927058770002e-10
+    r = hi - lo
+    t = r * r
+    c = r - t * (1.66666666666666019037e-01 + t * (-2.77777777770155933842e-03
+        + t * (6.61375632143793436117e-05 + t * (-1.65339022054652515390e-06
+        + t * 4.13813679705723846039e-08))))
+    y = 1.0 - ((lo - (r * c) / (2.0 - c)) - hi)
+    b.u = <unsigned long long> (<long long> kf + 1023) << 52     # 2^k, |k| <= 1022
+    return y * b.d
+
+
 cdef inline void _logistic(double u, double* s, double* q) noexcept nogil:
     """s = sigma(u), q = sigma(u) (1 - sigma(u)) without overflow or cancellation."""
-    cdef double e = exp(-fabs(u))
+    cdef double e = _fexp(-fabs(u))
     cdef double inv = 1.0 / (1.0 + e)
     if u >= 0:
         s[0] = inv
@@ -149,7 +188,27 @@ cdef int _chol_solve(double* M, int k, double* rhs) noexcept nogil:
     """Solve M z = rhs in place (M k x k row-major, overwritten by its Cholesky
     factor; rhs by z).  Returns 0, or 1 if M is not positive definite."""
     cdef int i, j, l
-    cdef double sm
+    cdef double sm, l00, l10, l11
+    if k == 2:
+        # the common case (log EC50 and slope), unrolled: the same operations
+        # in the same order as the loops below
+        sm = M[0]
+        if not (sm > 0.0) or not isfinite(sm):
+            return 1
+        l00 = sqrt(sm)
+        l10 = M[2] / l00
+        sm = M[3] - l10 * l10
+        if not (sm > 0.0) or not isfinite(sm):
+            return 1
+        l11 = sqrt(sm)
+        M[0] = l00
+        M[2] = l10
+        M[3] = l11
+        rhs[0] = rhs[0] / l00
+        rhs[1] = (rhs[1] - l10 * rhs[0]) / l11
+        rhs[1] = rhs[1] / l11
+        rhs[0] = (rhs[0] - l10 * rhs[1]) / l00
+        return 0
     for j in range(k):
         sm = M[j * k + j]
         for l in range(j):
@@ -208,6 +267,7 @@ cdef double _vp_eval(double* th, Py_ssize_t n, const double* x, const double* y,
     cdef double a = th[0], b = th[1], m = th[2], h = th[3]
     cdef double sw = 0.0, sws = 0.0, sb = 0.0, e1e1 = 0.0, e2e2 = 0.0, ye1 = 0.0, ye2 = 0.0
     cdef double e1 = 0.0, e2 = 0.0, yp, r, wr, rss = 0.0, ba, dx, c2
+    cdef double u0, u1, g0, g1, a0, a1, b0, b1, r00, r10, r11
     cdef double u[4]
     cdef double ue1[4]
     cdef double ue2[4]
@@ -262,24 +322,31 @@ cdef double _vp_eval(double* th, Py_ssize_t n, const double* x, const double* y,
                 R[j * 4 + l] = 0.0
     if want and lin == 3 and k == 2 and nidx[0] == 2 and nidx[1] == 3:
         # the common case (plateaus projected out, log EC50 and slope free),
-        # written out: u = (-ba h q, ba dx q), e1 = 1, e2 = s - sb
+        # written out: u = (-ba h q, ba dx q), e1 = 1, e2 = s - sb; the sums
+        # in locals (registers: R and g may alias the inputs for the compiler)
+        g0 = 0.0; g1 = 0.0; a0 = 0.0; a1 = 0.0; b0 = 0.0; b1 = 0.0
+        r00 = 0.0; r10 = 0.0; r11 = 0.0
         for i in range(n):
             r = a + ba * s[i] - y[i]
             wr = w[i] * r
             rss += wr * r
             dx = 0.0 if zd[i] else x[i] - m
-            u[0] = -ba * h * q[i]
-            u[1] = ba * dx * q[i]
+            u0 = -ba * h * q[i]
+            u1 = ba * dx * q[i]
             e2 = s[i] - sb
-            g[0] += wr * u[0]
-            g[1] += wr * u[1]
-            ue1[0] += w[i] * u[0]
-            ue1[1] += w[i] * u[1]
-            ue2[0] += w[i] * u[0] * e2
-            ue2[1] += w[i] * u[1] * e2
-            R[0] += w[i] * u[0] * u[0]
-            R[4] += w[i] * u[1] * u[0]
-            R[5] += w[i] * u[1] * u[1]
+            g0 += wr * u0
+            g1 += wr * u1
+            a0 += w[i] * u0
+            a1 += w[i] * u1
+            b0 += w[i] * u0 * e2
+            b1 += w[i] * u1 * e2
+            r00 += w[i] * u0 * u0
+            r10 += w[i] * u1 * u0
+            r11 += w[i] * u1 * u1
+        g[0] = g0; g[1] = g1
+        ue1[0] = a0; ue1[1] = a1
+        ue2[0] = b0; ue2[1] = b1
+        R[0] = r00; R[4] = r10; R[5] = r11
     else:
         for i in range(n):
             r = a + ba * s[i] - y[i]
@@ -421,12 +488,12 @@ cdef void _grid_start(double* th, double* th_alt, Py_ssize_t n, const double* x,
     for j in range(nh):
         if uniform:
             hl = hg[j]
-            step = exp(hl * 0.6)
+            step = _fexp(hl * 0.6)
             for l in range(n):
                 if zd[l]:
                     s[l] = 0.0 if hl > 0 else 1.0
                 else:
-                    e[l] = exp(-hl * (x[l] + 1.2))
+                    e[l] = _fexp(-hl * (x[l] + 1.2))
         for i in range(nm):
             c = j * nm + i
             mm[c] = mg[i]
@@ -618,14 +685,14 @@ cdef double _powerlaw_rss(double kappa, Py_ssize_t n, const double* x, const dou
     cdef double ub, yb
     cdef Py_ssize_t i
     for i in range(n):
-        u = 0.0 if zd[i] else exp(kappa * x[i])
+        u = 0.0 if zd[i] else _fexp(kappa * x[i])
         sw += w[i]
         su += w[i] * u
         sy += w[i] * y[i]
     ub = su / sw
     yb = sy / sw
     for i in range(n):
-        u = 0.0 if zd[i] else exp(kappa * x[i])
+        u = 0.0 if zd[i] else _fexp(kappa * x[i])
         du = u - ub
         dy = y[i] - yb
         suu += w[i] * du * du
@@ -1111,24 +1178,138 @@ cdef void hill_fit_curve(const double* dose, const double* resp, const double* w
 # batch driver (called from fit.py) and small test hooks
 # ---------------------------------------------------------------------------
 
+# rows of fit_batch's ``fout`` (per-curve float results, one contiguous row each)
+cdef enum:
+    F_RMIN = 0
+    F_RMAX = 1
+    F_EC50 = 2
+    F_N = 3
+    F_LOG_EC50 = 4
+    F_SE_RMIN = 5
+    F_SE_RMAX = 6
+    F_SE_LOG_EC50 = 7
+    F_SE_EC50 = 8
+    F_SE_N = 9
+    F_RSS = 10
+    F_TSS = 11
+    F_LOGLIK = 12
+    F_AIC = 13
+    F_BIC = 14
+    F_R2 = 15
+    F_SIGMA = 16
+    F_FSTAT = 17
+    F_PFLAT = 18
+    F_YMEAN = 19
+    N_FOUT = 20
+
+# rows of fit_batch's ``iout``
+cdef enum:
+    I_N_OBS = 0
+    I_N_PARAMS = 1
+    I_DF = 2
+    I_N_ITER = 3
+    N_IOUT = 4
+
+FOUT_FIELDS = ("rmin", "rmax", "ec50", "n", "log_ec50", "se_rmin", "se_rmax", "se_log_ec50",
+               "se_ec50", "se_n", "rss", "tss", "loglik", "aic", "bic", "r2", "sigma",
+               "f_stat", "p_flat", "ymean")
+IOUT_FIELDS = ("n_obs", "n_params", "df_resid", "n_iter")
+
+cdef double _LOG_2PI = 1.8378770664093453
+
+
+cdef void _finish(HillCurveResult* res, int p, bint label, double flat_alpha,
+                  double* fo, long long* io, double* th_hill) noexcept nogil:
+    """Per-curve summary of a fit (IN res, OUT fo[N_FOUT], io[N_IOUT],
+    th_hill[4]; res.theta / res.cov / status / reason are updated in place):
+    the F test against the flat model (and, with ``label``, a flat label when
+    its p-value exceeds ``flat_alpha``), the flat model for flat curves,
+    log-likelihood, AIC/BIC, R^2, residual SE and standard errors.  Runs in the
+    parallel loop so nothing per curve is left to serial numpy code."""
+    cdef int n_params = p, df, k
+    cdef double rss = res.rss, tss = res.tss, f, pf, nobs, ll, kk
+    for k in range(4):
+        th_hill[k] = res.theta[k]
+    th_hill[2] = exp(res.theta[2])
+    df = res.n_obs - p
+    if df < 0:
+        df = 0
+    f = NAN
+    if df > 0 and p > 1:
+        f = ((tss - rss) / (p - 1)) / (rss / df)
+    pf = NAN
+    if isfinite(f):
+        pf = fdtrc(<double> (p - 1 if p > 1 else 1), <double> (df if df > 1 else 1),
+                   f if f > 0.0 else 0.0)
+    if label and res.status != HILL_FLAT and pf > flat_alpha and isfinite(rss):
+        res.status = HILL_FLAT
+        res.reason = HILL_NO_EFFECT
+    if res.status == HILL_FLAT:
+        res.theta[0] = res.ymean
+        res.theta[1] = res.ymean
+        res.theta[2] = NAN
+        res.theta[3] = 0.0
+        for k in range(16):
+            res.cov[k] = NAN
+        rss = tss
+        n_params = 1
+        df = res.n_obs - 1
+        if df < 0:
+            df = 0
+    nobs = <double> res.n_obs
+    ll = -0.5 * nobs * (_LOG_2PI + log(rss / nobs) + 1.0) + 0.5 * res.sum_logw
+    kk = <double> (n_params + 1)
+    fo[F_RMIN] = res.theta[0]
+    fo[F_RMAX] = res.theta[1]
+    fo[F_EC50] = exp(res.theta[2])
+    fo[F_N] = res.theta[3]
+    fo[F_LOG_EC50] = res.theta[2]
+    fo[F_SE_RMIN] = sqrt(res.cov[0])
+    fo[F_SE_RMAX] = sqrt(res.cov[5])
+    fo[F_SE_LOG_EC50] = sqrt(res.cov[10])
+    fo[F_SE_EC50] = fo[F_EC50] * fo[F_SE_LOG_EC50]
+    fo[F_SE_N] = sqrt(res.cov[15])
+    fo[F_RSS] = rss
+    fo[F_TSS] = tss
+    fo[F_LOGLIK] = ll
+    fo[F_AIC] = -2.0 * ll + 2.0 * kk
+    fo[F_BIC] = -2.0 * ll + log(nobs) * kk
+    fo[F_R2] = 1.0 - rss / tss
+    fo[F_SIGMA] = sqrt(rss / df)
+    fo[F_FSTAT] = f
+    fo[F_PFLAT] = pf
+    fo[F_YMEAN] = res.ymean
+    io[I_N_OBS] = res.n_obs
+    io[I_N_PARAMS] = n_params
+    io[I_DF] = df
+    io[I_N_ITER] = res.n_iter
+
+
 def fit_batch(const floating[:, ::1] dose, const floating[:, ::1] resp,
               const floating[:, ::1] weight, const double[:, ::1] fixed,
               int free_mask, const double[::1] lo, const double[::1] hi, bint canon,
               int se_mode, int max_iter, double ftol, double xtol, double gtol, bint retry,
-              double[:, ::1] theta, double[:, :, ::1] cov, double[:, ::1] stats,
-              int[:, ::1] istats, const double[::1] fskip, int n_threads):
-    """Fit every row of ``resp`` (IN, (n_curves, n_doses)).
+              const double[::1] fskip, bint label, double flat_alpha,
+              double[:, :, ::1] cov, double[:, ::1] fout, long long[:, ::1] iout,
+              double[:, ::1] theta_hill, signed char[::1] status, signed char[::1] reason,
+              int n_threads, int chunk):
+    """Fit every row of ``resp`` (IN, (n_curves, n_doses)) and summarise each fit.
 
     ``dose`` / ``weight`` / ``fixed`` have 1 row (shared) or n_curves rows.
-    OUT: theta (n, 4) as (a, b, log EC50, h); cov (n, 4, 4); stats (n, 4) =
-    rss, tss, sum log w, weighted mean; istats (n, 4) = n_obs, n_iter, status,
-    reason.  Inputs are trusted (validated in fit.py).
+    ``label``: relabel as flat the curves whose F-test p-value exceeds
+    ``flat_alpha``.  OUT: cov (n, 4, 4) of (rmin, rmax, log EC50, n);
+    fout (N_FOUT, n), one row per name in FOUT_FIELDS; iout (N_IOUT, n), rows
+    IOUT_FIELDS; theta_hill (n, 4) the Hill fit (rmin, rmax, EC50, n) even for
+    curves labelled flat; status, reason (n,).  Curves are handed out to the
+    threads in chunks of ``chunk`` (dynamic schedule).  Inputs are trusted
+    (validated in fit.py).
     """
     cdef Py_ssize_t n_curves = resp.shape[0], nd = resp.shape[1]
     cdef Py_ssize_t c, k, rd, rw, rf
     cdef bint dshared = dose.shape[0] == 1
     cdef bint wshared = weight.shape[0] == 1
     cdef bint fshared = fixed.shape[0] == 1
+    cdef int p = 0
     cdef HillOptions opt
     cdef HillCurveResult* res
     cdef double* buf
@@ -1136,10 +1317,16 @@ def fit_batch(const floating[:, ::1] dose, const floating[:, ::1] resp,
     cdef double* rr
     cdef double* ww
     cdef double* work
+    cdef double* fo
+    cdef long long* io
+    if chunk < 1:
+        chunk = 1
     opt.free_mask = free_mask
     for k in range(4):
         opt.lo[k] = lo[k]
         opt.hi[k] = hi[k]
+        if free_mask & (1 << k):
+            p += 1
     opt.canon = canon
     opt.se_mode = se_mode
     opt.max_iter = max_iter
@@ -1149,14 +1336,23 @@ def fit_batch(const floating[:, ::1] dose, const floating[:, ::1] resp,
     opt.retry = retry
     opt.fskip = &fskip[0] if fskip.shape[0] > nd else NULL
     with nogil, parallel(num_threads=n_threads):
-        buf = <double*> malloc(sizeof(double) * (9 * nd + 8))
-        res = <HillCurveResult*> malloc(sizeof(HillCurveResult))
-        if buf != NULL and res != NULL:
+        # one block per thread: curve copies, solver scratch, the result
+        # struct and the per-curve summary (no allocation inside the loop)
+        buf = <double*> malloc(sizeof(double) * (9 * nd + 8 + N_FOUT + N_IOUT)
+                               + sizeof(HillCurveResult))
+        if buf != NULL:
             dd = buf
             rr = buf + nd
             ww = buf + 2 * nd
             work = buf + 3 * nd
-            for c in prange(n_curves, schedule="static", chunksize=16):
+            fo = buf + 9 * nd + 8
+            io = <long long*> (fo + N_FOUT)
+            res = <HillCurveResult*> (io + N_IOUT)
+            # dynamic: curves differ in cost (flat ones stop at once, hard ones
+            # retry) and on a shared machine a thread may be descheduled; each
+            # curve is fitted by the same code whatever thread takes it, so the
+            # results do not depend on the schedule or the thread count
+            for c in prange(n_curves, schedule="dynamic", chunksize=chunk):
                 rd = 0 if dshared else c
                 rw = 0 if wshared else c
                 rf = 0 if fshared else c
@@ -1165,21 +1361,24 @@ def fit_batch(const floating[:, ::1] dose, const floating[:, ::1] resp,
                     rr[k] = resp[c, k]
                     ww[k] = weight[rw, k]
                 hill_fit_curve(dd, rr, ww, nd, &fixed[rf, 0], &opt, work, res)
-                for k in range(4):
-                    theta[c, k] = res.theta[k]
+                _finish(res, p, label, flat_alpha, fo, io, &theta_hill[c, 0])
                 for k in range(16):
                     cov[c, k // 4, k % 4] = res.cov[k]
-                stats[c, 0] = res.rss
-                stats[c, 1] = res.tss
-                stats[c, 2] = res.sum_logw
-                stats[c, 3] = res.ymean
-                istats[c, 0] = res.n_obs
-                istats[c, 1] = res.n_iter
-                istats[c, 2] = res.status
-                istats[c, 3] = res.reason
+                for k in range(N_FOUT):
+                    fout[k, c] = fo[k]
+                for k in range(N_IOUT):
+                    iout[k, c] = io[k]
+                status[c] = <signed char> res.status
+                reason[c] = <signed char> res.reason
         free(buf)
-        free(res)
     return 0
+
+
+def _fexp_py(const double[::1] x, double[::1] out):
+    """Test hook: the kernel's inlined exp, elementwise."""
+    cdef Py_ssize_t i
+    for i in range(x.shape[0]):
+        out[i] = _fexp(x[i])
 
 
 def _evaluate_py(double[::1] theta, double[::1] x, double[::1] y, double[::1] w,

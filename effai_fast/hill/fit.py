@@ -56,7 +56,10 @@ REASONS = {
 }
 
 CONVERGED, FLAT, FAILED = 0, 1, 2
-_REASON_FLAT_TEST = 6
+
+# curves handed to an OpenMP thread at a time (dynamic schedule): ~0.5 ms of
+# work, so load balancing is fine-grained and the scheduling cost negligible
+_CHUNK = 32
 
 
 def _real_array(v, name):
@@ -438,10 +441,6 @@ def fit(dose, response, *, weights=None, fixed=None, bounds=None, se="hessian",
     nt = resolve_n_threads(n_threads)
     nt = threads_for_work(nt, n_curves * n_doses, 2000)
 
-    theta = np.empty((n_curves, 4))
-    cov = np.empty((n_curves, 4, 4))
-    stats = np.empty((n_curves, 4))
-    istats = np.empty((n_curves, 4), dtype=np.intc)
     # F values (by number of points) below which a doubtful fit is not searched
     # further: its flat-model p-value is above max(0.5, flat_alpha), so the F
     # test labels it flat whatever a wider search would find in practice
@@ -452,65 +451,21 @@ def fit(dose, response, *, weights=None, fixed=None, bounds=None, se="hessian",
                                                1 - max(0.5, flat_alpha)), 0.0)
     else:
         fskip = np.zeros(1)
+    # the kernel writes every per-curve result (the F test, flat labels,
+    # likelihoods and standard errors included) inside its parallel loop:
+    # nothing proportional to n_curves runs serially here
+    cov = np.empty((n_curves, 4, 4))
+    fout = np.empty((len(_lm.FOUT_FIELDS), n_curves))
+    iout = np.empty((len(_lm.IOUT_FIELDS), n_curves), dtype=np.int64)
+    theta_hill = np.empty((n_curves, 4))
+    status = np.empty(n_curves, dtype=np.int8)
+    reason = np.empty(n_curves, dtype=np.int8)
     _lm.fit_batch(d, r, w, fixed_vals, mask, lo, hi, canon, 1 if se == "hessian" else 0,
-                  max_iter, 1e-12, 1e-12, 1e-10, True, theta, cov, stats, istats,
-                  np.ascontiguousarray(fskip, dtype=np.float64), nt)
-    return _make_result(theta, cov, stats, istats, mask, se, flat_alpha)
-
-
-def _make_result(theta, cov, stats, istats, mask, se, flat_alpha) -> HillFit:
-    rss, tss, sum_logw, ymean = stats.T
-    n_obs = istats[:, 0].astype(np.int64)
-    status = istats[:, 2].astype(np.int8)
-    reason = istats[:, 3].astype(np.int8)
-    p = bin(mask).count("1")
-    n_params = np.full(n_obs.shape, p, dtype=np.int64)
-    df = np.maximum(n_obs - p, 0)
-    theta_hill = theta.copy()
-    with np.errstate(over="ignore"):
-        theta_hill[:, 2] = np.exp(theta[:, 2])
-
-    with np.errstate(divide="ignore", invalid="ignore"):
-        f_stat = np.where((df > 0) & (p > 1),
-                          ((tss - rss) / max(p - 1, 1)) / (rss / df), np.nan)
-        p_flat = special.fdtrc(max(p - 1, 1), np.maximum(df, 1), np.maximum(f_stat, 0))
-        p_flat = np.where(np.isfinite(f_stat), p_flat, np.nan)
-    if flat_alpha is not None:
-        to_flat = (status != FLAT) & (p_flat > flat_alpha) & np.isfinite(rss)
-        status = status.copy()
-        status[to_flat] = FLAT
-        reason[to_flat] = _REASON_FLAT_TEST
-    flat = status == FLAT
-    if flat.any():
-        theta = theta.copy()
-        theta[flat, 0] = ymean[flat]
-        theta[flat, 1] = ymean[flat]
-        theta[flat, 2] = np.nan
-        theta[flat, 3] = 0.0
-        cov = cov.copy()
-        cov[flat] = np.nan
-        rss = np.where(flat, tss, rss)
-        n_params = np.where(flat, 1, n_params)
-        df = np.maximum(n_obs - n_params, 0)
-
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        nobs = n_obs.astype(float)
-        loglik = -0.5 * nobs * (np.log(2 * np.pi) + np.log(rss / nobs) + 1) + 0.5 * sum_logw
-        k = n_params + 1
-        aic = -2 * loglik + 2 * k
-        bic = -2 * loglik + np.log(nobs) * k
-        r2 = 1 - rss / tss
-        sigma = np.sqrt(rss / df)
-        diag = np.diagonal(cov, axis1=1, axis2=2)
-        se_all = np.sqrt(diag)
-        ec50 = np.exp(theta[:, 2])
-        se_ec50 = ec50 * se_all[:, 2]
-    return HillFit(
-        rmin=theta[:, 0], rmax=theta[:, 1], ec50=ec50, n=theta[:, 3], log_ec50=theta[:, 2],
-        se_rmin=se_all[:, 0], se_rmax=se_all[:, 1], se_log_ec50=se_all[:, 2],
-        se_ec50=se_ec50, se_n=se_all[:, 3], cov=cov,
-        rss=rss, tss=tss, loglik=loglik, aic=aic, bic=bic, r2=r2, sigma=sigma,
-        n_obs=n_obs, n_params=n_params, df_resid=df, n_iter=istats[:, 1].astype(np.int64),
-        f_stat=f_stat, p_flat=p_flat, status=status, reason=reason,
-        theta_hill=theta_hill, se_mode=se, ymean=ymean,
-    )
+                  max_iter, 1e-12, 1e-12, 1e-10, True,
+                  np.ascontiguousarray(fskip, dtype=np.float64), flat_alpha is not None,
+                  -1.0 if flat_alpha is None else flat_alpha,
+                  cov, fout, iout, theta_hill, status, reason, nt, _CHUNK)
+    fields = dict(zip(_lm.FOUT_FIELDS, fout))
+    fields.update(zip(_lm.IOUT_FIELDS, iout))
+    return HillFit(cov=cov, theta_hill=theta_hill, status=status, reason=reason,
+                   se_mode=se, **fields)
