@@ -58,8 +58,8 @@ Design
 
 from cython.parallel cimport parallel, prange
 from libc.math cimport INFINITY, NAN, exp, fabs, isfinite, isnan, log, sqrt
+from cpython.pycapsule cimport PyCapsule_GetPointer, PyCapsule_IsValid
 from libc.stdlib cimport free, malloc
-from scipy.special.cython_special cimport fdtrc
 
 from effai_fast.hill._lm cimport (
     HILL_AT_INFINITY, HILL_CONSTANT, HILL_CONVERGED, HILL_FAILED, HILL_FLAT,
@@ -67,6 +67,29 @@ from effai_fast.hill._lm cimport (
     HILL_TOO_FEW,
     HillCurveResult, HillOptions,
 )
+
+
+# scipy.special.cython_special's F survival function, looked up by signature
+# at import time instead of cimported: its C name changed between SciPy
+# releases (a plain cpdef in some, a fused function, __pyx_fuse_0fdtrc, in
+# others), so a cimport ties the compiled module to the SciPy it was built
+# against and fails to import under another.  Read-only after import.
+ctypedef double (*_fdtrc_t)(double, double, double, int) noexcept nogil
+
+
+cdef _fdtrc_t _find_fdtrc() except NULL:
+    import scipy.special.cython_special as cs
+    cdef const char* signature = b"double (double, double, double, int __pyx_skip_dispatch)"
+    for key in ("fdtrc", "__pyx_fuse_0fdtrc"):
+        capsule = cs.__pyx_capi__.get(key)
+        if capsule is not None and PyCapsule_IsValid(capsule, signature):
+            return <_fdtrc_t> PyCapsule_GetPointer(capsule, signature)
+    raise ImportError(
+        "scipy.special.cython_special exports no fdtrc(double, double, double); "
+        "effai_fast.hill needs SciPy >= 1.9")
+
+
+cdef _fdtrc_t _fdtrc = _find_fdtrc()
 
 ctypedef fused floating:
     float
@@ -1239,8 +1262,8 @@ cdef void _finish(HillCurveResult* res, int p, bint label, double flat_alpha,
         f = ((tss - rss) / (p - 1)) / (rss / df)
     pf = NAN
     if isfinite(f):
-        pf = fdtrc(<double> (p - 1 if p > 1 else 1), <double> (df if df > 1 else 1),
-                   f if f > 0.0 else 0.0)
+        pf = _fdtrc(<double> (p - 1 if p > 1 else 1), <double> (df if df > 1 else 1),
+                    f if f > 0.0 else 0.0, 0)
     if label and res.status != HILL_FLAT and pf > flat_alpha and isfinite(rss):
         res.status = HILL_FLAT
         res.reason = HILL_NO_EFFECT
