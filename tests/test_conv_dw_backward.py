@@ -90,3 +90,48 @@ def test_mobilenet_layers_batch1_float64_finite_differences(rng):
             fd = ((R * F.depthwise_conv2d(*a, stride=stride)).sum()
                   - (R * F.depthwise_conv2d(*p, stride=stride)).sum()) / (2 * eps)
             assert (grad * v).sum() == pytest.approx(fd, rel=1e-7)
+
+
+def test_fast_argument_path_equals_general_path(dtype, rng):
+    # plain ints/tuples and ready arrays take the fast path; lists / numpy ints the general one
+    x = rng.standard_normal((2, 9, 8, 12)).astype(dtype)
+    w = rng.standard_normal((3, 3, 12)).astype(dtype)
+    b = rng.standard_normal(12).astype(dtype)
+    fast = F.depthwise_conv2d(x, w, b, stride=(2, 1), padding=(1, 0, 2, 1), activation="relu6")
+    slow = F.depthwise_conv2d(x, w, b, stride=[2, 1], padding=[1, 0, 2, 1], activation="relu6")
+    np.testing.assert_array_equal(fast, slow)
+    g = rng.standard_normal(fast.shape).astype(dtype)
+    bufs = (np.empty_like(x), np.empty_like(w), np.empty_like(b))
+    got = F.depthwise_conv2d_vjp(x, w, g, stride=(2, 1), padding=(1, 0, 2, 1),
+                                 activation="relu6", output=fast, out=bufs)
+    assert all(a is bb for a, bb in zip(got, bufs))
+    want = F.depthwise_conv2d_vjp(x, w, g, stride=[2, 1], padding=[1, 0, 2, 1],
+                                  activation="relu6", output=fast)
+    for a, bb in zip(got, want):
+        np.testing.assert_array_equal(a, bb)
+    gx, gw, gb = F.depthwise_conv2d_vjp(x, w, g, stride=(2, 1), padding=(1, 0, 2, 1),
+                                        activation="relu6", output=fast, need_input_grad=False)
+    assert gx is None
+    np.testing.assert_array_equal(gw, want[1])
+
+
+def test_fast_path_still_rejects_bad_buffers(rng):
+    x = rng.standard_normal((1, 6, 6, 4)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 4)).astype(np.float32)
+    with pytest.raises(ValueError, match="out"):
+        F.depthwise_conv2d(x, w, out=x)                      # aliases the input
+    with pytest.raises(TypeError, match="out"):
+        F.depthwise_conv2d(x, w, out=np.empty((1, 6, 6, 4)))  # float64 buffer
+    with pytest.raises(ValueError, match="out"):
+        F.depthwise_conv2d(x, w, out=np.empty((1, 6, 6, 8), np.float32)[..., :4])
+    ro = np.empty((1, 6, 6, 4), np.float32)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="out"):
+        F.depthwise_conv2d(x, w, out=ro)
+    g = np.ones((1, 6, 6, 4), np.float32)
+    with pytest.raises(ValueError, match="share memory"):
+        F.depthwise_conv2d_vjp(x, w, g, out=(None, w, None))
+    with pytest.raises(ValueError, match="output"):
+        F.depthwise_conv2d_vjp(x, w, g, activation="relu")
+    with pytest.raises(TypeError, match="stride"):
+        F.depthwise_conv2d(x, w, stride=True)
