@@ -644,6 +644,7 @@ cdef void depthwise_forward(
 # ---------------------------------------------------------------------------
 
 cdef void _dw_gx_row(const floating* g, const floating* y, const floating* w,
+                    const floating* wflip, const floating* zrow,
                     floating* gxr, floating* mbuf, Py_ssize_t* keys,
                     const floating** rowsg, const floating** taps, Py_ssize_t n,
                     Py_ssize_t ih, Py_ssize_t H, Py_ssize_t W, Py_ssize_t C,
@@ -656,7 +657,10 @@ cdef void _dw_gx_row(const floating* g, const floating* y, const floating* w,
     row.  With an activation, ``mbuf`` is a ring of KH masked grad_out rows
     whose (image, row) keys are ``keys[:KH]`` (``keys[KH:]`` is scratch); rows
     already in the ring are not masked again.  ``rowsg`` (KH) and ``taps``
-    (2*KH*KW) are scratch.
+    (2*KH*KW) are scratch.  For 3x3 filters at unit stride, ``wflip`` (the
+    filter flipped in both axes) and ``zrow`` (OW*C zeros) run the row as a
+    forward convolution of the masked rows on the register-blocked 3x3 path
+    (four pixels per sweep, sharing loads); otherwise they may be NULL.
     """
     cdef Py_ssize_t kh, kw, t, u, oh, ow, iw, s, j, m, key
     cdef Py_ssize_t* need = keys + KH
@@ -699,6 +703,13 @@ cdef void _dw_gx_row(const floating* g, const floating* y, const floating* w,
                 _mask(mbuf + m * OW * C, g + key * OW * C, y + key * OW * C, OW * C, act)
                 keys[m] = key
             rowsg[kh] = mbuf + m * OW * C
+    if wflip != NULL and KH == 3 and KW == 3 and sh == 1 and sw == 1:
+        # flipped filter: forward tap k reads grad_out row of kh = 2 - k
+        for k in range(3):
+            taps[k] = rowsg[2 - k] if rowsg[2 - k] != NULL else zrow
+        _dw_pixels(g, wflip, <const floating*> NULL, gxr, OH, OW, C, 3, 3, 0, 0, W, 1, dh,
+                   dw, 2 * dw - pl, ACT_NONE, zrow, taps)
+        return
     for iw in range(W):
         k = 0
         for kh in range(KH):
@@ -706,9 +717,18 @@ cdef void _dw_gx_row(const floating* g, const floating* y, const floating* w,
                 continue
             for kw in range(KW):
                 u = iw + pl - kw * dw
-                if u < 0 or u % sw != 0:
+                if u < 0:
                     continue
-                ow = u // sw
+                if sw == 1:         # no integer division on the common path
+                    ow = u
+                elif sw == 2:
+                    if u & 1:
+                        continue
+                    ow = u >> 1
+                else:
+                    if u % sw != 0:
+                        continue
+                    ow = u // sw
                 if ow >= OW:
                     continue
                 taps[k] = rowsg[kh] + ow * C
@@ -847,6 +867,8 @@ cdef void depthwise_backward(
     cdef const floating* yp = &y[0, 0, 0, 0] if act != ACT_NONE else NULL
     cdef floating* gxp
     cdef floating* mbuf
+    cdef floating* wflip
+    cdef floating* zrow
     cdef Py_ssize_t* keys
     cdef const floating** rowsg
     cdef const floating** taps
@@ -860,6 +882,19 @@ cdef void depthwise_backward(
         # rows are contiguous (static schedule), so consecutive input rows
         # reuse the masked output rows of the previous ones.
         gxp = &grad_x[0, 0, 0, 0]
+        wflip = NULL
+        zrow = NULL
+        if KH == 3 and KW == 3 and stride_h == 1 and stride_w == 1:
+            wflip = <floating*> malloc(9 * C * sizeof(floating))
+            zrow = <floating*> calloc(OW * C, sizeof(floating))
+            if wflip == NULL or zrow == NULL:
+                free(wflip)
+                free(zrow)
+                wflip = NULL
+                zrow = NULL
+            else:
+                for k in range(9):
+                    memcpy(wflip + k * C, wp + (8 - k) * C, C * sizeof(floating))
         with parallel(num_threads=n_threads):
             mbuf = <floating*> malloc(KH * OW * C * sizeof(floating)) if act != ACT_NONE \
                 else NULL
@@ -875,13 +910,16 @@ cdef void depthwise_backward(
                     continue
                 n = r // H
                 ih = r - n * H
-                _dw_gx_row(gp, yp, wp, gxp + r * W * C, mbuf, keys, rowsg, taps, n, ih,
+                _dw_gx_row(gp, yp, wp, wflip, zrow, gxp + r * W * C, mbuf, keys, rowsg, taps,
+                           n, ih,
                            H, W, C, KH, KW, OH, OW, stride_h, stride_w, dil_h, dil_w,
                            pad_top, pad_left, act)
             free(mbuf)
             free(keys)
             free(rowsg)
             free(taps)
+        free(wflip)
+        free(zrow)
 
     # Weight gradient: channels split into cache-line-aligned ranges.
     align = 64 // sizeof(floating)
