@@ -593,6 +593,9 @@ def main(argv=None):
             srows.append([batch, o[2] / t[2], o[5] / t[5], o[7] / t[7], o[12] / t[12]])
     if srows:
         md.append("\n### 2 threads vs 1 thread (ours, sums over the 13 layers)\n")
+        md.append("Caution: the 1-thread times are CPU time of the calling thread, the "
+                  "2-thread times wall time; on a machine with more runnable processes than "
+                  "cores this table measures the contention, not the kernels.\n")
         md.append(md_table(["batch", "dw fwd", "dw bwd", "pw fwd", "fused block"], srows))
         per = []
         for kind in ("dw", "pw"):
