@@ -31,6 +31,7 @@ from effai_fast.nn._layers import (
 )
 from effai_fast.nn._model import (
     History,
+    InferencePlan,
     NonFiniteLossError,
     blas_single_thread,
     evaluate,
@@ -48,6 +49,7 @@ __all__ = [
     "Dropout",
     "GlobalAvgPool",
     "History",
+    "InferencePlan",
     "Linear",
     "Module",
     "NonFiniteLossError",

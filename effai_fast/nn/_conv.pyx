@@ -67,6 +67,173 @@ cdef extern from *:
     int effai_conv_cpu_level() nogil
 
 
+cdef extern from *:
+    """
+    /* Depthwise inner kernels on GCC/Clang vector extensions (32-byte
+       vectors: one AVX2 register, two SSE2 registers in the baseline build).
+       The accumulators are vector *values*, so the compiler keeps them in
+       registers across the whole tap (or pixel) loop; Cython's typed loops
+       cannot express that.  Unaligned loads go through typedefs with a
+       reduced alignment.  EFFAI_DW_KERNELS(SUF, T, V, VI, VL) generates the
+       float (f) and double (d) versions. */
+    #include <stddef.h>
+    #if defined(__GNUC__) && !defined(__clang__)
+    #pragma GCC diagnostic ignored "-Wpsabi"  /* static functions: no ABI */
+    #endif
+    #include <math.h>
+    typedef float effai_vf __attribute__((vector_size(32), aligned(4)));
+    typedef int effai_vfi __attribute__((vector_size(32), aligned(4)));
+    typedef double effai_vd __attribute__((vector_size(32), aligned(8)));
+    typedef long long effai_vdi __attribute__((vector_size(32), aligned(8)));
+
+    #define EFFAI_DW_KERNELS(SUF, T, V, VI, VL) \
+    static inline V effai_act_##SUF(V a, int act) { \
+        /* relu: 0 where a < 0 (NaN kept); relu6 also 6 where a > 6 */ \
+        V zero = {0}; \
+        VI neg, gt; \
+        if (act == 0) return a; \
+        neg = a < zero; \
+        a = (V)((VI)a & ~neg); \
+        if (act == 2) { \
+            V six = zero + (T)6; \
+            gt = a > six; \
+            a = (V)(((VI)a & ~gt) | ((VI)six & gt)); \
+        } \
+        return a; \
+    } \
+    static inline T effai_act1_##SUF(T v, int act) { \
+        if (act == 0) return v; \
+        v = v < 0 ? (T)0 : v; \
+        if (act == 2) v = v > 6 ? (T)6 : v; \
+        return v; \
+    } \
+    /* dst[c] = act(b[c] + sum_k xs[k][c] * ws[k][c]), taps summed in order k. */ \
+    static void effai_dw_gather_##SUF(T* dst, const T** xs, const T** ws, int n, \
+                                      Py_ssize_t C, const T* b, int act) { \
+        Py_ssize_t c = 0; \
+        int k; \
+        for (; c + 4 * VL <= C; c += 4 * VL) { \
+            V a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}; \
+            for (k = 0; k < n; k++) { \
+                const T* xp = xs[k] + c; \
+                const T* wp = ws[k] + c; \
+                a0 += *(const V*)xp * *(const V*)wp; \
+                a1 += *(const V*)(xp + VL) * *(const V*)(wp + VL); \
+                a2 += *(const V*)(xp + 2 * VL) * *(const V*)(wp + 2 * VL); \
+                a3 += *(const V*)(xp + 3 * VL) * *(const V*)(wp + 3 * VL); \
+            } \
+            if (b) { \
+                a0 += *(const V*)(b + c); a1 += *(const V*)(b + c + VL); \
+                a2 += *(const V*)(b + c + 2 * VL); a3 += *(const V*)(b + c + 3 * VL); \
+            } \
+            *(V*)(dst + c) = effai_act_##SUF(a0, act); \
+            *(V*)(dst + c + VL) = effai_act_##SUF(a1, act); \
+            *(V*)(dst + c + 2 * VL) = effai_act_##SUF(a2, act); \
+            *(V*)(dst + c + 3 * VL) = effai_act_##SUF(a3, act); \
+        } \
+        for (; c + VL <= C; c += VL) { \
+            V a0 = {0}; \
+            for (k = 0; k < n; k++) a0 += *(const V*)(xs[k] + c) * *(const V*)(ws[k] + c); \
+            if (b) a0 += *(const V*)(b + c); \
+            *(V*)(dst + c) = effai_act_##SUF(a0, act); \
+        } \
+        for (; c < C; c++) { \
+            T s = 0; \
+            for (k = 0; k < n; k++) s += xs[k][c] * ws[k][c]; \
+            if (b) s += b[c]; \
+            dst[c] = effai_act1_##SUF(s, act); \
+        } \
+    } \
+    /* 3x3 weight/bias gradient of the interior output pixels ow_lo..ow_hi-1
+       of one output row, channels 0..R-1 of the pointers given: g/y at output
+       pixel 0, x0..x2 at column 0 of the three input rows (row stride C per
+       pixel).  The nine tap sums and the bias sum of a channel vector stay in
+       registers over the row and are then added to racc[t*R + c] / raccb[c]. */ \
+    static void effai_dw_gw_row3_##SUF(const T* g, const T* y, const T* x0, const T* x1, \
+                                       const T* x2, T* racc, T* raccb, Py_ssize_t R, \
+                                       Py_ssize_t C, Py_ssize_t ow_lo, Py_ssize_t ow_hi, \
+                                       Py_ssize_t sw, Py_ssize_t dw, Py_ssize_t pl, int act) { \
+        Py_ssize_t c = 0, ow, q, d1 = dw * C, d2 = 2 * dw * C; \
+        T hi = act == 2 ? (T)6 : (T)HUGE_VAL; \
+        for (; c + VL <= R; c += VL) { \
+            V a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}; \
+            V a5 = {0}, a6 = {0}, a7 = {0}, a8 = {0}, ab = {0}; \
+            V zero = {0}; \
+            V vhi = zero + hi; \
+            for (ow = ow_lo; ow < ow_hi; ow++) { \
+                V gv = *(const V*)(g + ow * C + c); \
+                const T* p0; const T* p1; const T* p2; \
+                if (act != 0) { \
+                    V yv = *(const V*)(y + ow * C + c); \
+                    gv = (V)((VI)gv & ((yv > zero) & (yv < vhi))); \
+                } \
+                q = (ow * sw - pl) * C + c; \
+                p0 = x0 + q; p1 = x1 + q; p2 = x2 + q; \
+                a0 += gv * *(const V*)p0; \
+                a1 += gv * *(const V*)(p0 + d1); \
+                a2 += gv * *(const V*)(p0 + d2); \
+                a3 += gv * *(const V*)p1; \
+                a4 += gv * *(const V*)(p1 + d1); \
+                a5 += gv * *(const V*)(p1 + d2); \
+                a6 += gv * *(const V*)p2; \
+                a7 += gv * *(const V*)(p2 + d1); \
+                a8 += gv * *(const V*)(p2 + d2); \
+                ab += gv; \
+            } \
+            *(V*)(racc + c) += a0; *(V*)(racc + R + c) += a1; \
+            *(V*)(racc + 2 * R + c) += a2; *(V*)(racc + 3 * R + c) += a3; \
+            *(V*)(racc + 4 * R + c) += a4; *(V*)(racc + 5 * R + c) += a5; \
+            *(V*)(racc + 6 * R + c) += a6; *(V*)(racc + 7 * R + c) += a7; \
+            *(V*)(racc + 8 * R + c) += a8; *(V*)(raccb + c) += ab; \
+        } \
+        for (; c < R; c++) { \
+            T a[10] = {0}; \
+            int t; \
+            for (ow = ow_lo; ow < ow_hi; ow++) { \
+                T gv = g[ow * C + c]; \
+                const T* p0; const T* p1; const T* p2; \
+                if (act != 0) { \
+                    T yv = y[ow * C + c]; \
+                    gv = (yv > 0 && yv < hi) ? gv : (T)0; \
+                } \
+                q = (ow * sw - pl) * C + c; \
+                p0 = x0 + q; p1 = x1 + q; p2 = x2 + q; \
+                a[0] += gv * p0[0]; a[1] += gv * p0[d1]; a[2] += gv * p0[d2]; \
+                a[3] += gv * p1[0]; a[4] += gv * p1[d1]; a[5] += gv * p1[d2]; \
+                a[6] += gv * p2[0]; a[7] += gv * p2[d1]; a[8] += gv * p2[d2]; \
+                a[9] += gv; \
+            } \
+            for (t = 0; t < 9; t++) racc[t * R + c] += a[t]; \
+            raccb[c] += a[9]; \
+        } \
+    }
+
+    EFFAI_DW_KERNELS(f, float, effai_vf, effai_vfi, 8)
+    EFFAI_DW_KERNELS(d, double, effai_vd, effai_vdi, 4)
+    """
+    void effai_dw_gather_f(float* dst, const float** xs, const float** ws, int n,
+                           Py_ssize_t C, const float* b, int act) nogil
+    void effai_dw_gather_d(double* dst, const double** xs, const double** ws, int n,
+                           Py_ssize_t C, const double* b, int act) nogil
+    void effai_dw_gw_row3_f(const float* g, const float* y, const float* x0,
+                            const float* x1, const float* x2, float* racc, float* raccb,
+                            Py_ssize_t R, Py_ssize_t C, Py_ssize_t ow_lo, Py_ssize_t ow_hi,
+                            Py_ssize_t sw, Py_ssize_t dw, Py_ssize_t pl, int act) nogil
+    void effai_dw_gw_row3_d(const double* g, const double* y, const double* x0,
+                            const double* x1, const double* x2, double* racc, double* raccb,
+                            Py_ssize_t R, Py_ssize_t C, Py_ssize_t ow_lo, Py_ssize_t ow_hi,
+                            Py_ssize_t sw, Py_ssize_t dw, Py_ssize_t pl, int act) nogil
+
+
+cdef inline void _dw_gather(floating* dst, const floating** xs, const floating** ws, int n,
+                            Py_ssize_t C, const floating* b, int act) noexcept nogil:
+    """dst[:C] = act(b + sum_k xs[k][:C] * ws[k][:C]) (b may be NULL; n may be 0)."""
+    if floating is float:
+        effai_dw_gather_f(dst, xs, ws, n, C, b, act)
+    else:
+        effai_dw_gather_d(dst, xs, ws, n, C, b, act)
+
+
 def _cpu_level():
     """0 = baseline, 1 = AVX2+FMA, 2 = AVX-512 (F/BW/VL/DQ) on this CPU."""
     return effai_conv_cpu_level()
@@ -476,114 +643,117 @@ cdef void depthwise_forward(
 # depthwise backward
 # ---------------------------------------------------------------------------
 
-cdef void _dw_grad_x_row(const floating* gn, const floating* yn, const floating* w,
-                         floating* gxr, Py_ssize_t H, Py_ssize_t W, Py_ssize_t C,
-                         Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t OH, Py_ssize_t OW,
-                         Py_ssize_t ih, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh,
-                         Py_ssize_t dw, Py_ssize_t pt, Py_ssize_t pl,
-                         int act) noexcept nogil:
-    """Input gradient of one input row (gather form: each element written once)."""
-    cdef Py_ssize_t iw, kh, kw, c, t, u, oh, ow
-    cdef floating* gx
-    cdef const floating* gp
-    cdef const floating* yp
-    cdef const floating* wp
-    for iw in range(W):
-        gx = gxr + iw * C
-        memset(gx, 0, C * sizeof(floating))
+cdef void _dw_gx_row(const floating* g, const floating* y, const floating* w,
+                    const floating* wflip, const floating* zrow,
+                    floating* gxr, floating* mbuf, Py_ssize_t* keys,
+                    const floating** rowsg, const floating** taps, Py_ssize_t n,
+                    Py_ssize_t ih, Py_ssize_t H, Py_ssize_t W, Py_ssize_t C,
+                    Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t OH, Py_ssize_t OW,
+                    Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
+                    Py_ssize_t pt, Py_ssize_t pl, int act) noexcept nogil:
+    """Input gradient of input row ``ih`` of image ``n`` (gather form).
+
+    ``g``/``y`` are the whole grad_out / forward output, ``gxr`` the grad_x
+    row.  With an activation, ``mbuf`` is a ring of KH masked grad_out rows
+    whose (image, row) keys are ``keys[:KH]`` (``keys[KH:]`` is scratch); rows
+    already in the ring are not masked again.  ``rowsg`` (KH) and ``taps``
+    (2*KH*KW) are scratch.  For 3x3 filters at unit stride, ``wflip`` (the
+    filter flipped in both axes) and ``zrow`` (OW*C zeros) run the row as a
+    forward convolution of the masked rows on the register-blocked 3x3 path
+    (four pixels per sweep, sharing loads); otherwise they may be NULL.
+    """
+    cdef Py_ssize_t kh, kw, t, u, oh, ow, iw, s, j, m, key
+    cdef Py_ssize_t* need = keys + KH
+    cdef bint free_slot
+    cdef int k
+    cdef const floating** ws = taps + KH * KW
+    for kh in range(KH):
+        need[kh] = -1
+        rowsg[kh] = NULL
+        t = ih + pt - kh * dh
+        if t < 0 or t % sh != 0:
+            continue
+        oh = t // sh
+        if oh >= OH:
+            continue
+        need[kh] = n * OH + oh
+        if act == ACT_NONE:
+            rowsg[kh] = g + need[kh] * OW * C
+    if act != ACT_NONE:
         for kh in range(KH):
-            t = ih + pt - kh * dh
-            if t < 0 or t % sh != 0:
+            key = need[kh]
+            if key < 0:
                 continue
-            oh = t // sh
-            if oh >= OH:
+            m = -1
+            for s in range(KH):
+                if keys[s] == key:
+                    m = s
+                    break
+            if m < 0:
+                # a slot whose row this input row does not need
+                for s in range(KH):
+                    free_slot = True
+                    for j in range(KH):
+                        if need[j] >= 0 and need[j] == keys[s]:
+                            free_slot = False
+                            break
+                    if free_slot:
+                        m = s
+                        break
+                _mask(mbuf + m * OW * C, g + key * OW * C, y + key * OW * C, OW * C, act)
+                keys[m] = key
+            rowsg[kh] = mbuf + m * OW * C
+    if wflip != NULL and KH == 3 and KW == 3 and sh == 1 and sw == 1:
+        # flipped filter: forward tap k reads grad_out row of kh = 2 - k
+        for k in range(3):
+            taps[k] = rowsg[2 - k] if rowsg[2 - k] != NULL else zrow
+        _dw_pixels(g, wflip, <const floating*> NULL, gxr, OH, OW, C, 3, 3, 0, 0, W, 1, dh,
+                   dw, 2 * dw - pl, ACT_NONE, zrow, taps)
+        return
+    for iw in range(W):
+        k = 0
+        for kh in range(KH):
+            if rowsg[kh] == NULL:
                 continue
             for kw in range(KW):
                 u = iw + pl - kw * dw
-                if u < 0 or u % sw != 0:
+                if u < 0:
                     continue
-                ow = u // sw
+                if sw == 1:         # no integer division on the common path
+                    ow = u
+                elif sw == 2:
+                    if u & 1:
+                        continue
+                    ow = u >> 1
+                else:
+                    if u % sw != 0:
+                        continue
+                    ow = u // sw
                 if ow >= OW:
                     continue
-                gp = gn + (oh * OW + ow) * C
-                wp = w + (kh * KW + kw) * C
-                if act == ACT_NONE:
-                    for c in range(C):
-                        gx[c] = gx[c] + gp[c] * wp[c]
-                elif act == ACT_RELU:
-                    yp = yn + (oh * OW + ow) * C
-                    for c in range(C):
-                        gx[c] = gx[c] + (gp[c] if yp[c] > 0 else 0) * wp[c]
-                else:
-                    yp = yn + (oh * OW + ow) * C
-                    for c in range(C):
-                        gx[c] = gx[c] + (gp[c] if (yp[c] > 0 and yp[c] < 6) else 0) * wp[c]
+                taps[k] = rowsg[kh] + ow * C
+                ws[k] = w + (kh * KW + kw) * C
+                k = k + 1
+        _dw_gather(gxr + iw * C, taps, ws, k, C, <const floating*> NULL, ACT_NONE)
 
 
-cdef void _dw_gw_row3(const floating* grow, const floating* yrow, const floating* x0,
-                      const floating* x1, const floating* x2, floating* racc,
-                      floating* raccb, Py_ssize_t R, Py_ssize_t C, Py_ssize_t ow_lo,
-                      Py_ssize_t ow_hi, Py_ssize_t sw, Py_ssize_t dw, Py_ssize_t pl,
-                      int act) noexcept nogil:
+cdef inline void _dw_gw_row3(const floating* g, const floating* y, const floating* x0,
+                             const floating* x1, const floating* x2, floating* racc,
+                             floating* raccb, Py_ssize_t R, Py_ssize_t C, Py_ssize_t ow_lo,
+                             Py_ssize_t ow_hi, Py_ssize_t sw, Py_ssize_t dw, Py_ssize_t pl,
+                             int act) noexcept nogil:
     """3x3 weight/bias gradient of the interior pixels ow_lo..ow_hi-1 of one row.
 
     Channels outside, pixels inside: the nine tap sums and the bias sum of a
-    channel stay in registers over the whole row (the compiler vectorises the
-    channel loop), instead of a load and a store of every partial sum per tap.
-    ``grow``/``yrow`` point at channel c0 of output pixel 0 of the row,
-    ``x0..x2`` at channel c0 of column 0 of the three input rows.
+    channel vector stay in registers over the whole row (the C kernel
+    effai_dw_gw_row3 on vector extensions).  ``g``/``y`` point at channel c0
+    of output pixel 0 of the row, ``x0..x2`` at channel c0 of column 0 of the
+    three input rows; the sums are added to ``racc[t*R + c]`` and ``raccb``.
     """
-    cdef Py_ssize_t c, ow, q, c0, cl, t
-    cdef Py_ssize_t d1 = dw * C
-    cdef Py_ssize_t d2 = 2 * dw * C
-    cdef floating gv, yv
-    cdef floating hi = 6 if act == ACT_RELU6 else <floating> 1e300
-    cdef const floating* gq
-    cdef const floating* yq
-    cdef const floating* p0
-    cdef const floating* p1
-    cdef const floating* p2
-    cdef floating gl[_CB]
-    cdef floating a[10 * _CB]
-    c0 = 0
-    while c0 < R:
-        cl = R - c0
-        if cl > _CB:
-            cl = _CB
-        for c in range(10 * _CB):
-            a[c] = 0
-        for ow in range(ow_lo, ow_hi):
-            gq = grow + ow * C + c0
-            if act != ACT_NONE:
-                yq = yrow + ow * C + c0
-                for c in range(cl):
-                    yv = yq[c]
-                    gl[c] = gq[c] if (yv > 0 and yv < hi) else 0
-            else:
-                for c in range(cl):
-                    gl[c] = gq[c]
-            q = (ow * sw - pl) * C + c0
-            p0 = x0 + q
-            p1 = x1 + q
-            p2 = x2 + q
-            for c in range(cl):
-                gv = gl[c]
-                a[c] = a[c] + gv * p0[c]
-                a[_CB + c] = a[_CB + c] + gv * p0[c + d1]
-                a[2 * _CB + c] = a[2 * _CB + c] + gv * p0[c + d2]
-                a[3 * _CB + c] = a[3 * _CB + c] + gv * p1[c]
-                a[4 * _CB + c] = a[4 * _CB + c] + gv * p1[c + d1]
-                a[5 * _CB + c] = a[5 * _CB + c] + gv * p1[c + d2]
-                a[6 * _CB + c] = a[6 * _CB + c] + gv * p2[c]
-                a[7 * _CB + c] = a[7 * _CB + c] + gv * p2[c + d1]
-                a[8 * _CB + c] = a[8 * _CB + c] + gv * p2[c + d2]
-                a[9 * _CB + c] = a[9 * _CB + c] + gv
-        for t in range(9):
-            for c in range(cl):
-                racc[t * R + c0 + c] = racc[t * R + c0 + c] + a[t * _CB + c]
-        for c in range(cl):
-            raccb[c0 + c] = raccb[c0 + c] + a[9 * _CB + c]
-        c0 = c0 + _CB
+    if floating is float:
+        effai_dw_gw_row3_f(g, y, x0, x1, x2, racc, raccb, R, C, ow_lo, ow_hi, sw, dw, pl, act)
+    else:
+        effai_dw_gw_row3_d(g, y, x0, x1, x2, racc, raccb, R, C, ow_lo, ow_hi, sw, dw, pl, act)
 
 
 cdef void _dw_grad_w_range(const floating* x, const floating* g, const floating* y,
@@ -696,56 +866,60 @@ cdef void depthwise_backward(
     cdef const floating* gp = &grad_out[0, 0, 0, 0]
     cdef const floating* yp = &y[0, 0, 0, 0] if act != ACT_NONE else NULL
     cdef floating* gxp
+    cdef floating* mbuf
     cdef floating* wflip
     cdef floating* zrow
-    cdef floating* mbuf
-    cdef const floating** rows3
-    cdef Py_ssize_t k, t
+    cdef Py_ssize_t* keys
+    cdef const floating** rowsg
+    cdef const floating** taps
+    cdef Py_ssize_t k
 
-    if grad_x.shape[0] > 0 and KH == 3 and KW == 3 and stride_h == 1 and stride_w == 1:
-        # Unit stride: grad_x is a forward depthwise convolution of the masked
-        # grad_out with the flipped filter (leading padding 2*dil - pad), run
-        # on the register-blocked 3x3 path.  The three grad_out rows that one
-        # grad_x row needs are masked into per-thread scratch.
+    if grad_x.shape[0] > 0:
+        # Gather form: every grad_x element is written once, by one thread, as
+        # a sum over its valid taps in (kh, kw) order (effai_dw_gather keeps
+        # the sums in registers).  With a fused activation the grad_out rows
+        # are masked once into a per-thread ring of KH rows: a thread's input
+        # rows are contiguous (static schedule), so consecutive input rows
+        # reuse the masked output rows of the previous ones.
         gxp = &grad_x[0, 0, 0, 0]
-        wflip = <floating*> malloc(9 * C * sizeof(floating))
-        zrow = <floating*> calloc(OW * C, sizeof(floating))
-        if wflip != NULL and zrow != NULL:
-            for k in range(9):
-                memcpy(wflip + k * C, wp + (8 - k) * C, C * sizeof(floating))
-            with parallel(num_threads=n_threads):
-                mbuf = <floating*> malloc(3 * OW * C * sizeof(floating))
-                rows3 = <const floating**> malloc(3 * sizeof(floating*))
-                for r in prange(N * H, schedule="static"):
-                    if mbuf != NULL and rows3 != NULL:
-                        n = r // H
-                        ih = r - n * H
-                        for k in range(3):
-                            t = ih - (2 * dil_h - pad_top) + k * dil_h
-                            if t < 0 or t >= OH:
-                                rows3[k] = zrow
-                            elif act == ACT_NONE:
-                                rows3[k] = gp + (n * OH + t) * OW * C
-                            else:
-                                _mask(mbuf + k * OW * C, gp + (n * OH + t) * OW * C,
-                                      yp + (n * OH + t) * OW * C, OW * C, act)
-                                rows3[k] = mbuf + k * OW * C
-                        _dw_pixels(gp, wflip, <const floating*> NULL, gxp + r * W * C,
-                                   OH, OW, C, 3, 3, 0, 0, W, 1, dil_h, dil_w,
-                                   2 * dil_w - pad_left, ACT_NONE, zrow, rows3)
-                free(mbuf)
-                free(rows3)
+        wflip = NULL
+        zrow = NULL
+        if KH == 3 and KW == 3 and stride_h == 1 and stride_w == 1:
+            wflip = <floating*> malloc(9 * C * sizeof(floating))
+            zrow = <floating*> calloc(OW * C, sizeof(floating))
+            if wflip == NULL or zrow == NULL:
+                free(wflip)
+                free(zrow)
+                wflip = NULL
+                zrow = NULL
+            else:
+                for k in range(9):
+                    memcpy(wflip + k * C, wp + (8 - k) * C, C * sizeof(floating))
+        with parallel(num_threads=n_threads):
+            mbuf = <floating*> malloc(KH * OW * C * sizeof(floating)) if act != ACT_NONE \
+                else NULL
+            keys = <Py_ssize_t*> malloc(2 * KH * sizeof(Py_ssize_t))
+            rowsg = <const floating**> malloc(KH * sizeof(floating*))
+            taps = <const floating**> malloc(2 * KH * KW * sizeof(floating*))
+            if keys != NULL:
+                for k in range(KH):
+                    keys[k] = -1
+            for r in prange(N * H, schedule="static"):
+                if keys == NULL or rowsg == NULL or taps == NULL or (
+                        act != ACT_NONE and mbuf == NULL):
+                    continue
+                n = r // H
+                ih = r - n * H
+                _dw_gx_row(gp, yp, wp, wflip, zrow, gxp + r * W * C, mbuf, keys, rowsg, taps,
+                           n, ih,
+                           H, W, C, KH, KW, OH, OW, stride_h, stride_w, dil_h, dil_w,
+                           pad_top, pad_left, act)
+            free(mbuf)
+            free(keys)
+            free(rowsg)
+            free(taps)
         free(wflip)
         free(zrow)
-    elif grad_x.shape[0] > 0:
-        gxp = &grad_x[0, 0, 0, 0]
-        for r in prange(N * H, schedule="static", num_threads=n_threads):
-            n = r // H
-            ih = r - n * H
-            _dw_grad_x_row(gp + n * OH * OW * C,
-                           (yp + n * OH * OW * C) if yp != NULL else NULL,
-                           wp, gxp + r * W * C, H, W, C, KH, KW, OH, OW, ih,
-                           stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, act)
 
     # Weight gradient: channels split into cache-line-aligned ranges.
     align = 64 // sizeof(floating)

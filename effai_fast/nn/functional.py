@@ -23,12 +23,14 @@ more to page in than the convolution takes to fill it.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import numbers
 import os
 
 import numpy as np
 
+from effai_fast import _openmp_helpers
 from effai_fast._threads import resolve_n_threads, threads_for_work
 from effai_fast._validation import as_float_array, check_out, result_float_dtype
 from effai_fast.nn import _conv as _conv_baseline
@@ -45,6 +47,14 @@ __all__ = [
 ]
 
 _INT_MAX = 2**31 - 1
+
+_OPENMP = _openmp_helpers.openmp_enabled()
+
+# read-only 0-length arrays standing for "no bias" / "no buffer"
+_EMPTY = {np.dtype(t): np.empty(0, dtype=t) for t in (np.float32, np.float64)}
+_EMPTY4 = {d: e.reshape(0, 0, 0, 0) for d, e in _EMPTY.items()}
+for _e in (*_EMPTY.values(), *_EMPTY4.values()):
+    _e.flags.writeable = False
 
 _ACTIVATIONS = {None: 0, "none": 0, "linear": 0, "relu": 1, "relu6": 2}
 
@@ -141,9 +151,17 @@ class _SerialBLAS:
 
 _serial_blas = _SerialBLAS()
 
-# Least work (multiply-adds) worth waking a second thread for.  A libgomp
-# team costs ~5-30 us to start (more on a busy machine); this is ~50-100 us of work.
-_GRAIN_MACS = 1_000_000
+# Thread threshold.  A call gets one thread per ``_GRAIN_MACS`` multiply-adds
+# of *GEMM-equivalent* work (capped at the requested count): below that, waking
+# a second libgomp thread (5-30 us on an idle machine, far more when the cores
+# are shared and the worker has to be scheduled) costs more than it saves.
+# Depthwise work is memory-bound and runs at a fraction of the GEMM's
+# multiply-add rate, so each of its multiply-adds weighs ``_DW_WEIGHT`` GEMM
+# ones.  Measured on a 2-core AVX2 EPYC (bench/bench_conv.py, per layer at 1
+# and 2 threads): 2 threads pay off from ~200 us of single-thread work,
+# which is ~2M GEMM multiply-adds or ~1M depthwise ones.
+_GRAIN_MACS = 2_000_000
+_DW_WEIGHT = 2
 
 
 # ---------------------------------------------------------------------------
@@ -313,7 +331,62 @@ def _grad_outs(out, shapes, dtype, inputs):
 
 
 def _threads(n_threads, macs):
-    return threads_for_work(resolve_n_threads(n_threads), macs, _GRAIN_MACS)
+    return threads_for_work(_resolve(n_threads), macs, _GRAIN_MACS)
+
+
+def _resolve(n_threads) -> int:
+    # resolve_n_threads, minus its CPU-affinity system call (~5 us) for the
+    # common explicit count: a positive int is returned unchanged there too.
+    if type(n_threads) is int and n_threads > 0 and _OPENMP:
+        return n_threads
+    return resolve_n_threads(n_threads)
+
+
+def _dw_threads(n_threads, macs):
+    """Thread count for a depthwise call of ``macs`` multiply-adds."""
+    return threads_for_work(_resolve(n_threads), macs * _DW_WEIGHT, _GRAIN_MACS)
+
+
+# --- fast argument path -----------------------------------------------------
+# A depthwise layer at 7x7 or 14x14 runs in ~50-150 us, so the ~30 us that the
+# general validation (array conversion, dtype resolution, padding parsing,
+# three overlap checks) costs per call would eat a third of it.  When every
+# argument already is what the kernel needs (ndarrays of one float dtype,
+# C-contiguous and aligned; stride/padding/dilation plain ints, strings or
+# tuples of ints), the checks below are the same checks done directly, and the
+# geometry comes from a cache keyed on the shapes; anything else takes the
+# general path, which gives the error messages.
+
+_FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _plain(v) -> bool:
+    t = type(v)
+    if t is int or t is str:
+        return True
+    return t is tuple and all(type(e) is int for e in v)
+
+
+def _ready(a, dtype, ndim) -> bool:
+    """``a`` is an aligned C-contiguous ndarray of ``dtype`` and ``ndim``."""
+    if type(a) is not np.ndarray or a.dtype != dtype or a.ndim != ndim:
+        return False
+    f = a.flags
+    return f.c_contiguous and f.aligned
+
+
+@functools.lru_cache(maxsize=512)
+def _geometry_cached(x_shape, KH, KW, stride, padding, dilation):
+    return _geometry(x_shape, KH, KW, stride, padding, dilation)
+
+
+def _ready_out(out, shape, dtype, inputs) -> bool:
+    if not _ready(out, dtype, len(shape)) or out.shape != shape or not out.flags.writeable:
+        return False
+    for a in inputs:
+        if a is not None and np.may_share_memory(out, a):
+            return False
+    return True
 
 
 def _check_grad_out(grad_out, dtype, shape):
@@ -381,6 +454,10 @@ def depthwise_conv2d(x, weight, bias=None, *, stride=1, padding="same", dilation
            [6., 9., 6.],
            [4., 6., 4.]], dtype=float32)
     """
+    res = _depthwise_fast(x, weight, bias, stride, padding, dilation, activation,
+                          n_threads, out)
+    if res is not None:
+        return res
     dtype = _dtype_of(x=x, weight=weight, bias=bias)
     x = _as_x(x, dtype)
     C = x.shape[3]
@@ -394,9 +471,43 @@ def depthwise_conv2d(x, weight, bias=None, *, stride=1, padding="same", dilation
     sh, sw, dh, dw, pads, OH, OW = _geometry(x.shape, KH, KW, stride, padding, dilation)
     shape = (x.shape[0], OH, OW, C)
     res = _output(out, "out", shape, dtype, x, weight, b)
-    nt = _threads(n_threads, x.shape[0] * OH * OW * C * KH * KW)
+    nt = _dw_threads(n_threads, x.shape[0] * OH * OW * C * KH * KW)
     _conv._depthwise_forward(x, weight, b, res, sh, sw, dh, dw, pads[0], pads[2], act, nt)
     return res
+
+
+def _depthwise_fast(x, weight, bias, stride, padding, dilation, activation, n_threads, out):
+    """:func:`depthwise_conv2d` for ready arguments, or None (take the general path)."""
+    if not (_plain(stride) and _plain(padding) and _plain(dilation)):
+        return None
+    if activation is not None and type(activation) is not str:
+        return None
+    dtype = getattr(x, "dtype", None)
+    if dtype not in _FAST_DTYPES or not _ready(x, dtype, 4) or not _ready(weight, dtype, 3):
+        return None
+    N, H, W, C = x.shape
+    if H == 0 or W == 0 or C == 0 or weight.shape[2] != C:
+        return None
+    if bias is None:
+        b = _EMPTY[dtype]
+    elif not _ready(bias, dtype, 1) or bias.shape[0] != C:
+        return None
+    else:
+        b = bias
+    act = _ACTIVATIONS.get(activation if activation is None else activation.lower())
+    if act is None:
+        return None
+    KH, KW = weight.shape[0], weight.shape[1]
+    sh, sw, dh, dw, pads, OH, OW = _geometry_cached(x.shape, KH, KW, stride, padding,
+                                                    dilation)
+    shape = (N, OH, OW, C)
+    if out is None:
+        out = np.empty(shape, dtype=dtype)
+    elif not _ready_out(out, shape, dtype, (x, weight, bias)):
+        return None
+    nt = _dw_threads(n_threads, N * OH * OW * C * KH * KW)
+    _conv._depthwise_forward(x, weight, b, out, sh, sw, dh, dw, pads[0], pads[2], act, nt)
+    return out
 
 
 def depthwise_conv2d_vjp(x, weight, grad_out, *, stride=1, padding="same", dilation=1,
@@ -434,6 +545,10 @@ def depthwise_conv2d_vjp(x, weight, grad_out, *, stride=1, padding="same", dilat
     The weight and bias gradients are split over channels, never over pixels,
     so the result does not depend on ``n_threads``.
     """
+    res = _depthwise_vjp_fast(x, weight, grad_out, stride, padding, dilation, activation,
+                              output, need_input_grad, n_threads, out)
+    if res is not None:
+        return res
     dtype = _dtype_of(x=x, weight=weight, grad_out=grad_out)
     x = _as_x(x, dtype)
     C = x.shape[3]
@@ -448,8 +563,62 @@ def depthwise_conv2d_vjp(x, weight, grad_out, *, stride=1, padding="same", dilat
     y = _check_output(output, act, dtype, oshape)
     gx, gw, gb = _grad_outs(out, (x.shape if need_input_grad else None, weight.shape, (C,)),
                             dtype, (x, weight, g, y))
-    nt = _threads(n_threads, 2 * x.shape[0] * OH * OW * C * KH * KW)
+    nt = _dw_threads(n_threads, 2 * x.shape[0] * OH * OW * C * KH * KW)
     _conv._depthwise_backward(x, weight, g, y, gx if gx is not None else _empty(dtype, 4),
+                              gw, gb, sh, sw, dh, dw, pads[0], pads[2], act, nt)
+    return gx, gw, gb
+
+
+def _depthwise_vjp_fast(x, weight, grad_out, stride, padding, dilation, activation, output,
+                        need_input_grad, n_threads, out):
+    """:func:`depthwise_conv2d_vjp` for ready arguments, or None (general path)."""
+    if not (_plain(stride) and _plain(padding) and _plain(dilation)):
+        return None
+    if activation is not None and type(activation) is not str:
+        return None
+    if type(need_input_grad) is not bool:
+        return None
+    dtype = getattr(x, "dtype", None)
+    if dtype not in _FAST_DTYPES or not _ready(x, dtype, 4) or not _ready(weight, dtype, 3):
+        return None
+    N, H, W, C = x.shape
+    if H == 0 or W == 0 or C == 0 or weight.shape[2] != C:
+        return None
+    act = _ACTIVATIONS.get(activation if activation is None else activation.lower())
+    if act is None:
+        return None
+    KH, KW = weight.shape[0], weight.shape[1]
+    sh, sw, dh, dw, pads, OH, OW = _geometry_cached(x.shape, KH, KW, stride, padding,
+                                                    dilation)
+    oshape = (N, OH, OW, C)
+    if not _ready(grad_out, dtype, 4) or grad_out.shape != oshape:
+        return None
+    if act:
+        if not _ready(output, dtype, 4) or output.shape != oshape:
+            return None
+        y = output
+    else:
+        y = _EMPTY4[dtype]
+    if out is None:
+        out = (None, None, None)
+    elif type(out) is not tuple or len(out) != 3:
+        return None
+    inputs = (x, weight, grad_out, y if act else None)
+    shapes = (x.shape if need_input_grad else None, weight.shape, (C,))
+    bufs = []
+    for buf, shape in zip(out, shapes):
+        if shape is None:
+            bufs.append(None)
+        elif buf is None:
+            bufs.append(np.empty(shape, dtype=dtype))
+        elif _ready_out(buf, shape, dtype, inputs + tuple(bufs)):
+            bufs.append(buf)
+        else:
+            return None
+    gx, gw, gb = bufs
+    nt = _dw_threads(n_threads, 2 * N * OH * OW * C * KH * KW)
+    _conv._depthwise_backward(x, weight, grad_out, y,
+                              gx if gx is not None else np.empty((0, 0, 0, 0), dtype),
                               gw, gb, sh, sw, dh, dw, pads[0], pads[2], act, nt)
     return gx, gw, gb
 

@@ -1,0 +1,126 @@
+"""InferencePlan: the validated-once inference pass equals Sequential.forward."""
+
+import numpy as np
+import pytest
+
+from effai_fast.nn import (
+    BatchNorm,
+    Conv2d,
+    DepthwiseConv2d,
+    Dropout,
+    GlobalAvgPool,
+    InferencePlan,
+    Linear,
+    PointwiseConv2d,
+    ReLU,
+    ReLU6,
+    Sequential,
+    fold_batchnorm,
+)
+from effai_fast.nn import functional as F
+
+
+def _net(dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    net = Sequential(
+        Conv2d(3, 8, 3, stride=2, dtype=dtype, seed=1),
+        BatchNorm(8, activation="relu", dtype=dtype),
+        DepthwiseConv2d(8, stride=1, activation="relu6", bias=True, dtype=dtype, seed=2),
+        PointwiseConv2d(8, 16, dtype=dtype, seed=3),
+        ReLU(dtype=dtype),
+        DepthwiseConv2d(16, 5, stride=2, padding=2, dtype=dtype, seed=4),
+        ReLU6(dtype=dtype),
+        Dropout(0.3, seed=5, dtype=dtype),
+        GlobalAvgPool(dtype=dtype),
+        Linear(16, 5, dtype=dtype, seed=6),
+    )
+    bn = net[1]
+    bn.running_mean[...] = rng.normal(0, 0.1, 8)
+    bn.running_var[...] = rng.uniform(0.5, 1.5, 8)
+    return net
+
+
+@pytest.mark.parametrize("fold", [False, True])
+def test_plan_equals_sequential_forward(fold, dtype, n_threads, rng, monkeypatch):
+    monkeypatch.setattr(F, "_GRAIN_MACS", 1)   # 2 threads even on these small layers
+    net = _net(dtype)
+    if fold:
+        net = fold_batchnorm(net)
+    net.n_threads = n_threads
+    x = rng.standard_normal((3, 17, 15, 3)).astype(dtype)
+    plan = InferencePlan(net, x.shape)
+    want = net.forward(x, training=False)
+    got = plan(x)
+    assert got.dtype == dtype and got.shape == want.shape == plan.output_shape
+    np.testing.assert_array_equal(got, want)
+    # a second call reuses the buffers and returns a fresh array
+    again = plan(x)
+    assert again is not got
+    np.testing.assert_array_equal(again, want)
+    assert len(plan.layer_threads) == len(net.layers) - (not fold)  # dropout skipped
+    assert all(1 <= t <= n_threads for _, _, t in plan.layer_threads)
+
+
+def test_plan_results_do_not_depend_on_threads(rng, monkeypatch):
+    monkeypatch.setattr(F, "_GRAIN_MACS", 1)
+    net = fold_batchnorm(_net(np.float32))
+    x = rng.standard_normal((2, 20, 20, 3)).astype(np.float32)
+    outs = [InferencePlan(net, x.shape, n_threads=nt)(x) for nt in (1, 2, 3)]
+    for o in outs[1:]:
+        np.testing.assert_array_equal(o, outs[0])
+
+
+def test_small_layers_stay_on_one_thread():
+    net = fold_batchnorm(_net(np.float32))
+    plan = InferencePlan(net, (1, 16, 16, 3), n_threads=2)
+    assert {t for _, _, t in plan.layer_threads} == {1}
+
+
+def test_plan_sees_in_place_updates_and_rebuilds_on_replacement(rng):
+    net = fold_batchnorm(_net(np.float64))
+    x = rng.standard_normal((1, 12, 12, 3))
+    plan = InferencePlan(net, x.shape, n_threads=1)
+    net[1].weight *= 2.0                       # in place: seen
+    np.testing.assert_array_equal(plan(x), net.forward(x))
+    net[2].weight = net[2].weight * 0.5        # replaced: the plan rebuilds
+    np.testing.assert_array_equal(plan(x), net.forward(x))
+    net[2].weight = np.ones((3, 3), np.float64)  # replaced by a wrong shape: an error
+    with pytest.raises(ValueError, match="weight"):
+        plan(x)
+
+
+def test_plan_input_validation_and_out(rng):
+    net = fold_batchnorm(_net(np.float32))
+    plan = InferencePlan(net, (2, 10, 10, 3), n_threads=1)
+    x64 = rng.standard_normal((2, 10, 10, 3))
+    want = net.forward(x64.astype(np.float32))
+    np.testing.assert_array_equal(plan(x64), want)          # cast like Sequential.forward
+    np.testing.assert_array_equal(plan(x64.tolist()), want)
+    out = np.empty(plan.output_shape, np.float32)
+    assert plan(x64, out=out) is out
+    np.testing.assert_array_equal(out, want)
+    with pytest.raises(ValueError, match="x"):
+        plan(np.zeros((1, 10, 10, 3), np.float32))
+    with pytest.raises(TypeError, match="x"):
+        plan(np.zeros((2, 10, 10, 3), np.complex64))
+    with pytest.raises(ValueError, match="out"):
+        plan(x64, out=np.empty((3, 5), np.float32))
+    with pytest.raises(TypeError, match="model"):
+        InferencePlan(object(), (1, 4, 4, 3))
+    for bad in [(1, 10, 10), (0, 10, 10, 3), (1.0, 10, 10, 3), "x", (True, 4, 4, 3)]:
+        with pytest.raises(ValueError, match="input_shape"):
+            InferencePlan(net, bad)
+    with pytest.raises(ValueError, match="channels"):
+        InferencePlan(net, (1, 10, 10, 4))
+    with pytest.raises(ValueError, match="n_threads"):
+        InferencePlan(net, (1, 10, 10, 3), n_threads=0)
+
+
+def test_mobilenet_plan_matches_forward(rng):
+    from effai_fast.mobilenet import mobilenet_v1
+
+    net = fold_batchnorm(mobilenet_v1(0.25, 64, 10, seed=0))
+    x = rng.standard_normal((2, 64, 64, 3)).astype(np.float32)
+    for nt in (1, 2):
+        net.n_threads = nt
+        np.testing.assert_array_equal(InferencePlan(net, x.shape)(x), net.forward(x))
