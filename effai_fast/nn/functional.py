@@ -30,7 +30,6 @@ import os
 
 import numpy as np
 
-from effai_fast import _openmp_helpers
 from effai_fast._threads import resolve_n_threads, threads_for_work
 from effai_fast._validation import as_float_array, check_out, result_float_dtype
 from effai_fast.nn import _conv as _conv_baseline
@@ -48,7 +47,6 @@ __all__ = [
 
 _INT_MAX = 2**31 - 1
 
-_OPENMP = _openmp_helpers.openmp_enabled()
 
 # read-only 0-length arrays standing for "no bias" / "no buffer"
 _EMPTY = {np.dtype(t): np.empty(0, dtype=t) for t in (np.float32, np.float64)}
@@ -331,20 +329,12 @@ def _grad_outs(out, shapes, dtype, inputs):
 
 
 def _threads(n_threads, macs):
-    return threads_for_work(_resolve(n_threads), macs, _GRAIN_MACS)
-
-
-def _resolve(n_threads) -> int:
-    # resolve_n_threads, minus its CPU-affinity system call (~5 us) for the
-    # common explicit count: a positive int is returned unchanged there too.
-    if type(n_threads) is int and n_threads > 0 and _OPENMP:
-        return n_threads
-    return resolve_n_threads(n_threads)
+    return threads_for_work(resolve_n_threads(n_threads), macs, _GRAIN_MACS)
 
 
 def _dw_threads(n_threads, macs):
     """Thread count for a depthwise call of ``macs`` multiply-adds."""
-    return threads_for_work(_resolve(n_threads), macs * _DW_WEIGHT, _GRAIN_MACS)
+    return threads_for_work(resolve_n_threads(n_threads), macs * _DW_WEIGHT, _GRAIN_MACS)
 
 
 # --- fast argument path -----------------------------------------------------
