@@ -344,6 +344,69 @@ def train_config(args):
             "seeds": {0.25: list(range(args.seeds)), 0.5: list(range(args.seeds_05))}}
 
 
+def train_markdown(conf, runs):
+    """The ``train`` section from its stored configuration and per-seed runs."""
+    rows, verdicts = [], []
+    for alpha in sorted({r["alpha"] for r in runs}):
+        rs = [r for r in runs if r["alpha"] == alpha]
+        ao = [r["ours_acc"] for r in rs]
+        at = [r["torch_acc"] for r in rs]
+        m, sd, lo, hi = paired_ci(np.subtract(ao, at))
+        so = float(np.median([t for r in rs for t in r["ours_epoch_s"]]))
+        st = float(np.median([t for r in rs for t in r["torch_epoch_s"]]))
+        ci = "-" if np.isnan(lo) else f"[{lo:+.2f}, {hi:+.2f}]"
+        rows.append([alpha, len(rs), round(cost(alpha, 28, 10, 1).macs / 1e6, 3),
+                     mean_sd(ao), mean_sd(at), f"{m:+.2f}",
+                     "-" if np.isnan(sd) else f"{sd:.2f}", ci,
+                     round(so, 1), round(st, 1), round(st / so, 2)])
+        if len(rs) < 2:
+            verdicts.append(f"alpha={alpha}: one seed only, no confidence interval.")
+            continue
+        need = int(np.ceil((1.96 * sd / 0.5) ** 2))
+        inside = -0.5 <= lo and hi <= 0.5
+        verdicts.append(
+            f"alpha={alpha} ({len(rs)} seeds): the 95% CI of the mean difference, "
+            f"[{lo:+.2f}, {hi:+.2f}] points, "
+            + ("lies inside ±0.5 points: parity within 0.5 points is shown."
+               if inside else
+               f"{'contains' if lo <= 0 <= hi else 'excludes'} 0 and does not lie inside "
+               f"±0.5 points, so these runs neither show nor exclude a 0.5-point difference.  "
+               f"The seed-to-seed sd of the difference ({sd:.2f} points) compares with "
+               f"{np.hypot(np.std(ao, ddof=1), np.std(at, ddof=1)):.2f} for two independent "
+               f"runs (sd of ours and of torch combined): same init and batches buy no "
+               f"correlation.  A CI of half-width 0.5 at this spread would need about "
+               f"{need} seeds, or longer training that shrinks the spread."))
+    per_seed = [[r["alpha"], r["seed"], f"{r['ours_acc']:.2f}", f"{r['torch_acc']:.2f}",
+                 f"{r['ours_acc'] - r['torch_acc']:+.2f}", f"{r['agree']:.1f}",
+                 f"{r['ours_loss'][-1]:.4f}", f"{r['torch_loss'][-1]:.4f}"] for r in runs]
+    n, epochs, threads = conf["n_train"], conf["epochs"], conf["threads"]
+    return (f"### float32 training: test accuracy (paired seeds) and time per epoch\n\n"
+            f"MobileNet v1 at 28x28 (rho = 1), Fashion-MNIST: {n:,} training images "
+            f"(class-stratified subset), all {conf['n_test']:,} test images; {epochs} epochs "
+            f"of {n // conf['batch']} steps, batch {conf['batch']}; SGD momentum "
+            f"{conf['momentum']} Nesterov, learning rate linear warm-up to {conf['lr']} over "
+            f"the first {conf['warmup']:.0%} of the steps then cosine decay to 0, weight decay "
+            f"{conf['weight_decay']} on convolution and classifier weights (batch-norm "
+            f"parameters and the classifier bias exempt), batch-norm momentum 0.1, no "
+            f"dropout, no augmentation; {threads} thread(s).  For each seed both libraries "
+            f"start from the same initial weights (ours, copied into PyTorch) and see the "
+            f"same batches in the same order, epochs interleaved (ours, torch, ours, ...).  "
+            f"Test accuracy in eval mode (running statistics) after the last epoch.  The two "
+            f"float32 trajectories part within a few steps (see the gradient section), so "
+            f"each seed gives one paired draw of two independent-looking outcomes; the "
+            f"paired difference ours - torch is summarised by its mean, sd and 95% "
+            f"Student-t confidence interval.  Time per epoch: median over all epochs of all "
+            f"seeds (training only, no evaluation).\n\n"
+            + md_table(["alpha", "seeds", "MMACs/image", "test acc % (ours)",
+                        "test acc % (torch)", "mean diff", "sd diff", "95% CI of diff",
+                        "s/epoch (ours)", "s/epoch (torch)", "speed-up"], rows)
+            + "\n\n" + "\n\n".join(verdicts)
+            + "\n\nPer seed (agreement = share of test images both predict the same "
+              "class; last-epoch mean training loss):\n\n"
+            + md_table(["alpha", "seed", "acc % (ours)", "acc % (torch)", "diff",
+                        "agree %", "train loss (ours)", "train loss (torch)"], per_seed))
+
+
 def part_train(data, args, checkpoint=None):
     """Paired float32 training: per seed, same initial weights and batches for both."""
     cfg = train_config(args)
@@ -352,51 +415,12 @@ def part_train(data, args, checkpoint=None):
     epochs, n = cfg["epochs"], len(xtr)
     runs = []
 
+    conf = {"n_train": n, "n_test": len(xte), "epochs": epochs, "batch": TRAIN_BATCH,
+            "lr": TRAIN_LR, "warmup": WARMUP, "weight_decay": TRAIN_WD, "momentum": MOMENTUM,
+            "threads": args.threads}
+
     def summary():
-        rows = []
-        for alpha in sorted({r["alpha"] for r in runs}):
-            rs = [r for r in runs if r["alpha"] == alpha]
-            ao = [r["ours_acc"] for r in rs]
-            at = [r["torch_acc"] for r in rs]
-            m, sd, lo, hi = paired_ci(np.subtract(ao, at))
-            so = float(np.median([t for r in rs for t in r["ours_epoch_s"]]))
-            st = float(np.median([t for r in rs for t in r["torch_epoch_s"]]))
-            ci = "-" if np.isnan(lo) else f"[{lo:+.2f}, {hi:+.2f}]"
-            rows.append([alpha, len(rs), round(cost(alpha, 28, 10, 1).macs / 1e6, 3),
-                         mean_sd(ao), mean_sd(at), f"{m:+.2f}",
-                         "-" if np.isnan(sd) else f"{sd:.2f}", ci,
-                         round(so, 1), round(st, 1), round(st / so, 2)])
-        per_seed = [[r["alpha"], r["seed"], f"{r['ours_acc']:.2f}", f"{r['torch_acc']:.2f}",
-                     f"{r['ours_acc'] - r['torch_acc']:+.2f}", f"{r['agree']:.1f}",
-                     f"{r['ours_loss'][-1]:.4f}", f"{r['torch_loss'][-1]:.4f}"] for r in runs]
-        steps = n // TRAIN_BATCH
-        md = (f"### float32 training: test accuracy (paired seeds) and time per epoch\n\n"
-              f"MobileNet v1 at 28x28 (rho = 1), Fashion-MNIST: {n:,} training images "
-              f"(class-stratified subset), all {len(xte):,} test images; {epochs} epochs of "
-              f"{steps} steps, batch {TRAIN_BATCH}; SGD momentum {MOMENTUM} Nesterov, learning "
-              f"rate linear warm-up to {TRAIN_LR} over the first {WARMUP:.0%} of the steps then "
-              f"cosine decay to 0, weight decay {TRAIN_WD} on convolution and classifier "
-              f"weights (batch-norm parameters and the classifier bias exempt), batch-norm "
-              f"momentum 0.1, no dropout, no augmentation; {args.threads} thread(s).  For "
-              f"each seed both libraries start from the same initial weights (ours, copied "
-              f"into PyTorch) and see the same batches in the same order, epochs interleaved "
-              f"(ours, torch, ours, ...).  Test accuracy in eval mode (running statistics) "
-              f"after the last epoch.  The two float32 trajectories part within a few steps "
-              f"(see the gradient section), so each seed gives one paired draw of two "
-              f"independent-looking outcomes; the paired difference ours - torch is "
-              f"summarised by its mean, sd and 95% Student-t confidence interval.  Time per "
-              f"epoch: median over all epochs of all seeds (training only, no evaluation).\n\n"
-              + md_table(["alpha", "seeds", "MMACs/image", "test acc % (ours)",
-                          "test acc % (torch)", "mean diff", "sd diff", "95% CI of diff",
-                          "s/epoch (ours)", "s/epoch (torch)", "speed-up"], rows)
-              + "\n\nPer seed (agreement = share of test images both predict the same "
-                "class; last-epoch mean training loss):\n\n"
-              + md_table(["alpha", "seed", "acc % (ours)", "acc % (torch)", "diff",
-                          "agree %", "train loss (ours)", "train loss (torch)"], per_seed))
-        return md, {"config": {"n_train": n, "n_test": len(xte), "epochs": epochs,
-                               "batch": TRAIN_BATCH, "lr": TRAIN_LR, "warmup": WARMUP,
-                               "weight_decay": TRAIN_WD, "momentum": MOMENTUM,
-                               "threads": args.threads}, "runs": runs}
+        return train_markdown(conf, runs), {"config": conf, "runs": runs}
 
     order = [(a, s) for a in (0.25, 0.5) for s in cfg["seeds"][a]]
     for alpha, seed in order:
@@ -478,10 +502,71 @@ def trade_config(args):
             "sides": TRADE_SIDES}
 
 
-def part_tradeoff(data, args, checkpoint=None):
-    """effai_fast only: accuracy against mult-adds over an (alpha, side) grid, several seeds."""
+def trade_markdown(cfg, runs):
+    """The ``tradeoff`` section (markdown, data) from its configuration and runs."""
     from effai_fast.mobilenet import fit_accuracy_model, optimal_multipliers
 
+    n, xte_n = cfg["n_train"], cfg["n_test"]
+    grid = [(r["alpha"], r["side"]) for r in runs]
+    acc = {(r["alpha"], r["side"]): r["acc"] for r in runs}
+    secs = {(r["alpha"], r["side"]): r["train_s"] for r in runs}
+    rows, points = [], []
+    for a, s in grid:
+        if not acc[(a, s)]:
+            continue
+        m = cost(a, s, 10, 1).macs
+        rows.append([a, s, round(s / 28, 3), round(m / 1e6, 3),
+                     round(cost(a, s, 10, 1).params / 1e3, 1), len(acc[(a, s)]),
+                     mean_sd(acc[(a, s)]), round(float(np.median(secs[(a, s)])), 1)])
+        points += [(a, s / 28, v) for v in acc[(a, s)]]
+    md = (f"### Accuracy vs mult-adds: the alpha^2 rho^2 trade-off on Fashion-MNIST\n\n"
+          f"effai_fast MobileNets for every alpha in {list(cfg['alphas'])} and input side "
+          f"in {list(cfg['sides'])} (rho = side / 28; images resized bilinearly), "
+          f"{n:,} training images (class-stratified), {cfg['epochs']} epochs, the recipe "
+          f"of the training section (batch {TRAIN_BATCH}, SGD Nesterov, warm-up + cosine "
+          f"to {TRAIN_LR}, weight decay {TRAIN_WD} on weights), test accuracy on all "
+          f"{xte_n:,} test images, mean ± sd over seeds (seed = initial weights and "
+          f"batch order).  MMACs and parameters from `effai_fast.mobilenet.cost(alpha, "
+          f"side, num_classes=10, in_channels=1)` (equal to `model.cost()`).  "
+          f"{cfg['threads']} thread(s); train s = median seconds of one whole training run.\n\n"
+          + md_table(["alpha", "side", "rho", "MMACs/image", "k params", "seeds",
+                      "test acc %", "train s"], rows))
+    out = {"config": cfg, "runs": runs}
+    if len({(a, r) for a, r, _ in points}) >= 5:
+        model = fit_accuracy_model(points)
+        fitted = [[a, s, mean_sd(acc[(a, s)]), f"{float(model(a, s / 28)):.2f}"]
+                  for a, s in grid if acc[(a, s)]]
+        md += (f"\n\nFitted accuracy model (`fit_accuracy_model` on all "
+               f"{len(points)} (alpha, rho, accuracy) runs): `{model}`.\n\n"
+               + md_table(["alpha", "side", "measured %", "model %"], fitted))
+        sols = []
+        budgets = sorted({cost(a, s, 10, 1).macs for a, s in grid})
+        for b in np.geomspace(budgets[0] * 1.05, budgets[-1] * 0.95, 5):
+            sol = optimal_multipliers(b, method="menu", accuracy=model,
+                                      alphas=cfg["alphas"], resolutions=cfg["sides"],
+                                      num_classes=10, in_channels=1, base_resolution=28)
+            cont = optimal_multipliers(b, method="continuous", accuracy=model,
+                                       alpha_range=(min(cfg["alphas"]), 1.0),
+                                       rho_range=(min(cfg["sides"]) / 28, 1.0),
+                                       num_classes=10, in_channels=1, base_resolution=28)
+            sols.append([f"{b / 1e6:.3f}", sol.alpha, sol.resolution,
+                         f"{sol.macs / 1e6:.3f}", f"{sol.accuracy:.2f}",
+                         f"{cont.alpha:.3f}", cont.resolution, f"{cont.accuracy:.2f}"])
+        md += ("\n\nThe budget optimiser on this fitted model (`optimal_multipliers(budget, "
+               "method=..., accuracy=model, num_classes=10, in_channels=1, "
+               "base_resolution=28)`), menu = the grid above, continuous = any alpha in "
+               "the range and any integer side:\n\n"
+               + md_table(["budget MMACs", "menu alpha", "menu side", "menu MMACs",
+                           "menu predicted %", "continuous alpha", "continuous side",
+                           "continuous predicted %"], sols))
+        out["model"] = {k: getattr(model, k) for k in ("a", "b", "p", "c", "q", "rmse",
+                                                       "n_points")}
+        out["budget"] = sols
+    return md, out
+
+
+def part_tradeoff(data, args, checkpoint=None):
+    """effai_fast only: accuracy against mult-adds over an (alpha, side) grid, several seeds."""
     cfg = trade_config(args)
     xtr, ytr, xte, yte = data
     n = len(xtr)
@@ -492,62 +577,11 @@ def part_tradeoff(data, args, checkpoint=None):
     secs = {g: [] for g in grid}
 
     def summary():
-        rows, points = [], []
-        for a, s in grid:
-            if not acc[(a, s)]:
-                continue
-            m = cost(a, s, 10, 1).macs
-            rows.append([a, s, round(s / 28, 3), round(m / 1e6, 3),
-                         round(cost(a, s, 10, 1).params / 1e3, 1), len(acc[(a, s)]),
-                         mean_sd(acc[(a, s)]), round(float(np.median(secs[(a, s)])), 1)])
-            points += [(a, s / 28, v) for v in acc[(a, s)]]
-        md = (f"### Accuracy vs mult-adds: the alpha^2 rho^2 trade-off on Fashion-MNIST\n\n"
-              f"effai_fast MobileNets for every alpha in {list(cfg['alphas'])} and input side "
-              f"in {list(cfg['sides'])} (rho = side / 28; images resized bilinearly), "
-              f"{n:,} training images (class-stratified), {cfg['epochs']} epochs, the recipe "
-              f"of the training section (batch {TRAIN_BATCH}, SGD Nesterov, warm-up + cosine "
-              f"to {TRAIN_LR}, weight decay {TRAIN_WD} on weights), test accuracy on all "
-              f"{len(xte):,} test images, mean ± sd over seeds (seed = initial weights and "
-              f"batch order).  MMACs and parameters from `effai_fast.mobilenet.cost(alpha, "
-              f"side, num_classes=10, in_channels=1)` (equal to `model.cost()`).  "
-              f"{args.threads} thread(s); train s = median seconds of one whole training run.\n\n"
-              + md_table(["alpha", "side", "rho", "MMACs/image", "k params", "seeds",
-                          "test acc %", "train s"], rows))
-        out = {"config": {k: (list(v) if isinstance(v, tuple) else v)
-                          for k, v in cfg.items()} | {"n_test": len(xte)},
-               "runs": [{"alpha": a, "side": s, "macs": cost(a, s, 10, 1).macs,
-                         "acc": acc[(a, s)], "train_s": secs[(a, s)]} for a, s in grid]}
-        if len({(a, r) for a, r, _ in points}) >= 5:
-            model = fit_accuracy_model(points)
-            fitted = [[a, s, mean_sd(acc[(a, s)]), f"{float(model(a, s / 28)):.2f}"]
-                      for a, s in grid if acc[(a, s)]]
-            md += (f"\n\nFitted accuracy model (`fit_accuracy_model` on all "
-                   f"{len(points)} (alpha, rho, accuracy) runs): `{model}`.\n\n"
-                   + md_table(["alpha", "side", "measured %", "model %"], fitted))
-            sols = []
-            budgets = sorted({cost(a, s, 10, 1).macs for a, s in grid})
-            for b in np.geomspace(budgets[0] * 1.05, budgets[-1] * 0.95, 5):
-                sol = optimal_multipliers(b, method="menu", accuracy=model,
-                                          alphas=cfg["alphas"], resolutions=cfg["sides"],
-                                          num_classes=10, in_channels=1, base_resolution=28)
-                cont = optimal_multipliers(b, method="continuous", accuracy=model,
-                                           alpha_range=(min(cfg["alphas"]), 1.0),
-                                           rho_range=(min(cfg["sides"]) / 28, 1.0),
-                                           num_classes=10, in_channels=1, base_resolution=28)
-                sols.append([f"{b / 1e6:.3f}", sol.alpha, sol.resolution,
-                             f"{sol.macs / 1e6:.3f}", f"{sol.accuracy:.2f}",
-                             f"{cont.alpha:.3f}", cont.resolution, f"{cont.accuracy:.2f}"])
-            md += ("\n\nThe budget optimiser on this fitted model (`optimal_multipliers(budget, "
-                   "method=..., accuracy=model, num_classes=10, in_channels=1, "
-                   "base_resolution=28)`), menu = the grid above, continuous = any alpha in "
-                   "the range and any integer side:\n\n"
-                   + md_table(["budget MMACs", "menu alpha", "menu side", "menu MMACs",
-                               "menu predicted %", "continuous alpha", "continuous side",
-                               "continuous predicted %"], sols))
-            out["model"] = {k: getattr(model, k) for k in ("a", "b", "p", "c", "q", "rmse",
-                                                           "n_points")}
-            out["budget"] = sols
-        return md, out
+        conf = {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()}
+        conf.update(n_train=n, n_test=len(xte), threads=args.threads)
+        return trade_markdown(conf, [{"alpha": a, "side": s, "macs": cost(a, s, 10, 1).macs,
+                                      "acc": acc[(a, s)], "train_s": secs[(a, s)]}
+                                     for a, s in grid])
 
     for seed in cfg["seeds"]:
         for a, s in grid:
@@ -582,6 +616,24 @@ def render(sections):
     return body
 
 
+def rerender(args):
+    """Rebuild the train / tradeoff markdown from their stored runs (same figures)."""
+    path = RESULTS / "mobilenet_train.json"
+    sections = json.loads(path.read_text())["data"]["sections"]
+    if "train" in sections:
+        d = sections["train"]["data"]
+        sections["train"]["markdown"] = train_markdown(d["config"], d["runs"])
+    if "tradeoff" in sections:
+        d = sections["tradeoff"]["data"]
+        d["config"].setdefault("threads", args.threads)
+        sections["tradeoff"]["markdown"], sections["tradeoff"]["data"] = trade_markdown(
+            d["config"], d["runs"])
+    write_result("mobilenet_train", "MobileNet training on Fashion-MNIST (effai_fast vs PyTorch)",
+                 render(sections), {"sections": sections},
+                 command="python bench/bench_mobilenet_train.py")
+    return 0
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true",
@@ -595,7 +647,11 @@ def main(argv=None):
     ap.add_argument("--trade-n-train", type=int, default=5000)
     ap.add_argument("--trade-epochs", type=int, default=3)
     ap.add_argument("--trade-seeds", type=int, default=3)
+    ap.add_argument("--render", action="store_true",
+                    help="only rebuild results/mobilenet_train.md from the stored .json")
     args = ap.parse_args(argv)
+    if args.render:
+        return rerender(args)
     only = [p for p in args.only.split(",") if p]
     if set(only) - set(PARTS):
         ap.error(f"unknown parts {sorted(set(only) - set(PARTS))}; choose from {PARTS}")
