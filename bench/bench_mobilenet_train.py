@@ -650,13 +650,14 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true",
                     help="small subsets, one seed, 1-2 epochs (a check that the bench runs)")
-    ap.add_argument("--threads", type=int, default=2, help="threads of train and tradeoff")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="threads of train and tradeoff (speed measures 1 and 2)")
     ap.add_argument("--only", default=",".join(PARTS))
     ap.add_argument("--n-train", type=int, default=10000, help="train: training images")
-    ap.add_argument("--epochs", type=int, default=4, help="train: epochs")
+    ap.add_argument("--epochs", type=int, default=3, help="train: epochs")
     ap.add_argument("--seeds", type=int, default=5, help="train: paired seeds at alpha=0.25")
     ap.add_argument("--seeds-05", type=int, default=3, help="train: paired seeds at alpha=0.5")
-    ap.add_argument("--trade-n-train", type=int, default=5000)
+    ap.add_argument("--trade-n-train", type=int, default=3000)
     ap.add_argument("--trade-epochs", type=int, default=3)
     ap.add_argument("--trade-seeds", type=int, default=3)
     ap.add_argument("--render", action="store_true",
