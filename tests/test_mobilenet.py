@@ -141,6 +141,44 @@ def test_menu_and_user_accuracy():
     assert s3.macs <= 100e6 and s3.accuracy > 70
 
 
+def test_base_resolution_small_inputs():
+    """rho relative to 28x28 (Fashion-MNIST): brute force over the exact-count grid."""
+    def acc(a, r):  # a model that only depends on rho through side / 28
+        return 90 - 3 * (a ** -1 - 1) - 4 * (r ** -1.5 - 1)
+
+    kw = {"num_classes": 10, "in_channels": 1, "base_resolution": 28}
+    alphas, sides = (0.25, 0.5, 0.75, 1.0), (16, 22, 28)
+    budget = 2.0e6
+    s = optimal_multipliers(budget, method="menu", accuracy=acc, alphas=alphas,
+                            resolutions=sides, **kw)
+    fits = [(acc(a, r / 28), a, r) for a in alphas for r in sides
+            if cost(a, r, 10, 1).macs <= budget]
+    best = max(fits)
+    assert (s.alpha, s.resolution) == (best[1], best[2])
+    assert s.rho == pytest.approx(s.resolution / 28)
+    assert s.accuracy == pytest.approx(best[0])
+    assert s.macs == cost(s.alpha, s.resolution, 10, 1).macs
+    c = optimal_multipliers(budget, method="continuous", accuracy=acc, alpha_range=(0.25, 1),
+                            rho_range=(16 / 28, 1), **kw)
+    assert 16 <= c.resolution <= 28 and c.macs <= budget
+    assert c.rho == pytest.approx(c.resolution / 28)
+    for side in range(16, 29):
+        for a in np.linspace(0.25, 1, 31):
+            if cost(a, side, 10, 1).macs <= budget:
+                assert acc(a, side / 28) <= c.accuracy + 1e-9
+    i = optimal_multipliers(0.25 * cost(1.0, 28, 10, 1).macs, method="ideal", **kw)
+    assert i.alpha == pytest.approx(0.5 ** 0.5) and i.resolution == round(28 * 0.5 ** 0.5)
+    # the default base (224) would read every 28x28 menu entry as rho <= 1/8
+    d = optimal_multipliers(budget, method="menu", accuracy=acc, alphas=alphas,
+                            resolutions=sides, num_classes=10, in_channels=1)
+    assert d.rho == pytest.approx(d.resolution / 224)
+    for bad in (0, -28, 2.5, "28"):
+        with pytest.raises((ValueError, TypeError), match="base_resolution"):
+            optimal_multipliers(budget, method="menu", accuracy=acc, alphas=alphas,
+                                resolutions=sides, num_classes=10, in_channels=1,
+                                base_resolution=bad)
+
+
 @pytest.mark.parametrize("method", ["ideal", "continuous", "menu"])
 def test_budget_bad_input(method):
     with pytest.raises(ValueError, match="below the cheapest"):

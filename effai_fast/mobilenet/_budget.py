@@ -178,7 +178,7 @@ class BudgetSolution:
     ----------
     alpha, rho : float
         The chosen multipliers (for ``method="ideal"`` the closed form, otherwise those of the
-        realised network: ``rho = resolution / 224``).
+        realised network: ``rho = resolution / base_resolution``, 224 by default).
     resolution : int
         Input side of the realised network.
     macs : float
@@ -219,9 +219,9 @@ class BudgetSolution:
                 f"{self.budget / 1e6:.2f} M budget{acc}")
 
 
-def _cost_coefficients(num_classes: int, in_channels: int):
+def _cost_coefficients(num_classes: int, in_channels: int, base: int = BASE_RESOLUTION):
     """(P, D + S, F): pointwise, depthwise + stem, classifier mult-adds of the base network."""
-    by = cost(1.0, BASE_RESOLUTION, num_classes, in_channels).by_type()
+    by = cost(1.0, base, num_classes, in_channels).by_type()
     return (by["Conv 1x1"]["macs"], by["Conv DW 3x3"]["macs"] + by["Conv 3x3"]["macs"],
             by["Fully Connected"]["macs"])
 
@@ -250,7 +250,8 @@ def optimal_multipliers(budget: float, *, method: str = "continuous", accuracy=N
                         alpha_range=(0.25, 1.0), rho_range=(128 / 224, 1.0),
                         alphas=(0.25, 0.5, 0.75, 1.0), resolutions=(128, 160, 192, 224),
                         num_classes: int = 1000, in_channels: int = 3,
-                        base_macs: float | None = None) -> BudgetSolution:
+                        base_macs: float | None = None,
+                        base_resolution: int = BASE_RESOLUTION) -> BudgetSolution:
     r"""The width and resolution multipliers that maximise accuracy within a MAC budget.
 
     See the module docstring for the Lagrangian derivation.
@@ -275,7 +276,12 @@ def optimal_multipliers(budget: float, *, method: str = "continuous", accuracy=N
     num_classes, in_channels : int
         Of the network (they change the classifier's and stem's cost).
     base_macs : float, optional
-        ``C_base`` for ``"ideal"`` (default: the exact count at alpha = 1, 224).
+        ``C_base`` for ``"ideal"`` (default: the exact count at alpha = 1, ``base_resolution``).
+    base_resolution : int, default=224
+        The input side of ``rho = 1``: ``rho = side / base_resolution`` everywhere (in the
+        ranges, in the accuracy model's argument and in the result).  The paper's networks
+        use 224; e.g. 28 for Fashion-MNIST networks whose accuracy model was fitted with
+        ``rho = side / 28``.
 
     Returns
     -------
@@ -301,19 +307,22 @@ def optimal_multipliers(budget: float, *, method: str = "continuous", accuracy=N
         raise ValueError(f"method must be 'continuous', 'menu' or 'ideal', got {method!r}")
     num_classes = check_int(num_classes, "num_classes", min_value=1)
     in_channels = check_int(in_channels, "in_channels", min_value=1)
+    base = check_resolution(base_resolution, "base_resolution")
     if method == "menu":
-        return _solve_menu(budget, accuracy, alphas, resolutions, num_classes, in_channels)
+        return _solve_menu(budget, accuracy, alphas, resolutions, num_classes, in_channels,
+                           base)
     a_lo, a_hi = _check_range(alpha_range, "alpha_range", 0.0, 1.0)
     r_lo, r_hi = _check_range(rho_range, "rho_range", 0.0, 1.0)
     if method == "ideal":
         return _solve_ideal(budget, base_macs, (a_lo, a_hi), (r_lo, r_hi), num_classes,
-                            in_channels)
+                            in_channels, base)
     return _solve_continuous(budget, accuracy, (a_lo, a_hi), (r_lo, r_hi), num_classes,
-                             in_channels)
+                             in_channels, base)
 
 
-def _solve_ideal(budget, base_macs, a_rng, r_rng, num_classes, in_channels):
-    c_base = float(cost(1.0, BASE_RESOLUTION, num_classes, in_channels).macs
+def _solve_ideal(budget, base_macs, a_rng, r_rng, num_classes, in_channels,
+                 base=BASE_RESOLUTION):
+    c_base = float(cost(1.0, base, num_classes, in_channels).macs
                    if base_macs is None else
                    check_real(base_macs, "base_macs", min_value=0.0, min_inclusive=False))
     lo = c_base * a_rng[0] ** 2 * r_rng[0] ** 2
@@ -331,18 +340,19 @@ def _solve_ideal(budget, base_macs, a_rng, r_rng, num_classes, in_channels):
     if alpha == t and rho != t:  # pragma: no cover - only when the ranges cut the diagonal
         alpha = min(max(np.sqrt(budget / (c_base * rho ** 2)), a_rng[0]), a_rng[1])
     macs = c_base * alpha ** 2 * rho ** 2
-    resolution = max(1, int(round(rho * BASE_RESOLUTION)))
+    resolution = max(1, int(round(rho * base)))
     params = cost(alpha, resolution, num_classes, in_channels).params if base_macs is None \
         else None
     return BudgetSolution(float(alpha), float(rho), resolution, float(macs), params, None,
                           budget, "ideal")
 
 
-def _solve_continuous(budget, accuracy, a_rng, r_rng, num_classes, in_channels):
+def _solve_continuous(budget, accuracy, a_rng, r_rng, num_classes, in_channels,
+                      base=BASE_RESOLUTION):
     from scipy.optimize import minimize
 
     acc = _as_accuracy(accuracy)
-    p_coef, ds_coef, f_coef = _cost_coefficients(num_classes, in_channels)
+    p_coef, ds_coef, f_coef = _cost_coefficients(num_classes, in_channels, base)
 
     def macs(a, r):
         return r * r * (p_coef * a * a + ds_coef * a) + f_coef * a
@@ -380,8 +390,8 @@ def _solve_continuous(budget, accuracy, a_rng, r_rng, num_classes, in_channels):
     # alpha whose exact (rounded channels, ceil'd feature maps) count fits, by bisection; the
     # best of these by the accuracy model.
     best = None
-    side_lo = max(1, int(np.ceil(r_rng[0] * BASE_RESOLUTION - 1e-9)))
-    side_hi = int(np.floor(r_rng[1] * BASE_RESOLUTION + 1e-9))
+    side_lo = max(1, int(np.ceil(r_rng[0] * base - 1e-9)))
+    side_hi = int(np.floor(r_rng[1] * base + 1e-9))
     for side in range(side_lo, side_hi + 1):
         if cost(a_rng[0], side, num_classes, in_channels).macs > budget:
             break  # larger sides cost more still
@@ -395,7 +405,7 @@ def _solve_continuous(budget, accuracy, a_rng, r_rng, num_classes, in_channels):
                     hi_a = mid
         else:
             lo_a = hi_a
-        value = float(acc(lo_a, side / BASE_RESOLUTION))
+        value = float(acc(lo_a, side / base))
         if best is None or value > best[0]:
             best = (value, lo_a, side)
     if best is None:
@@ -403,11 +413,12 @@ def _solve_continuous(budget, accuracy, a_rng, r_rng, num_classes, in_channels):
                          f"search space (rounded channels and feature maps)")
     value, alpha, resolution = best
     c = cost(alpha, resolution, num_classes, in_channels)
-    return BudgetSolution(alpha, resolution / BASE_RESOLUTION, resolution, c.macs, c.params,
+    return BudgetSolution(alpha, resolution / base, resolution, c.macs, c.params,
                           value, budget, "continuous", (a_c, r_c), float(lam))
 
 
-def _solve_menu(budget, accuracy, alphas, resolutions, num_classes, in_channels):
+def _solve_menu(budget, accuracy, alphas, resolutions, num_classes, in_channels,
+                base=BASE_RESOLUTION):
     acc = _as_accuracy(accuracy)
     alphas = [check_alpha(a, f"alphas[{i}]") for i, a in enumerate(alphas)]
     resolutions = [check_resolution(r, f"resolutions[{i}]") for i, r in enumerate(resolutions)]
@@ -417,7 +428,7 @@ def _solve_menu(budget, accuracy, alphas, resolutions, num_classes, in_channels)
     for a in alphas:
         for r in resolutions:
             c = cost(a, r, num_classes, in_channels)
-            rows.append((a, r, c.macs, c.params, float(acc(a, r / BASE_RESOLUTION))))
+            rows.append((a, r, c.macs, c.params, float(acc(a, r / base))))
     smallest = min(rows, key=lambda t: t[2])
     largest = max(rows, key=lambda t: t[2])
     if budget < smallest[2]:
@@ -431,5 +442,5 @@ def _solve_menu(budget, accuracy, alphas, resolutions, num_classes, in_channels)
     fits = [t for t in rows if t[2] <= budget]
     best = max(fits, key=lambda t: (t[4], -t[2]))
     a, r, m, p, value = best
-    return BudgetSolution(a, r / BASE_RESOLUTION, r, m, p, value, budget, "menu",
+    return BudgetSolution(a, r / base, r, m, p, value, budget, "menu",
                           candidates=[(t[0], t[1], t[2], t[4]) for t in fits])
