@@ -465,19 +465,23 @@ def _fashion_teacher(quick: bool):
     return teacher, cfg, seconds
 
 
-def _fashion_part(quick, name, key, *, n_train, alpha, temperature, seeds, se):
-    try:
-        load_dataset("fashion-mnist", n_train=100)
-    except FileNotFoundError as exc:
-        return f"### Fashion-MNIST, CNN students\n\nNot run: {exc}", {}
-    teacher, cfg, t_seconds = _fashion_teacher(quick)
-    r = _run_setup(name, "fashion-mnist", alpha=alpha, seeds=seeds, teacher_epochs=1,
-                   student_epochs=se, temperature=temperature, hard_weight=0.1, lr=2e-3,
-                   batch_size=64, arch="dscnn", teacher_alpha=cfg["teacher_alpha"],
-                   torch_twin=True, torch_teacher=False, n_train=n_train,
-                   models={"teacher": teacher})
-    r["teacher"]["seconds"] = t_seconds
-    r["teacher_epochs"] = cfg["epochs"]
+def _fashion_part(quick, name, key, *, n_train, alpha, temperature, seeds, se, result=None):
+    cfg = dict(_FASHION_TEACHER, **({"n_train": 1000, "epochs": 1} if quick else {}))
+    if result is not None:
+        r = result
+    else:
+        try:
+            load_dataset("fashion-mnist", n_train=100)
+        except FileNotFoundError as exc:
+            return f"### Fashion-MNIST, CNN students\n\nNot run: {exc}", {}
+        teacher, cfg, t_seconds = _fashion_teacher(quick)
+        r = _run_setup(name, "fashion-mnist", alpha=alpha, seeds=SEEDS or seeds,
+                       teacher_epochs=1, student_epochs=se, temperature=temperature,
+                       hard_weight=0.1, lr=2e-3, batch_size=64, arch="dscnn",
+                       teacher_alpha=cfg["teacher_alpha"], torch_twin=True,
+                       torch_teacher=False, n_train=n_train, models={"teacher": teacher})
+        r["teacher"]["seconds"] = t_seconds
+        r["teacher_epochs"] = cfg["epochs"]
     md = (f"### Fashion-MNIST {n_train // 1000}k, MobileNet-style CNN students (issue 7's "
           "setup)\n\n"
           f"Debian `dataset-fashion-mnist`, class-balanced {n_train:,}-image training subset "
@@ -493,17 +497,49 @@ def _fashion_part(quick, name, key, *, n_train, alpha, temperature, seeds, se):
     return md, {key: r}
 
 
-def bench_cnn_fashion(quick: bool) -> tuple[str, dict]:
+def bench_cnn_fashion(quick: bool, result=None) -> tuple[str, dict]:
     return _fashion_part(quick, "fashion 2k, dscnn alpha=0.5, T=4", "fashion2k_dscnn_a0.5_T4",
                          n_train=2000, alpha=0.5, temperature=4.0,
-                         seeds=(0,) if quick else (0, 1, 2), se=2 if quick else 20)
+                         seeds=(0,) if quick else (0, 1, 2), se=2 if quick else 20,
+                         result=result)
 
 
-def bench_cnn_fashion10k(quick: bool) -> tuple[str, dict]:
+def bench_cnn_fashion10k(quick: bool, result=None) -> tuple[str, dict]:
     return _fashion_part(quick, "fashion 10k, dscnn alpha=0.25, T=8",
                          "fashion10k_dscnn_a0.25_T8", n_train=2000 if quick else 10000,
                          alpha=0.25, temperature=8.0, seeds=(0,) if quick else (0, 1),
-                         se=1 if quick else 8)
+                         se=1 if quick else 6, result=result)
+
+
+# --seeds runs a CNN part for some seeds only (several processes share the CPU better than
+# one on a loaded machine); --merge then joins their student records into one section.
+SEEDS: tuple[int, ...] | None = None
+
+
+def _merge(part, sections, quick):
+    from effai_fast.distill._experiment import summarize_students
+
+    pieces = sorted((k for k in sections if k.startswith(part + "@")))
+    if not pieces:
+        raise SystemExit(f"--merge: no sections {part}@<seeds> to merge")
+    merged: dict = {}
+    for k in pieces:
+        for key, r in sections[k]["data"].items():
+            if key not in merged:
+                merged[key] = json.loads(json.dumps(r))
+                merged[key]["students"] = []
+            merged[key]["students"] += r["students"]
+    for r in merged.values():
+        r["students"].sort(key=lambda rec: rec["seed"])
+        r.update(summarize_students(r["students"]))
+    (key, r), = merged.items()
+    md, data = {"cnn_fashion": bench_cnn_fashion,
+                "cnn_fashion10k": bench_cnn_fashion10k}[part](quick, result=r)
+    first = sections[pieces[0]]
+    return {"markdown": md, "data": data, "measured": first["measured"],
+            "seconds": sum(sections[k]["seconds"] for k in pieces),
+            "loadavg": max(sections[k]["loadavg"] for k in pieces),
+            "merged_from": pieces}
 
 
 def bench_cnn_step(quick: bool) -> tuple[str, dict]:
@@ -686,7 +722,15 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--only", default=",".join(PARTS),
                     help=f"comma-separated parts among {PARTS}")
+    ap.add_argument("--seeds", default=None,
+                    help="comma-separated seeds for the Fashion CNN parts; the result is "
+                         "stored as <part>@<seeds> until --merge")
+    ap.add_argument("--merge", action="store_true",
+                    help="join the <part>@<seeds> sections of the --only parts")
     args = ap.parse_args(argv)
+    global SEEDS
+    if args.seeds:
+        SEEDS = tuple(int(v) for v in args.seeds.split(","))
     only = [p for p in args.only.split(",") if p]
     unknown = set(only) - set(PARTS)
     if unknown:
@@ -702,14 +746,20 @@ def main(argv=None) -> int:
              "fashion": bench_fashion, "cnn_digits": bench_cnn_digits,
              "cnn_fashion": bench_cnn_fashion, "cnn_fashion10k": bench_cnn_fashion10k,
              "cnn_step": bench_cnn_step}
+    names = []
     for part in PARTS:
-        if part in only:
+        if part in only and args.merge:
+            sections[part] = _merge(part, sections, args.quick)
+            names.append(part)
+        elif part in only:
             t0 = time.perf_counter()
             md, data = funcs[part](args.quick)
-            sections[part] = {"markdown": md, "data": data,
+            name = f"{part}@{args.seeds}" if args.seeds else part
+            sections[name] = {"markdown": md, "data": data,
                               "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                               "seconds": time.perf_counter() - t0,
                               "loadavg": os.getloadavg()[0]}
+            names.append(name)
             print(md, flush=True)
     if prev_path.exists() and not args.quick:
         # another run (another --only part) may have finished meanwhile: keep its sections
@@ -717,7 +767,7 @@ def main(argv=None) -> int:
             latest = json.loads(prev_path.read_text())["data"].get("sections", {})
         except (ValueError, KeyError):
             latest = {}
-        sections = {**latest, **{p: sections[p] for p in only if p in sections}}
+        sections = {**latest, **{p: sections[p] for p in names}}
     body = ("The machine (2 cores) was shared with other jobs during these runs: absolute "
             "times are noisy, ratios come from interleaved runs in the same process.  Each "
             "part gives the time it was measured and the 1-minute load average at its end.\n\n")

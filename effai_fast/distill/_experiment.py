@@ -395,6 +395,34 @@ def _paired_p(a, b):
     return float(stats.ttest_rel(a, b).pvalue) if np.any(a != b) else 1.0
 
 
+def summarize_students(records) -> dict:
+    """Mean ± sd (percent) and paired p-values of per-seed student records.
+
+    ``records``: dicts with ``hard`` and ``kd`` accuracies (fractions) and, for a
+    PyTorch twin, ``torch_hard`` / ``torch_kd``.  Returns ``hard_mean``, ``hard_sd``,
+    ``kd_mean``, ``kd_sd``, ``p_value`` (KD vs hard, ``scipy.stats.ttest_rel``; with
+    two or more seeds) and the same with a ``torch_`` prefix, plus
+    ``ours_vs_torch_p_hard`` / ``_kd`` (ours vs PyTorch, paired by seed).
+    """
+    out = {}
+    hard = [r["hard"] for r in records]
+    kd = [r["kd"] for r in records]
+    out["hard_mean"], out["hard_sd"] = _mean_sd(hard)
+    out["kd_mean"], out["kd_sd"] = _mean_sd(kd)
+    if len(records) > 1:
+        out["p_value"] = _paired_p(kd, hard)
+    if records and all("torch_hard" in r and "torch_kd" in r for r in records):
+        th = [r["torch_hard"] for r in records]
+        tk = [r["torch_kd"] for r in records]
+        out["torch_hard_mean"], out["torch_hard_sd"] = _mean_sd(th)
+        out["torch_kd_mean"], out["torch_kd_sd"] = _mean_sd(tk)
+        if len(records) > 1:
+            out["torch_p_value"] = _paired_p(tk, th)
+            out["ours_vs_torch_p_hard"] = _paired_p(hard, th)
+            out["ours_vs_torch_p_kd"] = _paired_p(kd, tk)
+    return out
+
+
 def _run(dataset, arch, student_alpha, teacher_epochs, student_epochs, temperature,
          hard_weight, lr, weight_decay, batch_size, seeds, n_train, teacher_seed, data, log,
          models, teacher_alpha, teacher_lr, torch_twin=False, torch_teacher=True,
@@ -504,8 +532,6 @@ def _run(dataset, arch, student_alpha, teacher_epochs, student_epochs, temperatu
             + (f"   | PyTorch twin: hard {100 * rec['torch_hard']:.2f}%  distilled "
                f"{100 * rec['torch_kd']:.2f}%" if torch_twin else ""))
         records.append(rec)
-    hard = np.array([r["hard"] for r in records]) * 100
-    kd = np.array([r["kd"] for r in records]) * 100
     summary = {
         "dataset": dataset, "arch": arch, "n_train": len(xtr), "n_test": len(xte),
         "student_alpha": student_alpha, "temperature": temperature,
@@ -513,26 +539,13 @@ def _run(dataset, arch, student_alpha, teacher_epochs, student_epochs, temperatu
         "teacher": {"accuracy": t_acc * 100, "macs": t_macs, "seconds": t_teacher,
                     "cache_seconds": t_cache},
         "student_macs": s_macs, "students": records,
-        "hard_mean": float(hard.mean()), "hard_sd": float(hard.std(ddof=1)) if len(hard) > 1
-        else 0.0,
-        "kd_mean": float(kd.mean()), "kd_sd": float(kd.std(ddof=1)) if len(kd) > 1 else 0.0,
     }
-    if len(records) > 1:
-        summary["p_value"] = _paired_p(kd, hard)
     if torch_twin:
-        th = [r["torch_hard"] for r in records]
-        tk = [r["torch_kd"] for r in records]
-        summary["torch_hard_mean"], summary["torch_hard_sd"] = _mean_sd(th)
-        summary["torch_kd_mean"], summary["torch_kd_sd"] = _mean_sd(tk)
         summary["torch_teacher_source"] = "torch" if "torch_teacher_accuracy" in twin \
             else "ours"
         if "torch_teacher_accuracy" in twin:
             summary["teacher"]["torch_accuracy"] = twin["torch_teacher_accuracy"]
             summary["teacher"]["torch_seconds"] = twin["torch_teacher_seconds"]
-        if len(records) > 1:
-            summary["torch_p_value"] = _paired_p(tk, th)
-            # ours vs PyTorch, same seed and mode: is the difference systematic?
-            summary["ours_vs_torch_p_hard"] = _paired_p(hard / 100, th)
-            summary["ours_vs_torch_p_kd"] = _paired_p(kd / 100, tk)
+    summary.update(summarize_students(records))
     return summary
 
