@@ -519,7 +519,7 @@ SEEDS: tuple[int, ...] | None = None
 def _merge(part, sections, quick):
     from effai_fast.distill._experiment import summarize_students
 
-    pieces = sorted((k for k in sections if k.startswith(part + "@")))
+    pieces = sorted(k for k in sections if k.startswith(part + "@"))
     if not pieces:
         raise SystemExit(f"--merge: no sections {part}@<seeds> to merge")
     merged: dict = {}
@@ -588,16 +588,21 @@ def bench_cnn_step(quick: bool) -> tuple[str, dict]:
         for n in (1, 2):
             ours.n_threads = n
             torch.set_num_threads(n)
-            o_t, t_t = [], []
+            o_t, t_t, o_c, t_c = [], [], [], []
             with blas_single_thread():
                 for _ in range(3):   # interleaved, best of each
                     o_t.append(timeit(lambda: d.train_step(xb, yb, tb), repeat=3)["best"])  # noqa: B023
                     t_t.append(timeit(tstep, repeat=3)["best"])
+                    o_c.append(_cpu_best(lambda: d.train_step(xb, yb, tb)))  # noqa: B023
+                    t_c.append(_cpu_best(tstep))
             rec[f"t{n}"] = {"ours_ms": min(o_t) * 1e3, "torch_ms": min(t_t) * 1e3,
-                            "speedup": min(t_t) / min(o_t)}
+                            "speedup": min(t_t) / min(o_t),
+                            "ours_cpu_ms": min(o_c) * 1e3, "torch_cpu_ms": min(t_c) * 1e3,
+                            "cpu_speedup": min(t_c) / min(o_c)}
             rows.append([dataset, alpha, model_macs_of(ours, shape), n,
                          round(min(o_t) * 1e3, 2), round(min(t_t) * 1e3, 2),
-                         round(min(t_t) / min(o_t), 2)])
+                         round(min(t_t) / min(o_t), 2), round(min(o_c) * 1e3, 2),
+                         round(min(t_c) * 1e3, 2), round(min(t_c) / min(o_c), 2)])
             print(rows[-1], flush=True)
         data[f"{dataset}_a{alpha}"] = rec
     md = ("### CNN student step vs PyTorch\n\n"
@@ -605,10 +610,25 @@ def bench_cnn_step(quick: bool) -> tuple[str, dict]:
           "AdamW) of the shortened-MobileNet students on a batch of 64, effai_fast vs the same "
           "network in PyTorch (`torch_dscnn`, same weights; `kl_div(log_softmax, log_softmax, "
           "batchmean) * T^2` + CE, `torch.optim.AdamW`), same thread count, interleaved, best "
-          "of 3x3 timings.  Issue 7 asks for >= 1.5x at 1 thread and >= 2x at 2 threads.\n\n"
+          "of 3x3 timings.  Issue 7 asks for >= 1.5x at 1 thread and >= 2x at 2 threads.  "
+          "On a loaded machine the wall times measure the scheduler as much as the code, so "
+          "the CPU time of the process (`time.process_time`, best of 3x5 steps) is given too: "
+          "at 1 thread it is the work each library does per step.\n\n"
           + md_table(["data", "alpha", "student MACs", "threads", "ours ms", "torch ms",
-                      "speed-up"], rows))
+                      "speed-up (wall)", "ours CPU ms", "torch CPU ms", "speed-up (CPU)"],
+                     rows))
     return md, data
+
+
+def _cpu_best(f, repeat=5):
+    """Best process CPU time of one call of ``f`` (after one warm-up call)."""
+    f()
+    best = math.inf
+    for _ in range(repeat):
+        t0 = time.process_time()
+        f()
+        best = min(best, time.process_time() - t0)
+    return best
 
 
 def model_macs_of(model, shape):
@@ -618,6 +638,22 @@ def model_macs_of(model, shape):
 
 
 # --------------------------------------------------------------------------- status
+def _twin_line(label, r):
+    if "torch_hard_mean" not in r:
+        return f"- {label}: no PyTorch twin in this run."
+    d1 = r["hard_mean"] - r["torch_hard_mean"]
+    d2 = r["kd_mean"] - r["torch_kd_mean"]
+    t = r["teacher"]
+    teach = (f"; teachers: ours {t['accuracy']:.2f}%, PyTorch {t['torch_accuracy']:.2f}%"
+             if "torch_accuracy" in t else "")
+    return (f"- {label}, same network, init and batches trained with PyTorch: hard "
+            f"{r['torch_hard_mean']:.2f} ± {r['torch_hard_sd']:.2f} (ours {d1:+.2f}, paired p = "
+            f"{_p(r.get('ours_vs_torch_p_hard'))}), KD {r['torch_kd_mean']:.2f} ± "
+            f"{r['torch_kd_sd']:.2f} (ours {d2:+.2f}, p = {_p(r.get('ours_vs_torch_p_kd'))}), "
+            f"PyTorch KD - hard {r['torch_kd_mean'] - r['torch_hard_mean']:+.2f}{teach} - "
+            f"within 0.4 points: {'yes' if max(abs(d1), abs(d2)) <= 0.4 else 'NO'}.")
+
+
 def _status(sections) -> str:
     """Issue 7's figures next to ours, each marked reproduced or not."""
     out = ["### Issue 7 targets: what was and was not reproduced", ""]
@@ -681,38 +717,46 @@ def _status(sections) -> str:
                    f"point above hard labels?  Ours: hard {cd['hard_mean']:.2f} ± "
                    f"{cd['hard_sd']:.2f}, KD {cd['kd_mean']:.2f} ± {cd['kd_sd']:.2f} "
                    f"({len(cd['students'])} seeds, KD - hard {gain:+.2f}, paired t p = "
-                   f"{cd.get('p_value', 1):.3g}; teacher {cd['teacher']['accuracy']:.2f}%) - "
+                   f"{_p(cd.get('p_value'))}; teacher {cd['teacher']['accuracy']:.2f}%) - "
                    f"{'met' if ok else 'NOT met'}.")
-    cf = sections.get("cnn_fashion", {}).get("data", {}).get("fashion2k_dscnn_a0.5_T4")
-    if cf:
+        out.append(_twin_line("digits CNN", cd))
+    for key, label in (("fashion2k_dscnn_a0.5_T4", "Fashion-MNIST 2k"),):
+        cf = sections.get("cnn_fashion", {}).get("data", {}).get(key)
+        if not cf:
+            continue
         ok = cf["kd_mean"] >= 81.5 and cf["hard_mean"] <= 80.3
-        out.append(f"- Fashion-MNIST 2k with MobileNet-style CNN students (alpha=0.5, "
+        out.append(f"- {label} with MobileNet-style CNN students (alpha=0.5, "
                    f"{cf['teacher']['macs'] / cf['student_macs']:.0f}x fewer MACs than our "
-                   f"teacher; issue 18x): issue hard 79.91 ± 0.09, KD 81.93 ± 0.14; ours hard "
+                   f"teacher; issue 18x): issue hard 79.91 ± 0.09, KD 81.93 ± 0.14; target KD "
+                   f">= 81.5 and hard <= 80.3.  Ours hard "
                    f"{cf['hard_mean']:.2f} ± {cf['hard_sd']:.2f}, KD {cf['kd_mean']:.2f} ± "
                    f"{cf['kd_sd']:.2f} ({len(cf['students'])} seeds, KD - hard "
-                   f"{cf['kd_mean'] - cf['hard_mean']:+.2f}, p = {cf.get('p_value', 1):.3g}; "
-                   f"teacher {cf['teacher']['accuracy']:.2f}%) - "
-                   f"{'met' if ok else 'NOT met'}.")
+                   f"{cf['kd_mean'] - cf['hard_mean']:+.2f}, p = {_p(cf.get('p_value'))}; "
+                   f"teacher {cf['teacher']['accuracy']:.2f}%) - {'met' if ok else 'NOT met'}.")
+        out.append(_twin_line(label + " CNN", cf))
+    c10 = sections.get("cnn_fashion10k", {}).get("data", {}).get("fashion10k_dscnn_a0.25_T8")
+    if c10:
+        ok = abs(c10["hard_mean"] - 83.1) <= 0.5 and abs(c10["kd_mean"] - 79.9) <= 0.5
+        worse = c10["kd_mean"] < c10["hard_mean"]
+        out.append(f"- Fashion-MNIST 10k, CNN alpha=0.25, T=8 (issue: KD hurts, hard 83.1, KD "
+                   f"79.9): ours hard {c10['hard_mean']:.2f}, KD {c10['kd_mean']:.2f} "
+                   f"({len(c10['students'])} seed(s)) - "
+                   f"{'reproduced within 0.5' if ok else 'not within 0.5 points'}"
+                   f"{'; KD is worse here too' if worse else '; KD is not worse here'}.")
+        out.append(_twin_line("Fashion-MNIST 10k CNN", c10))
     cs = sections.get("cnn_step", {}).get("data", {})
     for key, rec in cs.items():
         for n, target in ((1, 1.5), (2, 2.0)):
             r = rec.get(f"t{n}")
             if r:
+                cpu = (f", {r['cpu_speedup']:.2f}x in CPU time" if "cpu_speedup" in r else "")
                 out.append(f"- CNN student distillation step ({key}) >= {target}x faster than "
-                           f"PyTorch at {n} thread(s): **{r['speedup']:.2f}x** - "
+                           f"PyTorch at {n} thread(s): **{r['speedup']:.2f}x** wall{cpu} - "
                            f"{'met' if r['speedup'] >= target else 'NOT met'} (shared machine, "
                            f"see the load figure of that part).")
-    if not (cd and cf):
-        out.append("- Not run (this time): " + ", ".join(
-            n for n, v in (("the CNN digits setup", cd), ("the CNN Fashion 2k setup", cf))
-            if not v) + ".")
-    out.append("- Not run: the Fashion-MNIST 10k regime with CNN students (the 10k regime "
-               "above is MLP-only), the MNIST-sized (60k) regime, the full 13-block MobileNet "
-               "v1 as student (too slow on this shared machine: ~7 s CPU per digits epoch), "
-               "and PyTorch training runs of the CNN students (`torch_dscnn` is the same network, "
-               "tested against ours, used for the step timing above; its training runs did "
-               "not fit in the session).")
+    out.append("- Not run: the MNIST-sized (60k) regime, the full 13-block MobileNet v1 as "
+               "student (too slow on this shared machine), a PyTorch teacher for the "
+               "Fashion-MNIST parts (their PyTorch students distil from our teacher's logits).")
     return "\n".join(out)
 
 

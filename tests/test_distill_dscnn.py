@@ -104,17 +104,18 @@ def test_distiller_matches_pytorch_training_of_the_same_network(hard_weight, wit
     updates: after training, the parameters, running statistics and logits agree
     to round-off (Adam divides each gradient component by its own magnitude, so a
     component that is ~0 by cancellation can take a step that differs by round-off
-    amplified: bounds 1e-5, against steps of lr = 1e-2) - so an accuracy difference between the two libraries on
-    the real data can only come from the recipe, not from our layers or trainer.
+    amplified: bounds 1e-5, against steps of lr = 1e-2) - so an accuracy difference
+    between the two libraries on the real data comes from the recipe (and the chaotic
+    growth of round-off over hundreds of steps), not from our layers or trainer.
     """
     torch = pytest.importorskip("torch")
-    from effai_fast.distill.trainer import Distiller
     from effai_fast.distill._experiment import (
         make_torch_twin,
         torch_layout,
         torch_predict_logits,
         torch_train,
     )
+    from effai_fast.distill.trainer import Distiller
 
     torch.set_num_threads(1)
     rng = np.random.default_rng(5)
