@@ -808,6 +808,10 @@ def _status(sections) -> str:
                            f"PyTorch at {n} thread(s): **{r['speedup']:.2f}x** wall{cpu} - "
                            f"{'met' if r['speedup'] >= target else 'NOT met'} (shared machine, "
                            f"see the load figure of that part).")
+    if not c10:
+        out.append("- Not run (this session): the Fashion-MNIST 10k regime with CNN students "
+                   "(alpha=0.25, T=8; part cnn_fashion10k) - started, stopped for lack of CPU "
+                   "time on the shared machine.")
     out.append("- Not run: the MNIST-sized (60k) regime, the full 13-block MobileNet v1 as "
                "student (too slow on this shared machine), a PyTorch teacher for the "
                "Fashion-MNIST parts (their PyTorch students distil from our teacher's logits).")
