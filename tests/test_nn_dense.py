@@ -93,6 +93,37 @@ def test_batch_norm_thread_independent(rng, dtype):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("act", [0, 1, 2])
+@pytest.mark.parametrize("C", [3, 300])
+def test_masked_grad_sums_match_plain_double_sums(rng, dtype, n_threads, act, C):
+    """The batch-norm backward sums (channel blocks of 256, if-converted select) are the
+    plain per-chunk double-precision sums of the masked gradient, in row order - bitwise."""
+    from effai_fast.nn import _dense
+
+    M, rows = 300, 128
+    x = rng.standard_normal((M, C)).astype(dtype)
+    y = np.clip(3 * x + 3, 0, 6 if act == 2 else None) if act else x.copy()
+    y = y.astype(dtype)
+    g = rng.standard_normal((M, C)).astype(dtype)
+    g[0, 0] = np.nan                         # masked out when y <= 0 (as PyTorch)
+    y[0, 0] = 0
+    n_chunks = -(-M // rows)
+    pg, pgx = np.empty((n_chunks, C)), np.empty((n_chunks, C))
+    _dense.masked_grad_sums(g, y, x, pg, pgx, act, rows, n_threads)
+    if act == 0:
+        gm = g.astype(np.float64)
+    else:
+        keep = (y > 0) & (y < 6) if act == 2 else y > 0
+        gm = np.where(keep, g, 0).astype(np.float64)
+    for k in range(n_chunks):
+        eg, egx = np.zeros(C), np.zeros(C)
+        for r in range(k * rows, min(M, (k + 1) * rows)):   # the kernel's order
+            eg += gm[r]
+            egx += gm[r] * x[r].astype(np.float64)
+        np.testing.assert_array_equal(pg[k], eg)
+        np.testing.assert_array_equal(pgx[k], egx)
+
+
 def test_batch_norm_bad_input(rng):
     x = rng.standard_normal((2, 3, 3, 4))
     with pytest.raises(ValueError, match="gamma"):

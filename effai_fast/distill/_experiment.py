@@ -31,6 +31,7 @@ Architectures
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 
 import numpy as np
@@ -38,7 +39,7 @@ import numpy as np
 from effai_fast._validation import check_int, check_real
 from effai_fast.distill.trainer import Distiller, model_macs
 
-__all__ = ["load_dataset", "make_mlp", "run_experiment"]
+__all__ = ["load_dataset", "make_mlp", "make_torch_twin", "run_experiment", "torch_train"]
 
 DATASETS = ("digits", "fashion-mnist")
 
@@ -196,6 +197,119 @@ def torch_dscnn(in_channels: int, n_classes: int, *, alpha: float = 1.0, stem_st
     return tnn.Sequential(*layers)
 
 
+def make_torch_twin(model, arch: str, dataset: str, sample_shape, n_classes: int, *,
+                    alpha: float):
+    """A PyTorch network holding the same weights as ``model`` (``"mlp"`` or ``"dscnn"``).
+
+    Its input is the PyTorch layout: flat vectors for the MLP, NCHW images for the
+    CNN (:func:`torch_layout` converts our NHWC arrays).  Needs torch.
+    """
+    from effai_fast._extras import require
+
+    torch = require("torch", "make_torch_twin")
+    if arch == "mlp":
+        lin = [m for m in model.model.layers if type(m).__name__ == "Linear"]
+        layers = []
+        for k, m in enumerate(lin):
+            tl = torch.nn.Linear(m.in_features, m.out_features)
+            with torch.no_grad():
+                tl.weight.copy_(torch.from_numpy(np.ascontiguousarray(m.weight.T)))
+                tl.bias.copy_(torch.from_numpy(np.array(m.bias)))
+            layers.append(tl)
+            if k < len(lin) - 1:
+                layers.append(torch.nn.ReLU())
+        net = torch.nn.Sequential(*layers)
+    elif arch == "dscnn":
+        from effai_fast import nn
+
+        stem_stride, blocks = DSCNN_BLOCKS[dataset]
+        net = torch_dscnn(int(sample_shape[-1]), n_classes, alpha=alpha,
+                          stem_stride=stem_stride, blocks=blocks)
+        sd = nn.export_torch_state_dict(model, net.state_dict())
+        net.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v))
+                             for k, v in sd.items()})
+    else:
+        raise ValueError(f"make_torch_twin supports arch 'mlp' and 'dscnn', got {arch!r}")
+    dt = {np.dtype(np.float64): torch.float64}.get(np.dtype(model_dtype(model)), torch.float32)
+    return net.to(dt)
+
+
+def model_dtype(model):
+    """The floating dtype of a model's parameters."""
+    return np.asarray(model.parameters()[0]).dtype
+
+
+def torch_layout(x, arch: str):
+    """Our NHWC images as the input of :func:`make_torch_twin` (a torch tensor)."""
+    from effai_fast._extras import require
+
+    torch = require("torch", "torch_layout")
+    x = np.asarray(x)
+    if arch == "mlp":
+        return torch.from_numpy(np.ascontiguousarray(x.reshape(len(x), -1)))
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+
+
+def torch_train(net, x, y, teacher_logits=None, *, epochs: int, lr: float,
+                batch_size: int = 64, seed=0, temperature: float = 4.0,
+                hard_weight: float = 1.0, weight_decay: float = 0.0):
+    """Train a PyTorch network exactly as :meth:`Distiller.fit` trains ours.
+
+    The reference twin of the trainer: the same batch order (``numpy`` generator
+    from ``seed``, one permutation per epoch), the same cosine learning rate set
+    before every step, ``torch.optim.AdamW`` (same betas/eps/decay), the same loss
+    ``(1 - hard_weight) * T^2 * KL(batchmean) + hard_weight * CE`` (hard labels
+    alone when ``teacher_logits`` is None), batch norm in training mode.  ``x`` is
+    a torch tensor in the net's layout (:func:`torch_layout`).  Returns ``net``.
+    """
+    from effai_fast._extras import require
+
+    torch = require("torch", "torch_train")
+    F = torch.nn.functional  # noqa: N806
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
+    yt = torch.from_numpy(np.asarray(y, dtype=np.int64))
+    ct = None if teacher_logits is None else torch.from_numpy(
+        np.asarray(teacher_logits)).to(next(net.parameters()).dtype)
+    rng = np.random.default_rng(seed)
+    n = len(x)
+    steps = math.ceil(n / batch_size)
+    total = max(1, steps * epochs)
+    t = float(temperature)
+    k = 0
+    net.train()
+    for _ in range(epochs):
+        order = rng.permutation(n)
+        for s in range(steps):
+            for g in opt.param_groups:
+                g["lr"] = 0.5 * lr * (1 + math.cos(math.pi * k / total))
+            idx = torch.from_numpy(order[s * batch_size:(s + 1) * batch_size])
+            opt.zero_grad()
+            z = net(x[idx])
+            if ct is None:
+                loss = F.cross_entropy(z, yt[idx])
+            else:
+                kl = F.kl_div(F.log_softmax(z / t, 1), F.log_softmax(ct[idx] / t, 1),
+                              log_target=True, reduction="batchmean") * (t * t)
+                loss = (1 - hard_weight) * kl
+                if hard_weight:
+                    loss = loss + hard_weight * F.cross_entropy(z, yt[idx])
+            loss.backward()
+            opt.step()
+            k += 1
+    return net
+
+
+def torch_predict_logits(net, x, *, batch_size: int = 512) -> np.ndarray:
+    """Logits of a PyTorch network in evaluation mode (``x`` a tensor in its layout)."""
+    from effai_fast._extras import require
+
+    torch = require("torch", "torch_predict_logits")
+    net.eval()
+    with torch.no_grad():
+        out = [net(x[i:i + batch_size]).numpy() for i in range(0, len(x), batch_size)]
+    return np.concatenate(out, axis=0)
+
+
 def make_model(arch: str, dataset: str, sample_shape, n_classes: int, *, alpha: float,
                seed: int):
     """The teacher (alpha=1) or a student of the experiment's architecture family."""
@@ -236,7 +350,8 @@ def run_experiment(dataset: str = "digits", *, arch: str = "mlp", student_alpha:
                    weight_decay: float = 0.0, batch_size: int = 64, seeds=(0,),
                    n_train: int | None = None, teacher_seed: int = 1000, data=None,
                    log=print, models: dict | None = None, teacher_alpha: float = 1.0,
-                   teacher_lr: float | None = None) -> dict:
+                   teacher_lr: float | None = None, torch_twin: bool = False,
+                   torch_teacher: bool = True, n_threads: int | None = None) -> dict:
     """Teacher, hard-label student and distilled student on a real data set.
 
     Returns
@@ -249,16 +364,69 @@ def run_experiment(dataset: str = "digits", *, arch: str = "mlp", student_alpha:
         them, that teacher is reused (not retrained).  ``teacher_alpha`` is the
         teacher's width multiplier (``"dscnn"``, ``"mlp"``; MobileNet caps it at 1),
         ``teacher_lr`` its learning rate (default ``lr``).
+
+        ``torch_twin=True`` (``"mlp"``, ``"dscnn"``; needs torch) trains every
+        student again in PyTorch (:func:`make_torch_twin` from the same initial weights,
+        :func:`torch_train` on the same batches) and adds ``torch_hard`` /
+        ``torch_kd`` to each seed's record and ``torch_*`` summaries; with
+        ``torch_teacher=True`` the teacher is trained in PyTorch too (same initial
+        weights and batches) and the PyTorch students distil from *its* logits -
+        the whole pipeline twice - else they use our teacher's cached logits.
+        ``n_threads`` is set on our models (PyTorch uses its own setting).
     """
     with blas_single_thread():
         return _run(dataset, arch, student_alpha, teacher_epochs, student_epochs, temperature,
                     hard_weight, lr, weight_decay, batch_size, seeds, n_train, teacher_seed,
-                    data, log, models, teacher_alpha, teacher_lr)
+                    data, log, models, teacher_alpha, teacher_lr, torch_twin, torch_teacher,
+                    n_threads)
+
+
+def _mean_sd(v):
+    v = np.asarray(v, dtype=float) * 100
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+
+
+def _paired_p(a, b):
+    from scipy import stats
+
+    a, b = np.asarray(a), np.asarray(b)
+    if len(a) < 2:
+        return None
+    return float(stats.ttest_rel(a, b).pvalue) if np.any(a != b) else 1.0
+
+
+def summarize_students(records) -> dict:
+    """Mean ± sd (percent) and paired p-values of per-seed student records.
+
+    ``records``: dicts with ``hard`` and ``kd`` accuracies (fractions) and, for a
+    PyTorch twin, ``torch_hard`` / ``torch_kd``.  Returns ``hard_mean``, ``hard_sd``,
+    ``kd_mean``, ``kd_sd``, ``p_value`` (KD vs hard, ``scipy.stats.ttest_rel``; with
+    two or more seeds) and the same with a ``torch_`` prefix, plus
+    ``ours_vs_torch_p_hard`` / ``_kd`` (ours vs PyTorch, paired by seed).
+    """
+    out = {}
+    hard = [r["hard"] for r in records]
+    kd = [r["kd"] for r in records]
+    out["hard_mean"], out["hard_sd"] = _mean_sd(hard)
+    out["kd_mean"], out["kd_sd"] = _mean_sd(kd)
+    if len(records) > 1:
+        out["p_value"] = _paired_p(kd, hard)
+    if records and all("torch_hard" in r and "torch_kd" in r for r in records):
+        th = [r["torch_hard"] for r in records]
+        tk = [r["torch_kd"] for r in records]
+        out["torch_hard_mean"], out["torch_hard_sd"] = _mean_sd(th)
+        out["torch_kd_mean"], out["torch_kd_sd"] = _mean_sd(tk)
+        if len(records) > 1:
+            out["torch_p_value"] = _paired_p(tk, th)
+            out["ours_vs_torch_p_hard"] = _paired_p(hard, th)
+            out["ours_vs_torch_p_kd"] = _paired_p(kd, tk)
+    return out
 
 
 def _run(dataset, arch, student_alpha, teacher_epochs, student_epochs, temperature,
          hard_weight, lr, weight_decay, batch_size, seeds, n_train, teacher_seed, data, log,
-         models, teacher_alpha, teacher_lr):
+         models, teacher_alpha, teacher_lr, torch_twin=False, torch_teacher=True,
+         n_threads=None):
     check_real(student_alpha, "student_alpha", min_value=0.0, min_inclusive=False)
     check_int(teacher_epochs, "teacher_epochs", min_value=1)
     check_int(student_epochs, "student_epochs", min_value=1)
@@ -272,12 +440,18 @@ def _run(dataset, arch, student_alpha, teacher_epochs, student_epochs, temperatu
     teacher_alpha = check_real(teacher_alpha, "teacher_alpha", min_value=0.0,
                                min_inclusive=False)
     t0 = time.perf_counter()
+    t_net = None
     if models is not None and "teacher" in models:
         teacher = models["teacher"]
         t_teacher = 0.0
     else:
         teacher = make_model(arch, dataset, shape, n_classes, alpha=teacher_alpha,
                              seed=teacher_seed)
+        if n_threads is not None:
+            teacher.n_threads = n_threads
+        if torch_twin and torch_teacher:
+            t_net = make_torch_twin(teacher, arch, dataset, shape, n_classes,
+                                    alpha=teacher_alpha)
         tcommon = dict(common, lr=lr if teacher_lr is None else teacher_lr)
         Distiller(None, teacher, hard_weight=1.0, epochs=teacher_epochs,
                   seed=teacher_seed, **tcommon).fit(xtr, ytr)
@@ -293,6 +467,31 @@ def _run(dataset, arch, student_alpha, teacher_epochs, student_epochs, temperatu
     if models is not None:
         models["teacher"] = teacher
         models["teacher_logits"] = cache
+    twin = {}
+    if torch_twin:
+        xtr_t, xte_t = torch_layout(xtr, arch), torch_layout(xte, arch)
+        if torch_teacher and models is not None and "torch_teacher_logits" in models:
+            twin = {k: models[k] for k in ("torch_teacher_accuracy", "torch_teacher_logits",
+                                           "torch_teacher_seconds")}
+        elif torch_teacher:
+            if t_net is None:
+                raise ValueError("torch_teacher=True needs the teacher trained in this call "
+                                 "(or a models dict holding the PyTorch teacher's logits)")
+            t0 = time.perf_counter()
+            torch_train(t_net, xtr_t, ytr, epochs=teacher_epochs,
+                        lr=lr if teacher_lr is None else teacher_lr, batch_size=batch_size,
+                        seed=teacher_seed, weight_decay=weight_decay)
+            twin = {"torch_teacher_seconds": time.perf_counter() - t0,
+                    "torch_teacher_accuracy": 100 * float(np.mean(
+                        torch_predict_logits(t_net, xte_t).argmax(1) == yte)),
+                    "torch_teacher_logits": torch_predict_logits(t_net, xtr_t)}
+            if models is not None:
+                models.update(twin)
+        else:
+            twin = {"torch_teacher_logits": cache}
+        if "torch_teacher_accuracy" in twin:
+            log(f"teacher trained with PyTorch: test accuracy "
+                f"{twin['torch_teacher_accuracy']:.2f}%")
     records = []
     s_macs = None
     for seed in seeds:
@@ -304,6 +503,21 @@ def _run(dataset, arch, student_alpha, teacher_epochs, student_epochs, temperatu
             student = make_model(arch, dataset, shape, n_classes, alpha=student_alpha,
                                  seed=seed)
             student.load_state_dict(state)
+            if n_threads is not None:
+                student.n_threads = n_threads
+            if torch_twin:
+                net = make_torch_twin(student, arch, dataset, shape, n_classes,
+                                      alpha=student_alpha)
+                t0 = time.perf_counter()
+                torch_train(net, xtr_t, ytr,
+                            None if mode == "hard" else twin["torch_teacher_logits"],
+                            epochs=student_epochs, lr=lr, batch_size=batch_size, seed=seed,
+                            temperature=temperature,
+                            hard_weight=1.0 if mode == "hard" else hard_weight,
+                            weight_decay=weight_decay)
+                rec["torch_" + mode] = float(np.mean(
+                    torch_predict_logits(net, xte_t).argmax(1) == yte))
+                rec["torch_" + mode + "_seconds"] = time.perf_counter() - t0
             d = Distiller(None if mode == "hard" else teacher, student,
                           temperature=temperature,
                           hard_weight=1.0 if mode == "hard" else hard_weight,
@@ -314,10 +528,10 @@ def _run(dataset, arch, student_alpha, teacher_epochs, student_epochs, temperatu
             rec[mode + "_seconds"] = time.perf_counter() - t0
         log(f"  seed {seed}: hard-label student {100 * rec['hard']:.2f}%   "
             f"distilled (T={temperature:g}, hard_weight={hard_weight:g}) "
-            f"{100 * rec['kd']:.2f}%")
+            f"{100 * rec['kd']:.2f}%"
+            + (f"   | PyTorch twin: hard {100 * rec['torch_hard']:.2f}%  distilled "
+               f"{100 * rec['torch_kd']:.2f}%" if torch_twin else ""))
         records.append(rec)
-    hard = np.array([r["hard"] for r in records]) * 100
-    kd = np.array([r["kd"] for r in records]) * 100
     summary = {
         "dataset": dataset, "arch": arch, "n_train": len(xtr), "n_test": len(xte),
         "student_alpha": student_alpha, "temperature": temperature,
@@ -325,15 +539,13 @@ def _run(dataset, arch, student_alpha, teacher_epochs, student_epochs, temperatu
         "teacher": {"accuracy": t_acc * 100, "macs": t_macs, "seconds": t_teacher,
                     "cache_seconds": t_cache},
         "student_macs": s_macs, "students": records,
-        "hard_mean": float(hard.mean()), "hard_sd": float(hard.std(ddof=1)) if len(hard) > 1
-        else 0.0,
-        "kd_mean": float(kd.mean()), "kd_sd": float(kd.std(ddof=1)) if len(kd) > 1 else 0.0,
     }
-    if len(records) > 1:
-        from scipy import stats
-
-        if np.any(kd != hard):
-            summary["p_value"] = float(stats.ttest_rel(kd, hard).pvalue)
-        else:
-            summary["p_value"] = 1.0
+    if torch_twin:
+        summary["torch_teacher_source"] = "torch" if "torch_teacher_accuracy" in twin \
+            else "ours"
+        if "torch_teacher_accuracy" in twin:
+            summary["teacher"]["torch_accuracy"] = twin["torch_teacher_accuracy"]
+            summary["teacher"]["torch_seconds"] = twin["torch_teacher_seconds"]
+    summary.update(summarize_students(records))
     return summary
+

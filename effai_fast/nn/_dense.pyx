@@ -98,22 +98,71 @@ def masked_grad_sums(const floating[:, ::1] grad,  # IN (M, C) gradient w.r.t. t
                      int act, Py_ssize_t rows_per_chunk, int n_threads):
     """Per-chunk sums of g' and g' * x, with g' the gradient masked by the activation."""
     cdef Py_ssize_t M = x.shape[0], C = x.shape[1], n_chunks = part_g.shape[0]
-    cdef Py_ssize_t k, r, c, r0, r1
-    cdef double g
+    cdef Py_ssize_t k, r0, r1
+    if M == 0 or C == 0:
+        part_g[...] = 0
+        part_gx[...] = 0
+        return
     with nogil:
         for k in prange(n_chunks, schedule="static", num_threads=n_threads):
             r0 = k * rows_per_chunk
             r1 = r0 + rows_per_chunk
             if r1 > M:
                 r1 = M
+            _masked_sums_chunk(&grad[0, 0], &y[0, 0], &x[0, 0], &part_g[k, 0],
+                               &part_gx[k, 0], r0, r1, C, act)
+
+
+cdef void _masked_sums_chunk(const floating* grad, const floating* y, const floating* x,
+                             double* pg, double* pgx, Py_ssize_t r0, Py_ssize_t r1,
+                             Py_ssize_t C, int act) noexcept nogil:
+    # The masked gradient of a block of at most 256 channels goes to a small stack buffer
+    # (a select in the input type, which the compiler if-converts and vectorises), then a
+    # second loop accumulates it in double.  Written as one loop with the select, the
+    # float32 version was compiled with branches and ran at ~8 ns per element on ReLU
+    # masks (mispredictions); split, ~0.4 ns.  Same additions in the same order, so the
+    # sums are bitwise those of the plain loop.
+    cdef Py_ssize_t r, c, o, c0, cb
+    cdef floating gv, yv
+    cdef floating tmp[256]
+    cdef double g
+    for c in range(C):
+        pg[c] = 0
+        pgx[c] = 0
+    if act == 0 or floating is double:
+        # no select, or one in double (if-converted as written): a single loop
+        for r in range(r0, r1):
+            o = r * C
             for c in range(C):
-                part_g[k, c] = 0
-                part_gx[k, c] = 0
-            for r in range(r0, r1):
-                for c in range(C):
-                    g = _mask(grad[r, c], y[r, c], act)
-                    part_g[k, c] += g
-                    part_gx[k, c] += g * x[r, c]
+                gv = grad[o + c]
+                yv = y[o + c]
+                if act == 1:
+                    gv = gv if yv > 0 else 0
+                elif act == 2:
+                    gv = gv if (yv > 0) & (yv < 6) else 0
+                g = gv
+                pg[c] += g
+                pgx[c] += g * x[o + c]
+        return
+    for r in range(r0, r1):
+        o = r * C
+        for c0 in range(0, C, 256):
+            cb = C - c0
+            if cb > 256:
+                cb = 256
+            if act == 1:
+                for c in range(cb):
+                    gv = grad[o + c0 + c]
+                    yv = y[o + c0 + c]
+                    tmp[c] = gv if yv > 0 else 0
+            else:
+                for c in range(cb):
+                    gv = grad[o + c0 + c]
+                    yv = y[o + c0 + c]
+                    tmp[c] = gv if (yv > 0) & (yv < 6) else 0
+            for c in range(cb):
+                pg[c0 + c] += <double> tmp[c]
+                pgx[c0 + c] += <double> tmp[c] * x[o + c0 + c]
 
 
 # --------------------------------------------------------------------- elementwise
