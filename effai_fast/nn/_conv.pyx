@@ -67,9 +67,34 @@ cdef extern from *:
     int effai_conv_cpu_level() nogil
 
 
+cdef extern from "_gemm.h" nogil:
+    # Packed GEMM micro-kernels (see the design note there).
+    int EFFAI_GEMM_NATIVE
+    int EFFAI_GEMM_NR_F
+    int EFFAI_GEMM_NR_D
+    size_t effai_packed_size(size_t k, size_t n, size_t nr)
+    size_t effai_gemm_work_size(size_t nr)
+    void effai_pack_b_f(size_t k, size_t n, const float* b, size_t ldb, float* bp,
+                        size_t nr, size_t p0, size_t p1)
+    void effai_pack_b_d(size_t k, size_t n, const double* b, size_t ldb, double* bp,
+                        size_t nr, size_t p0, size_t p1)
+    void effai_gemm_f(size_t m, size_t j0, size_t j1, size_t k, const float* a, size_t lda,
+                      const float* bp, const float* b, size_t ldb, float* c, size_t ldc,
+                      const float* bias, int act, float* work)
+    void effai_gemm_d(size_t m, size_t j0, size_t j1, size_t k, const double* a,
+                      size_t lda, const double* bp, const double* b, size_t ldb, double* c,
+                      size_t ldc, const double* bias, int act, double* work)
+
+
 def _cpu_level():
     """0 = baseline, 1 = AVX2+FMA, 2 = AVX-512 (F/BW/VL/DQ) on this CPU."""
     return effai_conv_cpu_level()
+
+
+def _packed_gemm():
+    """True when this build runs the 1x1 convolutions on the packed AVX2+FMA
+    micro-kernels of _gemm.h, False when it calls BLAS (the baseline build)."""
+    return bool(EFFAI_GEMM_NATIVE)
 
 
 # ---------------------------------------------------------------------------
@@ -855,21 +880,43 @@ cdef void _col_sums(const floating* g, floating* out, Py_ssize_t P, Py_ssize_t C
         free(part)
 
 
-cdef void pointwise_forward(
-    const floating[:, ::1] x,
-    const floating[:, ::1] weight,
-    const floating[::1] bias,
-    floating[:, ::1] out,
-    int activation, int n_threads,
-) noexcept nogil:
-    cdef Py_ssize_t P = x.shape[0], Ci = x.shape[1], Co = weight.shape[1]
+cdef inline Py_ssize_t _nr(floating dummy) noexcept nogil:
+    """Columns per packed panel of B: 16 floats / 8 doubles (two AVX2 vectors)."""
+    if floating is float:
+        return EFFAI_GEMM_NR_F
+    else:
+        return EFFAI_GEMM_NR_D
+
+
+cdef inline void* _align64(void* raw) noexcept nogil:
+    return <void*> ((<size_t> raw + 63) & ~(<size_t> 63))
+
+
+cdef inline void _pack_b(const floating* w, Py_ssize_t K, Py_ssize_t N, floating* bp,
+                         Py_ssize_t p0, Py_ssize_t p1) noexcept nogil:
+    """Panels [p0, p1) of the (K, N) row-major matrix w into bp (see _gemm.h)."""
+    if floating is float:
+        effai_pack_b_f(K, N, w, N, bp, EFFAI_GEMM_NR_F, p0, p1)
+    else:
+        effai_pack_b_d(K, N, w, N, bp, EFFAI_GEMM_NR_D, p0, p1)
+
+
+cdef inline void _pgemm(Py_ssize_t m, Py_ssize_t j0, Py_ssize_t j1, Py_ssize_t K,
+                        const floating* a, Py_ssize_t lda, const floating* bp,
+                        floating* c, Py_ssize_t ldc, const floating* bias, int act,
+                        floating* work) noexcept nogil:
+    """c[:m, j0:j1] = act(a[:m] @ B[:, j0:j1] + bias[j0:j1]) on packed B (_gemm.h)."""
+    if floating is float:
+        effai_gemm_f(m, j0, j1, K, a, lda, bp, NULL, 0, c, ldc, bias, act, work)
+    else:
+        effai_gemm_d(m, j0, j1, K, a, lda, bp, NULL, 0, c, ldc, bias, act, work)
+
+
+cdef void _pointwise_forward_blas(const floating* xp, const floating* wp, const floating* b,
+                                  floating* op, Py_ssize_t P, Py_ssize_t Ci, Py_ssize_t Co,
+                                  int activation, int n_threads) noexcept nogil:
+    """The BLAS path (baseline build): a GEMM per pixel block, then bias + act."""
     cdef Py_ssize_t pb, nb, i, p0, p1
-    cdef const floating* b = &bias[0] if bias.shape[0] > 0 else NULL
-    if P == 0 or Co == 0:
-        return
-    cdef const floating* xp = &x[0, 0]
-    cdef const floating* wp = &weight[0, 0]
-    cdef floating* op = &out[0, 0]
     pb = _block(P, Co * sizeof(floating), 256 * 1024)
     nb = (P + pb - 1) // pb
     for i in prange(nb, schedule="static", num_threads=n_threads):
@@ -881,6 +928,89 @@ cdef void pointwise_forward(
               xp + p0 * Ci, <int> Ci, 0, op + p0 * Co, <int> Co)
         if b != NULL or activation != ACT_NONE:
             _pw_finish_block(op + p0 * Co, p1 - p0, Co, b, activation)
+
+
+cdef enum:
+    _PW_ROWS = 144     # pixel rows per work item of the packed path (= EFFAI_GEMM_MC)
+
+
+cdef void _pw_blas_item(const floating* xp, const floating* wp, const floating* b,
+                        floating* op, Py_ssize_t P, Py_ssize_t Ci, Py_ssize_t Co,
+                        Py_ssize_t it, Py_ssize_t n_cols, Py_ssize_t n_pan, Py_ssize_t nr,
+                        int activation) noexcept nogil:
+    """Work item ``it`` of pointwise_forward through BLAS (out of memory for scratch)."""
+    cdef Py_ssize_t r0 = (it // n_cols) * _PW_ROWS, r1, c0, c1, p
+    r1 = r0 + _PW_ROWS
+    if r1 > P:
+        r1 = P
+    c0 = _split(n_pan, n_cols, it % n_cols) * nr
+    c1 = _split(n_pan, n_cols, it % n_cols + 1) * nr
+    if c1 > Co:
+        c1 = Co
+    _gemm(c'N', c'N', <int> (c1 - c0), <int> (r1 - r0), <int> Ci, wp + c0, <int> Co,
+          xp + r0 * Ci, <int> Ci, 0, op + r0 * Co + c0, <int> Co)
+    if b != NULL or activation != ACT_NONE:
+        for p in range(r0, r1):
+            _finish(op + p * Co + c0, c1 - c0, b + c0 if b != NULL else NULL, activation)
+
+
+cdef void pointwise_forward(
+    const floating[:, ::1] x,
+    const floating[:, ::1] weight,
+    const floating[::1] bias,
+    floating[:, ::1] out,
+    int activation, int n_threads,
+) noexcept nogil:
+    cdef Py_ssize_t P = x.shape[0], Ci = x.shape[1], Co = weight.shape[1]
+    cdef const floating* b = &bias[0] if bias.shape[0] > 0 else NULL
+    if P == 0 or Co == 0:
+        return
+    cdef const floating* xp = &x[0, 0]
+    cdef const floating* wp = &weight[0, 0]
+    cdef floating* op = &out[0, 0]
+    cdef Py_ssize_t nr = _nr(op[0])
+    cdef Py_ssize_t n_pan = (Co + nr - 1) // nr
+    cdef Py_ssize_t n_rows, n_cols, it, p, r0, r1, c0, c1
+    cdef void* raw = NULL
+    cdef void* wraw
+    cdef floating* bp
+    cdef floating* work
+    if EFFAI_GEMM_NATIVE and Ci > 0:
+        raw = malloc(effai_packed_size(Ci, Co, nr) * sizeof(floating) + 64)
+    if raw == NULL:
+        _pointwise_forward_blas(xp, wp, b, op, P, Ci, Co, activation, n_threads)
+        return
+    bp = <floating*> _align64(raw)
+    # Work items: blocks of _PW_ROWS pixels x groups of column panels.  Few pixels
+    # (7x7, 14x14 at batch 1) are split over the columns too, so that every
+    # thread gets work.  Any split gives the same bits (see _gemm.h).
+    n_rows = (P + _PW_ROWS - 1) // _PW_ROWS
+    n_cols = 1
+    if n_rows < 4 * n_threads:
+        n_cols = (4 * n_threads + n_rows - 1) // n_rows
+        if n_cols > n_pan:
+            n_cols = n_pan
+    with parallel(num_threads=n_threads):
+        for p in prange(n_pan, schedule="static"):
+            _pack_b(wp, Ci, Co, bp, p, p + 1)
+        # (the implicit barrier at the end of the loop above orders pack -> use)
+        wraw = malloc(effai_gemm_work_size(nr) * sizeof(floating) + 64)
+        for it in prange(n_rows * n_cols, schedule="static"):
+            if wraw != NULL:
+                r0 = (it // n_cols) * _PW_ROWS
+                r1 = r0 + _PW_ROWS
+                if r1 > P:
+                    r1 = P
+                c0 = _split(n_pan, n_cols, it % n_cols) * nr
+                c1 = _split(n_pan, n_cols, it % n_cols + 1) * nr
+                if c1 > Co:
+                    c1 = Co
+                _pgemm(r1 - r0, c0, c1, Ci, xp + r0 * Ci, Ci, bp, op + r0 * Co, Co, b,
+                       activation, <floating*> _align64(wraw))
+            else:
+                _pw_blas_item(xp, wp, b, op, P, Ci, Co, it, n_cols, n_pan, nr, activation)
+        free(wraw)
+    free(raw)
 
 
 cdef void pointwise_backward(
@@ -1157,7 +1287,7 @@ cdef void separable_forward(
     cdef Py_ssize_t Co = pw_weight.shape[1]
     cdef Py_ssize_t OH = out.shape[1], OW = out.shape[2]
     cdef Py_ssize_t P = N * OH * OW
-    cdef Py_ssize_t tp, nt, i, p, p0, p1, seg, n, rem, oh, ow
+    cdef Py_ssize_t tp, nt, i, p, p0, p1, seg, n, rem, oh, ow, q
     cdef floating* tile
     cdef const floating* db = &dw_bias[0] if dw_bias.shape[0] > 0 else NULL
     cdef const floating* pbias = &pw_bias[0] if pw_bias.shape[0] > 0 else NULL
@@ -1167,12 +1297,26 @@ cdef void separable_forward(
     cdef const floating* dwp = &dw_weight[0, 0, 0]
     cdef const floating* pwp = &pw_weight[0, 0]
     cdef floating* op = &out[0, 0, 0, 0]
-    # Tile of depthwise output: about 128 KiB (fixed by the shape).
+    cdef Py_ssize_t nr = _nr(op[0])
+    cdef Py_ssize_t n_pan = (Co + nr - 1) // nr
+    cdef void* raw = NULL
+    cdef void* wraw
+    cdef floating* bp = NULL
+    # Tile of depthwise output: about 128 KiB (fixed by the shape), L2-resident
+    # while the packed GEMM (or BLAS in the baseline build) consumes it.
     tp = _block(P, C * sizeof(floating), 128 * 1024)
     nt = (P + tp - 1) // tp
+    if EFFAI_GEMM_NATIVE and C > 0:
+        raw = malloc(effai_packed_size(C, Co, nr) * sizeof(floating) + 64)
+        if raw != NULL:
+            bp = <floating*> _align64(raw)
     cdef floating* zrow = <floating*> calloc(W * C, sizeof(floating))
     with parallel(num_threads=n_threads):
+        if bp != NULL:
+            for q in prange(n_pan, schedule="static"):
+                _pack_b(pwp, C, Co, bp, q, q + 1)
         tile = <floating*> malloc(tp * C * sizeof(floating))
+        wraw = malloc(effai_gemm_work_size(nr) * sizeof(floating) + 64)
         for i in prange(nt, schedule="static"):
             if tile != NULL:
                 p0 = i * tp
@@ -1193,12 +1337,18 @@ cdef void separable_forward(
                                stride_w, dil_h, dil_w, pad_left, dw_activation, zrow,
                                NULL)
                     p = p + seg
-                _gemm(c'N', c'N', <int> Co, <int> (p1 - p0), <int> C, pwp, <int> Co,
-                      tile, <int> C, 0, op + p0 * Co, <int> Co)
-                if pbias != NULL or pw_activation != ACT_NONE:
-                    _pw_finish_block(op + p0 * Co, p1 - p0, Co, pbias, pw_activation)
+                if bp != NULL and wraw != NULL:
+                    _pgemm(p1 - p0, 0, Co, C, tile, C, bp, op + p0 * Co, Co, pbias,
+                           pw_activation, <floating*> _align64(wraw))
+                else:
+                    _gemm(c'N', c'N', <int> Co, <int> (p1 - p0), <int> C, pwp, <int> Co,
+                          tile, <int> C, 0, op + p0 * Co, <int> Co)
+                    if pbias != NULL or pw_activation != ACT_NONE:
+                        _pw_finish_block(op + p0 * Co, p1 - p0, Co, pbias, pw_activation)
+        free(wraw)
         free(tile)
     free(zrow)
+    free(raw)
 
 
 # ---------------------------------------------------------------------------
