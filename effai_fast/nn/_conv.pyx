@@ -930,23 +930,30 @@ cdef void _pointwise_forward_blas(const floating* xp, const floating* wp, const 
             _pw_finish_block(op + p0 * Co, p1 - p0, Co, b, activation)
 
 
-cdef enum:
-    _PW_ROWS = 144     # pixel rows per work item of the packed path (= EFFAI_GEMM_MC)
-
-
-cdef void _pw_blas_item(const floating* xp, const floating* wp, const floating* b,
-                        floating* op, Py_ssize_t P, Py_ssize_t Ci, Py_ssize_t Co,
-                        Py_ssize_t it, Py_ssize_t n_cols, Py_ssize_t n_pan, Py_ssize_t nr,
-                        int activation) noexcept nogil:
-    """Work item ``it`` of pointwise_forward through BLAS (out of memory for scratch)."""
-    cdef Py_ssize_t r0 = (it // n_cols) * _PW_ROWS, r1, c0, c1, p
-    r1 = r0 + _PW_ROWS
+cdef void _pw_item(const floating* xp, const floating* wp, const floating* b,
+                   floating* op, Py_ssize_t P, Py_ssize_t Ci, Py_ssize_t Co,
+                   Py_ssize_t it, Py_ssize_t n_cols, Py_ssize_t rows, Py_ssize_t n_pan,
+                   Py_ssize_t nr, int activation, void* wraw) noexcept nogil:
+    """Work item ``it`` of pointwise_forward: a block of ``rows`` pixels times a
+    group of column panels, on the packed kernels (BLAS if scratch is missing)."""
+    cdef Py_ssize_t r0 = (it // n_cols) * rows, r1, c0, c1, p
+    r1 = r0 + rows
     if r1 > P:
         r1 = P
     c0 = _split(n_pan, n_cols, it % n_cols) * nr
     c1 = _split(n_pan, n_cols, it % n_cols + 1) * nr
     if c1 > Co:
         c1 = Co
+    if r1 <= r0 or c1 <= c0:
+        return
+    if wraw != NULL:
+        if floating is float:
+            effai_gemm_f(r1 - r0, c0, c1, Ci, xp + r0 * Ci, Ci, NULL, wp, Co, op + r0 * Co,
+                         Co, b, activation, <float*> _align64(wraw))
+        else:
+            effai_gemm_d(r1 - r0, c0, c1, Ci, xp + r0 * Ci, Ci, NULL, wp, Co, op + r0 * Co,
+                         Co, b, activation, <double*> _align64(wraw))
+        return
     _gemm(c'N', c'N', <int> (c1 - c0), <int> (r1 - r0), <int> Ci, wp + c0, <int> Co,
           xp + r0 * Ci, <int> Ci, 0, op + r0 * Co + c0, <int> Co)
     if b != NULL or activation != ACT_NONE:
@@ -970,47 +977,32 @@ cdef void pointwise_forward(
     cdef floating* op = &out[0, 0]
     cdef Py_ssize_t nr = _nr(op[0])
     cdef Py_ssize_t n_pan = (Co + nr - 1) // nr
-    cdef Py_ssize_t n_rows, n_cols, it, p, r0, r1, c0, c1
-    cdef void* raw = NULL
+    cdef Py_ssize_t n_rows, n_cols, rows, it
     cdef void* wraw
-    cdef floating* bp
-    cdef floating* work
-    if EFFAI_GEMM_NATIVE and Ci > 0:
-        raw = malloc(effai_packed_size(Ci, Co, nr) * sizeof(floating) + 64)
-    if raw == NULL:
+    if not EFFAI_GEMM_NATIVE or Ci == 0:
         _pointwise_forward_blas(xp, wp, b, op, P, Ci, Co, activation, n_threads)
         return
-    bp = <floating*> _align64(raw)
-    # Work items: blocks of _PW_ROWS pixels x groups of column panels.  Few pixels
-    # (7x7, 14x14 at batch 1) are split over the columns too, so that every
-    # thread gets work.  Any split gives the same bits (see _gemm.h).
-    n_rows = (P + _PW_ROWS - 1) // _PW_ROWS
+    # Work items: row blocks (a multiple of the 6-row micro-tile) x column groups.
+    # Each item packs the part of the weights it uses block by block (_gemm.h), so
+    # items should be large: one row block per thread and ~2K pixels, and few
+    # pixels (7x7, 14x14 at batch 1) are split over the columns instead.  Any
+    # split gives the same bits (each element is one FMA chain over C_in).
+    n_rows = P // 2048
+    if n_rows < 1:
+        n_rows = 1
+    n_rows = ((n_rows + n_threads - 1) // n_threads) * n_threads
     n_cols = 1
-    if n_rows < 4 * n_threads:
-        n_cols = (4 * n_threads + n_rows - 1) // n_rows
-        if n_cols > n_pan:
-            n_cols = n_pan
+    if P < 6 * 48 * n_threads:
+        n_rows = 1
+        n_cols = n_threads if n_threads < n_pan else n_pan
+    rows = (P + n_rows - 1) // n_rows
+    rows = (rows + 5) // 6 * 6
     with parallel(num_threads=n_threads):
-        for p in prange(n_pan, schedule="static"):
-            _pack_b(wp, Ci, Co, bp, p, p + 1)
-        # (the implicit barrier at the end of the loop above orders pack -> use)
         wraw = malloc(effai_gemm_work_size(nr) * sizeof(floating) + 64)
         for it in prange(n_rows * n_cols, schedule="static"):
-            if wraw != NULL:
-                r0 = (it // n_cols) * _PW_ROWS
-                r1 = r0 + _PW_ROWS
-                if r1 > P:
-                    r1 = P
-                c0 = _split(n_pan, n_cols, it % n_cols) * nr
-                c1 = _split(n_pan, n_cols, it % n_cols + 1) * nr
-                if c1 > Co:
-                    c1 = Co
-                _pgemm(r1 - r0, c0, c1, Ci, xp + r0 * Ci, Ci, bp, op + r0 * Co, Co, b,
-                       activation, <floating*> _align64(wraw))
-            else:
-                _pw_blas_item(xp, wp, b, op, P, Ci, Co, it, n_cols, n_pan, nr, activation)
+            _pw_item(xp, wp, b, op, P, Ci, Co, it, n_cols, rows, n_pan, nr, activation,
+                     wraw)
         free(wraw)
-    free(raw)
 
 
 cdef void pointwise_backward(

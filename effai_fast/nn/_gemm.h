@@ -83,6 +83,22 @@ static inline void effai_pack_panel_##SUF(size_t kc, size_t ncols, size_t nr,   
         }                                                                            \
     }                                                                                \
 }                                                                                    \
+/* Columns [0, ncols) of kc rows of B into consecutive panels of nr columns    \
+ * (panel q at dst + q*nr*kc), row by row: B is read along its rows. */          \
+static inline void effai_pack_block_##SUF(size_t kc, size_t ncols, size_t nr,       \
+                                          const T* b, size_t ldb, T* dst) {          \
+    size_t kk, j, q, nfull = ncols / nr, rest = ncols - nfull * nr;                  \
+    for (kk = 0; kk < kc; kk++) {                                                    \
+        const T* row = b + kk * ldb;                                                 \
+        for (q = 0; q < nfull; q++)                                                  \
+            memcpy(dst + q * nr * kc + kk * nr, row + q * nr, nr * sizeof(T));       \
+        if (rest) {                                                                  \
+            T* d = dst + nfull * nr * kc + kk * nr;                                  \
+            for (j = 0; j < rest; j++) d[j] = row[nfull * nr + j];                   \
+            for (; j < nr; j++) d[j] = 0;                                            \
+        }                                                                            \
+    }                                                                                \
+}                                                                                    \
 /* Panels [p0, p1) of the whole of B (k x n, row stride ldb) into bp.  Blocks   \
  * of 16 rows (16 x n, L1/L2) are spread over the panels: a panel-by-panel copy   \
  * of all k rows would read B down its columns, one cache line per row, and     \
@@ -143,6 +159,12 @@ static inline __m256d effai_act4d(__m256d v, int act) {
 static void effai_ukr_f(size_t kc, const float* ap, const float* bp,
                         float* c, size_t ldc, int mr, int nr, int accumulate, int last,
                         const float* bias, int act) {
+    const float* a0 = ap;
+    const float* a1 = ap + kc;
+    const float* a2 = ap + 2 * kc;
+    const float* a3 = ap + 3 * kc;
+    const float* a4 = ap + 4 * kc;
+    const float* a5 = ap + 5 * kc;
     __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
     float tmp[EFFAI_GEMM_MR * 16] __attribute__((aligned(32)));
     float* cc = c;
@@ -176,20 +198,19 @@ static void effai_ukr_f(size_t kc, const float* ap, const float* bp,
         const __m256 b0 = _mm256_loadu_ps(bp);
         const __m256 b1 = _mm256_loadu_ps(bp + 8);
         __m256 av;
-        av = _mm256_broadcast_ss(ap + 0);
+        av = _mm256_broadcast_ss(a0 + kk);
         c00 = _mm256_fmadd_ps(av, b0, c00); c01 = _mm256_fmadd_ps(av, b1, c01);
-        av = _mm256_broadcast_ss(ap + 1);
+        av = _mm256_broadcast_ss(a1 + kk);
         c10 = _mm256_fmadd_ps(av, b0, c10); c11 = _mm256_fmadd_ps(av, b1, c11);
-        av = _mm256_broadcast_ss(ap + 2);
+        av = _mm256_broadcast_ss(a2 + kk);
         c20 = _mm256_fmadd_ps(av, b0, c20); c21 = _mm256_fmadd_ps(av, b1, c21);
-        av = _mm256_broadcast_ss(ap + 3);
+        av = _mm256_broadcast_ss(a3 + kk);
         c30 = _mm256_fmadd_ps(av, b0, c30); c31 = _mm256_fmadd_ps(av, b1, c31);
-        av = _mm256_broadcast_ss(ap + 4);
+        av = _mm256_broadcast_ss(a4 + kk);
         c40 = _mm256_fmadd_ps(av, b0, c40); c41 = _mm256_fmadd_ps(av, b1, c41);
-        av = _mm256_broadcast_ss(ap + 5);
+        av = _mm256_broadcast_ss(a5 + kk);
         c50 = _mm256_fmadd_ps(av, b0, c50); c51 = _mm256_fmadd_ps(av, b1, c51);
         bp += 16;
-        ap += 6;
     }
     if (last && (bias != NULL || act != EFFAI_ACT_NONE)) {
         if (bias != NULL) {
@@ -230,6 +251,12 @@ static void effai_ukr_f(size_t kc, const float* ap, const float* bp,
 static void effai_ukr_d(size_t kc, const double* ap, const double* bp,
                         double* c, size_t ldc, int mr, int nr, int accumulate, int last,
                         const double* bias, int act) {
+    const double* a0 = ap;
+    const double* a1 = ap + kc;
+    const double* a2 = ap + 2 * kc;
+    const double* a3 = ap + 3 * kc;
+    const double* a4 = ap + 4 * kc;
+    const double* a5 = ap + 5 * kc;
     __m256d c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
     double tmp[EFFAI_GEMM_MR * 8] __attribute__((aligned(32)));
     double* cc = c;
@@ -263,20 +290,19 @@ static void effai_ukr_d(size_t kc, const double* ap, const double* bp,
         const __m256d b0 = _mm256_loadu_pd(bp);
         const __m256d b1 = _mm256_loadu_pd(bp + 4);
         __m256d av;
-        av = _mm256_broadcast_sd(ap + 0);
+        av = _mm256_broadcast_sd(a0 + kk);
         c00 = _mm256_fmadd_pd(av, b0, c00); c01 = _mm256_fmadd_pd(av, b1, c01);
-        av = _mm256_broadcast_sd(ap + 1);
+        av = _mm256_broadcast_sd(a1 + kk);
         c10 = _mm256_fmadd_pd(av, b0, c10); c11 = _mm256_fmadd_pd(av, b1, c11);
-        av = _mm256_broadcast_sd(ap + 2);
+        av = _mm256_broadcast_sd(a2 + kk);
         c20 = _mm256_fmadd_pd(av, b0, c20); c21 = _mm256_fmadd_pd(av, b1, c21);
-        av = _mm256_broadcast_sd(ap + 3);
+        av = _mm256_broadcast_sd(a3 + kk);
         c30 = _mm256_fmadd_pd(av, b0, c30); c31 = _mm256_fmadd_pd(av, b1, c31);
-        av = _mm256_broadcast_sd(ap + 4);
+        av = _mm256_broadcast_sd(a4 + kk);
         c40 = _mm256_fmadd_pd(av, b0, c40); c41 = _mm256_fmadd_pd(av, b1, c41);
-        av = _mm256_broadcast_sd(ap + 5);
+        av = _mm256_broadcast_sd(a5 + kk);
         c50 = _mm256_fmadd_pd(av, b0, c50); c51 = _mm256_fmadd_pd(av, b1, c51);
         bp += 8;
-        ap += 6;
     }
     if (last && (bias != NULL || act != EFFAI_ACT_NONE)) {
         if (bias != NULL) {
@@ -328,7 +354,7 @@ static void effai_ukr_##SUF(size_t kc, const T* ap, const T* bp,                
             acc[i][j] = (accumulate && i < mr && j < nr) ? c[i * ldc + j] : (T)0;    \
     for (kk = 0; kk < kc; kk++)                                                      \
         for (i = 0; i < EFFAI_GEMM_MR; i++) {                                        \
-            T av = ap[kk * EFFAI_GEMM_MR + i];                                       \
+            T av = ap[i * kc + kk];                                       \
             for (j = 0; j < NR; j++) acc[i][j] += av * bp[kk * NR + j];              \
         }                                                                            \
     for (i = 0; i < mr; i++)                                                         \
@@ -350,40 +376,57 @@ EFFAI_DEFINE_UKR(double, d, EFFAI_GEMM_NR_D)
 
 /* ------------------------------------------------------------------ driver */
 
+/* Columns of B packed at a time by effai_gemm_*: a KC x JB block (128 KiB). */
+#define EFFAI_GEMM_JB_F 128
+#define EFFAI_GEMM_JB_D 64
+
 /* Elements of scratch effai_gemm_* needs (one buffer per thread): a packed
- * MC x KC chunk of A and one KC x NR micro-panel of B, plus alignment slack. */
+ * MC x KC chunk of A and a packed KC x JB block of B, plus alignment slack. */
 static inline size_t effai_gemm_work_size(size_t nr) {
-    return (size_t)EFFAI_GEMM_MC * EFFAI_GEMM_KC + (size_t)EFFAI_GEMM_KC * nr + 64;
+    size_t jb = nr == EFFAI_GEMM_NR_F ? EFFAI_GEMM_JB_F : EFFAI_GEMM_JB_D;
+    return (size_t)EFFAI_GEMM_MC * EFFAI_GEMM_KC + (size_t)EFFAI_GEMM_KC * jb + 64;
 }
 
 #define EFFAI_DEFINE_GEMM(T, SUF, NR)                                                \
-/* Rows i0..i0+mc-1, columns k0..k0+kc-1 of A into MR-row micro-panels, k-major;    \
- * the rows of the last panel past mc repeat the last row (results discarded). */   \
+/* Rows 0..mc-1, columns 0..kc-1 of A into MR-row micro-panels (each row's kc  \
+ * elements contiguous, panel after panel: no cache-set aliasing whatever lda);  \
+ * the rows of the last panel past mc repeat row mc-1 (results discarded). */     \
 static inline void effai_pack_a_##SUF(size_t mc, size_t kc, const T* a, size_t lda, \
                                       T* dst) {                                      \
-    size_t i, r, kk;                                                                 \
-    const T* rows[EFFAI_GEMM_MR];                                                    \
-    for (i = 0; i < mc; i += EFFAI_GEMM_MR) {                                        \
-        for (r = 0; r < EFFAI_GEMM_MR; r++)                                          \
-            rows[r] = a + (i + r < mc ? i + r : mc - 1) * lda;                       \
-        for (kk = 0; kk < kc; kk++)                                                  \
-            for (r = 0; r < EFFAI_GEMM_MR; r++)                                      \
-                dst[kk * EFFAI_GEMM_MR + r] = rows[r][kk];                           \
-        dst += kc * EFFAI_GEMM_MR;                                                   \
+    size_t i, mp = (mc + EFFAI_GEMM_MR - 1) / EFFAI_GEMM_MR * EFFAI_GEMM_MR;        \
+    for (i = 0; i < mp; i++)                                                         \
+        memcpy(dst + i * kc, a + (i < mc ? i : mc - 1) * lda, kc * sizeof(T));      \
+}                                                                                    \
+/* One packed KC-block of A (rows i0..i1) times the panels [j, je) of a packed    \
+ * B block (panel q at bpan + q*NR*kc ... with stride pstride between panels). */  \
+static inline void effai_gemm_block_##SUF(size_t i0, size_t i1, size_t j, size_t je,\
+                                          size_t kc, const T* apack, const T* bpan, \
+                                          size_t pstride, T* c, size_t ldc,          \
+                                          int accumulate, int last, const T* bias,   \
+                                          int act) {                                 \
+    size_t i, nc;                                                                    \
+    for (; j < je; j += NR, bpan += pstride) {                                       \
+        nc = je - j < NR ? je - j : NR;                                              \
+        for (i = i0; i < i1; i += EFFAI_GEMM_MR)                                     \
+            effai_ukr_##SUF(kc, apack + (i - i0) * kc, bpan, c + i * ldc + j, ldc,   \
+                            (int)(i1 - i < EFFAI_GEMM_MR ? i1 - i : EFFAI_GEMM_MR),  \
+                            (int)nc, accumulate, last,                               \
+                            bias != NULL ? bias + j : NULL, act);                    \
     }                                                                                \
 }                                                                                    \
-/* Rows [0, m) and columns [j0, j1) of C (j0 a multiple of NR).  bp: all of B       \
- * packed by effai_pack_b_* (panel p at bp + p*NR*k), or NULL to pack each          \
- * micro-panel of b (k x n, row stride ldb) on the fly into the scratch `work`      \
- * (effai_gemm_work_size(NR) elements). */                                          \
+/* Rows [0, m) and columns [j0, j1) of C (j0 a multiple of NR).                    \
+ * bp != NULL: all of B packed by effai_pack_b_* (panel p at bp + p*NR*k).        \
+ * bp == NULL: B (k x n, row stride ldb) is packed here, KC x JB block by block,  \
+ * into the scratch `work` (effai_gemm_work_size(NR) elements): every element of  \
+ * B is read once per MC... rows of A when m is small, with no large buffer. */   \
 static void effai_gemm_##SUF(size_t m, size_t j0, size_t j1, size_t k,              \
                              const T* a, size_t lda, const T* bp,                    \
                              const T* b, size_t ldb, T* c, size_t ldc,               \
                              const T* bias, int act, T* work) {                      \
+    const size_t JB = NR == EFFAI_GEMM_NR_F ? EFFAI_GEMM_JB_F : EFFAI_GEMM_JB_D;     \
     T* apack = (T*)(((size_t)work + 63) & ~(size_t)63);                              \
-    T* buf = apack + (size_t)EFFAI_GEMM_MC * EFFAI_GEMM_KC;                          \
-    size_t i0, i1, i, k0, kc, j, nc;                                                 \
-    const T* panel;                                                                  \
+    T* bblk = apack + (size_t)EFFAI_GEMM_MC * EFFAI_GEMM_KC;                         \
+    size_t i0, i1, i, k0, kc, j, jb, je;                                             \
     if (m == 0 || j1 <= j0) return;                                                  \
     if (k == 0) {                                                                    \
         for (i = 0; i < m; i++)                                                      \
@@ -391,26 +434,29 @@ static void effai_gemm_##SUF(size_t m, size_t j0, size_t j1, size_t k,          
                 c[i * ldc + j] = effai_act_##SUF(bias != NULL ? bias[j] : (T)0, act);\
         return;                                                                      \
     }                                                                                \
-    for (i0 = 0; i0 < m; i0 = i1) {                                                  \
-        i1 = m - i0 > EFFAI_GEMM_MC ? i0 + EFFAI_GEMM_MC : m;                        \
+    if (bp != NULL) {                                                                \
+        for (i0 = 0; i0 < m; i0 = i1) {                                              \
+            i1 = m - i0 > EFFAI_GEMM_MC ? i0 + EFFAI_GEMM_MC : m;                    \
+            for (k0 = 0; k0 < k; k0 += kc) {                                         \
+                kc = k - k0 > EFFAI_GEMM_KC ? EFFAI_GEMM_KC : k - k0;                \
+                effai_pack_a_##SUF(i1 - i0, kc, a + i0 * lda + k0, lda, apack);      \
+                effai_gemm_block_##SUF(i0, i1, j0, j1, kc, apack,                    \
+                                       bp + (j0 / NR) * NR * k + k0 * NR, NR * k,    \
+                                       c, ldc, k0 > 0, k0 + kc == k, bias, act);     \
+            }                                                                        \
+        }                                                                            \
+        return;                                                                      \
+    }                                                                                \
+    for (jb = j0; jb < j1; jb = je) {                                                \
+        je = j1 - jb > JB ? jb + JB : j1;                                            \
         for (k0 = 0; k0 < k; k0 += kc) {                                             \
             kc = k - k0 > EFFAI_GEMM_KC ? EFFAI_GEMM_KC : k - k0;                    \
-            effai_pack_a_##SUF(i1 - i0, kc, a + i0 * lda + k0, lda, apack);          \
-            for (j = j0; j < j1; j += NR) {                                          \
-                nc = j1 - j < NR ? j1 - j : NR;                                      \
-                if (bp != NULL) {                                                    \
-                    panel = bp + (j / NR) * NR * k + k0 * NR;                        \
-                } else {                                                             \
-                    effai_pack_panel_##SUF(kc, nc, NR, b + k0 * ldb + j, ldb, buf);  \
-                    panel = buf;                                                     \
-                }                                                                    \
-                for (i = i0; i < i1; i += EFFAI_GEMM_MR)                             \
-                    effai_ukr_##SUF(kc, apack + (i - i0) * kc, panel,                \
-                                    c + i * ldc + j, ldc,                            \
-                                    (int)(i1 - i < EFFAI_GEMM_MR ? i1 - i             \
-                                          : EFFAI_GEMM_MR),                          \
-                                    (int)nc, k0 > 0, k0 + kc == k,                   \
-                                    bias != NULL ? bias + j : NULL, act);            \
+            effai_pack_block_##SUF(kc, je - jb, NR, b + k0 * ldb + jb, ldb, bblk);   \
+            for (i0 = 0; i0 < m; i0 = i1) {                                          \
+                i1 = m - i0 > EFFAI_GEMM_MC ? i0 + EFFAI_GEMM_MC : m;                \
+                effai_pack_a_##SUF(i1 - i0, kc, a + i0 * lda + k0, lda, apack);      \
+                effai_gemm_block_##SUF(i0, i1, jb, je, kc, apack, bblk, NR * kc,     \
+                                       c, ldc, k0 > 0, k0 + kc == k, bias, act);     \
             }                                                                        \
         }                                                                            \
     }                                                                                \
