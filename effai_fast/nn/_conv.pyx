@@ -18,17 +18,23 @@ weights, four accumulators and the input columns live in registers), so each
 input vector is loaded once per kernel row instead of once per tap; border
 pixels take the general path.
 
-Pointwise (1x1) and dense convolutions run on BLAS (scipy.linalg.cython_blas,
-called without the GIL).  OpenMP splits the pixels into blocks, each thread
-calls a GEMM on its block and applies bias + activation while the block is
-still in cache.  The dense stem convolution forms an im2col patch matrix per
-pixel block (about 1 MiB) in per-thread scratch and does the same.
+Pointwise (1x1) convolutions run on the packed GEMM micro-kernels of
+_gemm.h in the AVX2/AVX-512 builds (6x16 float / 6x8 double FMA register
+tiles, weights packed into column panels, bias + activation in the register
+epilogue; design note there), with OpenMP over blocks of pixels (or over
+column groups when there are few pixels).  The baseline build, the dense stem
+convolution and the backward GEMMs use BLAS (scipy.linalg.cython_blas, called
+without the GIL): OpenMP splits the pixels into blocks, each thread calls a
+GEMM on its block and applies bias + activation while the block is still in
+cache.  The dense stem convolution forms an im2col patch matrix per pixel
+block (about 1 MiB) in per-thread scratch and does the same.
 
 Determinism.  No result depends on the number of threads:
 
 * outputs and input gradients are computed pixel by pixel (or by GEMM over
   pixel blocks, whose per-element summation over the reduction axis does not
-  depend on how the other axis is blocked);
+  depend on how the other axis is blocked; the packed kernels of _gemm.h form
+  every element as one FMA chain over the reduction axis in a fixed order);
 * weight and bias gradients are split over *output* elements (channel ranges),
   never over the reduction axis: each thread sums every pixel for its own
   channels, in pixel order, with a two-level (per output row, then total)
@@ -36,7 +42,8 @@ Determinism.  No result depends on the number of threads:
 
 Separable block.  ``separable_forward`` computes a tile of depthwise output
 (about 128 KiB, L2-resident) into per-thread scratch and immediately runs the
-pointwise GEMM on it, so the intermediate tensor never goes to memory.
+pointwise GEMM on it (the packed kernels, pointwise weights packed once per
+call), so the intermediate tensor never goes to memory.
 
 All kernels trust their inputs: effai_fast.nn.functional validates shapes,
 dtypes, paddings and output buffers, and resolves the thread count.
@@ -933,9 +940,11 @@ cdef void _pointwise_forward_blas(const floating* xp, const floating* wp, const 
 cdef void _pw_item(const floating* xp, const floating* wp, const floating* b,
                    floating* op, Py_ssize_t P, Py_ssize_t Ci, Py_ssize_t Co,
                    Py_ssize_t it, Py_ssize_t n_cols, Py_ssize_t rows, Py_ssize_t n_pan,
-                   Py_ssize_t nr, int activation, void* wraw) noexcept nogil:
+                   Py_ssize_t nr, int activation, const floating* bp,
+                   void* wraw) noexcept nogil:
     """Work item ``it`` of pointwise_forward: a block of ``rows`` pixels times a
-    group of column panels, on the packed kernels (BLAS if scratch is missing)."""
+    group of column panels, on the packed kernels (BLAS if scratch is missing).
+    ``bp``: the weights packed whole, or NULL to pack them here block by block."""
     cdef Py_ssize_t r0 = (it // n_cols) * rows, r1, c0, c1, p
     r1 = r0 + rows
     if r1 > P:
@@ -948,10 +957,12 @@ cdef void _pw_item(const floating* xp, const floating* wp, const floating* b,
         return
     if wraw != NULL:
         if floating is float:
-            effai_gemm_f(r1 - r0, c0, c1, Ci, xp + r0 * Ci, Ci, NULL, wp, Co, op + r0 * Co,
+            effai_gemm_f(r1 - r0, c0, c1, Ci, xp + r0 * Ci, Ci, <const float*> bp, wp, Co,
+                         op + r0 * Co,
                          Co, b, activation, <float*> _align64(wraw))
         else:
-            effai_gemm_d(r1 - r0, c0, c1, Ci, xp + r0 * Ci, Ci, NULL, wp, Co, op + r0 * Co,
+            effai_gemm_d(r1 - r0, c0, c1, Ci, xp + r0 * Ci, Ci, <const double*> bp, wp, Co,
+                         op + r0 * Co,
                          Co, b, activation, <double*> _align64(wraw))
         return
     _gemm(c'N', c'N', <int> (c1 - c0), <int> (r1 - r0), <int> Ci, wp + c0, <int> Co,
@@ -977,16 +988,17 @@ cdef void pointwise_forward(
     cdef floating* op = &out[0, 0]
     cdef Py_ssize_t nr = _nr(op[0])
     cdef Py_ssize_t n_pan = (Co + nr - 1) // nr
-    cdef Py_ssize_t n_rows, n_cols, rows, it
+    cdef Py_ssize_t n_rows, n_cols, rows, it, q
     cdef void* wraw
+    cdef void* raw = NULL
+    cdef floating* bp = NULL
     if not EFFAI_GEMM_NATIVE or Ci == 0:
         _pointwise_forward_blas(xp, wp, b, op, P, Ci, Co, activation, n_threads)
         return
-    # Work items: row blocks (a multiple of the 6-row micro-tile) x column groups.
-    # Each item packs the part of the weights it uses block by block (_gemm.h), so
-    # items should be large: one row block per thread and ~2K pixels, and few
-    # pixels (7x7, 14x14 at batch 1) are split over the columns instead.  Any
-    # split gives the same bits (each element is one FMA chain over C_in).
+    # Work items: row blocks (a multiple of the 6-row micro-tile) x column groups,
+    # one row block per thread and ~2K pixels; few pixels (7x7, 14x14 at batch 1)
+    # are split over the columns instead.  Any split gives the same bits (each
+    # element is one FMA chain over C_in, see _gemm.h).
     n_rows = P // 2048
     if n_rows < 1:
         n_rows = 1
@@ -997,12 +1009,24 @@ cdef void pointwise_forward(
         n_cols = n_threads if n_threads < n_pan else n_pan
     rows = (P + n_rows - 1) // n_rows
     rows = (rows + 5) // 6 * 6
+    # Many pixels: pack the weights once, shared by all items, and let each
+    # 144-pixel chunk run over all of them (its outputs stay in L2 across the K
+    # blocks).  Few pixels: each item packs its KC x 128 weight blocks itself,
+    # reading every weight once, with no weight-sized buffer.
+    if P >= 4096:
+        raw = malloc(effai_packed_size(Ci, Co, nr) * sizeof(floating) + 64)
+        if raw != NULL:
+            bp = <floating*> _align64(raw)
     with parallel(num_threads=n_threads):
+        if bp != NULL:
+            for q in prange(n_pan, schedule="static"):
+                _pack_b(wp, Ci, Co, bp, q, q + 1)
         wraw = malloc(effai_gemm_work_size(nr) * sizeof(floating) + 64)
         for it in prange(n_rows * n_cols, schedule="static"):
             _pw_item(xp, wp, b, op, P, Ci, Co, it, n_cols, rows, n_pan, nr, activation,
-                     wraw)
+                     bp, wraw)
         free(wraw)
+    free(raw)
 
 
 cdef void pointwise_backward(
