@@ -14,8 +14,9 @@ float32, batch 1 and 32, at 1 and 2 threads, all in the same run:
   ``torch.ops.aten.convolution_backward`` on channels_last and NCHW tensors;
 * the fused depthwise -> pointwise block vs our own unfused pair.
 
-Thread counts: ours ``n_threads=t`` (our GEMM blocks run on SciPy's OpenBLAS,
-which the kernels hold at one thread per OpenMP thread); torch
+Thread counts: ours ``n_threads=t`` (the pointwise layers and the fused block run
+on our packed GEMM kernels in the AVX2 build; the GEMMs that remain on SciPy's
+OpenBLAS are held at one thread per OpenMP thread); torch
 ``set_num_threads(t)``; ONNX Runtime ``intra_op_num_threads=t``; the plain
 sgemm reference (numpy's OpenBLAS) ``t`` threads via threadpoolctl.
 

@@ -18,17 +18,23 @@ weights, four accumulators and the input columns live in registers), so each
 input vector is loaded once per kernel row instead of once per tap; border
 pixels take the general path.
 
-Pointwise (1x1) and dense convolutions run on BLAS (scipy.linalg.cython_blas,
-called without the GIL).  OpenMP splits the pixels into blocks, each thread
-calls a GEMM on its block and applies bias + activation while the block is
-still in cache.  The dense stem convolution forms an im2col patch matrix per
-pixel block (about 1 MiB) in per-thread scratch and does the same.
+Pointwise (1x1) convolutions run on the packed GEMM micro-kernels of
+_gemm.h in the AVX2/AVX-512 builds (6x16 float / 6x8 double FMA register
+tiles, weights packed into column panels, bias + activation in the register
+epilogue; design note there), with OpenMP over blocks of pixels (or over
+column groups when there are few pixels).  The baseline build, the dense stem
+convolution and the backward GEMMs use BLAS (scipy.linalg.cython_blas, called
+without the GIL): OpenMP splits the pixels into blocks, each thread calls a
+GEMM on its block and applies bias + activation while the block is still in
+cache.  The dense stem convolution forms an im2col patch matrix per pixel
+block (about 1 MiB) in per-thread scratch and does the same.
 
 Determinism.  No result depends on the number of threads:
 
 * outputs and input gradients are computed pixel by pixel (or by GEMM over
   pixel blocks, whose per-element summation over the reduction axis does not
-  depend on how the other axis is blocked);
+  depend on how the other axis is blocked; the packed kernels of _gemm.h form
+  every element as one FMA chain over the reduction axis in a fixed order);
 * weight and bias gradients are split over *output* elements (channel ranges),
   never over the reduction axis: each thread sums every pixel for its own
   channels, in pixel order, with a two-level (per output row, then total)
@@ -36,7 +42,8 @@ Determinism.  No result depends on the number of threads:
 
 Separable block.  ``separable_forward`` computes a tile of depthwise output
 (about 128 KiB, L2-resident) into per-thread scratch and immediately runs the
-pointwise GEMM on it, so the intermediate tensor never goes to memory.
+pointwise GEMM on it (the packed kernels, pointwise weights packed once per
+call), so the intermediate tensor never goes to memory.
 
 All kernels trust their inputs: effai_fast.nn.functional validates shapes,
 dtypes, paddings and output buffers, and resolves the thread count.
@@ -234,9 +241,34 @@ cdef inline void _dw_gather(floating* dst, const floating** xs, const floating**
         effai_dw_gather_d(dst, xs, ws, n, C, b, act)
 
 
+cdef extern from "_gemm.h" nogil:
+    # Packed GEMM micro-kernels (see the design note there).
+    int EFFAI_GEMM_NATIVE
+    int EFFAI_GEMM_NR_F
+    int EFFAI_GEMM_NR_D
+    size_t effai_packed_size(size_t k, size_t n, size_t nr)
+    size_t effai_gemm_work_size(size_t nr)
+    void effai_pack_b_f(size_t k, size_t n, const float* b, size_t ldb, float* bp,
+                        size_t nr, size_t p0, size_t p1)
+    void effai_pack_b_d(size_t k, size_t n, const double* b, size_t ldb, double* bp,
+                        size_t nr, size_t p0, size_t p1)
+    void effai_gemm_f(size_t m, size_t j0, size_t j1, size_t k, const float* a, size_t lda,
+                      const float* bp, const float* b, size_t ldb, float* c, size_t ldc,
+                      const float* bias, int act, float* work)
+    void effai_gemm_d(size_t m, size_t j0, size_t j1, size_t k, const double* a,
+                      size_t lda, const double* bp, const double* b, size_t ldb, double* c,
+                      size_t ldc, const double* bias, int act, double* work)
+
+
 def _cpu_level():
     """0 = baseline, 1 = AVX2+FMA, 2 = AVX-512 (F/BW/VL/DQ) on this CPU."""
     return effai_conv_cpu_level()
+
+
+def _packed_gemm():
+    """True when this build runs the 1x1 convolutions on the packed AVX2+FMA
+    micro-kernels of _gemm.h, False when it calls BLAS (the baseline build)."""
+    return bool(EFFAI_GEMM_NATIVE)
 
 
 # ---------------------------------------------------------------------------
@@ -1029,21 +1061,43 @@ cdef void _col_sums(const floating* g, floating* out, Py_ssize_t P, Py_ssize_t C
         free(part)
 
 
-cdef void pointwise_forward(
-    const floating[:, ::1] x,
-    const floating[:, ::1] weight,
-    const floating[::1] bias,
-    floating[:, ::1] out,
-    int activation, int n_threads,
-) noexcept nogil:
-    cdef Py_ssize_t P = x.shape[0], Ci = x.shape[1], Co = weight.shape[1]
+cdef inline Py_ssize_t _nr(floating dummy) noexcept nogil:
+    """Columns per packed panel of B: 16 floats / 8 doubles (two AVX2 vectors)."""
+    if floating is float:
+        return EFFAI_GEMM_NR_F
+    else:
+        return EFFAI_GEMM_NR_D
+
+
+cdef inline void* _align64(void* raw) noexcept nogil:
+    return <void*> ((<size_t> raw + 63) & ~(<size_t> 63))
+
+
+cdef inline void _pack_b(const floating* w, Py_ssize_t K, Py_ssize_t N, floating* bp,
+                         Py_ssize_t p0, Py_ssize_t p1) noexcept nogil:
+    """Panels [p0, p1) of the (K, N) row-major matrix w into bp (see _gemm.h)."""
+    if floating is float:
+        effai_pack_b_f(K, N, w, N, bp, EFFAI_GEMM_NR_F, p0, p1)
+    else:
+        effai_pack_b_d(K, N, w, N, bp, EFFAI_GEMM_NR_D, p0, p1)
+
+
+cdef inline void _pgemm(Py_ssize_t m, Py_ssize_t j0, Py_ssize_t j1, Py_ssize_t K,
+                        const floating* a, Py_ssize_t lda, const floating* bp,
+                        floating* c, Py_ssize_t ldc, const floating* bias, int act,
+                        floating* work) noexcept nogil:
+    """c[:m, j0:j1] = act(a[:m] @ B[:, j0:j1] + bias[j0:j1]) on packed B (_gemm.h)."""
+    if floating is float:
+        effai_gemm_f(m, j0, j1, K, a, lda, bp, NULL, 0, c, ldc, bias, act, work)
+    else:
+        effai_gemm_d(m, j0, j1, K, a, lda, bp, NULL, 0, c, ldc, bias, act, work)
+
+
+cdef void _pointwise_forward_blas(const floating* xp, const floating* wp, const floating* b,
+                                  floating* op, Py_ssize_t P, Py_ssize_t Ci, Py_ssize_t Co,
+                                  int activation, int n_threads) noexcept nogil:
+    """The BLAS path (baseline build): a GEMM per pixel block, then bias + act."""
     cdef Py_ssize_t pb, nb, i, p0, p1
-    cdef const floating* b = &bias[0] if bias.shape[0] > 0 else NULL
-    if P == 0 or Co == 0:
-        return
-    cdef const floating* xp = &x[0, 0]
-    cdef const floating* wp = &weight[0, 0]
-    cdef floating* op = &out[0, 0]
     pb = _block(P, Co * sizeof(floating), 256 * 1024)
     nb = (P + pb - 1) // pb
     for i in prange(nb, schedule="static", num_threads=n_threads):
@@ -1055,6 +1109,98 @@ cdef void pointwise_forward(
               xp + p0 * Ci, <int> Ci, 0, op + p0 * Co, <int> Co)
         if b != NULL or activation != ACT_NONE:
             _pw_finish_block(op + p0 * Co, p1 - p0, Co, b, activation)
+
+
+cdef void _pw_item(const floating* xp, const floating* wp, const floating* b,
+                   floating* op, Py_ssize_t P, Py_ssize_t Ci, Py_ssize_t Co,
+                   Py_ssize_t it, Py_ssize_t n_cols, Py_ssize_t rows, Py_ssize_t n_pan,
+                   Py_ssize_t nr, int activation, const floating* bp,
+                   void* wraw) noexcept nogil:
+    """Work item ``it`` of pointwise_forward: a block of ``rows`` pixels times a
+    group of column panels, on the packed kernels (BLAS if scratch is missing).
+    ``bp``: the weights packed whole, or NULL to pack them here block by block."""
+    cdef Py_ssize_t r0 = (it // n_cols) * rows, r1, c0, c1, p
+    r1 = r0 + rows
+    if r1 > P:
+        r1 = P
+    c0 = _split(n_pan, n_cols, it % n_cols) * nr
+    c1 = _split(n_pan, n_cols, it % n_cols + 1) * nr
+    if c1 > Co:
+        c1 = Co
+    if r1 <= r0 or c1 <= c0:
+        return
+    if wraw != NULL:
+        if floating is float:
+            effai_gemm_f(r1 - r0, c0, c1, Ci, xp + r0 * Ci, Ci, <const float*> bp, wp, Co,
+                         op + r0 * Co,
+                         Co, b, activation, <float*> _align64(wraw))
+        else:
+            effai_gemm_d(r1 - r0, c0, c1, Ci, xp + r0 * Ci, Ci, <const double*> bp, wp, Co,
+                         op + r0 * Co,
+                         Co, b, activation, <double*> _align64(wraw))
+        return
+    _gemm(c'N', c'N', <int> (c1 - c0), <int> (r1 - r0), <int> Ci, wp + c0, <int> Co,
+          xp + r0 * Ci, <int> Ci, 0, op + r0 * Co + c0, <int> Co)
+    if b != NULL or activation != ACT_NONE:
+        for p in range(r0, r1):
+            _finish(op + p * Co + c0, c1 - c0, b + c0 if b != NULL else NULL, activation)
+
+
+cdef void pointwise_forward(
+    const floating[:, ::1] x,
+    const floating[:, ::1] weight,
+    const floating[::1] bias,
+    floating[:, ::1] out,
+    int activation, int n_threads,
+) noexcept nogil:
+    cdef Py_ssize_t P = x.shape[0], Ci = x.shape[1], Co = weight.shape[1]
+    cdef const floating* b = &bias[0] if bias.shape[0] > 0 else NULL
+    if P == 0 or Co == 0:
+        return
+    cdef const floating* xp = &x[0, 0]
+    cdef const floating* wp = &weight[0, 0]
+    cdef floating* op = &out[0, 0]
+    cdef Py_ssize_t nr = _nr(op[0])
+    cdef Py_ssize_t n_pan = (Co + nr - 1) // nr
+    cdef Py_ssize_t n_rows, n_cols, rows, it, q
+    cdef void* wraw
+    cdef void* raw = NULL
+    cdef floating* bp = NULL
+    if not EFFAI_GEMM_NATIVE or Ci == 0:
+        _pointwise_forward_blas(xp, wp, b, op, P, Ci, Co, activation, n_threads)
+        return
+    # Work items: row blocks (a multiple of the 6-row micro-tile) x column groups,
+    # one row block per thread and ~2K pixels; few pixels (7x7, 14x14 at batch 1)
+    # are split over the columns instead.  Any split gives the same bits (each
+    # element is one FMA chain over C_in, see _gemm.h).
+    n_rows = P // 2048
+    if n_rows < 1:
+        n_rows = 1
+    n_rows = ((n_rows + n_threads - 1) // n_threads) * n_threads
+    n_cols = 1
+    if P < 6 * 48 * n_threads:
+        n_rows = 1
+        n_cols = n_threads if n_threads < n_pan else n_pan
+    rows = (P + n_rows - 1) // n_rows
+    rows = (rows + 5) // 6 * 6
+    # Many pixels: pack the weights once, shared by all items, and let each
+    # 144-pixel chunk run over all of them (its outputs stay in L2 across the K
+    # blocks).  Few pixels: each item packs its KC x 128 weight blocks itself,
+    # reading every weight once, with no weight-sized buffer.
+    if P >= 4096:
+        raw = malloc(effai_packed_size(Ci, Co, nr) * sizeof(floating) + 64)
+        if raw != NULL:
+            bp = <floating*> _align64(raw)
+    with parallel(num_threads=n_threads):
+        if bp != NULL:
+            for q in prange(n_pan, schedule="static"):
+                _pack_b(wp, Ci, Co, bp, q, q + 1)
+        wraw = malloc(effai_gemm_work_size(nr) * sizeof(floating) + 64)
+        for it in prange(n_rows * n_cols, schedule="static"):
+            _pw_item(xp, wp, b, op, P, Ci, Co, it, n_cols, rows, n_pan, nr, activation,
+                     bp, wraw)
+        free(wraw)
+    free(raw)
 
 
 cdef void pointwise_backward(
@@ -1331,7 +1477,7 @@ cdef void separable_forward(
     cdef Py_ssize_t Co = pw_weight.shape[1]
     cdef Py_ssize_t OH = out.shape[1], OW = out.shape[2]
     cdef Py_ssize_t P = N * OH * OW
-    cdef Py_ssize_t tp, nt, i, p, p0, p1, seg, n, rem, oh, ow
+    cdef Py_ssize_t tp, nt, i, p, p0, p1, seg, n, rem, oh, ow, q
     cdef floating* tile
     cdef const floating* db = &dw_bias[0] if dw_bias.shape[0] > 0 else NULL
     cdef const floating* pbias = &pw_bias[0] if pw_bias.shape[0] > 0 else NULL
@@ -1341,12 +1487,26 @@ cdef void separable_forward(
     cdef const floating* dwp = &dw_weight[0, 0, 0]
     cdef const floating* pwp = &pw_weight[0, 0]
     cdef floating* op = &out[0, 0, 0, 0]
-    # Tile of depthwise output: about 128 KiB (fixed by the shape).
+    cdef Py_ssize_t nr = _nr(op[0])
+    cdef Py_ssize_t n_pan = (Co + nr - 1) // nr
+    cdef void* raw = NULL
+    cdef void* wraw
+    cdef floating* bp = NULL
+    # Tile of depthwise output: about 128 KiB (fixed by the shape), L2-resident
+    # while the packed GEMM (or BLAS in the baseline build) consumes it.
     tp = _block(P, C * sizeof(floating), 128 * 1024)
     nt = (P + tp - 1) // tp
+    if EFFAI_GEMM_NATIVE and C > 0:
+        raw = malloc(effai_packed_size(C, Co, nr) * sizeof(floating) + 64)
+        if raw != NULL:
+            bp = <floating*> _align64(raw)
     cdef floating* zrow = <floating*> calloc(W * C, sizeof(floating))
     with parallel(num_threads=n_threads):
+        if bp != NULL:
+            for q in prange(n_pan, schedule="static"):
+                _pack_b(pwp, C, Co, bp, q, q + 1)
         tile = <floating*> malloc(tp * C * sizeof(floating))
+        wraw = malloc(effai_gemm_work_size(nr) * sizeof(floating) + 64)
         for i in prange(nt, schedule="static"):
             if tile != NULL:
                 p0 = i * tp
@@ -1367,12 +1527,18 @@ cdef void separable_forward(
                                stride_w, dil_h, dil_w, pad_left, dw_activation, zrow,
                                NULL)
                     p = p + seg
-                _gemm(c'N', c'N', <int> Co, <int> (p1 - p0), <int> C, pwp, <int> Co,
-                      tile, <int> C, 0, op + p0 * Co, <int> Co)
-                if pbias != NULL or pw_activation != ACT_NONE:
-                    _pw_finish_block(op + p0 * Co, p1 - p0, Co, pbias, pw_activation)
+                if bp != NULL and wraw != NULL:
+                    _pgemm(p1 - p0, 0, Co, C, tile, C, bp, op + p0 * Co, Co, pbias,
+                           pw_activation, <floating*> _align64(wraw))
+                else:
+                    _gemm(c'N', c'N', <int> Co, <int> (p1 - p0), <int> C, pwp, <int> Co,
+                          tile, <int> C, 0, op + p0 * Co, <int> Co)
+                    if pbias != NULL or pw_activation != ACT_NONE:
+                        _pw_finish_block(op + p0 * Co, p1 - p0, Co, pbias, pw_activation)
+        free(wraw)
         free(tile)
     free(zrow)
+    free(raw)
 
 
 # ---------------------------------------------------------------------------
