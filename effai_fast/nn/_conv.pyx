@@ -94,7 +94,7 @@ cdef extern from *:
     typedef long long effai_vdi __attribute__((vector_size(32), aligned(8)));
 
     #define EFFAI_DW_KERNELS(SUF, T, V, VI, VL) \
-    static inline V effai_act_##SUF(V a, int act) { \
+    static inline V effai_dwact_##SUF(V a, int act) { \
         /* relu: 0 where a < 0 (NaN kept); relu6 also 6 where a > 6 */ \
         V zero = {0}; \
         VI neg, gt; \
@@ -108,7 +108,7 @@ cdef extern from *:
         } \
         return a; \
     } \
-    static inline T effai_act1_##SUF(T v, int act) { \
+    static inline T effai_dwact1_##SUF(T v, int act) { \
         if (act == 0) return v; \
         v = v < 0 ? (T)0 : v; \
         if (act == 2) v = v > 6 ? (T)6 : v; \
@@ -133,22 +133,22 @@ cdef extern from *:
                 a0 += *(const V*)(b + c); a1 += *(const V*)(b + c + VL); \
                 a2 += *(const V*)(b + c + 2 * VL); a3 += *(const V*)(b + c + 3 * VL); \
             } \
-            *(V*)(dst + c) = effai_act_##SUF(a0, act); \
-            *(V*)(dst + c + VL) = effai_act_##SUF(a1, act); \
-            *(V*)(dst + c + 2 * VL) = effai_act_##SUF(a2, act); \
-            *(V*)(dst + c + 3 * VL) = effai_act_##SUF(a3, act); \
+            *(V*)(dst + c) = effai_dwact_##SUF(a0, act); \
+            *(V*)(dst + c + VL) = effai_dwact_##SUF(a1, act); \
+            *(V*)(dst + c + 2 * VL) = effai_dwact_##SUF(a2, act); \
+            *(V*)(dst + c + 3 * VL) = effai_dwact_##SUF(a3, act); \
         } \
         for (; c + VL <= C; c += VL) { \
             V a0 = {0}; \
             for (k = 0; k < n; k++) a0 += *(const V*)(xs[k] + c) * *(const V*)(ws[k] + c); \
             if (b) a0 += *(const V*)(b + c); \
-            *(V*)(dst + c) = effai_act_##SUF(a0, act); \
+            *(V*)(dst + c) = effai_dwact_##SUF(a0, act); \
         } \
         for (; c < C; c++) { \
             T s = 0; \
             for (k = 0; k < n; k++) s += xs[k][c] * ws[k][c]; \
             if (b) s += b[c]; \
-            dst[c] = effai_act1_##SUF(s, act); \
+            dst[c] = effai_dwact1_##SUF(s, act); \
         } \
     } \
     /* 3x3 weight/bias gradient of the interior output pixels ow_lo..ow_hi-1
