@@ -466,8 +466,11 @@ def depthwise_conv2d(x, weight, bias=None, *, stride=1, padding="same", dilation
     return res
 
 
-def _depthwise_fast(x, weight, bias, stride, padding, dilation, activation, n_threads, out):
-    """:func:`depthwise_conv2d` for ready arguments, or None (take the general path)."""
+def _depthwise_ready(x, weight, stride, padding, dilation, activation):
+    """The checks both depthwise fast paths share: ``(dtype, act, geometry)`` or None.
+
+    ``geometry`` is ``(N, C, KH, KW, sh, sw, dh, dw, pads, OH, OW)``.
+    """
     if not (_plain(stride) and _plain(padding) and _plain(dilation)):
         return None
     if activation is not None and type(activation) is not str:
@@ -478,18 +481,27 @@ def _depthwise_fast(x, weight, bias, stride, padding, dilation, activation, n_th
     N, H, W, C = x.shape
     if H == 0 or W == 0 or C == 0 or weight.shape[2] != C:
         return None
-    if bias is None:
-        b = _EMPTY[dtype]
-    elif not _ready(bias, dtype, 1) or bias.shape[0] != C:
-        return None
-    else:
-        b = bias
     act = _ACTIVATIONS.get(activation if activation is None else activation.lower())
     if act is None:
         return None
     KH, KW = weight.shape[0], weight.shape[1]
     sh, sw, dh, dw, pads, OH, OW = _geometry_cached(x.shape, KH, KW, stride, padding,
                                                     dilation)
+    return dtype, act, (N, C, KH, KW, sh, sw, dh, dw, pads, OH, OW)
+
+
+def _depthwise_fast(x, weight, bias, stride, padding, dilation, activation, n_threads, out):
+    """:func:`depthwise_conv2d` for ready arguments, or None (take the general path)."""
+    ready = _depthwise_ready(x, weight, stride, padding, dilation, activation)
+    if ready is None:
+        return None
+    dtype, act, (N, C, KH, KW, sh, sw, dh, dw, pads, OH, OW) = ready
+    if bias is None:
+        b = _EMPTY[dtype]
+    elif not _ready(bias, dtype, 1) or bias.shape[0] != C:
+        return None
+    else:
+        b = bias
     shape = (N, OH, OW, C)
     if out is None:
         out = np.empty(shape, dtype=dtype)
@@ -562,24 +574,12 @@ def depthwise_conv2d_vjp(x, weight, grad_out, *, stride=1, padding="same", dilat
 def _depthwise_vjp_fast(x, weight, grad_out, stride, padding, dilation, activation, output,
                         need_input_grad, n_threads, out):
     """:func:`depthwise_conv2d_vjp` for ready arguments, or None (general path)."""
-    if not (_plain(stride) and _plain(padding) and _plain(dilation)):
-        return None
-    if activation is not None and type(activation) is not str:
-        return None
     if type(need_input_grad) is not bool:
         return None
-    dtype = getattr(x, "dtype", None)
-    if dtype not in _FAST_DTYPES or not _ready(x, dtype, 4) or not _ready(weight, dtype, 3):
+    ready = _depthwise_ready(x, weight, stride, padding, dilation, activation)
+    if ready is None:
         return None
-    N, H, W, C = x.shape
-    if H == 0 or W == 0 or C == 0 or weight.shape[2] != C:
-        return None
-    act = _ACTIVATIONS.get(activation if activation is None else activation.lower())
-    if act is None:
-        return None
-    KH, KW = weight.shape[0], weight.shape[1]
-    sh, sw, dh, dw, pads, OH, OW = _geometry_cached(x.shape, KH, KW, stride, padding,
-                                                    dilation)
+    dtype, act, (N, C, KH, KW, sh, sw, dh, dw, pads, OH, OW) = ready
     oshape = (N, OH, OW, C)
     if not _ready(grad_out, dtype, 4) or grad_out.shape != oshape:
         return None
