@@ -40,7 +40,10 @@ from effai_fast.distill._experiment import (  # noqa: E402
     blas_single_thread,
     load_dataset,
     make_model,
+    make_torch_twin,
     run_experiment,
+    torch_layout,
+    torch_train,
 )
 from effai_fast.distill.trainer import Distiller, predict_logits  # noqa: E402
 
@@ -99,19 +102,20 @@ def bench_kernel(quick: bool) -> tuple[str, dict]:
 # --------------------------------------------------------------------------- step
 def _torch_mlp_from(model):
     """A torch.nn.Sequential with the same weights as an effai_fast MLP (``_Flat``)."""
-    import torch
+    return make_torch_twin(model, "mlp", "digits", None, 10, alpha=1.0)
 
-    layers = []
-    lin = [m for m in model.model.layers if type(m).__name__ == "Linear"]
-    for k, m in enumerate(lin):
-        tl = torch.nn.Linear(m.in_features, m.out_features)
-        with torch.no_grad():
-            tl.weight.copy_(torch.from_numpy(m.weight.T.copy()))
-            tl.bias.copy_(torch.from_numpy(m.bias.copy()))
-        layers.append(tl)
-        if k < len(lin) - 1:
-            layers.append(torch.nn.ReLU())
-    return torch.nn.Sequential(*layers)
+
+def _torch_kd_step(net, opt, xt, yt, tt):
+    """One PyTorch distillation step: 0.9 T^2 KL(batchmean) + 0.1 CE at T=4, AdamW."""
+    import torch.nn.functional as F  # noqa: N812
+
+    opt.zero_grad()
+    z = net(xt)
+    loss = 0.9 * 16.0 * F.kl_div(F.log_softmax(z / 4, 1), F.log_softmax(tt / 4, 1),
+                                 log_target=True, reduction="batchmean") \
+        + 0.1 * F.cross_entropy(z, yt)
+    loss.backward()
+    opt.step()
 
 
 def bench_step(quick: bool) -> tuple[str, dict]:
@@ -137,7 +141,6 @@ def bench_step(quick: bool) -> tuple[str, dict]:
         torch_cells = ["-", "-"]
         if have("torch"):
             import torch
-            import torch.nn.functional as F  # noqa: N812
             net = _torch_mlp_from(s_hd)
             opt = torch.optim.AdamW(net.parameters(), lr=1e-4, weight_decay=0.0)
             xt = torch.from_numpy(xb.reshape(batch, -1))
@@ -145,13 +148,7 @@ def bench_step(quick: bool) -> tuple[str, dict]:
             tt = torch.from_numpy(tb)
 
             def tstep():
-                opt.zero_grad()  # noqa: B023
-                z = net(xt)  # noqa: B023
-                loss = 0.9 * 16.0 * F.kl_div(F.log_softmax(z / 4, 1), F.log_softmax(tt / 4, 1),  # noqa: B023
-                                             log_target=True, reduction="batchmean") \
-                    + 0.1 * F.cross_entropy(z, yt)  # noqa: B023
-                loss.backward()
-                opt.step()  # noqa: B023
+                _torch_kd_step(net, opt, xt, yt, tt)  # noqa: B023
             for n in (1, 2):
                 torch.set_num_threads(n)
                 rec[f"torch_kd_ms_t{n}"] = timeit(tstep, repeat=3)["best"] * 1e3
@@ -170,45 +167,6 @@ def bench_step(quick: bool) -> tuple[str, dict]:
 
 
 # --------------------------------------------------------------------------- torch twin
-def _torch_train(student_init, x, y, cache, *, mode, epochs, lr, batch_size, seed,
-                 temperature, hard_weight):
-    """Train the same MLP in PyTorch with the Distiller's exact batches and schedule."""
-    import torch
-    import torch.nn.functional as F  # noqa: N812
-
-    torch.set_num_threads(1)
-    net = _torch_mlp_from(student_init)
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.0)
-    xt = torch.from_numpy(x.reshape(len(x), -1))
-    yt = torch.from_numpy(y)
-    ct = torch.from_numpy(cache)
-    rng = np.random.default_rng(seed)
-    n = len(x)
-    steps = math.ceil(n / batch_size)
-    total = steps * epochs
-    k = 0
-    t = temperature
-    for _ in range(epochs):
-        order = rng.permutation(n)
-        for s in range(steps):
-            for g in opt.param_groups:
-                g["lr"] = 0.5 * lr * (1 + math.cos(math.pi * k / total))
-            idx = torch.from_numpy(order[s * batch_size:(s + 1) * batch_size])
-            opt.zero_grad()
-            z = net(xt[idx])
-            ce = F.cross_entropy(z, yt[idx])
-            if mode == "hard":
-                loss = ce
-            else:
-                kl = F.kl_div(F.log_softmax(z / t, 1), F.log_softmax(ct[idx] / t, 1),
-                              log_target=True, reduction="batchmean") * (t * t)
-                loss = (1 - hard_weight) * kl + hard_weight * ce
-            loss.backward()
-            opt.step()
-            k += 1
-    return net
-
-
 def _torch_acc(net, x, y):
     import torch
 
@@ -222,14 +180,18 @@ def _compare_torch(r, data, cache, *, epochs, lr, batch_size, alpha, temperature
     """Re-train each seed's students with PyTorch (same init / batches) and add to ``r``."""
     if not have("torch"):
         return
+    import torch
+
     xtr, ytr, xte, yte = data
     shape = xtr.shape[1:]
     for rec in r["students"]:
         init = make_model("mlp", dataset, shape, 10, alpha=alpha, seed=rec["seed"])
         for mode in ("hard", "kd"):
-            net = _torch_train(init, xtr, ytr, cache, mode=mode, epochs=epochs, lr=lr,
-                               batch_size=batch_size, seed=rec["seed"],
-                               temperature=temperature, hard_weight=hard_weight)
+            torch.set_num_threads(1)
+            net = torch_train(_torch_mlp_from(init), torch_layout(xtr, "mlp"), ytr,
+                              cache if mode == "kd" else None, epochs=epochs, lr=lr,
+                              batch_size=batch_size, seed=rec["seed"],
+                              temperature=temperature, hard_weight=hard_weight)
             rec["torch_" + mode] = _torch_acc(net, xte, yte)
     for mode in ("hard", "kd"):
         v = np.array([rec["torch_" + mode] for rec in r["students"]]) * 100
@@ -548,14 +510,9 @@ def _merge(part, sections, quick):
 
 def bench_cnn_step(quick: bool) -> tuple[str, dict]:
     """Distillation step of the CNN students: ours vs the same network in PyTorch."""
-    from effai_fast.distill._experiment import DSCNN_BLOCKS, torch_dscnn
-
     if not have("torch"):
         return "### CNN student step vs PyTorch\n\nNot run: torch is not installed.", {}
     import torch
-    import torch.nn.functional as F  # noqa: N812
-
-    from effai_fast import nn
 
     rows, data = [], {}
     setups = [("digits", 0.25, None)]
@@ -567,26 +524,16 @@ def bench_cnn_step(quick: bool) -> tuple[str, dict]:
         xb, yb = xtr[:64], ytr[:64]
         tb = np.random.default_rng(0).standard_normal((64, 10)).astype(np.float32) * 3
         ours = make_model("dscnn", dataset, shape, 10, alpha=alpha, seed=0)
-        stride, blocks = DSCNN_BLOCKS[dataset]
-        net = torch_dscnn(int(shape[2]), 10, alpha=alpha, stem_stride=stride, blocks=blocks)
-        sd = nn.export_torch_state_dict(ours, net.state_dict())
-        net.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v))
-                             for k, v in sd.items()})
+        net = make_torch_twin(ours, "dscnn", dataset, shape, 10, alpha=alpha)
         teacher = make_model("dscnn", dataset, shape, 10, alpha=alpha, seed=1)  # not run
         d = Distiller(teacher, ours, temperature=4.0, hard_weight=0.1, lr=1e-4)
         opt = torch.optim.AdamW(net.parameters(), lr=1e-4, weight_decay=0.0)
-        xt = torch.from_numpy(np.ascontiguousarray(xb.transpose(0, 3, 1, 2)))
+        xt = torch_layout(xb, "dscnn")
         yt, tt = torch.from_numpy(yb), torch.from_numpy(tb)
         net.train()
 
         def tstep():
-            opt.zero_grad()  # noqa: B023
-            z = net(xt)  # noqa: B023
-            loss = 0.9 * 16.0 * F.kl_div(F.log_softmax(z / 4, 1), F.log_softmax(tt / 4, 1),  # noqa: B023
-                                         log_target=True, reduction="batchmean") \
-                + 0.1 * F.cross_entropy(z, yt)  # noqa: B023
-            loss.backward()
-            opt.step()  # noqa: B023
+            _torch_kd_step(net, opt, xt, yt, tt)  # noqa: B023
 
         rec = {}
         for n in (1, 2):
