@@ -352,3 +352,99 @@ def test_schedule_keeps_few_slots(rng, n, n_threads):
     np.testing.assert_array_equal(v, vd)
     np.testing.assert_allclose(g, np.array([so.rosen_der(r) for r in X]), rtol=1e-13,
                                atol=1e-11)
+
+
+def _hill_exp_point(x, p):
+    """The benchmark's Hill form: the slope times log-dose through exp."""
+    r = p[0] + (p[1] - p[0]) / (1.0 + np.exp(p[3] * (x[0] - p[2]))) - x[1]
+    return r * r
+
+
+def test_hill_superinstructions_and_division_adjoint(rng, dtype, n_threads):
+    """neg(mul0), mul0(x, neg), (x + y) - z are fused bit for bit; the division adjoint
+    (one division shared by both operands) matches finite differences and JAX."""
+    tape = ad.trace(_hill_exp_point, 2, 4)
+    prog = tape._program("params_pp")
+    assert {"negmul0", "addsub"} <= set(prog.code_names)
+    assert sum(c in ("div", "rdivc", "divc") for c in prog.code_names) == 2
+    assert prog.program.params_once        # parameter slots are never overwritten
+    X = np.column_stack([rng.uniform(-4, 3, 517), rng.uniform(0, 1, 517)]).astype(dtype)
+    P = np.array([0.05, 1.0, 0.2, 1.3], dtype=dtype)
+    fast = tape.value_and_grad(X, P, wrt="params", reduce=False, n_threads=n_threads)
+    slow = tape.value_and_grad(X, P, wrt="params", reduce=False, n_threads=n_threads,
+                               debug=True)
+    np.testing.assert_array_equal(fast[0], slow[0])
+    np.testing.assert_array_equal(fast[1], slow[1])
+    # central differences in float64
+    X64, P64 = X.astype(np.float64), P.astype(np.float64)
+    h = 1e-6
+    fd = np.empty((len(X), 4))
+    for k in range(4):
+        e = np.zeros(4)
+        e[k] = h
+        fd[:, k] = (tape.value(X64, P64 + e) - tape.value(X64, P64 - e)) / (2 * h)
+    tol = 1e-4 if dtype == np.float32 else 1e-7
+    np.testing.assert_allclose(fast[1], fd, rtol=tol, atol=tol)
+    jax = pytest.importorskip("jax")
+    jnp = pytest.importorskip("jax.numpy")
+    jax.config.update("jax_enable_x64", True)
+
+    def fj(p, x):
+        r = p[0] + (p[1] - p[0]) / (1.0 + jnp.exp(p[3] * (x[0] - p[2]))) - x[1]
+        return r * r
+
+    gj = np.asarray(jax.vmap(jax.grad(fj), in_axes=(None, 0))(jnp.asarray(P64),
+                                                             jnp.asarray(X64)))
+    g64 = tape.value_and_grad(X64, P64, wrt="params", reduce=False)[1]
+    np.testing.assert_allclose(g64, gj, rtol=1e-12, atol=1e-14)
+
+
+def test_division_adjoint_zero_and_nonfinite_rules():
+    """0 * anything is 0: a masked 1/x branch gives a zero gradient at x = 0, and
+    the fused neg/mul0 ops keep that rule; NaN still propagates where it is used."""
+    tape = ad.trace(lambda x: np.where(x[0] > 0, 2.0 / x[0], 0.0) + x[1] / x[2], 3)
+    X = np.array([[0.0, 1.0, 2.0], [4.0, 0.0, 0.0], [np.nan, 1.0, 1.0], [1.0, np.inf, 1.0],
+                  [1.0, 1.0, np.nan]])
+    with np.errstate(all="ignore"):
+        v, G = tape.value_and_grad(X)
+    assert G[0, 0] == 0.0 and G[0, 1] == 0.5 and G[0, 2] == -0.25
+    assert G[1, 0] == -2.0 / 16 and G[1, 1] == np.inf and np.isnan(G[1, 2])
+    # NaN in the masked branch: value and its adjoint stay clean
+    assert v[2] == 1.0 and G[2, 0] == 0.0 and G[2, 1] == 1.0 and G[2, 2] == -1.0
+    assert v[3] == np.inf and G[3, 0] == -2.0 and G[3, 1] == 1.0 and G[3, 2] == -np.inf
+    assert np.isnan(v[4]) and G[4, 0] == -2.0 and np.isnan(G[4, 1]) and np.isnan(G[4, 2])
+
+
+@pytest.mark.parametrize("n_in", [1, 2, 3, 5])
+def test_streaming_stores_bitwise_equal(n_in, rng, dtype, n_threads):
+    """Large outputs go out with streaming stores: the same bits as normal stores,
+    including partial blocks, odd column counts and buffers not 16-byte aligned."""
+    from effai_fast.ad import _tape
+    tape = ad.trace(lambda x, p: np.sum(np.exp(p[0] * x) * x) + p[1], n_in, 2)
+    P = np.array([0.3, -1.0], dtype=dtype)
+    for n_pts in (1, 67, 1000):
+        X = rng.uniform(-1, 1, size=(n_pts, n_in)).astype(dtype)
+        res = []
+        for sb in (1 << 62, 0):
+            old = _tape._set_stream_bytes(sb)
+            try:
+                raw = np.empty(n_pts * n_in + 1, dtype=dtype)
+                gout = raw[1:].reshape(n_pts, n_in)          # not 16-byte aligned
+                out = np.empty(n_pts + 1, dtype=dtype)[1:]
+                v, (gx, gp) = tape.value_and_grad(X, P, wrt="all", reduce=False,
+                                                  n_threads=n_threads, out=out)
+                v2, g2 = tape.value_and_grad(X, P, wrt="params", reduce=False,
+                                             n_threads=n_threads)
+                v3, g3 = tape.value_and_grad(X, P, wrt="inputs", n_threads=n_threads,
+                                             grad_out=gout)
+                g3 = g3.copy()
+                res.append((v.copy(), gx, gp, v2, g2, v3, g3))
+            finally:
+                _tape._set_stream_bytes(old)
+        for a, b in zip(res[0], res[1], strict=True):
+            np.testing.assert_array_equal(a, b)
+        e = np.exp(P[0].astype(np.float64) * X.astype(np.float64))
+        tol = 1e-5 if dtype == np.float32 else 1e-13
+        np.testing.assert_allclose(res[1][6], e * (1 + P[0] * X), rtol=tol)
+        np.testing.assert_allclose(res[1][4][:, 0], (e * X * X).sum(axis=1), rtol=tol,
+                                   atol=tol)

@@ -43,7 +43,8 @@ _ARITY.update({name: 2 for name in ("add", "sub", "mul", "div", "pow", "maximum"
                                     "mul0", "lt", "le", "eq", "ne", "where_vc", "where_cv")})
 _ARITY.update({"where": 3, "const": 0})
 _ARITY.update({"addmulc": 2, "add3": 3, "mulcmul0": 2, "mul0mulc": 2, "sqsub": 2, "sqmulc": 1,
-               "addsq": 2, "addmul0": 3, "addmul": 3, "subsq": 2})
+               "addsq": 2, "addmul0": 3, "addmul": 3, "subsq": 2, "negmul0": 2, "mul0neg": 2,
+               "addsub": 3})
 
 
 def _fuse(code, args, imm, uses, pinned):
@@ -98,10 +99,23 @@ def _fuse(code, args, imm, uses, pinned):
             if k1 is not None and code[k1] == "mulc":
                 code[k2], args[k2], imm[k2] = "mul0mulc", (a2[0], args[k1][0]), imm[k1]
                 dead[k1] = True
+            elif k1 is not None and code[k1] == "neg":
+                code[k2], args[k2] = "mul0neg", (a2[0], args[k1][0])
+                dead[k1] = True
+        elif c2 == "neg":
+            k1 = single(a2[0])
+            if k1 is not None and code[k1] == "mul0":
+                code[k2], args[k2] = "negmul0", tuple(args[k1])
+                dead[k1] = True
         elif c2 == "sub":
             k1 = single(a2[1])
             if k1 is not None and code[k1] == "square":
                 code[k2], args[k2] = "sqsub", (a2[0], args[k1][0])
+                dead[k1] = True
+                continue
+            k1 = single(a2[0])
+            if k1 is not None and code[k1] == "add":
+                code[k2], args[k2] = "addsub", (args[k1][0], args[k1][1], a2[1])
                 dead[k1] = True
         elif c2 == "mulc":
             k1 = single(a2[0])
@@ -581,7 +595,10 @@ def _finish(bld, g, n_in, n_x, out_refs, red_refs, block, reuse=True):
     free: list[int] = []
     n_slots = n_in
     import heapq
-    for v in range(n_in):
+    # Parameter slots (n_x..n_in-1) are never reused: they then hold the same
+    # values in every block, and the sweep broadcasts them once per thread
+    # instead of once per block (Program.params_once).
+    for v in range(n_x):
         if reuse and v not in last:
             heapq.heappush(free, v)
     code, dst, A, B, C, imm, origin, names = [], [], [], [], [], [], [], []
@@ -599,7 +616,7 @@ def _finish(bld, g, n_in, n_x, out_refs, red_refs, block, reuse=True):
             n_slots += 1
         slot[v] = s
         for a in set(args):
-            if reuse and last.get(a) == pos:
+            if reuse and last.get(a) == pos and not n_x <= a < n_in:
                 heapq.heappush(free, slot[a])
         sl = sl + [0] * (3 - len(sl))
         code.append(OPC[kcode[pos]])
@@ -650,6 +667,9 @@ _FUSED_REF = {
     "addmul0": lambda x, y, z, q: x + NP_IMPL["mul0"](y, z),
     "addmul": lambda x, y, z, q: x + y * z,
     "subsq": lambda x, y, q: (x - y) * (x - y),
+    "negmul0": lambda x, y, q: -NP_IMPL["mul0"](x, y),
+    "mul0neg": lambda x, y, q: NP_IMPL["mul0"](x, -y),
+    "addsub": lambda x, y, z, q: (x + y) - z,
 }
 
 

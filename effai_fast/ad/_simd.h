@@ -17,6 +17,10 @@
 #include <stdint.h>
 #include <string.h>
 #include <stddef.h>
+#include <stdint.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 
 #if defined(__GNUC__)
@@ -67,6 +71,9 @@ enum {
     OP_ADDMUL0,   /* x + mul0(y, z)   add(x, mul0(y, z))    */
     OP_ADDMUL,    /* x + y*z          add(x, mul(y, z))     */
     OP_SUBSQ,     /* (x - y)^2        square(sub(x, y))     */
+    OP_NEGMUL0,   /* -mul0(x, y)      neg(mul0(x, y))       */
+    OP_MUL0NEG,   /* mul0(x, -y)      mul0(x, neg(y))       */
+    OP_ADDSUB,    /* (x + y) - z      sub(add(x, y), z)     */
     N_OPCODES
 };
 
@@ -215,6 +222,12 @@ static inline void effai_fused_##S(int op, T* restrict o, const T* restrict x,  
         T a = y[j], t = a * z[j]; t = a == (T)0 ? (T)0 : t; o[j] = x[j] + t; } break;       \
     case OP_ADDMUL: EFFAI_SIMD for (ptrdiff_t j = 0; j < n; j++) {                          \
         T t = y[j] * z[j]; o[j] = x[j] + t; } break;                                        \
+    case OP_NEGMUL0: EFFAI_SIMD for (ptrdiff_t j = 0; j < n; j++) {                         \
+        T a = x[j], t = a * y[j]; t = a == (T)0 ? (T)0 : t; o[j] = -t; } break;             \
+    case OP_MUL0NEG: EFFAI_SIMD for (ptrdiff_t j = 0; j < n; j++) {                         \
+        T a = x[j], t = a * -y[j]; o[j] = a == (T)0 ? (T)0 : t; } break;                    \
+    case OP_ADDSUB: EFFAI_SIMD for (ptrdiff_t j = 0; j < n; j++) {                          \
+        T t = x[j] + y[j]; o[j] = t - z[j]; } break;                                        \
     default: EFFAI_SIMD for (ptrdiff_t j = 0; j < n; j++) {                                 \
         T t = x[j] - y[j]; o[j] = t * t; } break;                                           \
     }                                                                                       \
@@ -305,6 +318,7 @@ static inline EFFAI_ALWAYS_INLINE void effai_op_##S(int op, T* restrict o, const
     case OP_CPOW: for (ptrdiff_t j = 0; j < n; j++) o[j] = POW(q, x[j]); break;             \
     case OP_ADDMULC: case OP_ADD3: case OP_MULCMUL0: case OP_MUL0MULC: case OP_SQSUB:       \
     case OP_SQMULC: case OP_ADDSQ: case OP_ADDMUL0: case OP_ADDMUL: case OP_SUBSQ:          \
+    case OP_NEGMUL0: case OP_MUL0NEG: case OP_ADDSUB:                                       \
         effai_fused_##S(op, o, x, y, z, q, n); break;                                       \
     default: break;                                                                         \
     }                                                                                       \
@@ -367,6 +381,8 @@ EFFAI_DEFINE_SWEEP(float, f)
 #if defined(__GNUC__) && !defined(__clang__)
 typedef double effai_v4d __attribute__((vector_size(32)));
 typedef long long effai_v4i __attribute__((vector_size(32)));
+typedef double effai_v2d __attribute__((vector_size(16)));
+typedef long long effai_v2i __attribute__((vector_size(16)));
 #define EFFAI_TRANSPOSE4(r0, r1, r2, r3) do {                                              \
     effai_v4d t0 = __builtin_shuffle(r0, r1, (effai_v4i){0, 4, 2, 6});                     \
     effai_v4d t1 = __builtin_shuffle(r0, r1, (effai_v4i){1, 5, 3, 7});                     \
@@ -403,16 +419,81 @@ EFFAI_CLONES static void effai_aos_to_soa_d(const double* X, ptrdiff_t ldx, ptrd
         for (ptrdiff_t j = j4; j < npts; j++)
             for (ptrdiff_t k = k0; k < k0 + 4; k++) v[k * B + j] = X[j * ldx + k];
     }
+    /* column pairs (n_x = 2, 3, 6, ...): 2 points x 2 columns per step */
+    ptrdiff_t j2 = npts & ~(ptrdiff_t)1;
+    for (; k0 + 2 <= ncols; k0 += 2) {
+        double* c0 = v + k0 * B;
+        double* c1 = v + (k0 + 1) * B;
+        for (ptrdiff_t j = 0; j < j2; j += 2) {
+            effai_v2d r0, r1;
+            memcpy(&r0, X + j * ldx + k0, 16);
+            memcpy(&r1, X + (j + 1) * ldx + k0, 16);
+            effai_v2d s0 = __builtin_shuffle(r0, r1, (effai_v2i){0, 2});
+            effai_v2d s1 = __builtin_shuffle(r0, r1, (effai_v2i){1, 3});
+            memcpy(c0 + j, &s0, 16);
+            memcpy(c1 + j, &s1, 16);
+        }
+        for (ptrdiff_t j = j2; j < npts; j++) {
+            c0[j] = X[j * ldx + k0];
+            c1[j] = X[j * ldx + k0 + 1];
+        }
+    }
 #endif
     for (ptrdiff_t k = k0; k < ncols; k++)
         for (ptrdiff_t j = 0; j < npts; j++) v[k * B + j] = X[j * ldx + k];
 }
 
+/* Stores of the outputs.  With `nt` (outputs larger than the caches: the caller
+ * decides), 16-byte aligned pairs go out as non-temporal (streaming) stores: the
+ * output rows are written once and never read by the sweep, so fetching each line
+ * into the cache before overwriting it (what a normal store does) only doubles
+ * the memory traffic.  The caller issues effai_sfence() when it is done. */
+#if EFFAI_HAVE_TILES
+static inline EFFAI_ALWAYS_INLINE void effai_store2_d(double* p, effai_v2d x, int nt) {
+#if defined(__SSE2__)
+    if (nt) { _mm_stream_pd(p, (__m128d)x); return; }
+#endif
+    (void)nt;
+    memcpy(p, &x, 16);
+}
+#endif
+
+static inline void effai_sfence(void) {
+#if defined(__SSE2__)
+    _mm_sfence();
+#endif
+}
+
+/* o[0:n] = s[0:n]; streaming stores where nt and o is 8-byte aligned. */
+EFFAI_CLONES static void effai_copy_d(double* o, const double* s, ptrdiff_t n, int nt) {
+#if defined(__SSE2__) && EFFAI_HAVE_TILES
+    if (nt && ((uintptr_t)o & 7) == 0) {
+        ptrdiff_t j = 0;
+        if (((uintptr_t)o & 15) != 0 && n > 0) { o[0] = s[0]; j = 1; }
+        for (; j + 2 <= n; j += 2) {
+            effai_v2d x;
+            memcpy(&x, s + j, 16);
+            _mm_stream_pd(o + j, (__m128d)x);
+        }
+        for (; j < n; j++) o[j] = s[j];
+        return;
+    }
+#endif
+    (void)nt;
+    memcpy(o, s, (size_t)n * sizeof(double));
+}
+
 EFFAI_CLONES static void effai_soa_to_aos_d(const double* v, ptrdiff_t B, const int* slots,
                                             ptrdiff_t ncols, ptrdiff_t npts, double* O,
-                                            ptrdiff_t ldo) {
+                                            ptrdiff_t ldo, int nt) {
     ptrdiff_t k0 = 0;
+    if (ncols == 1 && ldo == 1) {   /* one output column: a contiguous run */
+        effai_copy_d(O, v + (ptrdiff_t)slots[0] * B, npts, nt);
+        return;
+    }
 #if EFFAI_HAVE_TILES
+    /* streaming needs every pair store 16-byte aligned */
+    nt = nt && ((uintptr_t)O & 15) == 0 && (ldo & 1) == 0;
     ptrdiff_t j4 = npts & ~(ptrdiff_t)3;
     for (; k0 + 4 <= ncols; k0 += 4) {
         const double* s0 = v + (ptrdiff_t)slots[k0] * B;
@@ -426,17 +507,50 @@ EFFAI_CLONES static void effai_soa_to_aos_d(const double* v, ptrdiff_t B, const 
             memcpy(&r2, s2 + j, 32);
             memcpy(&r3, s3 + j, 32);
             EFFAI_TRANSPOSE4(r0, r1, r2, r3);
-            memcpy(O + (j + 0) * ldo + k0, &r0, 32);
-            memcpy(O + (j + 1) * ldo + k0, &r1, 32);
-            memcpy(O + (j + 2) * ldo + k0, &r2, 32);
-            memcpy(O + (j + 3) * ldo + k0, &r3, 32);
+            double* o0 = O + (j + 0) * ldo + k0;
+            double* o1 = O + (j + 1) * ldo + k0;
+            double* o2 = O + (j + 2) * ldo + k0;
+            double* o3 = O + (j + 3) * ldo + k0;
+            if (nt) {
+                effai_store2_d(o0, (effai_v2d){r0[0], r0[1]}, 1);
+                effai_store2_d(o0 + 2, (effai_v2d){r0[2], r0[3]}, 1);
+                effai_store2_d(o1, (effai_v2d){r1[0], r1[1]}, 1);
+                effai_store2_d(o1 + 2, (effai_v2d){r1[2], r1[3]}, 1);
+                effai_store2_d(o2, (effai_v2d){r2[0], r2[1]}, 1);
+                effai_store2_d(o2 + 2, (effai_v2d){r2[2], r2[3]}, 1);
+                effai_store2_d(o3, (effai_v2d){r3[0], r3[1]}, 1);
+                effai_store2_d(o3 + 2, (effai_v2d){r3[2], r3[3]}, 1);
+            } else {
+                memcpy(o0, &r0, 32);
+                memcpy(o1, &r1, 32);
+                memcpy(o2, &r2, 32);
+                memcpy(o3, &r3, 32);
+            }
         }
         for (ptrdiff_t j = j4; j < npts; j++) {
             O[j * ldo + k0] = s0[j]; O[j * ldo + k0 + 1] = s1[j];
             O[j * ldo + k0 + 2] = s2[j]; O[j * ldo + k0 + 3] = s3[j];
         }
     }
+    ptrdiff_t j2 = npts & ~(ptrdiff_t)1;
+    for (; k0 + 2 <= ncols; k0 += 2) {
+        const double* s0 = v + (ptrdiff_t)slots[k0] * B;
+        const double* s1 = v + (ptrdiff_t)slots[k0 + 1] * B;
+        for (ptrdiff_t j = 0; j < j2; j += 2) {
+            effai_v2d r0, r1;
+            memcpy(&r0, s0 + j, 16);
+            memcpy(&r1, s1 + j, 16);
+            effai_v2d t0 = __builtin_shuffle(r0, r1, (effai_v2i){0, 2});
+            effai_v2d t1 = __builtin_shuffle(r0, r1, (effai_v2i){1, 3});
+            effai_store2_d(O + j * ldo + k0, t0, nt);
+            effai_store2_d(O + (j + 1) * ldo + k0, t1, nt);
+        }
+        for (ptrdiff_t j = j2; j < npts; j++) {
+            O[j * ldo + k0] = s0[j]; O[j * ldo + k0 + 1] = s1[j];
+        }
+    }
 #endif
+    (void)nt;
     for (ptrdiff_t k = k0; k < ncols; k++) {
         const double* sk = v + (ptrdiff_t)slots[k] * B;
         for (ptrdiff_t j = 0; j < npts; j++) O[j * ldo + k] = sk[j];

@@ -64,6 +64,9 @@ cdef extern from "_simd.h" nogil:
         OP_ADDMUL0
         OP_ADDMUL
         OP_SUBSQ
+        OP_NEGMUL0
+        OP_MUL0NEG
+        OP_ADDSUB
         N_OPCODES
 
     enum:
@@ -74,7 +77,9 @@ cdef extern from "_simd.h" nogil:
     void effai_aos_to_soa_d(const double* X, Py_ssize_t ldx, Py_ssize_t ncols,
                             Py_ssize_t npts, double* v, Py_ssize_t B)
     void effai_soa_to_aos_d(const double* v, Py_ssize_t B, const int* slots, Py_ssize_t ncols,
-                            Py_ssize_t npts, double* O, Py_ssize_t ldo)
+                            Py_ssize_t npts, double* O, Py_ssize_t ldo, int nt)
+    void effai_copy_d(double* o, const double* s, Py_ssize_t n, int nt)
+    void effai_sfence()
     void effai_prefetch(const void* p, size_t nbytes, int rw)
     void effai_op1_d(int op, double* o, const double* x, const double* y, const double* z,
                      double q, Py_ssize_t n)

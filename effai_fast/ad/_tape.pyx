@@ -73,6 +73,9 @@ _np_empty = np.empty
 
 cimport effai_fast._openmp  # noqa: F401  (the package's OpenMP shim)
 
+# Per-point outputs of at least this many bytes are written with streaming stores.
+cdef Py_ssize_t STREAM_BYTES = 8 << 20
+
 BLOCK = EFFAI_BW            # points per block with the fixed-length sweep loops
 HAVE_CLONES = bool(EFFAI_HAVE_CLONES)   # an AVX2 clone of the sweep, chosen at load time
 VECTOR_MATH = bool(EFFAI_VECTOR_MATH)   # exp/log/sin/cos through libmvec
@@ -90,14 +93,16 @@ OPCODES = {
     "where_cv": OP_WHERE_CV,
     "addmulc": OP_ADDMULC, "add3": OP_ADD3, "mulcmul0": OP_MULCMUL0, "mul0mulc": OP_MUL0MULC,
     "sqsub": OP_SQSUB, "sqmulc": OP_SQMULC, "addsq": OP_ADDSQ, "addmul0": OP_ADDMUL0,
-    "addmul": OP_ADDMUL, "subsq": OP_SUBSQ,
+    "addmul": OP_ADDMUL, "subsq": OP_SUBSQ, "negmul0": OP_NEGMUL0, "mul0neg": OP_MUL0NEG,
+    "addsub": OP_ADDSUB,
 }
 
 
 cdef inline int _arity(int op) noexcept nogil:
     if op == OP_CONST:
         return 0
-    if op == OP_WHERE or op == OP_ADD3 or op == OP_ADDMUL0 or op == OP_ADDMUL:
+    if (op == OP_WHERE or op == OP_ADD3 or op == OP_ADDMUL0 or op == OP_ADDMUL
+            or op == OP_ADDSUB):
         return 3
     if op == OP_SQMULC:
         return 1
@@ -106,7 +111,8 @@ cdef inline int _arity(int op) noexcept nogil:
     if (op == OP_ADD or op == OP_SUB or op == OP_MUL or op == OP_DIV or op == OP_POW
             or op == OP_MAX or op == OP_MIN or op == OP_MUL0 or op == OP_LT or op == OP_LE
             or op == OP_EQ or op == OP_NE or op == OP_ADDMULC or op == OP_MULCMUL0
-            or op == OP_MUL0MULC or op == OP_SQSUB or op == OP_ADDSQ or op == OP_SUBSQ):
+            or op == OP_MUL0MULC or op == OP_SQSUB or op == OP_ADDSQ or op == OP_SUBSQ
+            or op == OP_NEGMUL0 or op == OP_MUL0NEG):
         return 2
     return 1
 
@@ -221,14 +227,24 @@ cdef void sweep_scalar(const int* code, const int* dst, const int* a, const int*
         elif op == OP_SUBSQ:
             t = x - v[b[k]]
             v[dst[k]] = t * t
+        elif op == OP_NEGMUL0:
+            t = 0 if x == 0 else x * v[b[k]]
+            v[dst[k]] = -t
+        elif op == OP_MUL0NEG:
+            t = -v[b[k]]
+            v[dst[k]] = 0 if x == 0 else x * t
+        elif op == OP_ADDSUB:
+            t = x + v[b[k]]
+            v[dst[k]] = t - v[c[k]]
         else:
             effai_op1_d(op, v + dst[k], v + a[k], v + b[k], v + c[k], q, 1)
 
 
 cdef void _load(real_t* v, Py_ssize_t B, Py_ssize_t nb, const real_t[:, ::1] X, Py_ssize_t p0,
                 Py_ssize_t n_x, const real_t[::1] P, Py_ssize_t n_p) noexcept nogil:
+    """Block inputs: the rows of ``X`` to slots ``0..n_x-1``; with ``n_p``, the
+    parameters broadcast to slots ``n_x..`` (0 when they are already there)."""
     cdef Py_ssize_t i, j
-    cdef real_t pv
     if real_t is double:
         if n_x:
             effai_aos_to_soa_d(&X[p0, 0], n_x, n_x, nb, v, B)
@@ -236,9 +252,17 @@ cdef void _load(real_t* v, Py_ssize_t B, Py_ssize_t nb, const real_t[:, ::1] X, 
         for j in range(nb):
             for i in range(n_x):
                 v[i * B + j] = X[p0 + j, i]
+    if n_p:
+        _fill_params(v, B, n_x, P, n_p)
+
+
+cdef void _fill_params(real_t* v, Py_ssize_t B, Py_ssize_t n_x, const real_t[::1] P,
+                       Py_ssize_t n_p) noexcept nogil:
+    cdef Py_ssize_t i, j
+    cdef real_t pv
     for i in range(n_p):
         pv = P[i]
-        for j in range(nb):
+        for j in range(B):
             v[(n_x + i) * B + j] = pv
 
 
@@ -249,11 +273,14 @@ cdef Py_ssize_t _run(const int* code, const int* dst, const int* a, const int* b
                      Py_ssize_t n_out2, real_t[:, ::1] OUT2,
                      const int* red_s, Py_ssize_t n_red, double[:, ::1] PART,
                      Py_ssize_t B, int n_threads, bint debug, Py_ssize_t[::1] bad,
-                     bint soa2=False) noexcept nogil:
+                     bint soa2=False, bint params_once=False, int nt=0) noexcept nogil:
     """Sweep all points; returns 0 on success, -1 if scratch could not be allocated.
 
     With ``soa2``, ``OUT2`` is ``(n_out2, n_points)``: a block's slot is copied to
-    its row as is (no transpose to row-major points).
+    its row as is (no transpose to row-major points).  With ``params_once`` (no
+    instruction writes a parameter slot), each thread broadcasts the parameters
+    into its scratch once instead of once per block.  With ``nt``, float64 outputs
+    are written with streaming stores (see ``effai_soa_to_aos_d``).
     """
     cdef Py_ssize_t n_pts = X.shape[0]
     cdef Py_ssize_t n_x = X.shape[1]
@@ -264,24 +291,30 @@ cdef Py_ssize_t _run(const int* code, const int* dst, const int* a, const int* b
     cdef real_t* v = NULL
     with parallel(num_threads=n_threads):
         v = <real_t*>malloc(n_slots * B * sizeof(real_t))
+        if v != NULL and params_once:
+            _fill_params(v, B, n_x, P, n_p)
         for blk in prange(n_blocks, schedule="static"):
             if v == NULL:
                 bad[blk] = -1
                 continue
             p0 = blk * B
             nb = B if p0 + B <= n_pts else n_pts - p0
-            _load(v, B, nb, X, p0, n_x, P, n_p)
+            _load(v, B, nb, X, p0, n_x, P, 0 if params_once else n_p)
             if p0 + B < n_pts:
                 effai_prefetch(&X[p0 + B, 0], min(B, n_pts - p0 - B) * n_x * sizeof(real_t), 0)
             bad[blk] = sweep_block(code, dst, a, b, c, imm, n_ops, v, B, nb, debug)
             if soa2:
                 for k in range(n_out2):
-                    memcpy(&OUT2[k, p0], v + out_s[n_out + k] * B, nb * sizeof(real_t))
+                    if real_t is double:
+                        effai_copy_d(&OUT2[k, p0], v + out_s[n_out + k] * B, nb, nt)
+                    else:
+                        memcpy(&OUT2[k, p0], v + out_s[n_out + k] * B, nb * sizeof(real_t))
             if real_t is double:
                 if n_out:
-                    effai_soa_to_aos_d(v, B, out_s, n_out, nb, &OUT[p0, 0], n_out)
+                    effai_soa_to_aos_d(v, B, out_s, n_out, nb, &OUT[p0, 0], n_out, nt)
                 if n_out2 and not soa2:
-                    effai_soa_to_aos_d(v, B, out_s + n_out, n_out2, nb, &OUT2[p0, 0], n_out2)
+                    effai_soa_to_aos_d(v, B, out_s + n_out, n_out2, nb, &OUT2[p0, 0], n_out2,
+                                       nt)
             else:
                 # row by row: each output row is written once, contiguously
                 for j in range(nb):
@@ -296,6 +329,8 @@ cdef Py_ssize_t _run(const int* code, const int* dst, const int* a, const int* b
                 for j in range(nb):
                     acc = acc + v[s + j]
                 PART[blk, k] = acc
+        if nt:
+            effai_sfence()
         free(v)
     return 0
 
@@ -379,6 +414,7 @@ cdef class Program:
     cdef const int* _out
     cdef const int* _red
     cdef Py_ssize_t n_out, n_red
+    cdef readonly bint params_once
 
     def __init__(self, code, dst, a, b, c, imm, Py_ssize_t n_slots, Py_ssize_t n_x,
                  Py_ssize_t n_p, out_slots, red_slots, Py_ssize_t block):
@@ -409,6 +445,9 @@ cdef class Program:
         if n_x + n_p > n_slots:
             raise ValueError("n_slots too small for the inputs")
         self.n_ops = n
+        # no instruction overwrites a parameter slot: broadcast them once per thread
+        self.params_once = not bool(n and n_p and np.any((self.dst >= n_x)
+                                                         & (self.dst < n_x + n_p)))
         self.n_slots = n_slots
         self.n_x = n_x
         self.n_p = n_p
@@ -447,6 +486,11 @@ cdef class Program:
         cdef Py_ssize_t[::1] bad = np.zeros(max(n_blocks, 1), dtype=np.intp)
         cdef Py_ssize_t r
         cdef Py_ssize_t k2 = OUT2.shape[0] if soa2 else OUT2.shape[1]
+        # streaming stores when the per-point outputs are well beyond the caches
+        # (row-major outputs only: the soa layout writes k2 + 1 separate streams,
+        # more than the write-combining buffers keep open; measured slower there)
+        cdef int nt = (real_t is double and not soa2
+                       and X.shape[0] * (OUT.shape[1] + k2) * sizeof(real_t) >= STREAM_BYTES)
         cdef Py_ssize_t n2 = OUT2.shape[1] if soa2 else OUT2.shape[0]
         if X.shape[0] == 0:
             return None
@@ -459,7 +503,7 @@ cdef class Program:
             r = _run(self._code, self._dst, self._a, self._b, self._c, self._imm, self.n_ops,
                      self.n_slots, X, P, self._out, OUT.shape[1], OUT, k2, OUT2,
                      self._red, self.n_red,
-                     PART, self.block, n_threads, debug, bad, soa2)
+                     PART, self.block, n_threads, debug, bad, soa2, self.params_once, nt)
         cdef Py_ssize_t blk, first = -1
         cdef bint oom = False
         with nogil:
@@ -613,3 +657,12 @@ cdef class Program:
         if split_first:
             return v[self._out[0]], res
         return res
+
+
+def _set_stream_bytes(Py_ssize_t n):
+    """Set the output size from which float64 outputs are streamed; returns the old one
+    (for benchmarks and tests of both store paths)."""
+    global STREAM_BYTES
+    old = STREAM_BYTES
+    STREAM_BYTES = n
+    return old

@@ -60,7 +60,10 @@ def _vjp_rule(g: Graph, i, gb: Traced):
         return [_m0(gb, b), _m0(gb, a)]
     if op == "div":
         a, b = args
-        return [_m0(gb, 1.0 / b), _m0(gb, -(out / b))]
+        # d/db (a/b) = -(a/b)/b: reuse ga = gb/b (one division, not two);
+        # 0 * anything stays 0 through both mul0s
+        ga = _m0(gb, 1.0 / b)
+        return [ga, -_m0(ga, out)]
     if op == "pow":
         a, b = args
         cb = g.const_scalar(b.id)
