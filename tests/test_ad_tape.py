@@ -415,7 +415,7 @@ def test_division_adjoint_zero_and_nonfinite_rules():
     assert np.isnan(v[4]) and G[4, 0] == -2.0 and np.isnan(G[4, 1]) and np.isnan(G[4, 2])
 
 
-@pytest.mark.parametrize("n_in", [1, 2, 3, 5])
+@pytest.mark.parametrize("n_in", [1, 2, 3, 4, 5, 8])
 def test_streaming_stores_bitwise_equal(n_in, rng, dtype, n_threads):
     """Large outputs go out with streaming stores: the same bits as normal stores,
     including partial blocks, odd column counts and buffers not 16-byte aligned."""

@@ -403,22 +403,26 @@ EFFAI_CLONES static void effai_aos_to_soa_d(const double* X, ptrdiff_t ldx, ptrd
     ptrdiff_t k0 = 0;
 #if EFFAI_HAVE_TILES
     ptrdiff_t j4 = npts & ~(ptrdiff_t)3;
-    for (; k0 + 4 <= ncols; k0 += 4) {
-        for (ptrdiff_t j = 0; j < j4; j += 4) {
+    ptrdiff_t c4 = ncols & ~(ptrdiff_t)3;
+    /* four rows at a time, left to right: the rows are read as four sequential
+     * streams (wide rows: each input cache line is fetched once per block) */
+    for (ptrdiff_t j = 0; j < j4; j += 4) {
+        for (ptrdiff_t kk = 0; kk < c4; kk += 4) {
             effai_v4d r0, r1, r2, r3;
-            memcpy(&r0, X + (j + 0) * ldx + k0, 32);
-            memcpy(&r1, X + (j + 1) * ldx + k0, 32);
-            memcpy(&r2, X + (j + 2) * ldx + k0, 32);
-            memcpy(&r3, X + (j + 3) * ldx + k0, 32);
+            memcpy(&r0, X + (j + 0) * ldx + kk, 32);
+            memcpy(&r1, X + (j + 1) * ldx + kk, 32);
+            memcpy(&r2, X + (j + 2) * ldx + kk, 32);
+            memcpy(&r3, X + (j + 3) * ldx + kk, 32);
             EFFAI_TRANSPOSE4(r0, r1, r2, r3);
-            memcpy(v + (k0 + 0) * B + j, &r0, 32);
-            memcpy(v + (k0 + 1) * B + j, &r1, 32);
-            memcpy(v + (k0 + 2) * B + j, &r2, 32);
-            memcpy(v + (k0 + 3) * B + j, &r3, 32);
+            memcpy(v + (kk + 0) * B + j, &r0, 32);
+            memcpy(v + (kk + 1) * B + j, &r1, 32);
+            memcpy(v + (kk + 2) * B + j, &r2, 32);
+            memcpy(v + (kk + 3) * B + j, &r3, 32);
         }
-        for (ptrdiff_t j = j4; j < npts; j++)
-            for (ptrdiff_t k = k0; k < k0 + 4; k++) v[k * B + j] = X[j * ldx + k];
     }
+    for (ptrdiff_t j = j4; j < npts; j++)
+        for (ptrdiff_t k = 0; k < c4; k++) v[k * B + j] = X[j * ldx + k];
+    k0 = c4;
     /* column pairs (n_x = 2, 3, 6, ...): 2 points x 2 columns per step */
     ptrdiff_t j2 = npts & ~(ptrdiff_t)1;
     for (; k0 + 2 <= ncols; k0 += 2) {
@@ -492,25 +496,32 @@ EFFAI_CLONES static void effai_soa_to_aos_d(const double* v, ptrdiff_t B, const 
         return;
     }
 #if EFFAI_HAVE_TILES
-    /* streaming needs every pair store 16-byte aligned */
-    nt = nt && ((uintptr_t)O & 15) == 0 && (ldo & 1) == 0;
     ptrdiff_t j4 = npts & ~(ptrdiff_t)3;
-    for (; k0 + 4 <= ncols; k0 += 4) {
-        const double* s0 = v + (ptrdiff_t)slots[k0] * B;
-        const double* s1 = v + (ptrdiff_t)slots[k0 + 1] * B;
-        const double* s2 = v + (ptrdiff_t)slots[k0 + 2] * B;
-        const double* s3 = v + (ptrdiff_t)slots[k0 + 3] * B;
-        for (ptrdiff_t j = 0; j < j4; j += 4) {
+    ptrdiff_t c4 = ncols & ~(ptrdiff_t)3;
+    /* streaming needs every pair store 16-byte aligned, and whole rows written by
+     * the tiles (ncols == ldo, a multiple of 4): then four rows are one contiguous
+     * run written in a single pass, so the write-combining buffers flush full
+     * lines.  Rows finished by a later column-pair pass would go out as partial
+     * lines (measured 2x slower at n_x = 10). */
+    nt = nt && ((uintptr_t)O & 15) == 0 && c4 == ncols && ldo == ncols;
+    /* four rows at a time, left to right: each output row is written as one
+     * sequential stream, every cache line once per block */
+    for (ptrdiff_t j = 0; j < j4; j += 4) {
+        for (ptrdiff_t kk = 0; kk < c4; kk += 4) {
+            const double* s0 = v + (ptrdiff_t)slots[kk] * B;
+            const double* s1 = v + (ptrdiff_t)slots[kk + 1] * B;
+            const double* s2 = v + (ptrdiff_t)slots[kk + 2] * B;
+            const double* s3 = v + (ptrdiff_t)slots[kk + 3] * B;
             effai_v4d r0, r1, r2, r3;
             memcpy(&r0, s0 + j, 32);
             memcpy(&r1, s1 + j, 32);
             memcpy(&r2, s2 + j, 32);
             memcpy(&r3, s3 + j, 32);
             EFFAI_TRANSPOSE4(r0, r1, r2, r3);
-            double* o0 = O + (j + 0) * ldo + k0;
-            double* o1 = O + (j + 1) * ldo + k0;
-            double* o2 = O + (j + 2) * ldo + k0;
-            double* o3 = O + (j + 3) * ldo + k0;
+            double* o0 = O + (j + 0) * ldo + kk;
+            double* o1 = O + (j + 1) * ldo + kk;
+            double* o2 = O + (j + 2) * ldo + kk;
+            double* o3 = O + (j + 3) * ldo + kk;
             if (nt) {
                 effai_store2_d(o0, (effai_v2d){r0[0], r0[1]}, 1);
                 effai_store2_d(o0 + 2, (effai_v2d){r0[2], r0[3]}, 1);
@@ -527,11 +538,10 @@ EFFAI_CLONES static void effai_soa_to_aos_d(const double* v, ptrdiff_t B, const 
                 memcpy(o3, &r3, 32);
             }
         }
-        for (ptrdiff_t j = j4; j < npts; j++) {
-            O[j * ldo + k0] = s0[j]; O[j * ldo + k0 + 1] = s1[j];
-            O[j * ldo + k0 + 2] = s2[j]; O[j * ldo + k0 + 3] = s3[j];
-        }
     }
+    for (ptrdiff_t j = j4; j < npts; j++)
+        for (ptrdiff_t k = 0; k < c4; k++) O[j * ldo + k] = v[(ptrdiff_t)slots[k] * B + j];
+    k0 = c4;
     ptrdiff_t j2 = npts & ~(ptrdiff_t)1;
     for (; k0 + 2 <= ncols; k0 += 2) {
         const double* s0 = v + (ptrdiff_t)slots[k0] * B;

@@ -74,7 +74,9 @@ _np_empty = np.empty
 cimport effai_fast._openmp  # noqa: F401  (the package's OpenMP shim)
 
 # Per-point outputs of at least this many bytes are written with streaming stores.
-cdef Py_ssize_t STREAM_BYTES = 8 << 20
+cdef Py_ssize_t STREAM_BYTES = 2 << 20
+# Rows of the next block are prefetched while they take at most this many bytes.
+cdef Py_ssize_t PREFETCH_MAX = 8 << 10
 
 BLOCK = EFFAI_BW            # points per block with the fixed-length sweep loops
 HAVE_CLONES = bool(EFFAI_HAVE_CLONES)   # an AVX2 clone of the sweep, chosen at load time
@@ -300,7 +302,11 @@ cdef Py_ssize_t _run(const int* code, const int* dst, const int* a, const int* b
             p0 = blk * B
             nb = B if p0 + B <= n_pts else n_pts - p0
             _load(v, B, nb, X, p0, n_x, P, 0 if params_once else n_p)
-            if p0 + B < n_pts:
+            # software prefetch of the next block's rows only while they are small
+            # (wide rows: the prefetch loop itself stalled, 8% of the Rosenbrock
+            # n=200 sweep, and evicted the block's slots from L1; the hardware
+            # prefetcher follows the four sequential row streams of _load anyway)
+            if p0 + B < n_pts and n_x * B * <Py_ssize_t>sizeof(real_t) <= PREFETCH_MAX:
                 effai_prefetch(&X[p0 + B, 0], min(B, n_pts - p0 - B) * n_x * sizeof(real_t), 0)
             bad[blk] = sweep_block(code, dst, a, b, c, imm, n_ops, v, B, nb, debug)
             if soa2:
