@@ -282,7 +282,7 @@ def test_superinstructions_bitwise_equal_to_unfused(case, rng, dtype, n_threads)
         assert any(c in fused.code_names for c in ("addmulc", "addmul", "sqsub", "subsq"))
 
 
-@pytest.mark.parametrize("n_in", [1, 3, 4, 5, 8, 9])
+@pytest.mark.parametrize("n_in", [1, 2, 3, 4, 5, 6, 8, 9])
 def test_row_transposition_edges(n_in, rng):
     """Rows <-> slots moves in 4x4 tiles: column counts around 4 and partial blocks."""
     tape = ad.trace(lambda x: np.sum(x * x * np.arange(1, n_in + 1)), n_in)

@@ -423,7 +423,25 @@ EFFAI_CLONES static void effai_aos_to_soa_d(const double* X, ptrdiff_t ldx, ptrd
     for (ptrdiff_t j = j4; j < npts; j++)
         for (ptrdiff_t k = 0; k < c4; k++) v[k * B + j] = X[j * ldx + k];
     k0 = c4;
-    /* column pairs (n_x = 2, 3, 6, ...): 2 points x 2 columns per step */
+    /* rows of exactly two values (n_x = 2): four points per step, two 32-byte
+     * loads de-interleaved into the two slots */
+    if (ncols == 2 && ldx == 2 && k0 == 0) {
+        for (ptrdiff_t j = 0; j < j4; j += 4) {
+            effai_v4d r0, r1;
+            memcpy(&r0, X + 2 * j, 32);
+            memcpy(&r1, X + 2 * j + 4, 32);
+            effai_v4d c0 = __builtin_shuffle(r0, r1, (effai_v4i){0, 2, 4, 6});
+            effai_v4d c1 = __builtin_shuffle(r0, r1, (effai_v4i){1, 3, 5, 7});
+            memcpy(v + j, &c0, 32);
+            memcpy(v + B + j, &c1, 32);
+        }
+        for (ptrdiff_t j = j4; j < npts; j++) {
+            v[j] = X[2 * j];
+            v[B + j] = X[2 * j + 1];
+        }
+        return;
+    }
+    /* column pairs (n_x = 3, 6, ...): 2 points x 2 columns per step */
     ptrdiff_t j2 = npts & ~(ptrdiff_t)1;
     for (; k0 + 2 <= ncols; k0 += 2) {
         double* c0 = v + k0 * B;
@@ -542,6 +560,24 @@ EFFAI_CLONES static void effai_soa_to_aos_d(const double* v, ptrdiff_t B, const 
     for (ptrdiff_t j = j4; j < npts; j++)
         for (ptrdiff_t k = 0; k < c4; k++) O[j * ldo + k] = v[(ptrdiff_t)slots[k] * B + j];
     k0 = c4;
+    if (ncols == 2 && ldo == 2) {   /* rows of two values: four points per step */
+        const double* s0 = v + (ptrdiff_t)slots[0] * B;
+        const double* s1 = v + (ptrdiff_t)slots[1] * B;
+        for (ptrdiff_t j = 0; j < j4; j += 4) {
+            effai_v4d a, b;
+            memcpy(&a, s0 + j, 32);
+            memcpy(&b, s1 + j, 32);
+            effai_v4d r0 = __builtin_shuffle(a, b, (effai_v4i){0, 4, 1, 5});
+            effai_v4d r1 = __builtin_shuffle(a, b, (effai_v4i){2, 6, 3, 7});
+            memcpy(O + 2 * j, &r0, 32);
+            memcpy(O + 2 * j + 4, &r1, 32);
+        }
+        for (ptrdiff_t j = j4; j < npts; j++) {
+            O[2 * j] = s0[j];
+            O[2 * j + 1] = s1[j];
+        }
+        return;
+    }
     ptrdiff_t j2 = npts & ~(ptrdiff_t)1;
     for (; k0 + 2 <= ncols; k0 += 2) {
         const double* s0 = v + (ptrdiff_t)slots[k0] * B;

@@ -33,10 +33,27 @@ What made it fast (measured, Rosenbrock n=10 gradient, 10^5 points, 1 thread,
 * Superinstructions (``_lower._fuse``): an op whose only use is the next op of
   a common pair is fused into it (``x + y*q``, ``(x - y)^2``, ``x + mul0(y, z)``
   ...), bitwise equal to the pair, saving a store, a reload and a dispatch:
-  133 -> 76 instructions for the Rosenbrock n=10 value+gradient.
+  133 -> 76 instructions for the Rosenbrock n=10 value+gradient.  ``-mul0``,
+  ``mul0(x, -y)`` and ``(x + y) - z`` (the negated adjoints of ``sub``/``div``
+  and a residual) took the Hill per-point gradient from 20 to 16 instructions,
+  together with the division adjoint sharing ``g / b`` between both operands.
 * Rows <-> slots moves in 4x4 register transposes (the row-major ``X`` and
-  gradient are most of the memory traffic), and the next block's rows are
-  prefetched during the sweep.  Blocks are distributed over OpenMP
+  gradient are most of the memory traffic), four rows at a time left to right
+  so that rows stream sequentially, and 2x2 pair transposes for the last
+  columns (n_x = 2, 3: the Hill data's ``(dose, y)`` rows had been moved one
+  element at a time, 16% of that sweep); the next block's rows are prefetched
+  during the sweep while they are small (a prefetch loop over wide rows
+  stalled, 8% of the Rosenbrock n=200 sweep).
+* Per-point outputs of 2 MiB and more leave through streaming (non-temporal)
+  stores when whole rows come out of the 4x4 tiles: a normal store first reads
+  the line it overwrites, doubling the traffic of an output that is written
+  once (Hill per-point gradient at 10^6 points 11.3 -> 9.6 ns per point;
+  Rosenbrock n=200 gradient about 15% faster).  Rows finished in two passes
+  (n_x = 10) would go out as partial lines, which measured 2x slower: normal
+  stores there, and for the ``soa`` layout's many separate rows.
+* Parameter slots are never reused by the slot allocator, so each thread
+  broadcasts the parameters into its scratch once, not once per block.
+* Blocks are distributed over OpenMP
 threads (``prange``, static schedule); each thread mallocs its own slot array
 inside the parallel region, so a program (and the :class:`Program` holding it)
 is read-only during sweeps and may be used from several Python threads at once.
