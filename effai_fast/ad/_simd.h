@@ -521,7 +521,11 @@ EFFAI_CLONES static void effai_soa_to_aos_d(const double* v, ptrdiff_t B, const 
      * run written in a single pass, so the write-combining buffers flush full
      * lines.  Rows finished by a later column-pair pass would go out as partial
      * lines (measured 2x slower at n_x = 10). */
-    nt = nt && ((uintptr_t)O & 15) == 0 && c4 == ncols && ldo == ncols;
+    nt = nt && ((uintptr_t)O & 15) == 0 && (ncols - c4 == 0 || ncols - c4 == 2)
+         && ldo == ncols;
+    /* two columns left over (n_x = 10, ...): written in the same pass as the
+     * tiles of their rows, so that a row group is still one contiguous run */
+    const int rem2 = ncols - c4 == 2 && ncols > 2;
     /* four rows at a time, left to right: each output row is written as one
      * sequential stream, every cache line once per block */
     for (ptrdiff_t j = 0; j < j4; j += 4) {
@@ -556,7 +560,14 @@ EFFAI_CLONES static void effai_soa_to_aos_d(const double* v, ptrdiff_t B, const 
                 memcpy(o3, &r3, 32);
             }
         }
+        if (rem2) {
+            const double* sa = v + (ptrdiff_t)slots[c4] * B;
+            const double* sb = v + (ptrdiff_t)slots[c4 + 1] * B;
+            for (ptrdiff_t r = 0; r < 4; r++)
+                effai_store2_d(O + (j + r) * ldo + c4, (effai_v2d){sa[j + r], sb[j + r]}, nt);
+        }
     }
+    if (rem2) c4 = ncols;
     for (ptrdiff_t j = j4; j < npts; j++)
         for (ptrdiff_t k = 0; k < c4; k++) O[j * ldo + k] = v[(ptrdiff_t)slots[k] * B + j];
     k0 = c4;
