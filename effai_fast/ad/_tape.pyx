@@ -44,7 +44,7 @@ What made it fast (measured, Rosenbrock n=10 gradient, 10^5 points, 1 thread,
   element at a time, 16% of that sweep); the next block's rows are prefetched
   during the sweep while they are small (a prefetch loop over wide rows
   stalled, 8% of the Rosenbrock n=200 sweep).
-* Per-point outputs of 2 MiB and more leave through streaming (non-temporal)
+* Per-point output buffers of 2 MiB and more leave through streaming (non-temporal)
   stores when whole rows come out of the 4x4 tiles: a normal store first reads
   the line it overwrites, doubling the traffic of an output that is written
   once (Hill per-point gradient at 10^6 points 11.3 -> 9.6 ns per point;
@@ -91,7 +91,7 @@ _np_empty = np.empty
 
 cimport effai_fast._openmp  # noqa: F401  (the package's OpenMP shim)
 
-# Per-point outputs of at least this many bytes are written with streaming stores.
+# A per-point output buffer of at least this many bytes is written with streaming stores.
 cdef Py_ssize_t STREAM_BYTES = 2 << 20
 # Rows of the next block are prefetched while they take at most this many bytes.
 cdef Py_ssize_t PREFETCH_MAX = 8 << 10
@@ -330,15 +330,15 @@ cdef Py_ssize_t _run(const int* code, const int* dst, const int* a, const int* b
             if soa2:
                 for k in range(n_out2):
                     if real_t is double:
-                        effai_copy_d(&OUT2[k, p0], v + out_s[n_out + k] * B, nb, nt)
+                        effai_copy_d(&OUT2[k, p0], v + out_s[n_out + k] * B, nb, 0)
                     else:
                         memcpy(&OUT2[k, p0], v + out_s[n_out + k] * B, nb * sizeof(real_t))
             if real_t is double:
                 if n_out:
-                    effai_soa_to_aos_d(v, B, out_s, n_out, nb, &OUT[p0, 0], n_out, nt)
+                    effai_soa_to_aos_d(v, B, out_s, n_out, nb, &OUT[p0, 0], n_out, nt & 1)
                 if n_out2 and not soa2:
                     effai_soa_to_aos_d(v, B, out_s + n_out, n_out2, nb, &OUT2[p0, 0], n_out2,
-                                       nt)
+                                       nt >> 1)
             else:
                 # row by row: each output row is written once, contiguously
                 for j in range(nb):
@@ -513,8 +513,13 @@ cdef class Program:
         # streaming stores when the per-point outputs are well beyond the caches
         # (row-major outputs only: the soa layout writes k2 + 1 separate streams,
         # more than the write-combining buffers keep open; measured slower there)
-        cdef int nt = (real_t is double and not soa2
-                       and X.shape[0] * (OUT.shape[1] + k2) * sizeof(real_t) >= STREAM_BYTES)
+        # (decided per buffer: bit 0 for OUT, bit 1 for OUT2; a small output that
+        # stays in the caches between calls measured 1.6x slower streamed)
+        cdef int nt = 0
+        if real_t is double:
+            nt = ((X.shape[0] * OUT.shape[1] * <Py_ssize_t>sizeof(real_t) >= STREAM_BYTES)
+                  | (2 * (not soa2 and X.shape[0] * k2 * <Py_ssize_t>sizeof(real_t)
+                          >= STREAM_BYTES)))
         cdef Py_ssize_t n2 = OUT2.shape[1] if soa2 else OUT2.shape[0]
         if X.shape[0] == 0:
             return None
