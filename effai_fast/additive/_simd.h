@@ -163,11 +163,12 @@ EFFAI_ADD_AVX2 static inline __m256d effai_add_piece4(__m256d x, __m256d loih, _
 #define EFFAI_ADD_UCHUNK 64
 
 /* Groups of 8 rows ahead whose cache lines are prefetched (8 rows of d = 10 doubles are
- * 10 lines; 4 groups ahead is 2.5 kB, about two memory latencies of work at this loop's
- * speed).  Measured on 400,000 x 10 doubles (32 MB, streamed from RAM): 0 (hardware
- * prefetch only), 4, 8 and 16 groups; 4 and 8 were best and within noise. */
+ * 10 lines; 8 groups ahead is 5 kB, a few memory latencies of work at this loop's
+ * speed).  Measured on 400,000 x 10 doubles (32 MB, streamed from RAM) on the shared
+ * 2-core machine: 0 (hardware prefetch only) was clearly slower with the fused check;
+ * 4, 8, 16 and 32 groups were within the noise of each other. */
 #ifndef EFFAI_ADD_PF_GROUPS
-#define EFFAI_ADD_PF_GROUPS 4
+#define EFFAI_ADD_PF_GROUPS 8
 #endif
 
 /* Non-finite test of len contiguous values, accumulated in a register: v * 0 is NaN for
