@@ -311,7 +311,7 @@ def throughput(quick):
           "and the sqrt-based kernels.  Additive model: `AdditiveNetwork.predict` on "
           "400,000 points (32 MB of float64, streamed from RAM), the call `screen` makes "
           "(validation; one pass over X: each group of 8 rows is checked for NaN/inf just "
-          "before the AVX2 main-effect loop uses it, rows 4 groups ahead prefetched; "
+          "before the AVX2 main-effect loop uses it, rows 8 groups (64 rows) ahead prefetched; "
           "8 points per pass in two registers, "
           "the 4 power-form coefficients of each point's interval by one aligned load and "
           "an in-register transpose, FMA Horner, the 10 components summed in registers); "
