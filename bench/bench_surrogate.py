@@ -315,6 +315,8 @@ def throughput(quick):
           "8 points per pass in two registers, "
           "the 4 power-form coefficients of each point's interval by one aligned load and "
           "an in-register transpose, FMA Horner, the 10 components summed in registers); "
+          "the float32 row reads float32 X (half the bytes; rows widened to float64 4 at a "
+          "time in the register, float64 arithmetic); "
           "`reference loop` is the previous Cython kernel on the same data.  The pair "
           "row adds 2 bicubic tensor-product units (per point, scalar de Boor weights): "
           "their cost is the difference from the main-effects row.  This CPU has AVX2, "
