@@ -276,6 +276,7 @@ def throughput(quick):
                              "impl": f"effai_{nt}thr", "pts_per_s": m / t,
                              "pts_per_cpu_s": cr or None})
             if pairs is None:
+                am.set_params(n_threads=1)   # the loop above left it at 2 threads
                 Xca32 = Xca.astype(np.float32)
                 oa32 = np.empty(m, np.float32)
                 cr = cpu_rate(lambda am=am: am.predict(Xca32, out=oa32), m, reps=5)
