@@ -269,7 +269,7 @@ def throughput(quick):
                                      n_threads=nt).fit(Xa, ya if pairs is None else ya2)
                 t = timeit(lambda am=am: am.predict(Xca, out=oa), repeat=5,
                            min_time=0.3)["best"]
-                cr = cpu_rate(lambda am=am: am.predict(Xca, out=oa), m, reps=5) \
+                cr = cpu_rate(lambda am=am: am.predict(Xca, out=oa), m, reps=15) \
                     if nt == 1 else ""
                 rows.append([label, f"effai float64 predict, {nt} thr", m / t, cr])
                 data.append({"what": "additive" if pairs is None else "additive_pairs",
@@ -279,12 +279,12 @@ def throughput(quick):
                 am.set_params(n_threads=1)   # the loop above left it at 2 threads
                 Xca32 = Xca.astype(np.float32)
                 oa32 = np.empty(m, np.float32)
-                cr = cpu_rate(lambda am=am: am.predict(Xca32, out=oa32), m, reps=5)
+                cr = cpu_rate(lambda am=am: am.predict(Xca32, out=oa32), m, reps=15)
                 rows.append([label, "effai float32 predict, 1 thr", "", cr])
                 args = (am._p_main_feat, am._p_main_coef, am._p_main_map, am._p_pair_feat,
                         am._p_pair_coef, am._p_pair_map, am._sp_K2, float(am._p_bias), oa, 1)
                 cr = cpu_rate(lambda args=args: _akern.spline_forward(Xca, *args, 2), m,
-                              reps=5)
+                              reps=15)
                 rows.append([label, "reference loop (previous kernel), 1 thr", "", cr])
                 data.append({"what": "additive", "impl": "reference_1thr",
                              "pts_per_cpu_s": cr})
@@ -304,7 +304,8 @@ def throughput(quick):
           "Targets per core: GP mean n=1000 >= 5e5 (sklearn 5e4), n=200 >= 2e6 (sklearn "
           "1.6e5); MLP >= 5e6 (sklearn ~1e6); additive model >= 5e7.\n\n"
           + "points/CPU-s: the same single-threaded call per second of process CPU time "
-          "(what a core delivers when it is not shared).  `fused`: the register-blocked "
+          "(what a core delivers when it is not shared; best of 3 calls, best of 15 for the "
+          "additive rows, whose calls take ~10 ms).  `fused`: the register-blocked "
           "|z|^2 + |z_j|^2 - 2 z.z_j kernel (the default for the SE GP), computing 2^e with "
           "log2(e) folded into the exponent, a degree-10 polynomial (relative error < 5e-16) "
           "and, on AVX2+FMA CPUs, an intrinsics version; `direct form`: the previous "
