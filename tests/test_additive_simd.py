@@ -96,11 +96,15 @@ def test_main_effects_with_pairs_against_designs(dtype, n_threads, rng):
         np.testing.assert_allclose(out, ref, rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("d", [3, 4])   # 3: 8 d values per group are not whole registers
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-def test_nonfinite_inputs_are_flagged_and_never_index_out_of_range(bad, dtype, n_threads, rng):
-    d, M, K = 4, 3, 9
-    feats, coef, maps = _model(rng, d, M, K, np.array([0, 1, 2], np.int32))
-    for row, col in [(0, 0), (130, 1), (299, 3)]:   # col 3 is not read by any unit
+def test_nonfinite_inputs_are_flagged_and_never_index_out_of_range(bad, d, dtype, n_threads,
+                                                                   rng):
+    M, K = 3, 9
+    feats, coef, maps = _model(rng, d, M, K, np.array([0, 1, 2], np.int32) % d)
+    # the fused check of the C loops sees each group of 8 rows: first row, a full group in
+    # the second block, the tail group's last row, the last column
+    for row, col in [(0, 0), (130, 1), (263, d - 1), (299, d - 1)]:
         X = rng.uniform(-1, 1, (300, d)).astype(dtype)
         X[row, col] = bad
         for impl in IMPLS:
@@ -114,6 +118,24 @@ def test_nonfinite_inputs_are_flagged_and_never_index_out_of_range(bad, dtype, n
             np.testing.assert_allclose(out[ok], ref, rtol=tol, atol=tol)
     # without the check nothing is flagged (direct kernel callers validate themselves)
     assert _kernels.spline_forward(X, feats, coef, maps, *NO_PAIRS, 5, 0.0, out, 1) is False
+
+
+def test_nonfinite_flagged_without_main_effects(dtype, n_threads, rng):
+    """Pairs only (M = 0): the block check still runs."""
+    d, K2 = 3, 6
+    pf = np.array([[0, 2]], np.int32)
+    pc = rng.standard_normal((1, K2 * K2))
+    pm = np.array([[-1.0, (K2 - 3) / 2.0, -1.0, (K2 - 3) / 2.0]])
+    empty = (np.zeros(0, np.int32), np.zeros((0, 7)), np.zeros((0, 2)))
+    X = rng.uniform(-1, 1, (100, d)).astype(dtype)
+    out = np.empty(100, dtype)
+    for impl in IMPLS:
+        assert _kernels.spline_forward(X, *empty, pf, pc, pm, K2, 0.0, out, n_threads, impl,
+                                       True) is False
+    X[57, 1] = np.inf
+    for impl in IMPLS:
+        assert _kernels.spline_forward(X, *empty, pf, pc, pm, K2, 0.0, out, n_threads, impl,
+                                       True) is True
 
 
 def test_impl_argument_is_checked(rng):

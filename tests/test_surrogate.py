@@ -465,3 +465,83 @@ def test_fused_kernel_generic_and_avx2_loops_agree(kind, n_threads, rng):
     with pytest.raises(ValueError, match="impl"):
         _kernels.py_kernel_sum_fused(X, np.zeros(d), np.ones(d), ZT, w, np.empty(0), 0.3,
                                      _kernels.KINDS[kind], out, 1, 5)
+
+
+def test_gp_interpolation_noise_rule(rng):
+    """Noise-free data whose maximum-likelihood nugget is tiny are refitted with the nugget
+    at interpolation_noise; noisy data and conflicting duplicates keep the ML nugget."""
+    p = get_problem("branin")
+    X = latin_hypercube(p.domain, 60, seed=3)
+    y = p(X)
+    ml = GaussianProcess(seed=0, interpolation_noise=None).fit(X, y)
+    assert ml.interpolating_ is False
+    # a cap 10x below the ML nugget: the rule (ML nugget < 100 cap) fires
+    cap = ml.noise_ / 10
+    gp = GaussianProcess(seed=0, interpolation_noise=cap).fit(X, y)
+    assert gp.interpolating_ is True and gp.noise_ == pytest.approx(cap)
+    np.testing.assert_allclose(gp.predict(X), y, atol=1e-4 * np.std(y))
+    np.testing.assert_array_equal(
+        GaussianProcess(seed=0, interpolation_noise=cap).fit(X, y).predict(X), gp.predict(X))
+    # a cap 1000x below: the ML nugget is real noise for this rule, kept as it is
+    g2 = GaussianProcess(seed=0, interpolation_noise=ml.noise_ / 1000).fit(X, y)
+    assert g2.interpolating_ is False and g2.noise_ == ml.noise_
+    # noisy targets: the ML nugget is the noise, far above the threshold
+    Xn = rng.random((150, 2))
+    yn = np.sin(4 * Xn[:, 0]) + Xn[:, 1] + 0.05 * rng.standard_normal(150)
+    gn = GaussianProcess(seed=0).fit(Xn, yn)
+    assert gn.interpolating_ is False
+    assert 0.3 < gn.noise_ * gn.y_std_**2 / 0.05**2 < 3.0
+    # conflicting duplicates (same x, different y) force a nugget: no interpolation
+    Xd = np.vstack([Xn[:40], Xn[:40]])
+    yd = np.concatenate([yn[:40], yn[:40] + 0.1])
+    gd = GaussianProcess(seed=0).fit(Xd, yd)
+    assert gd.interpolating_ is False and np.isfinite(gd.predict(Xd)).all()
+    # exact duplicates of a deterministic function: interpolating is safe (jitter if needed)
+    Xe = np.vstack([X, X[:10]])
+    ge = GaussianProcess(seed=0).fit(Xe, p(Xe))
+    m, s = ge.predict(X, return_std=True)
+    assert np.isfinite(m).all() and np.isfinite(s).all()
+    np.testing.assert_allclose(m, y, atol=1e-3 * np.std(y))
+    # the subset path (n > n_subset) takes the same rule
+    gs = GaussianProcess(seed=0, n_subset=30, n_restarts=1).fit(X, y)
+    assert np.isfinite(gs.predict(X)).all()
+    with pytest.raises(ValueError, match="interpolation_noise"):
+        GaussianProcess(interpolation_noise=0.0).fit(X, y)
+    with pytest.raises(ValueError, match="interpolation_noise"):
+        GaussianProcess(interpolation_noise=-1e-9).fit(X, y)
+
+
+@pytest.mark.parametrize("kernel", ["se", "matern52", "matern32"])
+def test_gp_lml_against_dense_formulas(kernel, rng):
+    """The triangle-only gradient against the textbook dense formulas (numpy inverse,
+    slogdet, 0.5 tr((a a^T - K^-1) dK/dtheta) with dK formed explicitly)."""
+    from effai_fast.surrogate._gp import _lml
+
+    n, d = 70, 3
+    Z0 = rng.random((n, d))
+    y = rng.standard_normal(n)
+    theta = np.array([np.log(1.7), np.log(0.3), np.log(0.5), np.log(0.8), np.log(1e-3)])
+    s2, ls, tau = np.exp(theta[0]), np.exp(theta[1:4]), np.exp(theta[4])
+    diff = (Z0[:, None, :] - Z0[None, :, :]) / ls
+    sq = (diff ** 2).sum(-1)
+    if kernel == "se":
+        R = np.exp(-0.5 * sq)
+        dR = [R * diff[..., k] ** 2 for k in range(d)]
+    else:
+        c = 3.0 if kernel == "matern32" else 5.0
+        r = np.sqrt(c * sq)
+        if kernel == "matern32":
+            R, Gw = (1 + r) * np.exp(-r), 3.0 * np.exp(-r)
+        else:
+            R, Gw = (1 + r + c * sq / 3) * np.exp(-r), (5.0 / 3.0) * (1 + r) * np.exp(-r)
+        dR = [Gw * diff[..., k] ** 2 for k in range(d)]
+    K = s2 * R + tau * np.eye(n)
+    Ki = np.linalg.inv(K)
+    a = Ki @ y
+    lml_ref = -0.5 * y @ a - 0.5 * np.linalg.slogdet(K)[1] - 0.5 * n * np.log(2 * np.pi)
+    W = np.outer(a, a) - Ki
+    dKs = [s2 * R] + [s2 * g for g in dR] + [tau * np.eye(n)]
+    g_ref = np.array([0.5 * np.sum(W * dK) for dK in dKs])
+    lml, g = _lml(theta, Z0, y, kernel, True)
+    np.testing.assert_allclose(lml, lml_ref, rtol=1e-10)
+    np.testing.assert_allclose(g, g_ref, rtol=1e-8, atol=1e-8 * np.abs(g_ref).max())

@@ -381,12 +381,12 @@ cdef inline void _main_block(
 cdef extern from "_simd.h" nogil:
     int effai_add_have_avx2()
     double* effai_add_align64(void* raw)
-    void effai_add_main_d(int impl, const double* X, Py_ssize_t d, Py_ssize_t nb, Py_ssize_t M,
-                          const int32_t* feat, const double* map, int nint, const double* pp,
-                          double* acc)
-    void effai_add_main_f(int impl, const float* X, Py_ssize_t d, Py_ssize_t nb, Py_ssize_t M,
-                          const int32_t* feat, const double* map, int nint, const double* pp,
-                          double* acc)
+    int effai_add_main_d(int impl, const double* X, Py_ssize_t d, Py_ssize_t nb, Py_ssize_t M,
+                         const int32_t* feat, const double* map, int nint, const double* pp,
+                         double* acc, int check, Py_ssize_t navail)
+    int effai_add_main_f(int impl, const float* X, Py_ssize_t d, Py_ssize_t nb, Py_ssize_t M,
+                         const int32_t* feat, const double* map, int nint, const double* pp,
+                         double* acc, int check, Py_ssize_t navail)
     int effai_add_nonfinite_d(int impl, const double* p, Py_ssize_t n)
     int effai_add_nonfinite_f(int impl, const float* p, Py_ssize_t n)
 
@@ -458,7 +458,8 @@ cdef int _spline_forward(
                 nb = n - q0
                 if nb > _SBLOCK:
                     nb = _SBLOCK
-                if check:
+                # the C loops test finiteness while they read the rows (one pass over X)
+                if check and (M == 0 or cimpl < 0):
                     if floating is double:
                         if effai_add_nonfinite_d(cimpl, &X[q0, 0], nb * d):
                             badp[0] = 1
@@ -473,11 +474,13 @@ cdef int _spline_forward(
                             _main_block(&X[q0, 0], d, nb, main_feat[u], main_map[u, 0],
                                         main_map[u, 1], nint, pp + 4 * nint * u, acc)
                     elif floating is double:
-                        effai_add_main_d(cimpl, &X[q0, 0], d, nb, M, &main_feat[0], mp, nint,
-                                         pp, acc)
+                        if effai_add_main_d(cimpl, &X[q0, 0], d, nb, M, &main_feat[0], mp,
+                                            nint, pp, acc, check, n - q0):
+                            badp[0] = 1
                     else:
-                        effai_add_main_f(cimpl, &X[q0, 0], d, nb, M, &main_feat[0], mp, nint,
-                                         pp, acc)
+                        if effai_add_main_f(cimpl, &X[q0, 0], d, nb, M, &main_feat[0], mp,
+                                            nint, pp, acc, check, n - q0):
+                            badp[0] = 1
                 if Q > 0:
                     for q in range(nb):
                         acc[q] += _pair_terms(&X[q0 + q, 0], Q, K2, &pair_feat[0, 0],
