@@ -251,8 +251,9 @@ def part_parity(data, args, checkpoint=None):
                       "|torch' - torch|", "max rel ours", "max rel torch'",
                       "median rel ours", "median rel torch'", "largest (ours)"], rows)
           + f"\n\nWhile the runs are still close (the {int(growth.sum())} steps before "
-            f"the perturbed run's median tensor reaches 1e-3), ours is at most as far from PyTorch as "
-            f"torch\' is on {below} of them (median tensor); both start at rounding level "
+            f"the perturbed run's median tensor reaches 1e-3), ours is at most as far from "
+            f"PyTorch as torch\' is on {below} of them (median tensor); both start at "
+            f"rounding level "
             f"(ours {mo[0]:.0e}, torch\' {mp[0]:.0e} after step 0; the tensor of ours "
             f"furthest from PyTorch\'s is then {rec['worst_ours'][0]}) and grow alike until "
             f"they saturate at O(1), where the runs are as different as any two.  "
