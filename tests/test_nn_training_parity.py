@@ -57,3 +57,53 @@ def test_sgd_nesterov_weight_decay_batchnorm_trajectory_matches_torch(rng):
     with torch.no_grad():
         zt = theirs(xt[:16]).numpy()
     np.testing.assert_allclose(ours.forward(x[:16], training=False), zt, rtol=1e-9, atol=1e-11)
+
+
+def test_mobilenet_bench_recipe_matches_torch_float64(rng):
+    # the recipe of bench/bench_mobilenet_train.py (train part): MobileNet v1, SGD Nesterov,
+    # weight decay on convolution (depthwise included) and classifier weights only, a
+    # learning rate changed every step; then test accuracy from eval mode (running stats)
+    from effai_fast.mobilenet import mobilenet_v1, torch_mobilenet_v1
+
+    torch.set_num_threads(1)
+    ours = mobilenet_v1(0.25, 28, 10, 1, seed=3, dtype=np.float64)
+    theirs = torch_mobilenet_v1(0.25, 10, 1).double()
+    sd = nn.export_torch_state_dict(ours, theirs.state_dict())
+    theirs.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in sd.items()})
+    wd, mom = 5e-4, 0.9
+    opt = SGD(nn.param_groups(ours, wd, no_decay=("batchnorm", "bias")), lr=0.0,
+              momentum=mom, nesterov=True)
+    decay = [p for p in theirs.parameters() if p.ndim > 1]
+    plain = [p for p in theirs.parameters() if p.ndim <= 1]
+    assert sum(p.size for g in opt.param_groups if g["weight_decay"] for p in g["params"]) \
+        == sum(p.numel() for p in decay)
+    topt = torch.optim.SGD([{"params": decay, "weight_decay": wd},
+                            {"params": plain, "weight_decay": 0.0}], lr=0.0, momentum=mom,
+                           nesterov=True)
+    x = rng.random((5 * 32, 28, 28, 1))
+    y = rng.integers(0, 10, len(x))
+    xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    yt = torch.from_numpy(y)
+    theirs.train()
+    for step, lr in enumerate((0.01, 0.02, 0.03, 0.02)):
+        sl = slice(32 * step, 32 * (step + 1))
+        opt.lr = lr
+        for g in topt.param_groups:
+            g["lr"] = lr
+        loss, g = softmax_cross_entropy(ours.forward(x[sl], training=True), y[sl])
+        ours.backward(g, need_input_grad=False)
+        opt.step()
+        tloss = torch.nn.functional.cross_entropy(theirs(xt[sl]), yt[sl])
+        topt.zero_grad()
+        tloss.backward()
+        topt.step()
+        assert abs(float(loss) - float(tloss.detach())) < 1e-9, step
+    mine = nn.export_torch_state_dict(ours, theirs.state_dict())
+    for key, value in theirs.state_dict().items():
+        if value.dtype.is_floating_point:
+            np.testing.assert_allclose(mine[key], value.numpy(), rtol=1e-7, atol=1e-10,
+                                       err_msg=key)
+    theirs.eval()
+    with torch.no_grad():
+        zt = theirs(xt[128:]).numpy()
+    np.testing.assert_allclose(nn.predict(ours, x[128:]), zt, rtol=1e-7, atol=1e-9)
