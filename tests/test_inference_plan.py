@@ -11,6 +11,7 @@ from effai_fast.nn import (
     GlobalAvgPool,
     InferencePlan,
     Linear,
+    Module,
     PointwiseConv2d,
     ReLU,
     ReLU6,
@@ -124,3 +125,31 @@ def test_mobilenet_plan_matches_forward(rng):
     for nt in (1, 2):
         net.n_threads = nt
         np.testing.assert_array_equal(InferencePlan(net, x.shape)(x), net.forward(x))
+
+
+class _Passthrough(Module):
+    """A layer the plan does not know: its forward returns its input itself."""
+
+    def forward(self, x, training=False):
+        return x
+
+    def output_shape(self, input_shape):
+        return tuple(input_shape)
+
+
+def test_plan_alternates_two_arenas_and_copes_with_views(dtype, rng):
+    # the activations live in two arenas used in turn; a layer that returns a view of
+    # its input (run through its own forward) must not be overwritten by the next layer
+    net = Sequential(
+        Conv2d(3, 8, 3, stride=1, activation="relu", dtype=dtype, seed=1),
+        _Passthrough(dtype=dtype),
+        DepthwiseConv2d(8, activation="relu6", bias=True, dtype=dtype, seed=2),
+        _Passthrough(dtype=dtype),
+        PointwiseConv2d(8, 4, dtype=dtype, seed=3),
+    )
+    x = rng.standard_normal((2, 9, 7, 3)).astype(dtype)
+    plan = InferencePlan(net, x.shape, n_threads=1)
+    np.testing.assert_array_equal(plan(x), net.forward(x))
+    np.testing.assert_array_equal(plan(x), net.forward(x))
+    bases = {id(buf.base) for _, _, _, buf in plan._steps if buf is not None}
+    assert len(bases) == 2
