@@ -633,6 +633,17 @@ class InferencePlan:
             elif isinstance(layer, GlobalAvgPool):
                 t = FDm._threads(nt, int(np.prod(shape)))
                 steps.append((4, FDm.global_avg_pool, dict(out=buf, n_threads=t), buf))
+            elif isinstance(layer, Linear) and F._ready(layer.weight, dt, 2) and (
+                    layer.bias is None or F._ready(layer.bias, dt, 1)):
+                # A linear layer is a 1x1 convolution over N pixels: it runs on the same
+                # packed GEMM kernel, with this plan's thread count.  (numpy's matmul
+                # would wake numpy's own BLAS threads, whose spin-waiting after the call
+                # competed with the next pass's OpenMP threads for the cores.)
+                w, b = self._params(layer, (layer.in_features, layer.out_features),
+                                    layer.out_features)
+                t = F._threads(nt, shape[0] * layer.in_features * layer.out_features)
+                steps.append((1, kern._pointwise_forward, (w, b, buf, 0, t), buf))
+                checks.append((layer, layer.weight, layer.bias))
             elif isinstance(layer, Linear):
                 steps.append((5, FDm.linear, (layer, buf), buf))
             else:
