@@ -42,8 +42,9 @@ Determinism.  No result depends on the number of threads:
 
 Separable block.  ``separable_forward`` computes a tile of depthwise output
 (about 128 KiB, L2-resident) into per-thread scratch and immediately runs the
-pointwise GEMM on it (the packed kernels, pointwise weights packed once per
-call), so the intermediate tensor never goes to memory.
+pointwise GEMM on it (the packed kernels; the pointwise weights packed once per
+call when there are many pixels, block by block in each tile otherwise), so the
+intermediate tensor never goes to memory.
 
 All kernels trust their inputs: effai_fast.nn.functional validates shapes,
 dtypes, paddings and output buffers, and resolves the thread count.
@@ -1502,7 +1503,11 @@ cdef void separable_forward(
     # while the packed GEMM (or BLAS in the baseline build) consumes it.
     tp = _block(P, C * sizeof(floating), 128 * 1024)
     nt = (P + tp - 1) // tp
-    if EFFAI_GEMM_NATIVE and C > 0:
+    # Many pixels: pack the pointwise weights once, shared by every tile.  Few
+    # pixels (the 28x28 ... 7x7 blocks at batch 1: one to a few tiles): each tile
+    # packs L2-sized blocks of them itself, as pointwise_forward does; a whole
+    # packed copy (up to 4 MiB) cost more than the block's arithmetic there.
+    if EFFAI_GEMM_NATIVE and C > 0 and P >= 4096:
         raw = malloc(effai_packed_size(C, Co, nr) * sizeof(floating) + 64)
         if raw != NULL:
             bp = <floating*> _align64(raw)
@@ -1536,6 +1541,15 @@ cdef void separable_forward(
                 if bp != NULL and wraw != NULL:
                     _pgemm(p1 - p0, 0, Co, C, tile, C, bp, op + p0 * Co, Co, pbias,
                            pw_activation, <floating*> _align64(wraw))
+                elif EFFAI_GEMM_NATIVE and C > 0 and wraw != NULL:
+                    if floating is float:
+                        effai_gemm_f(p1 - p0, 0, Co, C, tile, C, NULL, pwp, Co,
+                                     op + p0 * Co, Co, pbias, pw_activation,
+                                     <float*> _align64(wraw))
+                    else:
+                        effai_gemm_d(p1 - p0, 0, Co, C, tile, C, NULL, pwp, Co,
+                                     op + p0 * Co, Co, pbias, pw_activation,
+                                     <double*> _align64(wraw))
                 else:
                     _gemm(c'N', c'N', <int> Co, <int> (p1 - p0), <int> C, pwp, <int> Co,
                           tile, <int> C, 0, op + p0 * Co, <int> Co)
