@@ -108,6 +108,30 @@ def test_separable_block_matches_reference(case, activation, dtype, n_threads, r
     np.testing.assert_array_equal(runs[0], runs[1])
 
 
+@pytest.mark.parametrize("case", [(1, 7, 7, 40, 1, 70), (2, 9, 9, 24, 2, 33),
+                                  (1, 66, 64, 8, 1, 20), (2, 65, 64, 5, 2, 17)], ids=str)
+def test_separable_block_bitwise_equals_pair_either_weight_packing(case, dtype, n_threads,
+                                                                   rng):
+    # few pixels (< 4096): each tile packs blocks of the pointwise weights itself; many:
+    # the weights are packed once per call.  Either way every output element is the same
+    # FMA chain as in the unfused pair.
+    N, H, W, C, stride, Co = case
+    x = (2 * rng.standard_normal((N, H, W, C))).astype(dtype)
+    dw = rng.standard_normal((3, 3, C)).astype(dtype)
+    pw = (rng.standard_normal((C, Co)) / np.sqrt(C)).astype(dtype)
+    db = rng.standard_normal(C).astype(dtype)
+    pb = rng.standard_normal(Co).astype(dtype)
+    got = F.depthwise_separable_conv2d(x, dw, pw, db, pb, stride=stride,
+                                       dw_activation="relu6", activation="relu",
+                                       n_threads=n_threads)
+    mid = F.depthwise_conv2d(x, dw, db, stride=stride, activation="relu6", n_threads=1)
+    pair = F.pointwise_conv2d(mid, pw, pb, activation="relu", n_threads=1)
+    if F._conv._packed_gemm():
+        np.testing.assert_array_equal(got, pair)
+    _close(got, ref.pointwise(ref.depthwise(x, dw, db, stride=stride, activation="relu6"),
+                              pw, pb, "relu"), dtype)
+
+
 @pytest.mark.parametrize("isa", ["baseline", "avx2"])
 def test_pointwise_every_build(isa, monkeypatch, dtype, rng):
     from effai_fast.nn import _conv

@@ -11,6 +11,7 @@ from effai_fast.nn import (
     GlobalAvgPool,
     InferencePlan,
     Linear,
+    Module,
     PointwiseConv2d,
     ReLU,
     ReLU6,
@@ -40,6 +41,16 @@ def _net(dtype, seed=0):
     return net
 
 
+def _agree(got, want):
+    """The plan equals Sequential.forward to rounding: its classifier runs on the packed
+    GEMM kernel (numpy's matmul in Sequential.forward); everything before it is bitwise
+    the same (the arena test below compares a network without a classifier exactly)."""
+    want = np.asarray(want)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    r = 1e-5 if want.dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(got, want, rtol=r, atol=r * float(np.abs(want).max()))
+
+
 @pytest.mark.parametrize("fold", [False, True])
 def test_plan_equals_sequential_forward(fold, dtype, n_threads, rng, monkeypatch):
     monkeypatch.setattr(F, "_GRAIN_MACS", 1)   # 2 threads even on these small layers
@@ -52,11 +63,11 @@ def test_plan_equals_sequential_forward(fold, dtype, n_threads, rng, monkeypatch
     want = net.forward(x, training=False)
     got = plan(x)
     assert got.dtype == dtype and got.shape == want.shape == plan.output_shape
-    np.testing.assert_array_equal(got, want)
+    _agree(got, want)
     # a second call reuses the buffers and returns a fresh array
     again = plan(x)
     assert again is not got
-    np.testing.assert_array_equal(again, want)
+    _agree(again, want)
     assert len(plan.layer_threads) == len(net.layers) - (not fold)  # dropout skipped
     assert all(1 <= t <= n_threads for _, _, t in plan.layer_threads)
 
@@ -81,9 +92,9 @@ def test_plan_sees_in_place_updates_and_rebuilds_on_replacement(rng):
     x = rng.standard_normal((1, 12, 12, 3))
     plan = InferencePlan(net, x.shape, n_threads=1)
     net[1].weight *= 2.0                       # in place: seen
-    np.testing.assert_array_equal(plan(x), net.forward(x))
+    _agree(plan(x), net.forward(x))
     net[2].weight = net[2].weight * 0.5        # replaced: the plan rebuilds
-    np.testing.assert_array_equal(plan(x), net.forward(x))
+    _agree(plan(x), net.forward(x))
     net[2].weight = np.ones((3, 3), np.float64)  # replaced by a wrong shape: an error
     with pytest.raises(ValueError, match="weight"):
         plan(x)
@@ -94,11 +105,11 @@ def test_plan_input_validation_and_out(rng):
     plan = InferencePlan(net, (2, 10, 10, 3), n_threads=1)
     x64 = rng.standard_normal((2, 10, 10, 3))
     want = net.forward(x64.astype(np.float32))
-    np.testing.assert_array_equal(plan(x64), want)          # cast like Sequential.forward
-    np.testing.assert_array_equal(plan(x64.tolist()), want)
+    _agree(plan(x64), want)          # cast like Sequential.forward
+    _agree(plan(x64.tolist()), want)
     out = np.empty(plan.output_shape, np.float32)
     assert plan(x64, out=out) is out
-    np.testing.assert_array_equal(out, want)
+    _agree(out, want)
     with pytest.raises(ValueError, match="x"):
         plan(np.zeros((1, 10, 10, 3), np.float32))
     with pytest.raises(TypeError, match="x"):
@@ -123,4 +134,45 @@ def test_mobilenet_plan_matches_forward(rng):
     x = rng.standard_normal((2, 64, 64, 3)).astype(np.float32)
     for nt in (1, 2):
         net.n_threads = nt
-        np.testing.assert_array_equal(InferencePlan(net, x.shape)(x), net.forward(x))
+        _agree(InferencePlan(net, x.shape)(x), net.forward(x))
+
+
+class _Passthrough(Module):
+    """A layer the plan does not know: its forward returns its input itself."""
+
+    def forward(self, x, training=False):
+        return x
+
+    def output_shape(self, input_shape):
+        return tuple(input_shape)
+
+
+def test_plan_alternates_two_arenas_and_copes_with_views(dtype, rng):
+    # the activations live in two arenas used in turn; a layer that returns a view of
+    # its input (run through its own forward) must not be overwritten by the next layer
+    net = Sequential(
+        Conv2d(3, 8, 3, stride=1, activation="relu", dtype=dtype, seed=1),
+        _Passthrough(dtype=dtype),
+        DepthwiseConv2d(8, activation="relu6", bias=True, dtype=dtype, seed=2),
+        _Passthrough(dtype=dtype),
+        PointwiseConv2d(8, 4, dtype=dtype, seed=3),
+    )
+    x = rng.standard_normal((2, 9, 7, 3)).astype(dtype)
+    plan = InferencePlan(net, x.shape, n_threads=1)
+    np.testing.assert_array_equal(plan(x), net.forward(x))
+    np.testing.assert_array_equal(plan(x), net.forward(x))
+    bases = {id(buf.base) for _, _, _, buf in plan._steps if buf is not None}
+    assert len(bases) == 2
+
+
+def test_plan_linear_on_the_gemm_kernel_or_its_forward(dtype, rng):
+    net = Sequential(GlobalAvgPool(dtype=dtype), Linear(6, 4, dtype=dtype, seed=1))
+    x = rng.standard_normal((3, 5, 5, 6)).astype(dtype)
+    plan = InferencePlan(net, x.shape, n_threads=2)
+    assert plan._steps[-1][0] == 1                     # the packed GEMM
+    want = x.mean(axis=(1, 2)) @ net[1].weight + net[1].bias
+    _agree(plan(x), want)
+    net[1].weight = np.asfortranarray(net[1].weight * 2)   # replaced, not C-contiguous
+    want = x.mean(axis=(1, 2)) @ net[1].weight + net[1].bias
+    _agree(plan(x), want)
+    assert plan._steps[-1][0] == 5                     # Linear.forward's path

@@ -42,8 +42,9 @@ Determinism.  No result depends on the number of threads:
 
 Separable block.  ``separable_forward`` computes a tile of depthwise output
 (about 128 KiB, L2-resident) into per-thread scratch and immediately runs the
-pointwise GEMM on it (the packed kernels, pointwise weights packed once per
-call), so the intermediate tensor never goes to memory.
+pointwise GEMM on it (the packed kernels; the pointwise weights packed once per
+call when there are many pixels, block by block in each tile otherwise), so the
+intermediate tensor never goes to memory.
 
 All kernels trust their inputs: effai_fast.nn.functional validates shapes,
 dtypes, paddings and output buffers, and resolves the thread count.
@@ -662,7 +663,9 @@ cdef void depthwise_forward(
     cdef floating* op = &out[0, 0, 0, 0]
     # A row of zeros stands in for input rows in the padding (3x3 fast path).
     cdef floating* zrow = <floating*> calloc(W * C, sizeof(floating))
-    for r in prange(N * OH, schedule="static", num_threads=n_threads):
+    # guided: a thread that the OS schedules late (a shared machine) finds the
+    # rows taken by the others instead of holding the whole call up.
+    for r in prange(N * OH, schedule="guided", num_threads=n_threads):
         n = r // OH
         oh = r - n * OH
         _dw_pixels(xp + n * H * W * C, wp, b, op + r * OW * C, H, W, C, KH, KW,
@@ -1162,7 +1165,7 @@ cdef void pointwise_forward(
     cdef floating* op = &out[0, 0]
     cdef Py_ssize_t nr = _nr(op[0])
     cdef Py_ssize_t n_pan = (Co + nr - 1) // nr
-    cdef Py_ssize_t n_rows, n_cols, rows, it, q
+    cdef Py_ssize_t n_rows, n_cols, rows, it, q, g
     cdef void* wraw
     cdef void* raw = NULL
     cdef floating* bp = NULL
@@ -1173,14 +1176,18 @@ cdef void pointwise_forward(
     # one row block per thread and ~2K pixels; few pixels (7x7, 14x14 at batch 1)
     # are split over the columns instead.  Any split gives the same bits (each
     # element is one FMA chain over C_in, see _gemm.h).
+    # With several threads there are two items per thread, taken dynamically: a
+    # thread that starts late (the OS did not schedule it at once, as on a shared
+    # machine) finds the work done by the others instead of holding the call up.
+    g = n_threads if n_threads == 1 else 2 * n_threads
     n_rows = P // 2048
     if n_rows < 1:
         n_rows = 1
-    n_rows = ((n_rows + n_threads - 1) // n_threads) * n_threads
+    n_rows = ((n_rows + g - 1) // g) * g
     n_cols = 1
     if P < 6 * 48 * n_threads:
         n_rows = 1
-        n_cols = n_threads if n_threads < n_pan else n_pan
+        n_cols = g if g < n_pan else n_pan
     rows = (P + n_rows - 1) // n_rows
     rows = (rows + 5) // 6 * 6
     # Many pixels: pack the weights once, shared by all items, and let each
@@ -1196,7 +1203,7 @@ cdef void pointwise_forward(
             for q in prange(n_pan, schedule="static"):
                 _pack_b(wp, Ci, Co, bp, q, q + 1)
         wraw = malloc(effai_gemm_work_size(nr) * sizeof(floating) + 64)
-        for it in prange(n_rows * n_cols, schedule="static"):
+        for it in prange(n_rows * n_cols, schedule="dynamic"):
             _pw_item(xp, wp, b, op, P, Ci, Co, it, n_cols, rows, n_pan, nr, activation,
                      bp, wraw)
         free(wraw)
@@ -1342,7 +1349,7 @@ cdef void conv2d_forward(
     nb = (P + pb - 1) // pb
     with parallel(num_threads=n_threads):
         patch = <floating*> malloc(pb * K * sizeof(floating))
-        for i in prange(nb, schedule="static"):
+        for i in prange(nb, schedule="guided"):
             if patch != NULL:
                 p0 = i * pb
                 p1 = p0 + pb
@@ -1496,7 +1503,11 @@ cdef void separable_forward(
     # while the packed GEMM (or BLAS in the baseline build) consumes it.
     tp = _block(P, C * sizeof(floating), 128 * 1024)
     nt = (P + tp - 1) // tp
-    if EFFAI_GEMM_NATIVE and C > 0:
+    # Many pixels: pack the pointwise weights once, shared by every tile.  Few
+    # pixels (the 28x28 ... 7x7 blocks at batch 1: one to a few tiles): each tile
+    # packs L2-sized blocks of them itself, as pointwise_forward does; a whole
+    # packed copy (up to 4 MiB) cost more than the block's arithmetic there.
+    if EFFAI_GEMM_NATIVE and C > 0 and P >= 4096:
         raw = malloc(effai_packed_size(C, Co, nr) * sizeof(floating) + 64)
         if raw != NULL:
             bp = <floating*> _align64(raw)
@@ -1507,7 +1518,7 @@ cdef void separable_forward(
                 _pack_b(pwp, C, Co, bp, q, q + 1)
         tile = <floating*> malloc(tp * C * sizeof(floating))
         wraw = malloc(effai_gemm_work_size(nr) * sizeof(floating) + 64)
-        for i in prange(nt, schedule="static"):
+        for i in prange(nt, schedule="guided"):
             if tile != NULL:
                 p0 = i * tp
                 p1 = p0 + tp
@@ -1530,6 +1541,15 @@ cdef void separable_forward(
                 if bp != NULL and wraw != NULL:
                     _pgemm(p1 - p0, 0, Co, C, tile, C, bp, op + p0 * Co, Co, pbias,
                            pw_activation, <floating*> _align64(wraw))
+                elif EFFAI_GEMM_NATIVE and C > 0 and wraw != NULL:
+                    if floating is float:
+                        effai_gemm_f(p1 - p0, 0, Co, C, tile, C, NULL, pwp, Co,
+                                     op + p0 * Co, Co, pbias, pw_activation,
+                                     <float*> _align64(wraw))
+                    else:
+                        effai_gemm_d(p1 - p0, 0, Co, C, tile, C, NULL, pwp, Co,
+                                     op + p0 * Co, Co, pbias, pw_activation,
+                                     <double*> _align64(wraw))
                 else:
                     _gemm(c'N', c'N', <int> Co, <int> (p1 - p0), <int> C, pwp, <int> Co,
                           tile, <int> C, 0, op + p0 * Co, <int> Co)
