@@ -515,7 +515,15 @@ def _merge(part, sections, quick):
                 merged[key] = json.loads(json.dumps(r))
                 merged[key]["students"] = []
             merged[key]["students"] += r["students"]
+    recipes = {(r.get("arch"), r.get("student_epochs"), r["teacher"]["accuracy"])
+               for k in pieces for r in sections[k]["data"].values()}
+    if len(recipes) > 1:
+        raise SystemExit(f"--merge: the sections {pieces} come from different setups "
+                         f"(arch, epochs, teacher): {sorted(map(str, recipes))}; re-run them")
     for r in merged.values():
+        seeds = [rec["seed"] for rec in r["students"]]
+        if len(set(seeds)) != len(seeds):
+            raise SystemExit(f"--merge: seed repeated in {pieces}")
         r["students"].sort(key=lambda rec: rec["seed"])
         r.update(summarize_students(r["students"]))
     (key, r), = merged.items()
@@ -743,7 +751,17 @@ def _status(sections) -> str:
                    f"{cd['hard_sd']:.2f}, KD {cd['kd_mean']:.2f} ± {cd['kd_sd']:.2f} "
                    f"({len(cd['students'])} seeds, KD - hard {gain:+.2f}, paired t p = "
                    f"{_p(cd.get('p_value'))}; teacher {cd['teacher']['accuracy']:.2f}%) - "
-                   f"{'met' if ok else 'NOT met'}.")
+                   f"{'met' if ok else 'NOT met'} (KD >= 98.3: "
+                   f"{'yes' if cd['kd_mean'] >= 98.3 else 'no'}; KD - hard >= 1.0: "
+                   f"{'yes' if gain >= 1.0 else 'no'}).")
+        if "torch_kd_mean" in cd:
+            th, tk = cd["torch_hard_mean"], cd["torch_kd_mean"]
+            inside = abs(th - 97.15) <= 0.68 and abs(tk - 98.59) <= 0.46
+            out.append(f"- Digits CNN, PyTorch twin against the issue's PyTorch reference "
+                       f"(hard 97.15 ± 0.68, KD 98.59 ± 0.46): hard {th:.2f} ({th - 97.15:+.2f}),"
+                       f" KD {tk:.2f} ({tk - 98.59:+.2f}) - "
+                       f"{'within' if inside else 'NOT within'}"
+                       f" the reference's sd.")
         out.append(_twin_line("digits CNN", cd))
     for key, label in (("fashion2k_dscnn_a0.5_T4", "Fashion-MNIST 2k"),):
         cf = sections.get("cnn_fashion", {}).get("data", {}).get(key)
