@@ -494,7 +494,7 @@ def bench_cnn_fashion10k(quick: bool, result=None) -> tuple[str, dict]:
     return _fashion_part(quick, "fashion 10k, dscnn3 alpha=0.25, T=8",
                          "fashion10k_dscnn_a0.25_T8", n_train=2000 if quick else 10000,
                          alpha=0.25, temperature=8.0, seeds=(0,) if quick else (0, 1, 2),
-                         se=1 if quick else 15, result=result)
+                         se=1 if quick else 10, result=result)
 
 
 # --seeds runs a CNN part for some seeds only (several processes share the CPU better than
