@@ -10,6 +10,8 @@ import pytest
 from effai_fast import nn
 from effai_fast.distill._experiment import (
     DSCNN_BLOCKS,
+    ISSUE7_RECIPE,
+    dscnn_config,
     make_dscnn,
     make_model,
     run_experiment,
@@ -48,6 +50,44 @@ def test_dscnn_student_is_about_fifty_times_cheaper_than_teacher_on_digits():
     s = model_macs(make_model("dscnn", "digits", (8, 8, 1), 10, alpha=0.25, seed=0),
                    (8, 8, 1))
     assert 45 < t / s < 55
+
+
+@pytest.mark.parametrize("dataset, shape", [("digits", (8, 8, 1)),
+                                            ("fashion-mnist", (28, 28, 1))])
+@pytest.mark.parametrize("alpha", [0.25, 2.0])
+def test_dscnn3_is_the_first_three_blocks(dataset, shape, alpha):
+    stride, blocks = DSCNN_BLOCKS[dataset]
+    assert dscnn_config("dscnn3", dataset) == (stride, blocks[:3])
+    model = make_model("dscnn3", dataset, shape, 10, alpha=alpha, seed=0)
+    assert model_macs(model, shape) == _hand_macs(shape[0], shape[2], alpha, stride, blocks[:3])
+    x = np.random.default_rng(0).random((2, *shape), dtype=np.float32)
+    assert model.forward(x, training=False).shape == (2, 10)
+
+
+def test_issue7_recipe_student_costs_about_49k_macs_on_digits():
+    # issue 7: "student alpha=0.25 (~49k MACs ...)"
+    rec = ISSUE7_RECIPE
+    s = model_macs(make_model(rec["arch"], "digits", (8, 8, 1), 10,
+                              alpha=rec["student_alpha"], seed=0), (8, 8, 1))
+    t = model_macs(make_model(rec["arch"], "digits", (8, 8, 1), 10,
+                              alpha=rec["teacher_alpha"], seed=0), (8, 8, 1))
+    assert s == 49216
+    assert 40 < t / s < 55
+    with pytest.raises(ValueError, match="arch"):
+        dscnn_config("dscnn7", "digits")
+
+
+def test_dscnn3_torch_twin_holds_the_same_weights(rng):
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(1)
+    from effai_fast.distill._experiment import make_torch_twin, torch_layout, torch_predict_logits
+
+    ours = make_model("dscnn3", "digits", (8, 8, 1), 10, alpha=0.25, seed=2)
+    net = make_torch_twin(ours, "dscnn3", "digits", (8, 8, 1), 10, alpha=0.25)
+    x = rng.random((5, 8, 8, 1), dtype=np.float32)
+    np.testing.assert_allclose(ours.forward(x, training=False),
+                               torch_predict_logits(net, torch_layout(x, "dscnn3")),
+                               rtol=1e-4, atol=1e-5)
 
 
 def test_dscnn_matches_its_torch_twin(rng):
