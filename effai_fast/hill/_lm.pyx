@@ -60,6 +60,7 @@ from cython.parallel cimport parallel, prange
 from libc.math cimport INFINITY, NAN, exp, fabs, isfinite, isnan, log, sqrt
 from cpython.pycapsule cimport PyCapsule_GetPointer, PyCapsule_IsValid
 from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy
 
 from effai_fast.hill._lm cimport (
     HILL_AT_INFINITY, HILL_CONSTANT, HILL_CONVERGED, HILL_FAILED, HILL_FLAT,
@@ -1328,7 +1329,7 @@ def fit_batch(const floating[:, ::1] dose, const floating[:, ::1] resp,
     (validated in fit.py).
     """
     cdef Py_ssize_t n_curves = resp.shape[0], nd = resp.shape[1]
-    cdef Py_ssize_t c, k, rd, rw, rf
+    cdef Py_ssize_t c, k, j, rd, rw, rf, ch, c0, c1, n_chunks
     cdef bint dshared = dose.shape[0] == 1
     cdef bint wshared = weight.shape[0] == 1
     cdef bint fshared = fixed.shape[0] == 1
@@ -1342,8 +1343,14 @@ def fit_batch(const floating[:, ::1] dose, const floating[:, ::1] resp,
     cdef double* work
     cdef double* fo
     cdef long long* io
+    cdef double* fst
+    cdef long long* ist
+    cdef signed char* sst
     if chunk < 1:
         chunk = 1
+    if n_curves == 0:
+        return 0
+    n_chunks = (n_curves + chunk - 1) // chunk
     opt.free_mask = free_mask
     for k in range(4):
         opt.lo[k] = lo[k]
@@ -1360,9 +1367,12 @@ def fit_batch(const floating[:, ::1] dose, const floating[:, ::1] resp,
     opt.fskip = &fskip[0] if fskip.shape[0] > nd else NULL
     with nogil, parallel(num_threads=n_threads):
         # one block per thread: curve copies, solver scratch, the result
-        # struct and the per-curve summary (no allocation inside the loop)
+        # struct, the per-curve summary and the staging rows of one chunk (no
+        # allocation inside the loop)
         buf = <double*> malloc(sizeof(double) * (9 * nd + 8 + N_FOUT + N_IOUT)
-                               + sizeof(HillCurveResult))
+                               + sizeof(HillCurveResult)
+                               + chunk * (sizeof(double) * N_FOUT
+                                          + sizeof(long long) * N_IOUT + 2))
         if buf != NULL:
             dd = buf
             rr = buf + nd
@@ -1371,28 +1381,46 @@ def fit_batch(const floating[:, ::1] dose, const floating[:, ::1] resp,
             fo = buf + 9 * nd + 8
             io = <long long*> (fo + N_FOUT)
             res = <HillCurveResult*> (io + N_IOUT)
+            fst = <double*> (res + 1)
+            ist = <long long*> (fst + chunk * N_FOUT)
+            sst = <signed char*> (ist + chunk * N_IOUT)
             # dynamic: curves differ in cost (flat ones stop at once, hard ones
             # retry) and on a shared machine a thread may be descheduled; each
             # curve is fitted by the same code whatever thread takes it, so the
-            # results do not depend on the schedule or the thread count
-            for c in prange(n_curves, schedule="dynamic", chunksize=chunk):
-                rd = 0 if dshared else c
-                rw = 0 if wshared else c
-                rf = 0 if fshared else c
-                for k in range(nd):
-                    dd[k] = dose[rd, k]
-                    rr[k] = resp[c, k]
-                    ww[k] = weight[rw, k]
-                hill_fit_curve(dd, rr, ww, nd, &fixed[rf, 0], &opt, work, res)
-                _finish(res, p, label, flat_alpha, fo, io, &theta_hill[c, 0])
-                for k in range(16):
-                    cov[c, k // 4, k % 4] = res.cov[k]
+            # results do not depend on the schedule or the thread count.  The
+            # summary rows of a chunk are staged per thread and written once
+            # per chunk: written curve by curve, the rows of two chunks fitted
+            # at once by two threads would share cache lines at every write.
+            for ch in prange(n_chunks, schedule="dynamic", chunksize=1):
+                c0 = ch * chunk
+                c1 = c0 + chunk
+                if c1 > n_curves:
+                    c1 = n_curves
+                for c in range(c0, c1):
+                    rd = 0 if dshared else c
+                    rw = 0 if wshared else c
+                    rf = 0 if fshared else c
+                    for k in range(nd):
+                        dd[k] = dose[rd, k]
+                        rr[k] = resp[c, k]
+                        ww[k] = weight[rw, k]
+                    hill_fit_curve(dd, rr, ww, nd, &fixed[rf, 0], &opt, work, res)
+                    _finish(res, p, label, flat_alpha, fo, io, &theta_hill[c, 0])
+                    for k in range(16):
+                        cov[c, k // 4, k % 4] = res.cov[k]
+                    j = c - c0
+                    for k in range(N_FOUT):
+                        fst[k * chunk + j] = fo[k]
+                    for k in range(N_IOUT):
+                        ist[k * chunk + j] = io[k]
+                    sst[j] = <signed char> res.status
+                    sst[chunk + j] = <signed char> res.reason
                 for k in range(N_FOUT):
-                    fout[k, c] = fo[k]
+                    memcpy(&fout[k, c0], fst + k * chunk, sizeof(double) * (c1 - c0))
                 for k in range(N_IOUT):
-                    iout[k, c] = io[k]
-                status[c] = <signed char> res.status
-                reason[c] = <signed char> res.reason
+                    memcpy(&iout[k, c0], ist + k * chunk, sizeof(long long) * (c1 - c0))
+                memcpy(&status[c0], sst, c1 - c0)
+                memcpy(&reason[c0], sst + chunk, c1 - c0)
         free(buf)
     return 0
 

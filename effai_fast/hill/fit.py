@@ -23,6 +23,7 @@ The model and its sign conventions
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 
@@ -372,6 +373,23 @@ def _validate(dose, response, weights):
             np.ascontiguousarray(w, dtype=dt))
 
 
+@functools.lru_cache(maxsize=64)
+def _fskip(p, n_doses, flat_alpha):
+    """F values (by number of points) below which a doubtful fit is not
+    searched further: its flat-model p-value is above max(0.5, flat_alpha), so
+    the F test labels it flat whatever a wider search would find in practice.
+    Cached (read-only): it depends on the call's shape and options only."""
+    if flat_alpha is not None and p > 1:
+        nn = np.arange(n_doses + 1)
+        out = np.where(nn > p, special.fdtri(p - 1, np.maximum(nn - p, 1),
+                                             1 - max(0.5, flat_alpha)), 0.0)
+    else:
+        out = np.zeros(1)
+    out = np.ascontiguousarray(out, dtype=np.float64)
+    out.flags.writeable = False
+    return out
+
+
 # ---------------------------------------------------------------------------
 # the public entry point
 # ---------------------------------------------------------------------------
@@ -441,16 +459,7 @@ def fit(dose, response, *, weights=None, fixed=None, bounds=None, se="hessian",
     nt = resolve_n_threads(n_threads)
     nt = threads_for_work(nt, n_curves * n_doses, 2000)
 
-    # F values (by number of points) below which a doubtful fit is not searched
-    # further: its flat-model p-value is above max(0.5, flat_alpha), so the F
-    # test labels it flat whatever a wider search would find in practice
-    p = bin(mask).count("1")
-    if flat_alpha is not None and p > 1:
-        nn = np.arange(n_doses + 1)
-        fskip = np.where(nn > p, special.fdtri(p - 1, np.maximum(nn - p, 1),
-                                               1 - max(0.5, flat_alpha)), 0.0)
-    else:
-        fskip = np.zeros(1)
+    fskip = _fskip(bin(mask).count("1"), n_doses, flat_alpha)
     # the kernel writes every per-curve result (the F test, flat labels,
     # likelihoods and standard errors included) inside its parallel loop:
     # nothing proportional to n_curves runs serially here
@@ -462,7 +471,7 @@ def fit(dose, response, *, weights=None, fixed=None, bounds=None, se="hessian",
     reason = np.empty(n_curves, dtype=np.int8)
     _lm.fit_batch(d, r, w, fixed_vals, mask, lo, hi, canon, 1 if se == "hessian" else 0,
                   max_iter, 1e-12, 1e-12, 1e-10, True,
-                  np.ascontiguousarray(fskip, dtype=np.float64), flat_alpha is not None,
+                  fskip, flat_alpha is not None,
                   -1.0 if flat_alpha is None else flat_alpha,
                   cov, fout, iout, theta_hill, status, reason, nt, _CHUNK)
     fields = dict(zip(_lm.FOUT_FIELDS, fout))
