@@ -72,6 +72,12 @@ class _Rounds:
         # its CPU time is the fair clock on a shared machine: waiting for a
         # core does not count.  At two threads only wall time is comparable.
         self.clock = time.thread_time if nt == 1 else time.perf_counter
+        # Each library keeps its own thread pool, whose idle threads spin for a
+        # while after a call (libgomp, torch's bundled libgomp, ORT's pool).  With
+        # two threads on two cores, the contender timed next would share the
+        # cores with the previous one's spinning threads; a pause before each
+        # timed block lets every pool go to sleep first, for all alike.
+        self.settle = 0.05 if nt > 1 else 0.0
 
     def add(self, res, key, fn):
         self.jobs.append((res, key, fn))
@@ -90,6 +96,8 @@ class _Rounds:
         try:
             for _ in range(self.repeat):
                 for j, (_, _, fn) in enumerate(self.jobs):
+                    if self.settle:
+                        time.sleep(self.settle)
                     t0 = clock()
                     for _ in range(numbers[j]):
                         fn()
@@ -473,7 +481,9 @@ def main(argv=None):
               "alike); sums count the 14x14 layer five times. Clock: at 1 thread the CPU "
               "time of the calling thread (every contender runs on it, so time spent "
               "waiting for a core on the shared machine does not count), at 2 threads "
-              "wall time. "
+              "wall time, after a 50 ms pause before each contender's timed block so "
+              "the previous library's spinning pool threads (libgomp, torch's own "
+              "libgomp, ORT's pool) have gone to sleep and do not share the 2 cores. "
               "The machine was shared with other jobs during the run "
               f"(load average {load0:.1f} at the start, {{load1}} at the end): ratios "
               "within a row were measured seconds apart, absolute times are pessimistic.\n")
