@@ -114,6 +114,18 @@ def md_table(headers, rows) -> str:
     return "\n".join(out)
 
 
+def render_sections(parts, sections) -> str:
+    """The stored sections of a multi-part benchmark in ``parts`` order, each
+    followed by when it was measured, how long it took and the load at its end."""
+    body = ""
+    for part in parts:
+        if part in sections:
+            s = sections[part]
+            body += (s["markdown"] + f"\n\n_(measured {s['measured']}, {s['seconds']:.0f} s, "
+                     f"load {s['loadavg']:.1f})_\n\n")
+    return body
+
+
 def write_result(name: str, title: str, markdown: str, data=None, command: str = "") -> Path:
     """Write ``results/<name>.md`` (and ``.json``) for bench/README.md."""
     RESULTS.mkdir(exist_ok=True)

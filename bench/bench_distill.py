@@ -33,7 +33,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")   # see _experiment.blas_sing
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import RESULTS, have, md_table, timeit, write_result  # noqa: E402
+from _common import RESULTS, have, md_table, render_sections, timeit, write_result  # noqa: E402
 
 from effai_fast.distill import kd_loss  # noqa: E402
 from effai_fast.distill._experiment import (  # noqa: E402
@@ -812,12 +812,7 @@ def _body(sections) -> str:
     body = ("The machine (2 cores) was shared with other jobs during these runs: absolute "
             "times are noisy, ratios come from interleaved runs in the same process.  Each "
             "part gives the time it was measured and the 1-minute load average at its end.\n\n")
-    for part in PARTS:
-        if part in sections:
-            s = sections[part]
-            body += (s["markdown"] + f"\n\n_(measured {s['measured']}, "
-                     f"{s['seconds']:.0f} s, load {s['loadavg']:.1f})_\n\n")
-    return body + _status(sections) + "\n"
+    return body + render_sections(PARTS, sections) + _status(sections) + "\n"
 
 
 def main(argv=None) -> int:

@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import RESULTS, have, md_table, write_result  # noqa: E402
+from _common import RESULTS, have, md_table, render_sections, write_result  # noqa: E402
 
 from effai_fast import nn  # noqa: E402
 from effai_fast.datasets import load_fashion_mnist, resize_images  # noqa: E402
@@ -691,12 +691,7 @@ def render(sections):
             "runs while this ran (it ran under `nice -n 5`); each part gives the time it was "
             "measured and the 1-minute load average at its end.  Speed ratios come from one "
             "run with interleaved epochs.\n\n")
-    for part in PARTS:
-        if part in sections:
-            s = sections[part]
-            body += (s["markdown"] + f"\n\n_(measured {s['measured']}, {s['seconds']:.0f} s, "
-                     f"load {s['loadavg']:.1f})_\n\n")
-    return body
+    return body + render_sections(PARTS, sections)
 
 
 def rerender(args):

@@ -86,16 +86,22 @@ def test_pointwise_out_buffer_written_exactly(rng):
     np.testing.assert_array_equal(big[-1], 7.0)
 
 
-@pytest.mark.parametrize("case", [(2, 9, 10, 300, 1, 37), (1, 12, 11, 24, 2, 130),
-                                  (1, 1, 1, 1, 1, 1), (3, 7, 5, 16, 2, 16)], ids=str)
-@pytest.mark.parametrize("activation", [None, "relu6"])
-def test_separable_block_matches_reference(case, activation, dtype, n_threads, rng):
-    N, H, W, C, stride, Co = case
+def _block_inputs(N, H, W, C, Co, dtype, rng):
+    """Input, depthwise weight, pointwise weight and both biases of a separable block."""
     x = (2 * rng.standard_normal((N, H, W, C))).astype(dtype)
     dw = rng.standard_normal((3, 3, C)).astype(dtype)
     pw = (rng.standard_normal((C, Co)) / np.sqrt(C)).astype(dtype)
     db = rng.standard_normal(C).astype(dtype)
     pb = rng.standard_normal(Co).astype(dtype)
+    return x, dw, pw, db, pb
+
+
+@pytest.mark.parametrize("case", [(2, 9, 10, 300, 1, 37), (1, 12, 11, 24, 2, 130),
+                                  (1, 1, 1, 1, 1, 1), (3, 7, 5, 16, 2, 16)], ids=str)
+@pytest.mark.parametrize("activation", [None, "relu6"])
+def test_separable_block_matches_reference(case, activation, dtype, n_threads, rng):
+    N, H, W, C, stride, Co = case
+    x, dw, pw, db, pb = _block_inputs(N, H, W, C, Co, dtype, rng)
     got = F.depthwise_separable_conv2d(x, dw, pw, db, pb, stride=stride,
                                        dw_activation="relu", activation=activation,
                                        n_threads=n_threads)
@@ -116,11 +122,7 @@ def test_separable_block_bitwise_equals_pair_either_weight_packing(case, dtype, 
     # the weights are packed once per call.  Either way every output element is the same
     # FMA chain as in the unfused pair.
     N, H, W, C, stride, Co = case
-    x = (2 * rng.standard_normal((N, H, W, C))).astype(dtype)
-    dw = rng.standard_normal((3, 3, C)).astype(dtype)
-    pw = (rng.standard_normal((C, Co)) / np.sqrt(C)).astype(dtype)
-    db = rng.standard_normal(C).astype(dtype)
-    pb = rng.standard_normal(Co).astype(dtype)
+    x, dw, pw, db, pb = _block_inputs(N, H, W, C, Co, dtype, rng)
     got = F.depthwise_separable_conv2d(x, dw, pw, db, pb, stride=stride,
                                        dw_activation="relu6", activation="relu",
                                        n_threads=n_threads)

@@ -19,6 +19,26 @@ from effai_fast.optim import SGD
 torch = pytest.importorskip("torch")
 
 
+def _step_both(ours, opt, x, y, theirs, topt, xt, yt):
+    """One SGD step of both networks on the same batch; their losses before it."""
+    loss, g = softmax_cross_entropy(ours.forward(x, training=True), y)
+    ours.backward(g, need_input_grad=False)
+    opt.step()
+    tloss = torch.nn.functional.cross_entropy(theirs(xt), yt)
+    topt.zero_grad()
+    tloss.backward()
+    topt.step()
+    return float(loss), float(tloss.detach())
+
+
+def _assert_same_state(ours, theirs, rtol, atol):
+    """Parameters and running statistics, exported in PyTorch layouts, agree."""
+    mine = nn.export_torch_state_dict(ours, theirs.state_dict())
+    for key, value in theirs.state_dict().items():
+        if value.dtype.is_floating_point:
+            np.testing.assert_allclose(mine[key], value.numpy(), rtol=rtol, atol=atol,
+                                       err_msg=key)
+
 def test_sgd_nesterov_weight_decay_batchnorm_trajectory_matches_torch(rng):
     torch.set_num_threads(1)
     blocks = ((8, 1), (12, 2))
@@ -38,20 +58,10 @@ def test_sgd_nesterov_weight_decay_batchnorm_trajectory_matches_torch(rng):
     theirs.train()
     for step in range(4):
         sl = slice(16 * step, 16 * (step + 1))
-        loss, g = softmax_cross_entropy(ours.forward(x[sl], training=True), y[sl])
-        ours.backward(g, need_input_grad=False)
-        opt.step()
-        tloss = torch.nn.functional.cross_entropy(theirs(xt[sl]), yt[sl])
-        topt.zero_grad()
-        tloss.backward()
-        topt.step()
-        assert abs(float(loss) - float(tloss.detach())) < 1e-10, step
+        loss, tloss = _step_both(ours, opt, x[sl], y[sl], theirs, topt, xt[sl], yt[sl])
+        assert abs(loss - tloss) < 1e-10, step
     # parameters and running statistics (exported in PyTorch layouts) after 4 steps
-    mine = nn.export_torch_state_dict(ours, theirs.state_dict())
-    for key, value in theirs.state_dict().items():
-        if value.dtype.is_floating_point:
-            np.testing.assert_allclose(mine[key], value.numpy(), rtol=1e-9, atol=1e-11,
-                                       err_msg=key)
+    _assert_same_state(ours, theirs, rtol=1e-9, atol=1e-11)
     # evaluation mode uses those running statistics
     theirs.eval()
     with torch.no_grad():
@@ -90,19 +100,9 @@ def test_mobilenet_bench_recipe_matches_torch_float64(rng):
         opt.lr = lr
         for g in topt.param_groups:
             g["lr"] = lr
-        loss, g = softmax_cross_entropy(ours.forward(x[sl], training=True), y[sl])
-        ours.backward(g, need_input_grad=False)
-        opt.step()
-        tloss = torch.nn.functional.cross_entropy(theirs(xt[sl]), yt[sl])
-        topt.zero_grad()
-        tloss.backward()
-        topt.step()
-        assert abs(float(loss) - float(tloss.detach())) < 1e-9, step
-    mine = nn.export_torch_state_dict(ours, theirs.state_dict())
-    for key, value in theirs.state_dict().items():
-        if value.dtype.is_floating_point:
-            np.testing.assert_allclose(mine[key], value.numpy(), rtol=1e-7, atol=1e-10,
-                                       err_msg=key)
+        loss, tloss = _step_both(ours, opt, x[sl], y[sl], theirs, topt, xt[sl], yt[sl])
+        assert abs(loss - tloss) < 1e-9, step
+    _assert_same_state(ours, theirs, rtol=1e-7, atol=1e-10)
     theirs.eval()
     with torch.no_grad():
         zt = theirs(xt[128:]).numpy()

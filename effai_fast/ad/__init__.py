@@ -22,7 +22,8 @@ branch cannot leak NaN/inf into a gradient.
 flat scalar tape: op codes, argument slots and an immediate constant per
 instruction (constants take no slots), dead code removed, instructions
 scheduled so that few values are alive at once (the reverse ops of a term run
-as soon as its forward values exist), slots reused by liveness.  ``_tape.pyx`` sweeps it nogil in typed Cython, float32 or float64,
+as soon as its forward values exist), slots reused by liveness.  ``_tape.pyx``
+sweeps it nogil in typed Cython, float32 or float64,
 over blocks of 64 points laid out structure-of-arrays (one vectorisable loop per
 instruction per block, the block's slots in L1; common pairs of instructions
 fused into superinstructions; an AVX2 clone of the sweep chosen at load time),
@@ -40,7 +41,8 @@ array-level executor (``_api``) runs each node as one numpy / BLAS call,
 except that runs of elementwise nodes become one compiled sweep over the
 array's elements which reads contiguous slices in place and adds the adjoints
 of slices straight into one zeroed gradient buffer (no ``scatter`` of zeros and
-``add``); intermediate buffers are reused across calls.  Custom primitives (``_primitives.py``) carry forward, reverse and
+``add``); intermediate buffers are reused across calls.  Custom primitives
+(``_primitives.py``) carry forward, reverse and
 forward-mode rules; a compiled kernel and its compiled VJP register as a pair.
 
 *Thread safety.*  Tapes, plans and programs are immutable after construction
