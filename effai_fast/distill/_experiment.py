@@ -433,19 +433,20 @@ def summarize_students(records) -> dict:
     ``ours_vs_torch_p_hard`` / ``_kd`` (ours vs PyTorch, paired by seed).
     """
     out = {}
-    hard = [r["hard"] for r in records]
-    kd = [r["kd"] for r in records]
-    out["hard_mean"], out["hard_sd"] = _mean_sd(hard)
-    out["kd_mean"], out["kd_sd"] = _mean_sd(kd)
-    if len(records) > 1:
-        out["p_value"] = _paired_p(kd, hard)
-    if records and all("torch_hard" in r and "torch_kd" in r for r in records):
-        th = [r["torch_hard"] for r in records]
-        tk = [r["torch_kd"] for r in records]
-        out["torch_hard_mean"], out["torch_hard_sd"] = _mean_sd(th)
-        out["torch_kd_mean"], out["torch_kd_sd"] = _mean_sd(tk)
+
+    def one(prefix):
+        hard = [r[prefix + "hard"] for r in records]
+        kd = [r[prefix + "kd"] for r in records]
+        out[prefix + "hard_mean"], out[prefix + "hard_sd"] = _mean_sd(hard)
+        out[prefix + "kd_mean"], out[prefix + "kd_sd"] = _mean_sd(kd)
         if len(records) > 1:
-            out["torch_p_value"] = _paired_p(tk, th)
+            out[prefix + "p_value"] = _paired_p(kd, hard)
+        return hard, kd
+
+    hard, kd = one("")
+    if records and all("torch_hard" in r and "torch_kd" in r for r in records):
+        th, tk = one("torch_")
+        if len(records) > 1:
             out["ours_vs_torch_p_hard"] = _paired_p(hard, th)
             out["ours_vs_torch_p_kd"] = _paired_p(kd, tk)
     return out
