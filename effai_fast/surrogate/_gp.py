@@ -469,17 +469,26 @@ class GaussianProcess(SurrogateMixin):
         smaller closed-form LOO RMSE (on the subset when n > n_subset, then refine the
         chosen one on all points); sets mean_, loo_rmse_, interpolating_."""
         n = U.shape[0]
+        full = n <= self.n_subset
         cands = {}
         for name, H in (("constant", None), ("linear", H_lin)):
             self.interpolating_ = False
-            full = n <= self.n_subset
-            t, idx = self._optimize(theta0, U, yn, H, full=full)
             if full:
+                t, _ = self._optimize(theta0, U, yn, H)
                 t = self._interpolation_rule(t, U, yn, H)
                 Us, ys, Hs = U, yn, H
-            else:
+            elif H is None:
+                t, idx = self._optimize(theta0, U, yn, None, full=False)
                 Us, ys = U[idx], yn[idx]
-                Hs = None if H is None else H[idx]
+                Hs = None
+            else:
+                # subset stage of the linear mean: one start, from the constant mean's
+                # optimum (the trend moves the optimum little; the multi-start above has
+                # explored the modes), which keeps the n = 1000 fit within its budget
+                Us, ys, Hs = U[idx], yn[idx], H[idx]
+                res = self._run_lbfgs(cands["constant"][1], Us, ys,
+                                      self._bounds(U.shape[1]), self._maxls(n), Hs)
+                t = cands["constant"][1] if res is None else res[0]
             with np.errstate(over="ignore", under="ignore", invalid="ignore"):
                 r = loo_residuals(t, Us, ys, self.kernel, Hs)
             loo = float(np.sqrt(np.mean(r * r)))
