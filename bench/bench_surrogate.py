@@ -182,13 +182,14 @@ def fit_time(quick):
         rows.append(["effai GP SE ARD", n_sk, p.d, t_ours, c_ours])
     md = ("### GP fit time (Wing weight, d = 10, one core: BLAS limited to 1 thread)\n\n"
           "Target: n = 1000 in at most 10 s (sklearn: 110-200 s per the issue; timed here "
-          "only at n = 200).  Ours (the default `GaussianProcess()`): for each prior mean (constant, "
-          "linear) L-BFGS-B with the analytic gradient from 4 starts on a 256-point subset; "
-          "the mean with the smaller closed-form leave-one-out RMSE on the subset is kept and "
-          "refined once on all points, then (noise-free data: the fitted nugget < 1e-7) a "
-          "second refinement with the nugget fixed at interpolation_noise = 1e-9.\n\n"
-          + "CPU s is the CPU time of the calling thread (the fit runs on it): on this shared machine the wall "
-          "time includes waiting for a core.\n\n"
+          "only at n = 200).  Ours (the default `GaussianProcess()`): L-BFGS-B with the "
+          "analytic gradient from 4 starts on a 256-point subset for the constant prior "
+          "mean, one start (its optimum) for the linear mean; the mean with the smaller "
+          "closed-form leave-one-out RMSE on the subset is kept and refined once on all "
+          "points, then (noise-free data: the fitted nugget < 1e-7) a second refinement "
+          "with the nugget fixed at interpolation_noise = 1e-9.\n\n"
+          + "CPU s is the CPU time of the calling thread (the fit runs on it): on this "
+          "shared machine the wall time includes waiting for a core.\n\n"
           + md_table(["model", "n", "d", "wall s", "CPU s"], rows))
     return md, data
 
