@@ -679,3 +679,25 @@ def test_gp_mean_auto_choice(rng):
     np.testing.assert_array_equal(
         GaussianProcess(seed=1, n_subset=40, n_restarts=1).fit(Xs, ys).predict(Xs),
         gs.predict(Xs))
+
+
+def test_gp_linear_mean_degenerate_inputs(rng):
+    """A constant input column (singular GLS system), the fewest points the linear mean
+    accepts (n = d + 2) and duplicate points: finite fits, no warnings (filterwarnings
+    = error), the training data reproduced."""
+    X = rng.random((30, 3))
+    X[:, 1] = 2.0
+    y = np.sin(3 * X[:, 0]) + X[:, 2]
+    for mean in ("auto", "linear"):
+        gp = GaussianProcess(seed=0, mean=mean).fit(X, y)
+        m, s = gp.predict(X, return_std=True)
+        np.testing.assert_allclose(m, y, atol=1e-4)
+        assert np.isfinite(s).all()
+    Xs = rng.random((5, 3))
+    ys = Xs.sum(axis=1) + np.sin(Xs[:, 0])
+    for mean in ("auto", "linear"):
+        gp = GaussianProcess(seed=0, mean=mean).fit(Xs, ys)
+        assert np.isfinite(gp.predict(rng.random((20, 3)))).all()
+    Xd = np.vstack([X[:, [0, 2]], X[:10, [0, 2]]])
+    gd = GaussianProcess(seed=0, mean="linear").fit(Xd, np.sin(4 * Xd[:, 0]) + Xd[:, 1])
+    assert np.isfinite(gd.predict(Xd, return_std=True)[1]).all()

@@ -501,7 +501,7 @@ class GaussianProcess(SurrogateMixin):
                 res = self._run_lbfgs(cands["constant"][1], Us, ys,
                                       self._bounds(U.shape[1]), self._maxls(n), Hs)
                 t = cands["constant"][1] if res is None else res[0]
-            with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+            with np.errstate(all="ignore"):
                 r = loo_residuals(t, Us, ys, self.kernel, Hs)
             loo = float(np.sqrt(np.mean(r * r)))
             cands[name] = (loo if np.isfinite(loo) else np.inf, t, self.interpolating_)
