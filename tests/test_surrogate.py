@@ -614,8 +614,9 @@ def test_gp_linear_mean_lml_gradient(kernel, rng):
 
 @pytest.mark.parametrize("with_trend", [False, True])
 def test_gp_loo_residuals_against_refits(with_trend, rng):
-    """Closed-form LOO residuals = conditioning on the other n - 1 points explicitly
-    (re-estimating the GLS trend without the left-out point)."""
+    """Closed-form LOO residuals and predictive variances = conditioning on the other
+    n - 1 points explicitly (re-estimating the GLS trend without the left-out point;
+    its uncertainty enters the variance)."""
     from effai_fast.surrogate._gp import loo_residuals
 
     n, d = 30, 2
@@ -623,32 +624,39 @@ def test_gp_loo_residuals_against_refits(with_trend, rng):
     y = np.sin(4 * Z0[:, 0]) + Z0[:, 1]
     theta = np.log([1.5, 0.4, 0.6, 1e-4])
     H = np.c_[np.ones(n), Z0] if with_trend else None
-    got = loo_residuals(theta, Z0, y, "se", H)
+    got, got_var = loo_residuals(theta, Z0, y, "se", H)
     K = 1.5 * np.exp(-0.5 * cdist(Z0 / [0.4, 0.6], Z0 / [0.4, 0.6], "sqeuclidean"))
     K += 1e-4 * np.eye(n)
-    ref = np.empty(n)
+    ref, ref_var = np.empty(n), np.empty(n)
     for i in range(n):
         o = np.delete(np.arange(n), i)
         Ki = np.linalg.inv(K[np.ix_(o, o)])
+        k = K[i, o]
+        ref_var[i] = K[i, i] - k @ Ki @ k
         if with_trend:
             Ho = H[o]
-            beta = np.linalg.solve(Ho.T @ Ki @ Ho, Ho.T @ Ki @ y[o])
-            mu = H[i] @ beta + K[i, o] @ Ki @ (y[o] - Ho @ beta)
+            A = Ho.T @ Ki @ Ho
+            beta = np.linalg.solve(A, Ho.T @ Ki @ y[o])
+            mu = H[i] @ beta + k @ Ki @ (y[o] - Ho @ beta)
+            u = H[i] - Ho.T @ Ki @ k
+            ref_var[i] += u @ np.linalg.solve(A, u)
         else:
-            mu = K[i, o] @ Ki @ y[o]
+            mu = k @ Ki @ y[o]
         ref[i] = y[i] - mu
     np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(got_var, ref_var, rtol=1e-6)
 
 
 def test_gp_mean_auto_choice(rng):
-    """mean="auto" keeps the prior mean with the smaller LOO RMSE; deterministic for a
+    """mean="auto" keeps the prior mean with the larger LOO log predictive density;
+    deterministic for a
     seed; the subset path chooses on the subset; bad values raise."""
     # a strong linear trend plus a small wiggle, few points: the linear mean wins
     X = rng.random((25, 4))
     y = X @ [3.0, -2.0, 1.0, 0.5] + 0.05 * np.sin(6 * X[:, 0])
     gp = GaussianProcess(seed=0).fit(X, y)
-    assert set(gp.loo_rmse_) == {"constant", "linear"}
-    assert gp.mean_ == min(gp.loo_rmse_, key=gp.loo_rmse_.get) == "linear"
+    assert set(gp.loo_rmse_) == set(gp.loo_log_density_) == {"constant", "linear"}
+    assert gp.mean_ == max(gp.loo_log_density_, key=gp.loo_log_density_.get) == "linear"
     lin = GaussianProcess(seed=0, mean="linear").fit(X, y)
     np.testing.assert_array_equal(gp.predict(X[:5]), lin.predict(X[:5]))
     np.testing.assert_array_equal(GaussianProcess(seed=0).fit(X, y).predict(X), gp.predict(X))
@@ -656,8 +664,10 @@ def test_gp_mean_auto_choice(rng):
     from effai_fast.surrogate._gp import loo_residuals
 
     U = (X - X.min(0)) / (X.max(0) - X.min(0))
-    r = loo_residuals(gp._theta, U, (y - y.mean()) / y.std(), "se", np.c_[np.ones(25), U])
+    r, v = loo_residuals(gp._theta, U, (y - y.mean()) / y.std(), "se", np.c_[np.ones(25), U])
     assert np.sqrt(np.mean(r * r)) == pytest.approx(gp.loo_rmse_["linear"], rel=1e-6)
+    lpd = np.mean(-0.5 * np.log(2 * np.pi * v) - 0.5 * r * r / v)
+    assert lpd == pytest.approx(gp.loo_log_density_["linear"], rel=1e-6)
     # the constant model is what mean="constant" fits
     con = GaussianProcess(seed=0, mean="constant").fit(X, y)
     assert con.mean_ == "constant" and con.loo_rmse_ == {}
@@ -674,7 +684,7 @@ def test_gp_mean_auto_choice(rng):
     Xs = rng.random((90, 2))
     ys = 2 * Xs[:, 0] + np.sin(5 * Xs[:, 1])
     gs = GaussianProcess(seed=1, n_subset=40, n_restarts=1).fit(Xs, ys)
-    assert gs.mean_ in ("constant", "linear") and len(gs.loo_rmse_) == 2
+    assert gs.mean_ in ("constant", "linear") and len(gs.loo_log_density_) == 2
     np.testing.assert_allclose(gs.predict(Xs), ys, atol=1e-3 * ys.std())
     np.testing.assert_array_equal(
         GaussianProcess(seed=1, n_subset=40, n_restarts=1).fit(Xs, ys).predict(Xs),
