@@ -151,69 +151,6 @@ cdef extern from *:
             if (b) s += b[c]; \
             dst[c] = effai_dwact1_##SUF(s, act); \
         } \
-    } \
-    /* 3x3 weight/bias gradient of the interior output pixels ow_lo..ow_hi-1
-       of one output row, channels 0..R-1 of the pointers given: g/y at output
-       pixel 0, x0..x2 at column 0 of the three input rows (row stride C per
-       pixel).  The nine tap sums and the bias sum of a channel vector stay in
-       registers over the row and are then added to racc[t*R + c] / raccb[c]. */ \
-    static void effai_dw_gw_row3_##SUF(const T* g, const T* y, const T* x0, const T* x1, \
-                                       const T* x2, T* racc, T* raccb, Py_ssize_t R, \
-                                       Py_ssize_t C, Py_ssize_t ow_lo, Py_ssize_t ow_hi, \
-                                       Py_ssize_t sw, Py_ssize_t dw, Py_ssize_t pl, int act) { \
-        Py_ssize_t c = 0, ow, q, d1 = dw * C, d2 = 2 * dw * C; \
-        T hi = act == 2 ? (T)6 : (T)HUGE_VAL; \
-        for (; c + VL <= R; c += VL) { \
-            V a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}; \
-            V a5 = {0}, a6 = {0}, a7 = {0}, a8 = {0}, ab = {0}; \
-            V zero = {0}; \
-            V vhi = zero + hi; \
-            for (ow = ow_lo; ow < ow_hi; ow++) { \
-                V gv = *(const V*)(g + ow * C + c); \
-                const T* p0; const T* p1; const T* p2; \
-                if (act != 0) { \
-                    V yv = *(const V*)(y + ow * C + c); \
-                    gv = (V)((VI)gv & ((yv > zero) & (yv < vhi))); \
-                } \
-                q = (ow * sw - pl) * C + c; \
-                p0 = x0 + q; p1 = x1 + q; p2 = x2 + q; \
-                a0 += gv * *(const V*)p0; \
-                a1 += gv * *(const V*)(p0 + d1); \
-                a2 += gv * *(const V*)(p0 + d2); \
-                a3 += gv * *(const V*)p1; \
-                a4 += gv * *(const V*)(p1 + d1); \
-                a5 += gv * *(const V*)(p1 + d2); \
-                a6 += gv * *(const V*)p2; \
-                a7 += gv * *(const V*)(p2 + d1); \
-                a8 += gv * *(const V*)(p2 + d2); \
-                ab += gv; \
-            } \
-            *(V*)(racc + c) += a0; *(V*)(racc + R + c) += a1; \
-            *(V*)(racc + 2 * R + c) += a2; *(V*)(racc + 3 * R + c) += a3; \
-            *(V*)(racc + 4 * R + c) += a4; *(V*)(racc + 5 * R + c) += a5; \
-            *(V*)(racc + 6 * R + c) += a6; *(V*)(racc + 7 * R + c) += a7; \
-            *(V*)(racc + 8 * R + c) += a8; *(V*)(raccb + c) += ab; \
-        } \
-        for (; c < R; c++) { \
-            T a[10] = {0}; \
-            int t; \
-            for (ow = ow_lo; ow < ow_hi; ow++) { \
-                T gv = g[ow * C + c]; \
-                const T* p0; const T* p1; const T* p2; \
-                if (act != 0) { \
-                    T yv = y[ow * C + c]; \
-                    gv = (yv > 0 && yv < hi) ? gv : (T)0; \
-                } \
-                q = (ow * sw - pl) * C + c; \
-                p0 = x0 + q; p1 = x1 + q; p2 = x2 + q; \
-                a[0] += gv * p0[0]; a[1] += gv * p0[d1]; a[2] += gv * p0[d2]; \
-                a[3] += gv * p1[0]; a[4] += gv * p1[d1]; a[5] += gv * p1[d2]; \
-                a[6] += gv * p2[0]; a[7] += gv * p2[d1]; a[8] += gv * p2[d2]; \
-                a[9] += gv; \
-            } \
-            for (t = 0; t < 9; t++) racc[t * R + c] += a[t]; \
-            raccb[c] += a[9]; \
-        } \
     }
 
     EFFAI_DW_KERNELS(f, float, effai_vf, effai_vfi, 8)
@@ -223,14 +160,26 @@ cdef extern from *:
                            Py_ssize_t C, const float* b, int act) nogil
     void effai_dw_gather_d(double* dst, const double** xs, const double** ws, int n,
                            Py_ssize_t C, const double* b, int act) nogil
-    void effai_dw_gw_row3_f(const float* g, const float* y, const float* x0,
-                            const float* x1, const float* x2, float* racc, float* raccb,
-                            Py_ssize_t R, Py_ssize_t C, Py_ssize_t ow_lo, Py_ssize_t ow_hi,
-                            Py_ssize_t sw, Py_ssize_t dw, Py_ssize_t pl, int act) nogil
-    void effai_dw_gw_row3_d(const double* g, const double* y, const double* x0,
-                            const double* x1, const double* x2, double* racc, double* raccb,
-                            Py_ssize_t R, Py_ssize_t C, Py_ssize_t ow_lo, Py_ssize_t ow_hi,
-                            Py_ssize_t sw, Py_ssize_t dw, Py_ssize_t pl, int act) nogil
+
+
+cdef extern from "_dw.h" nogil:
+    # Depthwise 3x3 register-blocked kernels (design note there).
+    void effai_dw3_blk4_f(const float* r0, const float* r1, const float* r2, const float* w,
+                          Py_ssize_t ldw, const float* b, float* o, Py_ssize_t ldo,
+                          Py_ssize_t R, Py_ssize_t s1, Py_ssize_t d1, int act)
+    void effai_dw3_blk4_d(const double* r0, const double* r1, const double* r2,
+                          const double* w, Py_ssize_t ldw, const double* b, double* o,
+                          Py_ssize_t ldo, Py_ssize_t R, Py_ssize_t s1, Py_ssize_t d1, int act)
+    void effai_dw3_gw4_f(const float* g, const float* y, Py_ssize_t ldg, const float* r0,
+                         const float* r1, const float* r2, float* racc, Py_ssize_t ldr,
+                         float* raccb, Py_ssize_t R, Py_ssize_t s1, Py_ssize_t d1, int act)
+    void effai_dw3_gw4_d(const double* g, const double* y, Py_ssize_t ldg, const double* r0,
+                         const double* r1, const double* r2, double* racc, Py_ssize_t ldr,
+                         double* raccb, Py_ssize_t R, Py_ssize_t s1, Py_ssize_t d1, int act)
+    void effai_dw3_gw1_f(const float* g, const float* y, const float** xs, float* racc,
+                         Py_ssize_t ldr, float* raccb, Py_ssize_t R, int act)
+    void effai_dw3_gw1_d(const double* g, const double* y, const double** xs, double* racc,
+                         Py_ssize_t ldr, double* raccb, Py_ssize_t R, int act)
 
 
 cdef inline void _dw_gather(floating* dst, const floating** xs, const floating** ws, int n,
@@ -404,102 +353,16 @@ cdef inline void _dw3x3_block4(const floating* r0, const floating* r1, const flo
     """Four adjacent output pixels of a 3x3 depthwise filter, all taps valid.
 
     r0, r1, r2 point at the input rows (a zero row for taps in the padding),
-    already offset to the first tap's column.  Channels go in chunks of _CB;
-    the sums go to ``acc`` (a local array of the caller: it cannot alias the
-    inputs, so the compiler vectorises without runtime alias checks), then the
-    bias and activation are applied on the way out.  Taps are summed in
-    (kh, kw) order, as in the general path.
+    already offset to the first tap's column.  The C kernel effai_dw3_blk4
+    (_dw.h) keeps the nine weights and the four accumulators of a channel
+    vector in registers and applies the bias and activation before the only
+    store.  Taps are summed in (kh, kw) order, as in the general path.
+    ``acc`` is unused (kept for the callers' signature).
     """
-    cdef Py_ssize_t c, c0, cl, j
-    cdef Py_ssize_t s1 = sw * C
-    cdef Py_ssize_t s2 = 2 * sw * C
-    cdef Py_ssize_t s3 = 3 * sw * C
-    cdef Py_ssize_t d1 = dw * C
-    cdef Py_ssize_t d2 = 2 * dw * C
-    cdef const floating* x0
-    cdef const floating* x1
-    cdef const floating* x2
-    cdef const floating* wq
-    cdef floating w00, w01, w02, w10, w11, w12, w20, w21, w22
-    cdef floating u0, u1, u2, u3, u4, u5
-    cdef floating v0, v1, v2, v3, v4, v5
-    cdef floating z0, z1, z2, z3, z4, z5
-    c0 = 0
-    while c0 < C:
-        cl = C - c0
-        if cl > _CB:
-            cl = _CB
-        x0 = r0 + c0
-        x1 = r1 + c0
-        x2 = r2 + c0
-        wq = w + c0
-        if sw == 1 and dw == 1:
-            # unit stride: the four pixels share input columns (6 loads per row)
-            for c in range(cl):
-                w00 = wq[c]
-                w01 = wq[C + c]
-                w02 = wq[2 * C + c]
-                w10 = wq[3 * C + c]
-                w11 = wq[4 * C + c]
-                w12 = wq[5 * C + c]
-                w20 = wq[6 * C + c]
-                w21 = wq[7 * C + c]
-                w22 = wq[8 * C + c]
-                u0 = x0[c]
-                u1 = x0[c + C]
-                u2 = x0[c + 2 * C]
-                u3 = x0[c + 3 * C]
-                u4 = x0[c + 4 * C]
-                u5 = x0[c + 5 * C]
-                v0 = x1[c]
-                v1 = x1[c + C]
-                v2 = x1[c + 2 * C]
-                v3 = x1[c + 3 * C]
-                v4 = x1[c + 4 * C]
-                v5 = x1[c + 5 * C]
-                z0 = x2[c]
-                z1 = x2[c + C]
-                z2 = x2[c + 2 * C]
-                z3 = x2[c + 3 * C]
-                z4 = x2[c + 4 * C]
-                z5 = x2[c + 5 * C]
-                acc[c] = (u0 * w00 + u1 * w01 + u2 * w02 + v0 * w10 + v1 * w11
-                          + v2 * w12 + z0 * w20 + z1 * w21 + z2 * w22)
-                acc[_CB + c] = (u1 * w00 + u2 * w01 + u3 * w02 + v1 * w10 + v2 * w11
-                                + v3 * w12 + z1 * w20 + z2 * w21 + z3 * w22)
-                acc[2 * _CB + c] = (u2 * w00 + u3 * w01 + u4 * w02 + v2 * w10 + v3 * w11
-                                    + v4 * w12 + z2 * w20 + z3 * w21 + z4 * w22)
-                acc[3 * _CB + c] = (u3 * w00 + u4 * w01 + u5 * w02 + v3 * w10 + v4 * w11
-                                    + v5 * w12 + z3 * w20 + z4 * w21 + z5 * w22)
-        else:
-            for c in range(cl):
-                w00 = wq[c]
-                w01 = wq[C + c]
-                w02 = wq[2 * C + c]
-                w10 = wq[3 * C + c]
-                w11 = wq[4 * C + c]
-                w12 = wq[5 * C + c]
-                w20 = wq[6 * C + c]
-                w21 = wq[7 * C + c]
-                w22 = wq[8 * C + c]
-                acc[c] = (x0[c] * w00 + x0[c + d1] * w01 + x0[c + d2] * w02
-                          + x1[c] * w10 + x1[c + d1] * w11 + x1[c + d2] * w12
-                          + x2[c] * w20 + x2[c + d1] * w21 + x2[c + d2] * w22)
-                acc[_CB + c] = (
-                    x0[s1 + c] * w00 + x0[s1 + c + d1] * w01 + x0[s1 + c + d2] * w02
-                    + x1[s1 + c] * w10 + x1[s1 + c + d1] * w11 + x1[s1 + c + d2] * w12
-                    + x2[s1 + c] * w20 + x2[s1 + c + d1] * w21 + x2[s1 + c + d2] * w22)
-                acc[2 * _CB + c] = (
-                    x0[s2 + c] * w00 + x0[s2 + c + d1] * w01 + x0[s2 + c + d2] * w02
-                    + x1[s2 + c] * w10 + x1[s2 + c + d1] * w11 + x1[s2 + c + d2] * w12
-                    + x2[s2 + c] * w20 + x2[s2 + c + d1] * w21 + x2[s2 + c + d2] * w22)
-                acc[3 * _CB + c] = (
-                    x0[s3 + c] * w00 + x0[s3 + c + d1] * w01 + x0[s3 + c + d2] * w02
-                    + x1[s3 + c] * w10 + x1[s3 + c + d1] * w11 + x1[s3 + c + d2] * w12
-                    + x2[s3 + c] * w20 + x2[s3 + c + d1] * w21 + x2[s3 + c + d2] * w22)
-        for j in range(4):
-            _store(op + j * C + c0, acc + j * _CB, (b + c0) if b != NULL else NULL, cl, act)
-        c0 = c0 + _CB
+    if floating is float:
+        effai_dw3_blk4_f(r0, r1, r2, w, C, b, op, C, C, sw * C, dw * C, act)
+    else:
+        effai_dw3_blk4_d(r0, r1, r2, w, C, b, op, C, C, sw * C, dw * C, act)
 
 
 cdef inline void _dw3x3_px1(const floating* r0, const floating* r1, const floating* r2,
@@ -512,35 +375,25 @@ cdef inline void _dw3x3_px1(const floating* r0, const floating* r1, const floati
     ``r0..r2`` are the three input rows (``zrow`` for rows in the padding) and
     ``i0..i2`` the element offsets of the three tap columns in a row, or -1 for
     a column in the padding (read from ``zrow`` instead).  Every tap is summed,
-    padded ones as ``0 * w``, in the (kh, kw) order of :func:`_dw3x3_block4`,
-    so the inner loop has no branches and vectorises; the sums go through the
-    local ``acc`` and the bias and activation are applied on the way out.
+    padded ones as ``0 * w``, in the (kh, kw) order of :func:`_dw3x3_block4`
+    (effai_dw_gather: the sums stay in registers, bias and activation applied
+    on the way out).  ``acc`` is unused.
     """
-    cdef const floating* x00 = (r0 + i0) if i0 >= 0 else zrow
-    cdef const floating* x01 = (r0 + i1) if i1 >= 0 else zrow
-    cdef const floating* x02 = (r0 + i2) if i2 >= 0 else zrow
-    cdef const floating* x10 = (r1 + i0) if i0 >= 0 else zrow
-    cdef const floating* x11 = (r1 + i1) if i1 >= 0 else zrow
-    cdef const floating* x12 = (r1 + i2) if i2 >= 0 else zrow
-    cdef const floating* x20 = (r2 + i0) if i0 >= 0 else zrow
-    cdef const floating* x21 = (r2 + i1) if i1 >= 0 else zrow
-    cdef const floating* x22 = (r2 + i2) if i2 >= 0 else zrow
-    cdef const floating* wq
-    cdef Py_ssize_t c, c0, cl
-    c0 = 0
-    while c0 < C:
-        cl = C - c0
-        if cl > _CB:
-            cl = _CB
-        wq = w + c0
-        for c in range(cl):
-            acc[c] = (x00[c0 + c] * wq[c] + x01[c0 + c] * wq[C + c]
-                      + x02[c0 + c] * wq[2 * C + c] + x10[c0 + c] * wq[3 * C + c]
-                      + x11[c0 + c] * wq[4 * C + c] + x12[c0 + c] * wq[5 * C + c]
-                      + x20[c0 + c] * wq[6 * C + c] + x21[c0 + c] * wq[7 * C + c]
-                      + x22[c0 + c] * wq[8 * C + c])
-        _store(op + c0, acc, (b + c0) if b != NULL else NULL, cl, act)
-        c0 = c0 + _CB
+    cdef const floating* xs[9]
+    cdef const floating* ws[9]
+    cdef int k
+    xs[0] = (r0 + i0) if i0 >= 0 else zrow
+    xs[1] = (r0 + i1) if i1 >= 0 else zrow
+    xs[2] = (r0 + i2) if i2 >= 0 else zrow
+    xs[3] = (r1 + i0) if i0 >= 0 else zrow
+    xs[4] = (r1 + i1) if i1 >= 0 else zrow
+    xs[5] = (r1 + i2) if i2 >= 0 else zrow
+    xs[6] = (r2 + i0) if i0 >= 0 else zrow
+    xs[7] = (r2 + i1) if i1 >= 0 else zrow
+    xs[8] = (r2 + i2) if i2 >= 0 else zrow
+    for k in range(9):
+        ws[k] = w + k * C
+    _dw_gather(op, xs, ws, 9, C, b, act)
 
 
 cdef void _dw_pixels(const floating* xn, const floating* w, const floating* b,
@@ -772,23 +625,25 @@ cdef void _dw_gx_row(const floating* g, const floating* y, const floating* w,
         _dw_gather(gxr + iw * C, taps, ws, k, C, <const floating*> NULL, ACT_NONE)
 
 
-cdef inline void _dw_gw_row3(const floating* g, const floating* y, const floating* x0,
-                             const floating* x1, const floating* x2, floating* racc,
-                             floating* raccb, Py_ssize_t R, Py_ssize_t C, Py_ssize_t ow_lo,
-                             Py_ssize_t ow_hi, Py_ssize_t sw, Py_ssize_t dw, Py_ssize_t pl,
-                             int act) noexcept nogil:
-    """3x3 weight/bias gradient of the interior pixels ow_lo..ow_hi-1 of one row.
-
-    Channels outside, pixels inside: the nine tap sums and the bias sum of a
-    channel vector stay in registers over the whole row (the C kernel
-    effai_dw_gw_row3 on vector extensions).  ``g``/``y`` point at channel c0
-    of output pixel 0 of the row, ``x0..x2`` at channel c0 of column 0 of the
-    three input rows; the sums are added to ``racc[t*R + c]`` and ``raccb``.
-    """
+cdef inline void _dw_gw4(const floating* g, const floating* y, Py_ssize_t ldg,
+                         const floating* r0, const floating* r1, const floating* r2,
+                         floating* racc, Py_ssize_t ldr, floating* raccb, Py_ssize_t R,
+                         Py_ssize_t s1, Py_ssize_t d1, int act) noexcept nogil:
+    """3x3 weight/bias gradient of four interior output pixels (effai_dw3_gw4)."""
     if floating is float:
-        effai_dw_gw_row3_f(g, y, x0, x1, x2, racc, raccb, R, C, ow_lo, ow_hi, sw, dw, pl, act)
+        effai_dw3_gw4_f(g, y, ldg, r0, r1, r2, racc, ldr, raccb, R, s1, d1, act)
     else:
-        effai_dw_gw_row3_d(g, y, x0, x1, x2, racc, raccb, R, C, ow_lo, ow_hi, sw, dw, pl, act)
+        effai_dw3_gw4_d(g, y, ldg, r0, r1, r2, racc, ldr, raccb, R, s1, d1, act)
+
+
+cdef inline void _dw_gw1(const floating* g, const floating* y, const floating** xs,
+                         floating* racc, Py_ssize_t ldr, floating* raccb, Py_ssize_t R,
+                         int act) noexcept nogil:
+    """3x3 weight/bias gradient of one output pixel, NULL taps skipped (effai_dw3_gw1)."""
+    if floating is float:
+        effai_dw3_gw1_f(g, y, xs, racc, ldr, raccb, R, act)
+    else:
+        effai_dw3_gw1_d(g, y, xs, racc, ldr, raccb, R, act)
 
 
 cdef void _dw_grad_w_range(const floating* x, const floating* g, const floating* y,
@@ -815,6 +670,10 @@ cdef void _dw_grad_w_range(const floating* x, const floating* g, const floating*
     cdef const floating* xp
     cdef const floating* xr
     cdef floating* ap
+    cdef const floating* gr
+    cdef const floating* yr
+    cdef const floating* rows3[3]
+    cdef const floating* xs[9]
     memset(acc, 0, (2 * T * R + 2 * R) * sizeof(floating))
     for n in range(N):
         for oh in range(OH):
@@ -823,19 +682,46 @@ cdef void _dw_grad_w_range(const floating* x, const floating* g, const floating*
             ih0 = oh * sh - pt
             ow_lo = 0
             ow_hi = 0
-            if KH == 3 and KW == 3 and ih0 >= 0 and ih0 + 2 * dh < H:
-                ow_lo = (pl + sw - 1) // sw
-                ow_hi = W - 1 - 2 * dw + pl
-                ow_hi = ow_hi // sw + 1 if ow_hi >= 0 else 0
-                if ow_hi > OW:
-                    ow_hi = OW
-                if ow_hi < ow_lo:
-                    ow_hi = ow_lo
-                xr = x + (n * H + ih0) * W * C + c0
-                _dw_gw_row3(g + (n * OH + oh) * OW * C + c0,
-                            (y + (n * OH + oh) * OW * C + c0) if act != ACT_NONE else NULL,
-                            xr, xr + dh * W * C, xr + 2 * dh * W * C, racc, raccb, R, C,
-                            ow_lo, ow_hi, sw, dw, pl, act)
+            if KH == 3 and KW == 3:
+                gr = g + (n * OH + oh) * OW * C + c0
+                yr = (y + (n * OH + oh) * OW * C + c0) if act != ACT_NONE else NULL
+                for kh in range(3):
+                    ih = ih0 + kh * dh
+                    rows3[kh] = (x + (n * H + ih) * W * C + c0) if 0 <= ih < H else NULL
+                if rows3[0] != NULL and rows3[1] != NULL and rows3[2] != NULL:
+                    # interior columns: every tap inside, four pixels at a time
+                    ow_lo = (pl + sw - 1) // sw
+                    ow_hi = W - 1 - 2 * dw + pl
+                    ow_hi = ow_hi // sw + 1 if ow_hi >= 0 else 0
+                    if ow_hi > OW:
+                        ow_hi = OW
+                    if ow_hi < ow_lo:
+                        ow_hi = ow_lo
+                    ow = ow_lo
+                    while ow + 4 <= ow_hi:
+                        k = (ow * sw - pl) * C
+                        _dw_gw4(gr + ow * C, (yr + ow * C) if yr != NULL else NULL, C,
+                                rows3[0] + k, rows3[1] + k, rows3[2] + k, racc, R, raccb, R,
+                                sw * C, dw * C, act)
+                        ow = ow + 4
+                    ow_hi = ow
+                # the other pixels one at a time, taps in the padding skipped
+                for ow in range(OW):
+                    if ow_lo <= ow < ow_hi:
+                        continue
+                    iw0 = ow * sw - pl
+                    for kh in range(3):
+                        for kw in range(3):
+                            iw = iw0 + kw * dw
+                            xs[3 * kh + kw] = (rows3[kh] + iw * C) if (
+                                rows3[kh] != NULL and 0 <= iw < W) else NULL
+                    _dw_gw1(gr + ow * C, (yr + ow * C) if yr != NULL else NULL, xs, racc, R,
+                            raccb, R, act)
+                for k in range(T * R):
+                    acc[k] = acc[k] + racc[k]
+                for c in range(R):
+                    accb[c] = accb[c] + raccb[c]
+                continue
             for ow in range(OW):
                 if ow_lo <= ow < ow_hi:
                     continue
