@@ -75,93 +75,6 @@ cdef extern from *:
     int effai_conv_cpu_level() nogil
 
 
-cdef extern from *:
-    """
-    /* Depthwise inner kernels on GCC/Clang vector extensions (32-byte
-       vectors: one AVX2 register, two SSE2 registers in the baseline build).
-       The accumulators are vector *values*, so the compiler keeps them in
-       registers across the whole tap (or pixel) loop; Cython's typed loops
-       cannot express that.  Unaligned loads go through typedefs with a
-       reduced alignment.  EFFAI_DW_KERNELS(SUF, T, V, VI, VL) generates the
-       float (f) and double (d) versions. */
-    #include <stddef.h>
-    #if defined(__GNUC__) && !defined(__clang__)
-    #pragma GCC diagnostic ignored "-Wpsabi"  /* static functions: no ABI */
-    #endif
-    #include <math.h>
-    typedef float effai_vf __attribute__((vector_size(32), aligned(4)));
-    typedef int effai_vfi __attribute__((vector_size(32), aligned(4)));
-    typedef double effai_vd __attribute__((vector_size(32), aligned(8)));
-    typedef long long effai_vdi __attribute__((vector_size(32), aligned(8)));
-
-    #define EFFAI_DW_KERNELS(SUF, T, V, VI, VL) \
-    static inline V effai_dwact_##SUF(V a, int act) { \
-        /* relu: 0 where a < 0 (NaN kept); relu6 also 6 where a > 6 */ \
-        V zero = {0}; \
-        VI neg, gt; \
-        if (act == 0) return a; \
-        neg = a < zero; \
-        a = (V)((VI)a & ~neg); \
-        if (act == 2) { \
-            V six = zero + (T)6; \
-            gt = a > six; \
-            a = (V)(((VI)a & ~gt) | ((VI)six & gt)); \
-        } \
-        return a; \
-    } \
-    static inline T effai_dwact1_##SUF(T v, int act) { \
-        if (act == 0) return v; \
-        v = v < 0 ? (T)0 : v; \
-        if (act == 2) v = v > 6 ? (T)6 : v; \
-        return v; \
-    } \
-    /* dst[c] = act(b[c] + sum_k xs[k][c] * ws[k][c]), taps summed in order k. */ \
-    static void effai_dw_gather_##SUF(T* dst, const T** xs, const T** ws, int n, \
-                                      Py_ssize_t C, const T* b, int act) { \
-        Py_ssize_t c = 0; \
-        int k; \
-        for (; c + 4 * VL <= C; c += 4 * VL) { \
-            V a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}; \
-            for (k = 0; k < n; k++) { \
-                const T* xp = xs[k] + c; \
-                const T* wp = ws[k] + c; \
-                a0 += *(const V*)xp * *(const V*)wp; \
-                a1 += *(const V*)(xp + VL) * *(const V*)(wp + VL); \
-                a2 += *(const V*)(xp + 2 * VL) * *(const V*)(wp + 2 * VL); \
-                a3 += *(const V*)(xp + 3 * VL) * *(const V*)(wp + 3 * VL); \
-            } \
-            if (b) { \
-                a0 += *(const V*)(b + c); a1 += *(const V*)(b + c + VL); \
-                a2 += *(const V*)(b + c + 2 * VL); a3 += *(const V*)(b + c + 3 * VL); \
-            } \
-            *(V*)(dst + c) = effai_dwact_##SUF(a0, act); \
-            *(V*)(dst + c + VL) = effai_dwact_##SUF(a1, act); \
-            *(V*)(dst + c + 2 * VL) = effai_dwact_##SUF(a2, act); \
-            *(V*)(dst + c + 3 * VL) = effai_dwact_##SUF(a3, act); \
-        } \
-        for (; c + VL <= C; c += VL) { \
-            V a0 = {0}; \
-            for (k = 0; k < n; k++) a0 += *(const V*)(xs[k] + c) * *(const V*)(ws[k] + c); \
-            if (b) a0 += *(const V*)(b + c); \
-            *(V*)(dst + c) = effai_dwact_##SUF(a0, act); \
-        } \
-        for (; c < C; c++) { \
-            T s = 0; \
-            for (k = 0; k < n; k++) s += xs[k][c] * ws[k][c]; \
-            if (b) s += b[c]; \
-            dst[c] = effai_dwact1_##SUF(s, act); \
-        } \
-    }
-
-    EFFAI_DW_KERNELS(f, float, effai_vf, effai_vfi, 8)
-    EFFAI_DW_KERNELS(d, double, effai_vd, effai_vdi, 4)
-    """
-    void effai_dw_gather_f(float* dst, const float** xs, const float** ws, int n,
-                           Py_ssize_t C, const float* b, int act) nogil
-    void effai_dw_gather_d(double* dst, const double** xs, const double** ws, int n,
-                           Py_ssize_t C, const double* b, int act) nogil
-
-
 cdef extern from "_dw.h" nogil:
     # Depthwise 3x3 register-blocked kernels (design note there).
     void effai_dw3_blk4_f(const float* r0, const float* r1, const float* r2, const float* w,
@@ -180,6 +93,16 @@ cdef extern from "_dw.h" nogil:
                          Py_ssize_t ldr, float* raccb, Py_ssize_t R, int act)
     void effai_dw3_gw1_d(const double* g, const double* y, const double** xs, double* racc,
                          Py_ssize_t ldr, double* raccb, Py_ssize_t R, int act)
+    void effai_dw_gather_f(float* dst, const float** xs, const float** ws, int n,
+                           Py_ssize_t C, const float* b, int act)
+    void effai_dw_gather_d(double* dst, const double** xs, const double** ws, int n,
+                           Py_ssize_t C, const double* b, int act)
+    void effai_dw_gx_row_f(float* gxr, const float** rows, Py_ssize_t KH, Py_ssize_t KW,
+                           const float* w, Py_ssize_t C, Py_ssize_t W, const Py_ssize_t* ctab,
+                           const float** xs, const float** ws)
+    void effai_dw_gx_row_d(double* gxr, const double** rows, Py_ssize_t KH, Py_ssize_t KW,
+                           const double* w, Py_ssize_t C, Py_ssize_t W, const Py_ssize_t* ctab,
+                           const double** xs, const double** ws)
 
 
 cdef inline void _dw_gather(floating* dst, const floating** xs, const floating** ws, int n,
@@ -538,7 +461,8 @@ cdef void _dw_gx_row(const floating* g, const floating* y, const floating* w,
                     Py_ssize_t ih, Py_ssize_t H, Py_ssize_t W, Py_ssize_t C,
                     Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t OH, Py_ssize_t OW,
                     Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
-                    Py_ssize_t pt, Py_ssize_t pl, int act) noexcept nogil:
+                    Py_ssize_t pt, Py_ssize_t pl, int act,
+                    const Py_ssize_t* ctab) noexcept nogil:
     """Input gradient of input row ``ih`` of image ``n`` (gather form).
 
     ``g``/``y`` are the whole grad_out / forward output, ``gxr`` the grad_x
@@ -548,7 +472,10 @@ cdef void _dw_gx_row(const floating* g, const floating* y, const floating* w,
     (2*KH*KW) are scratch.  For 3x3 filters at unit stride, ``wflip`` (the
     filter flipped in both axes) and ``zrow`` (OW*C zeros) run the row as a
     forward convolution of the masked rows on the register-blocked 3x3 path
-    (four pixels per sweep, sharing loads); otherwise they may be NULL.
+    (four pixels per sweep, sharing loads); otherwise they may be NULL.  The
+    other cases gather the taps of each input pixel in C (effai_dw_gx_row)
+    from ``ctab``, the column taps of every input column (computed once per
+    call).
     """
     cdef Py_ssize_t kh, kw, t, u, oh, ow, iw, s, j, m, key
     cdef Py_ssize_t* need = keys + KH
@@ -598,31 +525,10 @@ cdef void _dw_gx_row(const floating* g, const floating* y, const floating* w,
         _dw_pixels(g, wflip, <const floating*> NULL, gxr, OH, OW, C, 3, 3, 0, 0, W, 1, dh,
                    dw, 2 * dw - pl, ACT_NONE, zrow, taps)
         return
-    for iw in range(W):
-        k = 0
-        for kh in range(KH):
-            if rowsg[kh] == NULL:
-                continue
-            for kw in range(KW):
-                u = iw + pl - kw * dw
-                if u < 0:
-                    continue
-                if sw == 1:         # no integer division on the common path
-                    ow = u
-                elif sw == 2:
-                    if u & 1:
-                        continue
-                    ow = u >> 1
-                else:
-                    if u % sw != 0:
-                        continue
-                    ow = u // sw
-                if ow >= OW:
-                    continue
-                taps[k] = rowsg[kh] + ow * C
-                ws[k] = w + (kh * KW + kw) * C
-                k = k + 1
-        _dw_gather(gxr + iw * C, taps, ws, k, C, <const floating*> NULL, ACT_NONE)
+    if floating is float:
+        effai_dw_gx_row_f(gxr, rowsg, KH, KW, w, C, W, ctab, taps, ws)
+    else:
+        effai_dw_gx_row_d(gxr, rowsg, KH, KW, w, C, W, ctab, taps, ws)
 
 
 cdef inline void _dw_gw4(const floating* g, const floating* y, Py_ssize_t ldg,
@@ -644,6 +550,91 @@ cdef inline void _dw_gw1(const floating* g, const floating* y, const floating** 
         effai_dw3_gw1_f(g, y, xs, racc, ldr, raccb, R, act)
     else:
         effai_dw3_gw1_d(g, y, xs, racc, ldr, raccb, R, act)
+
+
+cdef void _dw_grad_w3_range(const floating* x, const floating* g, const floating* y,
+                            floating* gw, floating* gb, floating* scratch,
+                            Py_ssize_t N, Py_ssize_t H, Py_ssize_t W, Py_ssize_t C,
+                            Py_ssize_t OH, Py_ssize_t OW,
+                            Py_ssize_t c0, Py_ssize_t c1, Py_ssize_t sh, Py_ssize_t sw,
+                            Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t pt, Py_ssize_t pl,
+                            int act) noexcept nogil:
+    """:func:`_dw_grad_w_range` for 3x3 filters (any stride, dilation, padding).
+
+    Channels go in chunks of 1 KiB (the per-row sums of a chunk stay in L1);
+    within a chunk, rows in order (n, oh), and within a row the interior
+    columns four pixels at a time (effai_dw3_gw4, input rows in the padding
+    skipped), then the other pixels one at a time (effai_dw3_gw1, taps in the
+    padding skipped).  The per-row sums are added to the total in row order.
+    The summation order of a channel depends on the shape only (not on the
+    chunking, nor on the channel range a thread was given).
+    """
+    cdef Py_ssize_t R = c1 - c0
+    cdef floating* acc = scratch                  # 9*R   total
+    cdef floating* racc = scratch + 9 * R         # 9*R   this row
+    cdef floating* accb = scratch + 18 * R        # R
+    cdef floating* raccb = scratch + 19 * R       # R
+    cdef Py_ssize_t CH = 1024 // sizeof(floating)
+    cdef Py_ssize_t q0, Rc, n, oh, ow, kh, kw, ih, iw, iw0, ih0, c, k, t, ow_lo, ow_hi
+    cdef const floating* gr
+    cdef const floating* yr
+    cdef const floating* rows3[3]
+    cdef const floating* xs[9]
+    ow_lo = (pl + sw - 1) // sw             # interior columns: all three taps inside
+    ow_hi = W - 1 - 2 * dw + pl
+    ow_hi = ow_hi // sw + 1 if ow_hi >= 0 else 0
+    if ow_hi > OW:
+        ow_hi = OW
+    if ow_hi < ow_lo:
+        ow_hi = ow_lo
+    ow_hi = ow_lo + (ow_hi - ow_lo) // 4 * 4  # whole blocks of four; the rest go singly
+    memset(acc, 0, 20 * R * sizeof(floating))
+    q0 = 0
+    while q0 < R:
+        Rc = R - q0
+        if Rc > CH:
+            Rc = CH
+        for n in range(N):
+            for oh in range(OH):
+                for t in range(9):
+                    memset(racc + t * R + q0, 0, Rc * sizeof(floating))
+                memset(raccb + q0, 0, Rc * sizeof(floating))
+                ih0 = oh * sh - pt
+                gr = g + (n * OH + oh) * OW * C + c0 + q0
+                yr = (y + (n * OH + oh) * OW * C + c0 + q0) if act != ACT_NONE else NULL
+                for kh in range(3):
+                    ih = ih0 + kh * dh
+                    rows3[kh] = (x + (n * H + ih) * W * C + c0 + q0) if 0 <= ih < H else NULL
+                ow = ow_lo
+                while ow < ow_hi:
+                    k = (ow * sw - pl) * C
+                    _dw_gw4(gr + ow * C, (yr + ow * C) if yr != NULL else NULL, C,
+                            (rows3[0] + k) if rows3[0] != NULL else NULL,
+                            (rows3[1] + k) if rows3[1] != NULL else NULL,
+                            (rows3[2] + k) if rows3[2] != NULL else NULL,
+                            racc + q0, R, raccb + q0, Rc, sw * C, dw * C, act)
+                    ow = ow + 4
+                for ow in range(OW):
+                    if ow_lo <= ow < ow_hi:
+                        continue
+                    iw0 = ow * sw - pl
+                    for kh in range(3):
+                        for kw in range(3):
+                            iw = iw0 + kw * dw
+                            xs[3 * kh + kw] = (rows3[kh] + iw * C) if (
+                                rows3[kh] != NULL and 0 <= iw < W) else NULL
+                    _dw_gw1(gr + ow * C, (yr + ow * C) if yr != NULL else NULL, xs,
+                            racc + q0, R, raccb + q0, Rc, act)
+                for t in range(9):
+                    for c in range(q0, q0 + Rc):
+                        acc[t * R + c] = acc[t * R + c] + racc[t * R + c]
+                for c in range(q0, q0 + Rc):
+                    accb[c] = accb[c] + raccb[c]
+        q0 = q0 + Rc
+    for t in range(9):
+        memcpy(gw + t * C + c0, acc + t * R, R * sizeof(floating))
+    if gb != NULL:
+        memcpy(gb + c0, accb, R * sizeof(floating))
 
 
 cdef void _dw_grad_w_range(const floating* x, const floating* g, const floating* y,
@@ -670,10 +661,10 @@ cdef void _dw_grad_w_range(const floating* x, const floating* g, const floating*
     cdef const floating* xp
     cdef const floating* xr
     cdef floating* ap
-    cdef const floating* gr
-    cdef const floating* yr
-    cdef const floating* rows3[3]
-    cdef const floating* xs[9]
+    if KH == 3 and KW == 3:
+        _dw_grad_w3_range(x, g, y, gw, gb, scratch, N, H, W, C, OH, OW, c0, c1, sh, sw,
+                          dh, dw, pt, pl, act)
+        return
     memset(acc, 0, (2 * T * R + 2 * R) * sizeof(floating))
     for n in range(N):
         for oh in range(OH):
@@ -682,46 +673,6 @@ cdef void _dw_grad_w_range(const floating* x, const floating* g, const floating*
             ih0 = oh * sh - pt
             ow_lo = 0
             ow_hi = 0
-            if KH == 3 and KW == 3:
-                gr = g + (n * OH + oh) * OW * C + c0
-                yr = (y + (n * OH + oh) * OW * C + c0) if act != ACT_NONE else NULL
-                for kh in range(3):
-                    ih = ih0 + kh * dh
-                    rows3[kh] = (x + (n * H + ih) * W * C + c0) if 0 <= ih < H else NULL
-                if rows3[0] != NULL and rows3[1] != NULL and rows3[2] != NULL:
-                    # interior columns: every tap inside, four pixels at a time
-                    ow_lo = (pl + sw - 1) // sw
-                    ow_hi = W - 1 - 2 * dw + pl
-                    ow_hi = ow_hi // sw + 1 if ow_hi >= 0 else 0
-                    if ow_hi > OW:
-                        ow_hi = OW
-                    if ow_hi < ow_lo:
-                        ow_hi = ow_lo
-                    ow = ow_lo
-                    while ow + 4 <= ow_hi:
-                        k = (ow * sw - pl) * C
-                        _dw_gw4(gr + ow * C, (yr + ow * C) if yr != NULL else NULL, C,
-                                rows3[0] + k, rows3[1] + k, rows3[2] + k, racc, R, raccb, R,
-                                sw * C, dw * C, act)
-                        ow = ow + 4
-                    ow_hi = ow
-                # the other pixels one at a time, taps in the padding skipped
-                for ow in range(OW):
-                    if ow_lo <= ow < ow_hi:
-                        continue
-                    iw0 = ow * sw - pl
-                    for kh in range(3):
-                        for kw in range(3):
-                            iw = iw0 + kw * dw
-                            xs[3 * kh + kw] = (rows3[kh] + iw * C) if (
-                                rows3[kh] != NULL and 0 <= iw < W) else NULL
-                    _dw_gw1(gr + ow * C, (yr + ow * C) if yr != NULL else NULL, xs, racc, R,
-                            raccb, R, act)
-                for k in range(T * R):
-                    acc[k] = acc[k] + racc[k]
-                for c in range(R):
-                    accb[c] = accb[c] + raccb[c]
-                continue
             for ow in range(OW):
                 if ow_lo <= ow < ow_hi:
                     continue
@@ -791,6 +742,9 @@ cdef void depthwise_backward(
     cdef floating* wflip
     cdef floating* zrow
     cdef Py_ssize_t* keys
+    cdef Py_ssize_t* ctab
+    cdef Py_ssize_t* e
+    cdef Py_ssize_t iw, kw, u
     cdef const floating** rowsg
     cdef const floating** taps
     cdef Py_ssize_t k
@@ -816,6 +770,19 @@ cdef void depthwise_backward(
             else:
                 for k in range(9):
                     memcpy(wflip + k * C, wp + (8 - k) * C, C * sizeof(floating))
+        # column taps of every input column: count, then (kw, ow) pairs
+        ctab = <Py_ssize_t*> malloc(W * (1 + 2 * KW) * sizeof(Py_ssize_t))
+        if ctab != NULL:
+            for iw in range(W):
+                e = ctab + iw * (1 + 2 * KW)
+                e[0] = 0
+                for kw in range(KW):
+                    u = iw + pad_left - kw * dil_w
+                    if u < 0 or u % stride_w != 0 or u // stride_w >= OW:
+                        continue
+                    e[1 + 2 * e[0]] = kw
+                    e[2 + 2 * e[0]] = u // stride_w
+                    e[0] = e[0] + 1
         with parallel(num_threads=n_threads):
             mbuf = <floating*> malloc(KH * OW * C * sizeof(floating)) if act != ACT_NONE \
                 else NULL
@@ -826,7 +793,7 @@ cdef void depthwise_backward(
                 for k in range(KH):
                     keys[k] = -1
             for r in prange(N * H, schedule="static"):
-                if keys == NULL or rowsg == NULL or taps == NULL or (
+                if keys == NULL or rowsg == NULL or taps == NULL or ctab == NULL or (
                         act != ACT_NONE and mbuf == NULL):
                     continue
                 n = r // H
@@ -834,13 +801,14 @@ cdef void depthwise_backward(
                 _dw_gx_row(gp, yp, wp, wflip, zrow, gxp + r * W * C, mbuf, keys, rowsg, taps,
                            n, ih,
                            H, W, C, KH, KW, OH, OW, stride_h, stride_w, dil_h, dil_w,
-                           pad_top, pad_left, act)
+                           pad_top, pad_left, act, ctab)
             free(mbuf)
             free(keys)
             free(rowsg)
             free(taps)
         free(wflip)
         free(zrow)
+        free(ctab)
 
     # Weight gradient: channels split into cache-line-aligned ranges.
     align = 64 // sizeof(floating)

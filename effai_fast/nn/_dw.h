@@ -223,15 +223,21 @@ static inline __attribute__((always_inline)) void F(effai_dw3_gw4_core)(
         a = g0 * LD(p); a += g1 * LD(p + s1); a += g2 * LD(p + 2 * s1); \
         a += g3 * LD(p + 3 * s1); \
         *(V*)(racc + T_ * ldr + c) += a;
-        EFFAI_DW3_GW_TAP(r0, 0, 0)
-        EFFAI_DW3_GW_TAP(r0, 1, 1)
-        EFFAI_DW3_GW_TAP(r0, 2, 2)
-        EFFAI_DW3_GW_TAP(r1, 3, 0)
-        EFFAI_DW3_GW_TAP(r1, 4, 1)
-        EFFAI_DW3_GW_TAP(r1, 5, 2)
-        EFFAI_DW3_GW_TAP(r2, 6, 0)
-        EFFAI_DW3_GW_TAP(r2, 7, 1)
-        EFFAI_DW3_GW_TAP(r2, 8, 2)
+        if (r0) {
+            EFFAI_DW3_GW_TAP(r0, 0, 0)
+            EFFAI_DW3_GW_TAP(r0, 1, 1)
+            EFFAI_DW3_GW_TAP(r0, 2, 2)
+        }
+        if (r1) {
+            EFFAI_DW3_GW_TAP(r1, 3, 0)
+            EFFAI_DW3_GW_TAP(r1, 4, 1)
+            EFFAI_DW3_GW_TAP(r1, 5, 2)
+        }
+        if (r2) {
+            EFFAI_DW3_GW_TAP(r2, 6, 0)
+            EFFAI_DW3_GW_TAP(r2, 7, 1)
+            EFFAI_DW3_GW_TAP(r2, 8, 2)
+        }
 #undef EFFAI_DW3_GW_TAP
         x = g0 + g1; x += g2; x += g3;
         *(V*)(raccb + c) += x;
@@ -250,7 +256,9 @@ static inline __attribute__((always_inline)) void F(effai_dw3_gw4_core)(
         }
         for (kh = 0; kh < 3; kh++)
             for (kw = 0; kw < 3; kw++) {
-                const T* q = rows[kh] + c + kw * d1;
+                const T* q;
+                if (!rows[kh]) continue;
+                q = rows[kh] + c + kw * d1;
                 T a = gm[0] * q[0];
                 a += gm[1] * q[s1];
                 a += gm[2] * q[2 * s1];
@@ -306,6 +314,72 @@ static void F(effai_dw3_gw1)(const T* g, const T* y, const T** xs, T* racc,
         for (t = 0; t < 9; t++)
             if (xs[t]) racc[t * ldr + c] += gv * xs[t][c];
         raccb[c] += gv;
+    }
+}
+
+/* dst[c] = act(b[c] + sum_k xs[k][c] * ws[k][c]), taps summed in order k
+   (b may be NULL; n may be 0). */
+static void F(effai_dw_gather)(T* dst, const T** xs, const T** ws, int n, ptrdiff_t C,
+                               const T* b, int act) {
+    ptrdiff_t c = 0;
+    int k;
+    for (; c + 4 * VL <= C; c += 4 * VL) {
+        V a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+        for (k = 0; k < n; k++) {
+            const T* xp = xs[k] + c;
+            const T* wp = ws[k] + c;
+            a0 += LD(xp) * LD(wp);
+            a1 += LD(xp + VL) * LD(wp + VL);
+            a2 += LD(xp + 2 * VL) * LD(wp + 2 * VL);
+            a3 += LD(xp + 3 * VL) * LD(wp + 3 * VL);
+        }
+        if (b) {
+            a0 += LD(b + c); a1 += LD(b + c + VL);
+            a2 += LD(b + c + 2 * VL); a3 += LD(b + c + 3 * VL);
+        }
+        *(V*)(dst + c) = F(effai_dw3_act)(a0, act);
+        *(V*)(dst + c + VL) = F(effai_dw3_act)(a1, act);
+        *(V*)(dst + c + 2 * VL) = F(effai_dw3_act)(a2, act);
+        *(V*)(dst + c + 3 * VL) = F(effai_dw3_act)(a3, act);
+    }
+    for (; c + VL <= C; c += VL) {
+        V a0 = {0};
+        for (k = 0; k < n; k++) a0 += LD(xs[k] + c) * LD(ws[k] + c);
+        if (b) a0 += LD(b + c);
+        *(V*)(dst + c) = F(effai_dw3_act)(a0, act);
+    }
+    for (; c < C; c++) {
+        T s = 0;
+        for (k = 0; k < n; k++) s += xs[k][c] * ws[k][c];
+        if (b) s += b[c];
+        dst[c] = F(effai_dw3_act1)(s, act);
+    }
+}
+
+/* Input gradient of one input row (gather form), any filter size/stride:
+   gxr[iw*C + c] = sum over the valid taps (kh, kw) in that order of
+   rows[kh][ow*C + c] * w[(kh*KW + kw)*C + c].  rows[kh] is the (masked)
+   grad_out row that tap row kh reads, or NULL; ctab[iw*(1 + 2*KW)] holds the
+   number of valid column taps of input column iw, then (kw, ow) pairs in
+   increasing kw (the same for every row: computed once per call).  xs, ws:
+   scratch of KH*KW pointers. */
+static void F(effai_dw_gx_row)(T* gxr, const T** rows, ptrdiff_t KH, ptrdiff_t KW,
+                               const T* w, ptrdiff_t C, ptrdiff_t W, const ptrdiff_t* ctab,
+                               const T** xs, const T** ws) {
+    ptrdiff_t iw, kh, j;
+    for (iw = 0; iw < W; iw++) {
+        const ptrdiff_t* e = ctab + iw * (1 + 2 * KW);
+        int k = 0;
+        for (kh = 0; kh < KH; kh++) {
+            const T* r = rows[kh];
+            if (!r) continue;
+            for (j = 0; j < e[0]; j++) {
+                xs[k] = r + e[2 + 2 * j] * C;
+                ws[k] = w + (kh * KW + e[1 + 2 * j]) * C;
+                k++;
+            }
+        }
+        F(effai_dw_gather)(gxr + iw * C, xs, ws, k, C, (const T*)0, 0);
     }
 }
 
