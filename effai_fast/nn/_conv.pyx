@@ -9,14 +9,20 @@ pixels.  NCHW would make depthwise a 2-D stencil per channel (short rows,
 poor vectorisation at 7x7/14x14) and would force a transpose before every
 pointwise GEMM.
 
-Depthwise forward.  Work is split over output rows (n, oh) with a static
-schedule; each output pixel is formed by accumulating its KH*KW taps into the
-output row (which stays in L1) and the bias and activation are fused into the
-last pass.  For 3x3 filters the interior of each row runs a register-blocked
-path that computes four output pixels per sweep over the channels (nine
-weights, four accumulators and the input columns live in registers), so each
-input vector is loaded once per kernel row instead of once per tap; border
-pixels take the general path.
+Depthwise forward.  Work is split over output rows (n, oh); each output
+pixel is formed by accumulating its KH*KW taps into the output row (which
+stays in L1) and the bias and activation are fused into the last pass.  For
+3x3 filters the interior of each row runs the register-blocked C kernel of
+_dw.h (four output pixels per step, channels inner: nine weights and four
+accumulators in registers, each shared input vector loaded once) and the
+other pixels the register-summing gather kernel with padded taps read from a
+zero row.
+
+Depthwise backward.  Input gradient in gather form over input rows (3x3 at
+unit stride: the forward kernel on the masked grad_out rows with the flipped
+filter); weight gradient split over channels, for 3x3 filters on the
+4-pixel, channels-inner kernel of _dw.h (sequential streams; see the note
+there and in _dw_grad_w3_range).
 
 Pointwise (1x1) convolutions run on the packed GEMM micro-kernels of
 _gemm.h in the AVX2/AVX-512 builds (6x16 float / 6x8 double FMA register
@@ -570,11 +576,16 @@ cdef void _dw_grad_w3_range(const floating* x, const floating* g, const floating
     chunking, nor on the channel range a thread was given).
     """
     cdef Py_ssize_t R = c1 - c0
-    cdef floating* acc = scratch                  # 9*R   total
-    cdef floating* racc = scratch + 9 * R         # 9*R   this row
-    cdef floating* accb = scratch + 18 * R        # R
-    cdef floating* raccb = scratch + 19 * R       # R
     cdef Py_ssize_t CH = 1024 // sizeof(floating)
+    # Per-row sums of a chunk, tap rows LDR apart: one cache line more than the
+    # chunk, so that the nine rows do not share their address bits 0-11 (with
+    # a 4 KiB row stride every store to them stalled the loads of the input
+    # rows that alias them: "4K aliasing", 3x slower at 7x7x1024).
+    cdef Py_ssize_t LDR = CH + 64 // sizeof(floating)
+    cdef floating* acc = scratch                  # 9*R   total
+    cdef floating* accb = scratch + 9 * R         # R
+    cdef floating* racc = scratch + 10 * R        # 9*LDR this row, this chunk
+    cdef floating* raccb = racc + 9 * LDR         # LDR
     cdef Py_ssize_t q0, Rc, n, oh, ow, kh, kw, ih, iw, iw0, ih0, c, k, t, ow_lo, ow_hi
     cdef const floating* gr
     cdef const floating* yr
@@ -588,7 +599,7 @@ cdef void _dw_grad_w3_range(const floating* x, const floating* g, const floating
     if ow_hi < ow_lo:
         ow_hi = ow_lo
     ow_hi = ow_lo + (ow_hi - ow_lo) // 4 * 4  # whole blocks of four; the rest go singly
-    memset(acc, 0, 20 * R * sizeof(floating))
+    memset(acc, 0, 10 * R * sizeof(floating))
     q0 = 0
     while q0 < R:
         Rc = R - q0
@@ -596,9 +607,7 @@ cdef void _dw_grad_w3_range(const floating* x, const floating* g, const floating
             Rc = CH
         for n in range(N):
             for oh in range(OH):
-                for t in range(9):
-                    memset(racc + t * R + q0, 0, Rc * sizeof(floating))
-                memset(raccb + q0, 0, Rc * sizeof(floating))
+                memset(racc, 0, 10 * LDR * sizeof(floating))
                 ih0 = oh * sh - pt
                 gr = g + (n * OH + oh) * OW * C + c0 + q0
                 yr = (y + (n * OH + oh) * OW * C + c0 + q0) if act != ACT_NONE else NULL
@@ -612,7 +621,7 @@ cdef void _dw_grad_w3_range(const floating* x, const floating* g, const floating
                             (rows3[0] + k) if rows3[0] != NULL else NULL,
                             (rows3[1] + k) if rows3[1] != NULL else NULL,
                             (rows3[2] + k) if rows3[2] != NULL else NULL,
-                            racc + q0, R, raccb + q0, Rc, sw * C, dw * C, act)
+                            racc, LDR, raccb, Rc, sw * C, dw * C, act)
                     ow = ow + 4
                 for ow in range(OW):
                     if ow_lo <= ow < ow_hi:
@@ -624,12 +633,12 @@ cdef void _dw_grad_w3_range(const floating* x, const floating* g, const floating
                             xs[3 * kh + kw] = (rows3[kh] + iw * C) if (
                                 rows3[kh] != NULL and 0 <= iw < W) else NULL
                     _dw_gw1(gr + ow * C, (yr + ow * C) if yr != NULL else NULL, xs,
-                            racc + q0, R, raccb + q0, Rc, act)
+                            racc, LDR, raccb, Rc, act)
                 for t in range(9):
-                    for c in range(q0, q0 + Rc):
-                        acc[t * R + c] = acc[t * R + c] + racc[t * R + c]
-                for c in range(q0, q0 + Rc):
-                    accb[c] = accb[c] + raccb[c]
+                    for c in range(Rc):
+                        acc[t * R + q0 + c] = acc[t * R + q0 + c] + racc[t * LDR + c]
+                for c in range(Rc):
+                    accb[q0 + c] = accb[q0 + c] + raccb[c]
         q0 = q0 + Rc
     for t in range(9):
         memcpy(gw + t * C + c0, acc + t * R, R * sizeof(floating))
@@ -815,8 +824,11 @@ cdef void depthwise_backward(
     n_blocks = (C + align - 1) // align
     n_parts = n_threads if n_threads < n_blocks else n_blocks
     with parallel(num_threads=n_parts):
+        # general path: 2*T+3 rows of the range; 3x3 path: 10 rows of the range
+        # plus 10 padded rows of a 1 KiB chunk (_dw_grad_w3_range)
         scratch = <floating*> malloc(
-            (2 * KH * KW + 3) * (n_blocks // n_parts + 1) * align * sizeof(floating))
+            ((2 * KH * KW + 3) * (n_blocks // n_parts + 1) * align
+             + 10 * ((1024 + 64) // sizeof(floating))) * sizeof(floating))
         for i in prange(n_parts, schedule="static"):
             c0 = _split(n_blocks, n_parts, i) * align
             c1 = _split(n_blocks, n_parts, i + 1) * align
