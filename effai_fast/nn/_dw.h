@@ -98,6 +98,45 @@ static inline __attribute__((always_inline)) void F(effai_dw3_blk4_core)(
         const T* r0, const T* r1, const T* r2, const T* w, ptrdiff_t ldw, const T* b,
         T* o, ptrdiff_t ldo, ptrdiff_t R, ptrdiff_t s1, ptrdiff_t d1, int act) {
     ptrdiff_t c = 0;
+    /* Two vectors (one 64-byte line of every stream) per step, both halves of
+       a line loaded back to back: with a pixel stride of 1-4 KiB all the
+       streams fall in a few L1 sets, so a line would not survive until a
+       second step came back for its other half. */
+    for (; c + 2 * VL <= R; c += 2 * VL) {
+        const T* q = w + c;
+        const T* p;
+        V a0, a1, a2, a3, e0, e1, e2, e3, wl, wh;
+#define EFFAI_DW3_FWD2_TAP(ROW, T_, KW, OP) \
+        wl = LD(q + T_ * ldw); wh = LD(q + T_ * ldw + VL); \
+        p = ROW + c + KW * d1; \
+        a0 OP LD(p) * wl; e0 OP LD(p + VL) * wh; \
+        a1 OP LD(p + s1) * wl; e1 OP LD(p + s1 + VL) * wh; \
+        a2 OP LD(p + 2 * s1) * wl; e2 OP LD(p + 2 * s1 + VL) * wh; \
+        a3 OP LD(p + 3 * s1) * wl; e3 OP LD(p + 3 * s1 + VL) * wh;
+        EFFAI_DW3_FWD2_TAP(r0, 0, 0, =)
+        EFFAI_DW3_FWD2_TAP(r0, 1, 1, +=)
+        EFFAI_DW3_FWD2_TAP(r0, 2, 2, +=)
+        EFFAI_DW3_FWD2_TAP(r1, 3, 0, +=)
+        EFFAI_DW3_FWD2_TAP(r1, 4, 1, +=)
+        EFFAI_DW3_FWD2_TAP(r1, 5, 2, +=)
+        EFFAI_DW3_FWD2_TAP(r2, 6, 0, +=)
+        EFFAI_DW3_FWD2_TAP(r2, 7, 1, +=)
+        EFFAI_DW3_FWD2_TAP(r2, 8, 2, +=)
+#undef EFFAI_DW3_FWD2_TAP
+        if (b) {
+            wl = LD(b + c); wh = LD(b + c + VL);
+            a0 += wl; a1 += wl; a2 += wl; a3 += wl;
+            e0 += wh; e1 += wh; e2 += wh; e3 += wh;
+        }
+        *(V*)(o + c) = F(effai_dw3_act)(a0, act);
+        *(V*)(o + c + VL) = F(effai_dw3_act)(e0, act);
+        *(V*)(o + ldo + c) = F(effai_dw3_act)(a1, act);
+        *(V*)(o + ldo + c + VL) = F(effai_dw3_act)(e1, act);
+        *(V*)(o + 2 * ldo + c) = F(effai_dw3_act)(a2, act);
+        *(V*)(o + 2 * ldo + c + VL) = F(effai_dw3_act)(e2, act);
+        *(V*)(o + 3 * ldo + c) = F(effai_dw3_act)(a3, act);
+        *(V*)(o + 3 * ldo + c + VL) = F(effai_dw3_act)(e3, act);
+    }
     for (; c + VL <= R; c += VL) {
         const T* q = w + c;
         const T* p;
@@ -205,6 +244,51 @@ static inline __attribute__((always_inline)) void F(effai_dw3_gw4_core)(
     T hi = act == 2 ? (T)6 : (T)HUGE_VAL;
     V zero = {0};
     V vhi = zero + hi;
+    /* two vectors (a whole cache line of every stream) per step, as in blk4 */
+    for (; c + 2 * VL <= R; c += 2 * VL) {
+        V g0 = LD(g + c), h0 = LD(g + c + VL);
+        V g1 = LD(g + ldg + c), h1 = LD(g + ldg + c + VL);
+        V g2 = LD(g + 2 * ldg + c), h2 = LD(g + 2 * ldg + c + VL);
+        V g3 = LD(g + 3 * ldg + c), h3 = LD(g + 3 * ldg + c + VL);
+        V a, e, x;
+        const T* p;
+        if (act != 0) {
+#define EFFAI_DW3_MASK(GV, YP) \
+            { V yv = LD(YP); GV = (V)((VI)GV & ((yv > zero) & (yv < vhi))); }
+            EFFAI_DW3_MASK(g0, y + c) EFFAI_DW3_MASK(h0, y + c + VL)
+            EFFAI_DW3_MASK(g1, y + ldg + c) EFFAI_DW3_MASK(h1, y + ldg + c + VL)
+            EFFAI_DW3_MASK(g2, y + 2 * ldg + c) EFFAI_DW3_MASK(h2, y + 2 * ldg + c + VL)
+            EFFAI_DW3_MASK(g3, y + 3 * ldg + c) EFFAI_DW3_MASK(h3, y + 3 * ldg + c + VL)
+#undef EFFAI_DW3_MASK
+        }
+#define EFFAI_DW3_GW2_TAP(ROW, T_, KW) \
+        p = ROW + c + KW * d1; \
+        a = g0 * LD(p); e = h0 * LD(p + VL); \
+        a += g1 * LD(p + s1); e += h1 * LD(p + s1 + VL); \
+        a += g2 * LD(p + 2 * s1); e += h2 * LD(p + 2 * s1 + VL); \
+        a += g3 * LD(p + 3 * s1); e += h3 * LD(p + 3 * s1 + VL); \
+        *(V*)(racc + T_ * ldr + c) += a; *(V*)(racc + T_ * ldr + c + VL) += e;
+        if (r0) {
+            EFFAI_DW3_GW2_TAP(r0, 0, 0)
+            EFFAI_DW3_GW2_TAP(r0, 1, 1)
+            EFFAI_DW3_GW2_TAP(r0, 2, 2)
+        }
+        if (r1) {
+            EFFAI_DW3_GW2_TAP(r1, 3, 0)
+            EFFAI_DW3_GW2_TAP(r1, 4, 1)
+            EFFAI_DW3_GW2_TAP(r1, 5, 2)
+        }
+        if (r2) {
+            EFFAI_DW3_GW2_TAP(r2, 6, 0)
+            EFFAI_DW3_GW2_TAP(r2, 7, 1)
+            EFFAI_DW3_GW2_TAP(r2, 8, 2)
+        }
+#undef EFFAI_DW3_GW2_TAP
+        x = g0 + g1; x += g2; x += g3;
+        *(V*)(raccb + c) += x;
+        x = h0 + h1; x += h2; x += h3;
+        *(V*)(raccb + c + VL) += x;
+    }
     for (; c + VL <= R; c += VL) {
         V g0 = LD(g + c), g1 = LD(g + ldg + c), g2 = LD(g + 2 * ldg + c);
         V g3 = LD(g + 3 * ldg + c);
