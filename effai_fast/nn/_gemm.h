@@ -404,14 +404,25 @@ static inline void effai_gemm_block_##SUF(size_t i0, size_t i1, size_t j, size_t
                                           size_t pstride, T* c, size_t ldc,          \
                                           int accumulate, int last, const T* bias,   \
                                           int act) {                                 \
-    size_t i, nc;                                                                    \
+    size_t i, nc, nt = (i1 - i0 + EFFAI_GEMM_MR - 1) / EFFAI_GEMM_MR, t;              \
+    size_t lines = kc * NR * sizeof(T) / 64, l0, l1, l;                               \
     for (; j < je; j += NR, bpan += pstride) {                                       \
         nc = je - j < NR ? je - j : NR;                                              \
-        for (i = i0; i < i1; i += EFFAI_GEMM_MR)                                     \
+        for (i = i0, t = 0; i < i1; i += EFFAI_GEMM_MR, t++) {                       \
+            /* Prefetch the next panel (into L2) a slice per micro-tile: with few   \
+             * rows (7x7, 14x14 layers) a panel serves only a few tiles, and the    \
+             * first of them would otherwise wait for B from L3 / memory. */         \
+            if (j + NR < je) {                                                       \
+                l0 = t * lines / nt;                                                 \
+                l1 = (t + 1) * lines / nt;                                           \
+                for (l = l0; l < l1; l++)                                            \
+                    __builtin_prefetch((const char*)(bpan + pstride) + 64 * l, 0, 2);\
+            }                                                                        \
             effai_ukr_##SUF(kc, apack + (i - i0) * kc, bpan, c + i * ldc + j, ldc,   \
                             (int)(i1 - i < EFFAI_GEMM_MR ? i1 - i : EFFAI_GEMM_MR),  \
                             (int)nc, accumulate, last,                               \
                             bias != NULL ? bias + j : NULL, act);                    \
+        }                                                                            \
     }                                                                                \
 }                                                                                    \
 /* Rows [i0, i1) of C times one k-block [k0, k0+kc) of the panels [j, je).  When    \
