@@ -1015,29 +1015,29 @@ cdef void _pw_item(const floating* xp, const floating* wp, const floating* b,
             _finish(op + p * Co + c0, c1 - c0, b + c0 if b != NULL else NULL, activation)
 
 
-cdef void pointwise_forward(
-    const floating[:, ::1] x,
-    const floating[:, ::1] weight,
-    const floating[::1] bias,
-    floating[:, ::1] out,
-    int activation, int n_threads,
-) noexcept nogil:
-    cdef Py_ssize_t P = x.shape[0], Ci = x.shape[1], Co = weight.shape[1]
-    cdef const floating* b = &bias[0] if bias.shape[0] > 0 else NULL
-    if P == 0 or Co == 0:
-        return
-    cdef const floating* xp = &x[0, 0]
-    cdef const floating* wp = &weight[0, 0]
-    cdef floating* op = &out[0, 0]
+cdef void _pointwise_core(const floating* xp, const floating* wp, const floating* bpk,
+                          const floating* b, floating* op, Py_ssize_t P, Py_ssize_t Ci,
+                          Py_ssize_t Co, int activation, int n_threads) noexcept nogil:
+    """out (P, Co) = act(x (P, Ci) @ w (Ci, Co) + b) on the packed kernels.
+
+    ``bpk``: the weights already packed by _pack_b (all panels), or NULL to pack
+    them here (whole, or block by block inside each work item).
+    """
     cdef Py_ssize_t nr = _nr(op[0])
     cdef Py_ssize_t n_pan = (Co + nr - 1) // nr
     cdef Py_ssize_t n_rows, n_cols, rows, it, q, g
     cdef void* wraw
     cdef void* raw = NULL
-    cdef floating* bp = NULL
-    if not EFFAI_GEMM_NATIVE or Ci == 0:
-        _pointwise_forward_blas(xp, wp, b, op, P, Ci, Co, activation, n_threads)
-        return
+    cdef floating* bp = <floating*> bpk
+    if n_threads <= 1 and bp != NULL:
+        # One thread and weights packed in advance (an InferencePlan): one call of
+        # the blocked driver, no OpenMP region and no work items.
+        wraw = malloc(effai_gemm_work_size(nr) * sizeof(floating) + 64)
+        if wraw != NULL:
+            _pgemm(P, 0, Co, Ci, xp, Ci, bp, op, Co, b, activation,
+                   <floating*> _align64(wraw))
+            free(wraw)
+            return
     # Work items: row blocks (a multiple of the 6-row micro-tile) x column groups,
     # one row block per thread and ~2K pixels; few pixels (7x7, 14x14 at batch 1)
     # are split over the columns instead.  Any split gives the same bits (each
@@ -1060,12 +1060,12 @@ cdef void pointwise_forward(
     # 144-pixel chunk run over all of them (its outputs stay in L2 across the K
     # blocks).  Few pixels: each item packs its KC x 128 weight blocks itself,
     # reading every weight once, with no weight-sized buffer.
-    if P >= 4096:
+    if bp == NULL and P >= 4096:
         raw = malloc(effai_packed_size(Ci, Co, nr) * sizeof(floating) + 64)
         if raw != NULL:
             bp = <floating*> _align64(raw)
     with parallel(num_threads=n_threads):
-        if bp != NULL:
+        if raw != NULL:
             for q in prange(n_pan, schedule="static"):
                 _pack_b(wp, Ci, Co, bp, q, q + 1)
         wraw = malloc(effai_gemm_work_size(nr) * sizeof(floating) + 64)
@@ -1074,6 +1074,26 @@ cdef void pointwise_forward(
                      bp, wraw)
         free(wraw)
     free(raw)
+
+
+cdef void pointwise_forward(
+    const floating[:, ::1] x,
+    const floating[:, ::1] weight,
+    const floating[::1] bias,
+    floating[:, ::1] out,
+    int activation, int n_threads,
+) noexcept nogil:
+    cdef Py_ssize_t P = x.shape[0], Ci = x.shape[1], Co = weight.shape[1]
+    cdef const floating* b = &bias[0] if bias.shape[0] > 0 else NULL
+    if P == 0 or Co == 0:
+        return
+    cdef const floating* xp = &x[0, 0]
+    cdef const floating* wp = &weight[0, 0]
+    cdef floating* op = &out[0, 0]
+    if not EFFAI_GEMM_NATIVE or Ci == 0:
+        _pointwise_forward_blas(xp, wp, b, op, P, Ci, Co, activation, n_threads)
+        return
+    _pointwise_core(xp, wp, NULL, b, op, P, Ci, Co, activation, n_threads)
 
 
 cdef void pointwise_backward(
@@ -1136,14 +1156,47 @@ cdef void pointwise_backward(
 # dense convolution (im2col + GEMM)
 # ---------------------------------------------------------------------------
 
+cdef inline void _copy_small(floating* dst, const floating* src, Py_ssize_t n) noexcept nogil:
+    """dst[:n] = src[:n] for short runs (the stem's 3-channel taps): fixed-size
+    32-byte copies the compiler inlines as vector moves, never a libc call per tap."""
+    cdef char* d = <char*> dst
+    cdef const char* s = <const char*> src
+    cdef Py_ssize_t left = n * <Py_ssize_t> sizeof(floating)
+    # constant sizes only: a copy loop (or a variable-size tail) becomes a libc
+    # memcpy call, which cost ~15 ns per kernel row of the stem
+    while left >= 32:
+        memcpy(d, s, 32)
+        d += 32
+        s += 32
+        left -= 32
+    if left >= 16:
+        memcpy(d, s, 16)
+        d += 16
+        s += 16
+        left -= 16
+    if left >= 8:
+        memcpy(d, s, 8)
+        d += 8
+        s += 8
+        left -= 8
+    if left >= 4:
+        memcpy(d, s, 4)
+
+
 cdef void _im2col(const floating* x, floating* patch, Py_ssize_t p0, Py_ssize_t p1,
                   Py_ssize_t H, Py_ssize_t W, Py_ssize_t C, Py_ssize_t KH, Py_ssize_t KW,
                   Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t sh, Py_ssize_t sw,
                   Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t pt,
                   Py_ssize_t pl) noexcept nogil:
-    """Patch rows (KH*KW*C each, HWC order) for flat output pixels p0..p1-1."""
+    """Patch rows (KH*KW*C each, HWC order) for flat output pixels p0..p1-1.
+
+    With dilation 1 the KW taps of a kernel row that lie inside the image are
+    one contiguous run of the input row: one copy per kernel row, not per tap
+    (for the 3-channel stem, a 12-byte memcpy call per tap was most of the
+    convolution's time).
+    """
     cdef Py_ssize_t K = KH * KW * C
-    cdef Py_ssize_t p, n, rem, oh, ow, kh, kw, ih, iw
+    cdef Py_ssize_t p, n, rem, oh, ow, kh, kw, ih, iw, k0, k1
     cdef floating* dst
     for p in range(p0, p1):
         n = p // (OH * OW)
@@ -1152,13 +1205,32 @@ cdef void _im2col(const floating* x, floating* patch, Py_ssize_t p0, Py_ssize_t 
         ow = rem - oh * OW
         for kh in range(KH):
             ih = oh * sh - pt + kh * dh
+            dst = patch + (p - p0) * K + kh * KW * C
+            if ih < 0 or ih >= H:
+                memset(dst, 0, KW * C * sizeof(floating))
+                continue
+            if dw == 1:
+                # taps k0..k1-1 inside the row, zeros on either side
+                iw = ow * sw - pl
+                k0 = -iw if iw < 0 else 0
+                k1 = W - iw if W - iw < KW else KW
+                if k1 < k0:
+                    k1 = k0
+                if k0 > 0:
+                    memset(dst, 0, k0 * C * sizeof(floating))
+                if k1 > k0:
+                    _copy_small(dst + k0 * C, x + ((n * H + ih) * W + iw + k0) * C,
+                                (k1 - k0) * C)
+                if k1 < KW:
+                    memset(dst + k1 * C, 0, (KW - k1) * C * sizeof(floating))
+                continue
             for kw in range(KW):
                 iw = ow * sw - pl + kw * dw
-                dst = patch + (p - p0) * K + (kh * KW + kw) * C
-                if ih < 0 or ih >= H or iw < 0 or iw >= W:
-                    memset(dst, 0, C * sizeof(floating))
+                if iw < 0 or iw >= W:
+                    memset(dst + kw * C, 0, C * sizeof(floating))
                 else:
-                    memcpy(dst, x + ((n * H + ih) * W + iw) * C, C * sizeof(floating))
+                    memcpy(dst + kw * C, x + ((n * H + ih) * W + iw) * C,
+                           C * sizeof(floating))
 
 
 cdef void _col2im_add(const floating* patch, floating* gx, Py_ssize_t p0, Py_ssize_t p1,
@@ -1190,6 +1262,92 @@ cdef void _col2im_add(const floating* patch, floating* gx, Py_ssize_t p0, Py_ssi
                     dst[c] = dst[c] + src[c]
 
 
+cdef bint _conv2d_forward_packed(
+        const floating* xp, const floating* wp, const floating* b, floating* op,
+        Py_ssize_t N, Py_ssize_t H, Py_ssize_t W, Py_ssize_t Ci, Py_ssize_t KH,
+        Py_ssize_t KW, Py_ssize_t Co, Py_ssize_t OH, Py_ssize_t OW, int stride_h,
+        int stride_w, int dil_h, int dil_w, int pad_top, int pad_left, int activation,
+        int n_threads) noexcept nogil:
+    """The dense convolution on the packed kernels of _gemm.h (AVX2 builds).
+
+    The (KH*KW*C_in, C_out) filter is packed once per call (for the MobileNet
+    stem 27 x 32: 3.5 KiB), then each work item forms the im2col rows of a block
+    of pixels (about 32 KiB, L1/L2-resident) and runs the packed GEMM on them with
+    bias and activation in the register epilogue.  BLAS was slow on this shape
+    (C_out = 32, K = 27: small edge kernels, ~2x slower than torch at batch 1).
+    Every output element is one FMA chain over K in order whatever the block,
+    so the result does not depend on the thread count.  Returns False (nothing
+    written) when scratch memory is missing; the caller then takes the BLAS path.
+    """
+    cdef Py_ssize_t K = KH * KW * Ci
+    cdef Py_ssize_t P = N * OH * OW
+    cdef Py_ssize_t nr = _nr(op[0])
+    cdef Py_ssize_t n_pan = (Co + nr - 1) // nr
+    cdef Py_ssize_t pb, nb, i, q, p0, p1
+    cdef floating* patch
+    cdef void* wraw
+    cdef bint ok = True
+    cdef int failed = 0
+    cdef int* pfailed = &failed
+    cdef void* raw = malloc(effai_packed_size(K, Co, nr) * sizeof(floating) + 64)
+    cdef floating* bp
+    if raw == NULL:
+        return False
+    bp = <floating*> _align64(raw)
+    # Rows per block: ~32 KiB of patch, a multiple of the 6-row micro-tile; fixed
+    # by the shape (any blocking gives the same bits, this one keeps the patch in
+    # L1/L2 and gives a 2-thread team enough blocks to balance).
+    pb = (32 * 1024 // (K * sizeof(floating) + 1)) // 6 * 6
+    if pb < 6:
+        pb = 6
+    if pb > P:
+        pb = P
+    nb = (P + pb - 1) // pb
+    if n_threads > nb:
+        n_threads = <int> nb
+    if n_threads <= 1:
+        _pack_b(wp, K, Co, bp, 0, n_pan)
+        patch = <floating*> malloc(pb * K * sizeof(floating))
+        wraw = malloc(effai_gemm_work_size(nr) * sizeof(floating) + 64)
+        if patch != NULL and wraw != NULL:
+            for i in range(nb):
+                p0 = i * pb
+                p1 = p0 + pb
+                if p1 > P:
+                    p1 = P
+                _im2col(xp, patch, p0, p1, H, W, Ci, KH, KW, OH, OW, stride_h, stride_w,
+                        dil_h, dil_w, pad_top, pad_left)
+                _pgemm(p1 - p0, 0, Co, K, patch, K, bp, op + p0 * Co, Co, b, activation,
+                       <floating*> _align64(wraw))
+        else:
+            ok = False
+        free(wraw)
+        free(patch)
+        free(raw)
+        return ok
+    with parallel(num_threads=n_threads):
+        for q in prange(n_pan, schedule="static"):
+            _pack_b(wp, K, Co, bp, q, q + 1)
+        patch = <floating*> malloc(pb * K * sizeof(floating))
+        wraw = malloc(effai_gemm_work_size(nr) * sizeof(floating) + 64)
+        if patch == NULL or wraw == NULL:
+            pfailed[0] = 1          # shared flag (a plain assignment would be private)
+        for i in prange(nb, schedule="dynamic"):
+            if patch != NULL and wraw != NULL:
+                p0 = i * pb
+                p1 = p0 + pb
+                if p1 > P:
+                    p1 = P
+                _im2col(xp, patch, p0, p1, H, W, Ci, KH, KW, OH, OW, stride_h, stride_w,
+                        dil_h, dil_w, pad_top, pad_left)
+                _pgemm(p1 - p0, 0, Co, K, patch, K, bp, op + p0 * Co, Co, b, activation,
+                       <floating*> _align64(wraw))
+        free(wraw)
+        free(patch)
+    free(raw)
+    return failed == 0
+
+
 cdef void conv2d_forward(
     const floating[:, :, :, ::1] x,
     const floating[:, :, :, ::1] weight,
@@ -1211,6 +1369,11 @@ cdef void conv2d_forward(
     cdef const floating* xp = &x[0, 0, 0, 0]
     cdef const floating* wp = &weight[0, 0, 0, 0]
     cdef floating* op = &out[0, 0, 0, 0]
+    if EFFAI_GEMM_NATIVE and K > 0:
+        if _conv2d_forward_packed(xp, wp, b, op, N, H, W, Ci, KH, KW, Co, OH, OW,
+                                  stride_h, stride_w, dil_h, dil_w, pad_top, pad_left,
+                                  activation, n_threads):
+            return
     pb = _block(P, K * sizeof(floating), 1024 * 1024)
     nb = (P + pb - 1) // pb
     with parallel(num_threads=n_threads):
@@ -1452,6 +1615,40 @@ def _pointwise_forward(const floating[:, ::1] x, const floating[:, ::1] weight,
                        const floating[::1] bias, floating[:, ::1] out, int act, int nt):
     with nogil:
         pointwise_forward(x, weight, bias, out, act, nt)
+
+
+def _pointwise_packed_len(Py_ssize_t Ci, Py_ssize_t Co, bint is_double):
+    """Elements of a (Ci, Co) pointwise weight packed for _pointwise_forward_packed
+    (0 when this build has no packed kernels: the weights are then used as they are)."""
+    if not EFFAI_GEMM_NATIVE or Ci == 0 or Co == 0:
+        return 0
+    return effai_packed_size(Ci, Co, EFFAI_GEMM_NR_D if is_double else EFFAI_GEMM_NR_F)
+
+
+def _pack_pointwise(const floating[:, ::1] weight, floating[::1] packed):
+    """Pack ``weight`` (Ci, Co) into ``packed`` (``_pointwise_packed_len`` elements)."""
+    cdef Py_ssize_t Ci = weight.shape[0], Co = weight.shape[1]
+    cdef Py_ssize_t nr
+    if packed.shape[0] == 0:
+        return
+    nr = _nr(packed[0])
+    with nogil:
+        _pack_b(&weight[0, 0], Ci, Co, &packed[0], 0, (Co + nr - 1) // nr)
+
+
+def _pointwise_forward_packed(const floating[:, ::1] x, const floating[:, ::1] weight,
+                              const floating[::1] packed, const floating[::1] bias,
+                              floating[:, ::1] out, int act, int nt):
+    """_pointwise_forward with the weights packed in advance by _pack_pointwise
+    (``packed`` empty: as _pointwise_forward).  Same bits as _pointwise_forward."""
+    cdef Py_ssize_t P = x.shape[0], Ci = x.shape[1], Co = weight.shape[1]
+    with nogil:
+        if packed.shape[0] == 0 or P == 0 or Co == 0 or Ci == 0 or not EFFAI_GEMM_NATIVE:
+            pointwise_forward(x, weight, bias, out, act, nt)
+        else:
+            _pointwise_core(&x[0, 0], &weight[0, 0], &packed[0],
+                            &bias[0] if bias.shape[0] > 0 else NULL, &out[0, 0], P, Ci,
+                            Co, act, nt)
 
 
 def _pointwise_backward(const floating[:, ::1] x, const floating[:, ::1] weight,
