@@ -446,9 +446,12 @@ def bench_cnn_digits_select(quick: bool) -> tuple[str, dict]:
     shape = xa.shape[1:]
     seeds = (0,) if quick else _SELECT_SEEDS
     cands = _SELECT_CANDIDATES[:2] if quick else _SELECT_CANDIDATES
+    if CANDIDATES is not None:     # --candidates: a subset, one process each (see _merge)
+        cands = [_SELECT_CANDIDATES[i] for i in CANDIDATES]
+    base_hkey = (ISSUE7_RECIPE["student_epochs"], ISSUE7_RECIPE["lr"])
     teachers: dict = {}
     hard: dict = {}
-    rows, data = [], {"candidates": []}
+    data = {"candidates": []}
     with blas_single_thread():
         for label, change in cands:
             rec = dict(ISSUE7_RECIPE, **change)
@@ -471,7 +474,12 @@ def bench_cnn_digits_select(quick: bool) -> tuple[str, dict]:
             kd_acc, hard_acc = [], []
             for seed in seeds:
                 accs = {}
-                modes = ("kd",) if (hkey, seed) in hard else ("hard", "kd")
+                # a candidate that changes neither the student's epochs nor its lr has the
+                # unchanged recipe's hard-label students: in a --candidates process they are
+                # taken from candidate 0's section when merging
+                skip_hard = CANDIDATES is not None and hkey == base_hkey and label != \
+                    _SELECT_CANDIDATES[0][0]
+                modes = ("kd",) if (hkey, seed) in hard or skip_hard else ("hard", "kd")
                 for mode in modes:
                     st = make_model(rec["arch"], "digits", shape, 10,
                                     alpha=rec["student_alpha"], seed=seed)
@@ -485,7 +493,7 @@ def bench_cnn_digits_select(quick: bool) -> tuple[str, dict]:
                 if "hard" in accs:
                     hard[(hkey, seed)] = accs["hard"]
                 kd_acc.append(accs["kd"])
-                hard_acc.append(hard[(hkey, seed)])
+                hard_acc.append(hard.get((hkey, seed), math.nan))
             s_macs = model_macs_of(st, shape)
             kd_m, hd_m = 100 * np.mean(kd_acc), 100 * np.mean(hard_acc)
             print(f"  {label}: teacher {100 * t_acc:.2f}  hard {hd_m:.2f}  KD {kd_m:.2f}",
@@ -493,38 +501,57 @@ def bench_cnn_digits_select(quick: bool) -> tuple[str, dict]:
             data["candidates"].append({"label": label, "recipe": rec, "kd": kd_acc,
                                        "hard": hard_acc, "teacher_val_acc": t_acc,
                                        "mac_ratio": t_macs / s_macs})
-            rows.append([label, round(t_macs / s_macs, 1), round(100 * t_acc, 2),
-                         f"{hd_m:.2f} ± {100 * np.std(hard_acc, ddof=1) if len(seeds) > 1 else 0:.2f}",
-                         f"{kd_m:.2f} ± {100 * np.std(kd_acc, ddof=1) if len(seeds) > 1 else 0:.2f}",
-                         f"{kd_m - hd_m:+.2f}"])
+    data["n_val"], data["n_fit"], data["seeds"] = len(yv), len(ya), list(seeds)
+    return _select_report(data), data
+
+
+def _select_report(data) -> str:
+    """The selection table and the chosen candidate (sets ``data["chosen"]``)."""
+    cands = data["candidates"]
+    base = next((c for c in cands if c["label"] == _SELECT_CANDIDATES[0][0]), None)
+    rows = []
+    for c in cands:
+        if base is not None and all(math.isnan(v) for v in c["hard"]) and \
+                c["recipe"]["student_epochs"] == base["recipe"]["student_epochs"] and \
+                c["recipe"]["lr"] == base["recipe"]["lr"]:
+            c["hard"] = list(base["hard"])          # the same hard-label students
+        kd_m, hd_m = 100 * np.mean(c["kd"]), 100 * np.mean(c["hard"])
+        sd = (lambda v: 100 * np.std(v, ddof=1) if len(v) > 1 else 0.0)
+        rows.append([c["label"], round(c["mac_ratio"], 1), round(100 * c["teacher_val_acc"], 2),
+                     f"{hd_m:.2f} ± {sd(c['hard']):.2f}", f"{kd_m:.2f} ± {sd(c['kd']):.2f}",
+                     f"{kd_m - hd_m:+.2f}"])
+    seeds, n_val, n_fit = data["seeds"], data["n_val"], data["n_fit"]
     # the rule, fixed before looking: highest mean validation KD accuracy; a tie within one
     # validation image (0.4 points / number of seeds) goes to the earlier (cheaper or
     # unchanged) candidate
     best = 0
-    scores = [100 * np.mean(c["kd"]) for c in data["candidates"]]
-    tie = 100 / len(yv) / len(seeds)
+    scores = [100 * np.mean(c["kd"]) for c in cands]
+    tie = 100 / n_val / len(seeds)
     for i, sc in enumerate(scores):
         if sc > scores[best] + tie:
             best = i
     data["chosen"] = data["candidates"][best]
-    md = ("### Digits CNN: choosing the recipe on a validation split\n\n"
+    ran = {c["label"] for c in cands}
+    skipped = [lab for lab, _ in _SELECT_CANDIDATES if lab not in ran]
+    return ("### Digits CNN: choosing the recipe on a validation split\n\n"
           "The test set (540 images) is not used here.  The 1257 training images are split "
-          f"{len(ya)} / {len(yv)} (`train_test_split(test_size=0.2, stratify=y, "
+          f"{n_fit} / {n_val} (`train_test_split(test_size=0.2, stratify=y, "
           "random_state=0)`); for each candidate the teacher (dscnn3, seed 1000) is trained "
-          f"on the {len(ya)} images, and hard-label and distilled students (alpha=0.25, seeds "
+          f"on the {n_fit} images, and hard-label and distilled students (alpha=0.25, seeds "
           f"{', '.join(map(str, seeds))}, ours at 1 thread) are trained on them and scored on "
-          f"the {len(yv)} validation images (one image = {100 / len(yv):.2f} points).  "
+          f"the {n_val} validation images (one image = {100 / n_val:.2f} points).  "
           "Candidates change one knob of `ISSUE7_RECIPE` at a time.  Rule, fixed before the "
           "run: the highest mean validation KD accuracy wins; a candidate must beat the "
           "earlier ones by more than one validation image averaged over the seeds "
           f"({tie:.2f} points), else the earlier (unchanged or cheaper) one is kept.\n\n"
           + md_table(["candidate", "MAC ratio", "teacher val acc %", "hard val acc %",
                       "KD val acc %", "KD - hard"], rows)
-          + f"\n\nChosen: **{data['chosen']['label']}**.")
-    return md, data
+          + f"\n\nChosen: **{data['chosen']['label']}**."
+          + (f"  Not run (CPU time on the shared machine): {'; '.join(skipped)}."
+             if skipped else ""))
 
 
-def bench_cnn_digits_tuned(quick: bool) -> tuple[str, dict]:
+def bench_cnn_digits_tuned(quick: bool, result=None) -> tuple[str, dict]:
     """The recipe chosen on the validation split, run once on the test set (5 seeds)."""
     prev = RESULTS / "distill.json"
     sel = json.loads(prev.read_text())["data"]["sections"].get("cnn_digits_select") \
@@ -534,13 +561,17 @@ def bench_cnn_digits_tuned(quick: bool) -> tuple[str, dict]:
     rec = sel["data"]["chosen"]["recipe"]
     seeds = (0, 1) if quick else (0, 1, 2, 3, 4)
     te, se = (2, 3) if quick else (rec["teacher_epochs"], rec["student_epochs"])
-    r = _run_setup("digits dscnn3 alpha=0.25 tuned", "digits", alpha=rec["student_alpha"],
-                   seeds=seeds, teacher_epochs=te, student_epochs=se,
-                   temperature=rec["temperature"], hard_weight=rec["hard_weight"],
-                   lr=rec["lr"], batch_size=rec["batch_size"], arch=rec["arch"],
-                   teacher_alpha=rec["teacher_alpha"], weight_decay=rec["weight_decay"],
-                   torch_twin=True, torch_teacher=True)
-    r["recipe"] = rec
+    if result is not None:
+        r = result
+    else:
+        r = _run_setup("digits dscnn3 alpha=0.25 tuned", "digits",
+                       alpha=rec["student_alpha"], seeds=SEEDS or seeds, teacher_epochs=te,
+                       student_epochs=se, temperature=rec["temperature"],
+                       hard_weight=rec["hard_weight"], lr=rec["lr"],
+                       batch_size=rec["batch_size"], arch=rec["arch"],
+                       teacher_alpha=rec["teacher_alpha"], weight_decay=rec["weight_decay"],
+                       torch_twin=True, torch_teacher=True)
+        r["recipe"] = rec
     label = sel["data"]["chosen"]["label"]
     md = ("### Digits CNN with the recipe chosen on the validation split (test set, once)\n\n"
           f"Recipe: **{label}** (`{json.dumps(rec)}`), chosen by part cnn_digits_select "
@@ -654,6 +685,7 @@ def bench_cnn_fashion10k_e30(quick: bool, result=None) -> tuple[str, dict]:
 # --seeds runs a CNN part for some seeds only (several processes share the CPU better than
 # one on a loaded machine); --merge then joins their student records into one section.
 SEEDS: tuple[int, ...] | None = None
+CANDIDATES: tuple[int, ...] | None = None
 
 
 def _merge(part, sections, quick):
@@ -662,6 +694,18 @@ def _merge(part, sections, quick):
     pieces = sorted(k for k in sections if k.startswith(part + "@"))
     if not pieces:
         raise SystemExit(f"--merge: no sections {part}@<seeds> to merge")
+    if part == "cnn_digits_select":
+        data = {"candidates": [], **{k: sections[pieces[0]]["data"][k]
+                                     for k in ("n_val", "n_fit", "seeds")}}
+        for k in pieces:
+            data["candidates"] += sections[k]["data"]["candidates"]
+        order = [lab for lab, _ in _SELECT_CANDIDATES]
+        data["candidates"].sort(key=lambda c: order.index(c["label"]))
+        md = _select_report(data)
+        return {"markdown": md, "data": data, "measured": sections[pieces[0]]["measured"],
+                "seconds": sum(sections[k]["seconds"] for k in pieces),
+                "loadavg": max(sections[k]["loadavg"] for k in pieces),
+                "merged_from": pieces}
     merged: dict = {}
     for k in pieces:
         for key, r in sections[k]["data"].items():
@@ -683,7 +727,8 @@ def _merge(part, sections, quick):
     (key, r), = merged.items()
     md, data = {"cnn_fashion": bench_cnn_fashion,
                 "cnn_fashion10k": bench_cnn_fashion10k,
-                "cnn_fashion10k_e30": bench_cnn_fashion10k_e30}[part](quick, result=r)
+                "cnn_fashion10k_e30": bench_cnn_fashion10k_e30,
+                "cnn_digits_tuned": bench_cnn_digits_tuned}[part](quick, result=r)
     if any(rec.get("recovered_from_log") for rec in r["students"]):
         md += ("\n\n(Seeds marked recovered: the per-seed processes raced writing "
                "results/distill.json and lost those sections; their accuracies were copied "
@@ -978,12 +1023,17 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", default=None,
                     help="comma-separated seeds for the Fashion CNN parts; the result is "
                          "stored as <part>@<seeds> until --merge")
+    ap.add_argument("--candidates", default=None,
+                    help="comma-separated indices of _SELECT_CANDIDATES for part "
+                         "cnn_digits_select; stored as cnn_digits_select@<indices>")
     ap.add_argument("--merge", action="store_true",
                     help="join the <part>@<seeds> sections of the --only parts")
     args = ap.parse_args(argv)
-    global SEEDS
+    global SEEDS, CANDIDATES
     if args.seeds:
         SEEDS = tuple(int(v) for v in args.seeds.split(","))
+    if args.candidates:
+        CANDIDATES = tuple(int(v) for v in args.candidates.split(","))
     only = [p for p in args.only.split(",") if p]
     unknown = set(only) - set(PARTS)
     if unknown:
@@ -1011,6 +1061,8 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             md, data = funcs[part](args.quick)
             name = f"{part}@{args.seeds}" if args.seeds else part
+            if args.candidates and part == "cnn_digits_select":
+                name = f"{part}@{args.candidates}"
             sections[name] = {"markdown": md, "data": data,
                               "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                               "seconds": time.perf_counter() - t0,
