@@ -1009,7 +1009,11 @@ def _status(sections) -> str:
     if sel.get("chosen"):
         out.append(f"- Digits CNN recipe chosen on a validation split of the training images "
                    f"(part cnn_digits_select): **{sel['chosen']['label']}** (validation KD "
-                   f"{100 * np.mean(sel['chosen']['kd']):.2f}%).")
+                   f"{100 * np.mean(sel['chosen']['kd']):.2f}%)"
+                   + (" - the unchanged ISSUE7_RECIPE, whose 5-seed test-set result is the "
+                      "'Digits, MobileNet-style CNN students' part above (no second look at "
+                      "the test set)." if sel["chosen"]["label"] == _SELECT_CANDIDATES[0][0]
+                      else "."))
     tuned = sections.get("cnn_digits_tuned", {}).get("data", {}).get("digits_dscnn_a0.25_tuned")
     if tuned:
         gain = tuned["kd_mean"] - tuned["hard_mean"]
