@@ -93,6 +93,105 @@ def test_batch_norm_thread_independent(rng, dtype):
         np.testing.assert_array_equal(a, b)
 
 
+def _bn_vjp_reference(x, y, g, gamma, eps, act, training=True):
+    """Batch-norm input/scale/shift gradients in float64 from the textbook formulas."""
+    C = x.shape[-1]
+    x2 = x.reshape(-1, C).astype(np.float64)
+    y2 = y.reshape(-1, C).astype(np.float64)
+    g2 = g.reshape(-1, C).astype(np.float64)
+    if act == "relu":
+        g2 = np.where(y2 > 0, g2, 0)
+    elif act == "relu6":
+        g2 = np.where((y2 > 0) & (y2 < 6), g2, 0)
+    mean = x2.mean(0)
+    invstd = 1 / np.sqrt(x2.var(0) + eps)
+    xhat = (x2 - mean) * invstd
+    dbeta = g2.sum(0)
+    dgamma = (g2 * xhat).sum(0)
+    dx = gamma * invstd * (g2 - dbeta / len(x2) - xhat * dgamma / len(x2))
+    return dx.reshape(x.shape), dgamma, dbeta
+
+
+@pytest.mark.parametrize("act", ACTS)
+def test_batch_norm_fused_kernels_many_chunks(rng, dtype, n_threads, act):
+    """Several reduction chunks and a short last one (M = 2 * 23 * 13 = 598 rows, chunks of
+    256): forward statistics (chunk-wise, Chan merge) and the one-sweep backward against the
+    float64 textbook formulas, at 1 and 2 threads."""
+    C = 37
+    x = (rng.standard_normal((2, 23, 13, C)) * 2 + 1).astype(dtype)
+    gamma = rng.uniform(0.5, 2, C).astype(dtype)
+    beta = rng.standard_normal(C).astype(dtype)
+    g = rng.standard_normal(x.shape).astype(dtype)
+    rm, rv = np.zeros(C), np.ones(C)
+    y, (mean, invstd) = F.batch_norm(x, gamma, beta, rm, rv, training=True, activation=act,
+                                     n_threads=n_threads)
+    ref, ref_mean, ref_uvar = bn_reference(x, gamma.astype(float), beta.astype(float), 1e-5,
+                                           act)
+    tol = _tol(dtype) * 10
+    np.testing.assert_allclose(y, ref, rtol=tol, atol=tol)
+    np.testing.assert_allclose(mean, ref_mean, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(rv, 0.9 + 0.1 * ref_uvar, rtol=1e-12)
+    dx, dg, db = F.batch_norm_vjp(x, y, g, gamma, (mean, invstd), activation=act,
+                                  n_threads=n_threads)
+    rdx, rdg, rdb = _bn_vjp_reference(x, y, g, gamma.astype(float), 1e-5, act)
+    np.testing.assert_allclose(dx, rdx, rtol=tol * 10, atol=tol * 10)
+    np.testing.assert_allclose(dg, rdg, rtol=tol * 10, atol=tol * 100)
+    np.testing.assert_allclose(db, rdb, rtol=tol * 10, atol=tol * 100)
+
+
+def test_batch_norm_large_offset_is_stable(rng, n_threads):
+    """Data with |mean| >> std (1e4 + N(0, 1e-2)) in float64: the chunk-wise two-pass
+    variance and the backward's deviation sums do not cancel (E[x^2] - E[x]^2 would lose
+    all but ~0 digits of the variance here)."""
+    x = 1e4 + 1e-2 * rng.standard_normal((4, 30, 30, 5))
+    gamma, beta = rng.uniform(0.5, 2, 5), rng.standard_normal(5)
+    g = rng.standard_normal(x.shape)
+    y, saved = F.batch_norm(x, gamma, beta, training=True, n_threads=n_threads)
+    ref, ref_mean, ref_uvar = bn_reference(x, gamma, beta, 1e-5)
+    np.testing.assert_allclose(y, ref, rtol=1e-7, atol=1e-7)
+    np.testing.assert_allclose(1 / saved[1] ** 2 - 1e-5, x.reshape(-1, 5).var(0), rtol=1e-9)
+    dx, dg, db = F.batch_norm_vjp(x, y, g, gamma, saved, n_threads=n_threads)
+    rdx, rdg, rdb = _bn_vjp_reference(x, y, g, gamma, 1e-5, None)
+    np.testing.assert_allclose(dg, rdg, rtol=1e-7, atol=1e-6)
+    np.testing.assert_allclose(db, rdb, rtol=1e-10)
+    np.testing.assert_allclose(dx, rdx, rtol=1e-6, atol=1e-6 * np.abs(rdx).max())
+
+
+def test_batch_norm_many_chunks_matches_torch(rng, dtype, n_threads):
+    torch = pytest.importorskip("torch")
+    x = (rng.standard_normal((3, 17, 11, 24)) + 0.5).astype(dtype)   # 561 rows: 3 chunks
+    g = rng.standard_normal(x.shape).astype(dtype)
+    gamma = rng.uniform(0.5, 2, 24).astype(dtype)
+    beta = rng.standard_normal(24).astype(dtype)
+    rm, rv = np.zeros(24), np.ones(24)
+    y, saved = F.batch_norm(x, gamma, beta, rm, rv, training=True, activation="relu",
+                            n_threads=n_threads)
+    dx, dgam, dbet = F.batch_norm_vjp(x, y, g, gamma, saved, activation="relu",
+                                      n_threads=n_threads)
+    tx = torch.tensor(x.transpose(0, 3, 1, 2).copy(), requires_grad=True)
+    tg = torch.tensor(gamma, requires_grad=True)
+    tb = torch.tensor(beta, requires_grad=True)
+    trm, trv = torch.zeros(24, dtype=tx.dtype), torch.ones(24, dtype=tx.dtype)
+    ty = torch.relu(torch.nn.functional.batch_norm(tx, trm, trv, tg, tb, training=True,
+                                                   momentum=0.1, eps=1e-5))
+    ty.backward(torch.tensor(g.transpose(0, 3, 1, 2).copy()))
+    tol = 1e-4 if dtype == np.float32 else 1e-11
+    np.testing.assert_allclose(y, ty.detach().numpy().transpose(0, 2, 3, 1), rtol=tol, atol=tol)
+    np.testing.assert_allclose(dx, tx.grad.numpy().transpose(0, 2, 3, 1), rtol=tol, atol=tol)
+    np.testing.assert_allclose(dgam, tg.grad.numpy(), rtol=tol, atol=tol * 10)
+    np.testing.assert_allclose(dbet, tb.grad.numpy(), rtol=tol, atol=tol * 10)
+    np.testing.assert_allclose(rm, trm.numpy(), rtol=tol, atol=tol)
+    np.testing.assert_allclose(rv, trv.numpy(), rtol=tol, atol=tol)
+
+
+def test_batch_norm_nan_propagates(rng):
+    x = rng.standard_normal((4, 3, 3, 2)).astype(np.float32)
+    x[1, 1, 1, 0] = np.nan
+    y, _ = F.batch_norm(x, np.ones(2, np.float32), np.zeros(2, np.float32), training=True,
+                        activation="relu")
+    assert np.isnan(y[..., 0]).all() and np.isfinite(y[..., 1]).all()
+
+
 @pytest.mark.parametrize("act", [0, 1, 2])
 @pytest.mark.parametrize("C", [3, 300])
 def test_masked_grad_sums_match_plain_double_sums(rng, dtype, n_threads, act, C):
@@ -257,3 +356,39 @@ def test_dropout(rng):
     assert none is None and same is not None
     with pytest.raises(ValueError, match="p"):
         F.dropout(x, 1.0)
+
+
+def test_batch_norm_isa_builds_bit_identical(rng, dtype, n_threads):
+    """The baseline, AVX2 and AVX-512 builds of _dense (those this CPU runs) agree bitwise."""
+    import importlib.util
+
+    level = F._conv_baseline._cpu_level()
+    mods = [importlib.import_module(f"effai_fast.nn.{m}")
+            for isa, m in F._DENSE_ISA_MODULES.items()
+            if {"baseline": 0, "avx2": 1, "avx512": 2}[isa] <= level
+            and importlib.util.find_spec(f"effai_fast.nn.{m}") is not None]
+    C = 21
+    x = (rng.standard_normal((700, C)) + 3).astype(dtype)
+    g = rng.standard_normal(x.shape).astype(dtype)
+    gamma, beta = rng.uniform(0.5, 2, C).astype(dtype), rng.standard_normal(C).astype(dtype)
+    outs = []
+    for m in mods:
+        y = np.empty_like(x)
+        st = [np.empty(C) for _ in range(3)]
+        m.bn_train_forward(x, gamma, beta, 1e-5, *st, y, 1, 256, n_threads)
+        dx, dg, db = np.empty_like(x), np.empty(C), np.empty(C)
+        m.bn_backward(g, y, x, gamma, st[0], st[1], dx, dg, db, True, 1, 256, n_threads)
+        outs.append((y, dx, dg, db, *st))
+    for other in outs[1:]:
+        for a, b in zip(outs[0], other):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_dense_isa_override(monkeypatch):
+    with pytest.raises(ValueError, match="EFFAI_DENSE_ISA"):
+        F._select_dense("sse9")
+    name, mod = F._select_dense("baseline")
+    assert name == "baseline" and mod is F._dense_baseline
+    if F._conv_baseline._cpu_level() < 2:
+        with pytest.raises(ValueError, match="does not support"):
+            F._select_dense("avx512")

@@ -7,11 +7,46 @@ the last axis.  Activation codes accepted everywhere: ``None``, ``"relu"``, ``"r
 
 from __future__ import annotations
 
+import importlib
+import os
+
 import numpy as np
 
 from effai_fast._threads import resolve_n_threads, threads_for_work
 from effai_fast._validation import as_float_array, check_out, check_real, check_rng
-from effai_fast.nn import _dense
+from effai_fast.nn import _conv as _conv_baseline
+from effai_fast.nn import _dense as _dense_baseline
+
+_DENSE_ISA_MODULES = {"baseline": "_dense", "avx2": "_dense_avx2", "avx512": "_dense_avx512"}
+
+
+def _select_dense(isa: str | None = None):
+    """The ``_dense`` build for the widest vector ISA this CPU runs (as the convolutions).
+
+    ``EFFAI_DENSE_ISA=baseline|avx2|avx512`` overrides the choice (tests, benchmarks); the
+    three builds give bit-identical results.
+    """
+    isa = (isa or os.environ.get("EFFAI_DENSE_ISA", "auto")).lower()
+    level = _conv_baseline._cpu_level()
+    order = [("avx512", 2), ("avx2", 1), ("baseline", 0)]
+    if isa != "auto":
+        if isa not in _DENSE_ISA_MODULES:
+            raise ValueError(f"EFFAI_DENSE_ISA must be auto, baseline, avx2 or avx512, "
+                             f"got {isa!r}")
+        need = dict(order)[isa]
+        if level < need:   # never load code the CPU cannot run (illegal instruction)
+            raise ValueError(f"EFFAI_DENSE_ISA={isa}: this CPU does not support it")
+        order = [(isa, need)]
+    for name, need in order:
+        if level >= need:
+            try:
+                return name, importlib.import_module(f"effai_fast.nn.{_DENSE_ISA_MODULES[name]}")
+            except ImportError:
+                continue
+    return "baseline", _dense_baseline
+
+
+DENSE_ISA, _dense = _select_dense()
 
 __all__ = [
     "activation_vjp",
@@ -143,30 +178,36 @@ def batch_norm(x, gamma, beta, running_mean=None, running_var=None, *, training:
         if M < 2:
             raise ValueError(f"x: batch norm in training needs more than one value per channel, "
                              f"got input shape {x.shape}")
-        n_chunks = -(-M // _ROWS_PER_CHUNK)
-        part = np.empty((n_chunks, C))
-        _dense.column_sums(x2, part, _ROWS_PER_CHUNK, nt)
-        mean = part.sum(axis=0) / M
-        _dense.column_sq_dev_sums(x2, mean, part, _ROWS_PER_CHUNK, nt)
-        ssd = part.sum(axis=0)
-        var = ssd / M
-        if running_mean is not None:
-            running_mean *= 1.0 - momentum
-            running_mean += momentum * mean
-        if running_var is not None:
-            running_var *= 1.0 - momentum
-            running_var += momentum * (ssd / (M - 1))
-    else:
-        if running_mean is None or running_var is None:
-            raise ValueError("batch norm in evaluation needs running_mean and running_var")
-        mean = np.asarray(running_mean, dtype=np.float64)
-        var = np.asarray(running_var, dtype=np.float64)
+        y = _out(out, "out", x.shape, dt, x)
+        mean, invstd = _bn_train(x2, gamma, beta, running_mean, running_var, momentum, eps,
+                                 y.reshape(-1, C), code, nt)
+        return y, (mean, invstd)
+    if running_mean is None or running_var is None:
+        raise ValueError("batch norm in evaluation needs running_mean and running_var")
+    mean = np.asarray(running_mean, dtype=np.float64)
+    var = np.asarray(running_var, dtype=np.float64)
     invstd = 1.0 / np.sqrt(var + eps)
     a = (gamma * invstd).astype(dt)
     b = (beta - mean * gamma * invstd).astype(dt)
     y = _out(out, "out", x.shape, dt, x)
     _dense.affine_act(x2, a, b, y.reshape(-1, C), code, nt)
     return y, (mean, invstd)
+
+
+def _bn_train(x2, gamma, beta, running_mean, running_var, momentum, eps, y2, code, nt):
+    """The training forward on validated ``(M, C)`` arrays (M >= 2): fills ``y2``, updates
+    the running statistics in place, returns ``(mean, invstd)`` (float64)."""
+    C = x2.shape[1]
+    mean, invstd, uvar = np.empty(C), np.empty(C), np.empty(C)
+    _dense.bn_train_forward(x2, gamma, beta, eps, mean, invstd, uvar, y2, code,
+                            _ROWS_PER_CHUNK, nt)
+    if running_mean is not None:
+        running_mean *= 1.0 - momentum
+        running_mean += momentum * mean
+    if running_var is not None:
+        running_var *= 1.0 - momentum
+        running_var += momentum * uvar
+    return mean, invstd
 
 
 def batch_norm_vjp(x, y, grad_out, gamma, saved, *, training: bool = True, activation=None,
@@ -202,29 +243,25 @@ def batch_norm_vjp(x, y, grad_out, gamma, saved, *, training: bool = True, activ
                          f"shape")
     gamma = as_float_array(gamma, "gamma", shape=(C,), dtype=dt)
     mean, invstd = (np.asarray(s, dtype=np.float64) for s in saved)
-    x2, y2, g2 = x.reshape(-1, C), y.reshape(-1, C), g.reshape(-1, C)
-    M = x2.shape[0]
-    nt = _threads(n_threads, x.size)
-    n_chunks = -(-M // _ROWS_PER_CHUNK)
-    pg = np.empty((n_chunks, C))
-    pgx = np.empty((n_chunks, C))
-    _dense.masked_grad_sums(g2, y2, x2, pg, pgx, code, _ROWS_PER_CHUNK, nt)
-    s_g = pg.sum(axis=0)
-    s_gx = pgx.sum(axis=0)
-    dbeta = s_g
-    dgamma = invstd * (s_gx - mean * s_g)
-    gam = gamma.astype(np.float64)
-    a = gam * invstd
-    if training:
-        k1 = a * invstd * dgamma / M
-        k0 = k1 * mean - a * dbeta / M
-    else:
-        k1 = np.zeros(C)
-        k0 = np.zeros(C)
+    if mean.shape != (C,) or invstd.shape != (C,):
+        raise ValueError(f"saved must be the (mean, invstd) pair of shape ({C},) arrays that "
+                         f"batch_norm returned")
     dx = _out(out, "out", x.shape, dt, x, y, g)
-    _dense.affine_grad(g2, y2, x2, a.astype(dt), k1.astype(dt), k0.astype(dt),
-                       dx.reshape(-1, C), code, nt)
+    dgamma, dbeta = _bn_vjp(x.reshape(-1, C), y.reshape(-1, C), g.reshape(-1, C), gamma,
+                            mean, invstd, dx.reshape(-1, C), training, code,
+                            _threads(n_threads, x.size))
     return dx, dgamma.astype(dt), dbeta.astype(dt)
+
+
+def _bn_vjp(x2, y2, g2, gamma, mean, invstd, dx2, training, code, nt):
+    """The backward on validated ``(M, C)`` arrays: fills ``dx2``, returns float64
+    ``(dgamma, dbeta)``."""
+    C = x2.shape[1]
+    dgamma, dbeta = np.empty(C), np.empty(C)
+    _dense.bn_backward(g2, y2, x2, gamma, np.ascontiguousarray(mean, dtype=np.float64),
+                       np.ascontiguousarray(invstd, dtype=np.float64), dx2, dgamma, dbeta,
+                       bool(training), code, _ROWS_PER_CHUNK, nt)
+    return dgamma, dbeta
 
 
 # ----------------------------------------------------------------------- pooling
