@@ -516,9 +516,9 @@ def _select_report(data) -> str:
                 c["recipe"]["lr"] == base["recipe"]["lr"]:
             c["hard"] = list(base["hard"])          # the same hard-label students
         kd_m, hd_m = 100 * np.mean(c["kd"]), 100 * np.mean(c["hard"])
-        sd = (lambda v: 100 * np.std(v, ddof=1) if len(v) > 1 else 0.0)
         rows.append([c["label"], round(c["mac_ratio"], 1), round(100 * c["teacher_val_acc"], 2),
-                     f"{hd_m:.2f} ± {sd(c['hard']):.2f}", f"{kd_m:.2f} ± {sd(c['kd']):.2f}",
+                     f"{hd_m:.2f} ± {_sd_pct(c['hard']):.2f}",
+                     f"{kd_m:.2f} ± {_sd_pct(c['kd']):.2f}",
                      f"{kd_m - hd_m:+.2f}"])
     seeds, n_val, n_fit = data["seeds"], data["n_val"], data["n_fit"]
     # the rule, fixed before looking: highest mean validation KD accuracy; a tie within one
@@ -1051,6 +1051,11 @@ def _body(sections) -> str:
             "part gives the time it was measured and the 1-minute load average at its end.\n\n")
     return body + render_sections(PARTS, sections) + _status(sections) + "\n"
 
+
+
+def _sd_pct(v) -> float:
+    """Sample standard deviation in percentage points (0 for a single value)."""
+    return 100 * np.std(v, ddof=1) if len(v) > 1 else 0.0
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

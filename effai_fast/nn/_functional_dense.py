@@ -7,11 +7,9 @@ the last axis.  Activation codes accepted everywhere: ``None``, ``"relu"``, ``"r
 
 from __future__ import annotations
 
-import importlib
-import os
-
 import numpy as np
 
+from effai_fast._isa import select_build
 from effai_fast._threads import resolve_n_threads, threads_for_work
 from effai_fast._validation import as_float_array, check_out, check_real, check_rng
 from effai_fast.nn import _conv as _conv_baseline
@@ -26,24 +24,8 @@ def _select_dense(isa: str | None = None):
     ``EFFAI_DENSE_ISA=baseline|avx2|avx512`` overrides the choice (tests, benchmarks); the
     three builds give bit-identical results.
     """
-    isa = (isa or os.environ.get("EFFAI_DENSE_ISA", "auto")).lower()
-    level = _conv_baseline._cpu_level()
-    order = [("avx512", 2), ("avx2", 1), ("baseline", 0)]
-    if isa != "auto":
-        if isa not in _DENSE_ISA_MODULES:
-            raise ValueError(f"EFFAI_DENSE_ISA must be auto, baseline, avx2 or avx512, "
-                             f"got {isa!r}")
-        need = dict(order)[isa]
-        if level < need:   # never load code the CPU cannot run (illegal instruction)
-            raise ValueError(f"EFFAI_DENSE_ISA={isa}: this CPU does not support it")
-        order = [(isa, need)]
-    for name, need in order:
-        if level >= need:
-            try:
-                return name, importlib.import_module(f"effai_fast.nn.{_DENSE_ISA_MODULES[name]}")
-            except ImportError:
-                continue
-    return "baseline", _dense_baseline
+    return select_build("effai_fast.nn", _DENSE_ISA_MODULES, _dense_baseline,
+                        _conv_baseline._cpu_level(), "EFFAI_DENSE_ISA", isa)
 
 
 DENSE_ISA, _dense = _select_dense()

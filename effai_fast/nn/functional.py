@@ -24,12 +24,12 @@ more to page in than the convolution takes to fill it.
 from __future__ import annotations
 
 import functools
-import importlib
 import numbers
 import os
 
 import numpy as np
 
+from effai_fast._isa import select_build
 from effai_fast._threads import resolve_n_threads, threads_for_work
 from effai_fast._validation import as_float_array, check_out, result_float_dtype
 from effai_fast.nn import _conv as _conv_baseline
@@ -66,20 +66,8 @@ def _select_kernels(isa: str | None = None):
     x86-64, AVX2+FMA, AVX-512); ``EFFAI_CONV_ISA=baseline|avx2|avx512``
     overrides the choice (for tests and benchmarks).
     """
-    isa = (isa or os.environ.get("EFFAI_CONV_ISA", "auto")).lower()
-    level = _conv_baseline._cpu_level()
-    order = [("avx512", 2), ("avx2", 1), ("baseline", 0)]
-    if isa != "auto":
-        if isa not in _ISA_MODULES:
-            raise ValueError(f"EFFAI_CONV_ISA must be auto, baseline, avx2 or avx512, got {isa!r}")
-        order = [(isa, 0)]
-    for name, need in order:
-        if level >= need:
-            try:
-                return name, importlib.import_module(f"effai_fast.nn.{_ISA_MODULES[name]}")
-            except ImportError:
-                continue
-    return "baseline", _conv_baseline
+    return select_build("effai_fast.nn", _ISA_MODULES, _conv_baseline, _conv_baseline._cpu_level(),
+                        "EFFAI_CONV_ISA", isa)
 
 
 KERNEL_ISA, _conv = _select_kernels()
