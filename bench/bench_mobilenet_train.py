@@ -57,7 +57,7 @@ MOMENTUM, BATCH = 0.9, 64                        # BATCH: the grad part's batch
 PARITY_STEPS, PERTURB = 40, 1e-13               # parity: float64 steps, relative perturbation
 # the float32 accuracy runs (train, tradeoff): peak lr, decay, batch, warm-up share of steps
 TRAIN_LR, TRAIN_WD, TRAIN_BATCH, WARMUP = 0.1, 5e-4, 128, 0.05
-PARTS = ("grad", "parity", "train", "speed", "tradeoff")
+PARTS = ("grad", "parity", "train", "precision", "speed", "tradeoff")
 
 
 def batches(n, epochs, seed, batch=BATCH):
@@ -545,6 +545,183 @@ def part_train(data, args, checkpoint=None):
     return summary()
 
 
+def precision_config(args):
+    if args.quick:
+        return {"n_train": 1024, "epochs": 2, "alpha": 0.25, "seeds": [0]}
+    seeds = []
+    for item in args.precision_seeds.split(","):
+        lo, _, hi = item.partition("-")
+        seeds += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
+    return {"n_train": args.n_train, "epochs": args.epochs, "alpha": 0.25, "seeds": seeds}
+
+
+def _stored(part):
+    try:
+        return json.loads((RESULTS / "mobilenet_train.json").read_text())["data"][
+            "sections"].get(part, {}).get("data")
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def part_precision(data, args, checkpoint=None):
+    """The train part's alpha=0.25 runs again in float64, by effai_fast and by PyTorch.
+
+    Same seeds, same initial weights (the float32 ones, cast exactly), same batches and
+    learning rates; the float32 arms are the stored ``train`` runs of those seeds.
+    """
+    pc = precision_config(args)
+    xtr, ytr, xte, yte = data
+    xtr, ytr = xtr[:pc["n_train"]], ytr[:pc["n_train"]]
+    n, epochs, alpha = len(xtr), pc["epochs"], pc["alpha"]
+    conf = {"n_train": n, "n_test": len(xte), "epochs": epochs, "batch": TRAIN_BATCH,
+            "lr": TRAIN_LR, "warmup": WARMUP, "weight_decay": TRAIN_WD, "momentum": MOMENTUM,
+            "threads": args.threads, "alpha": alpha}
+    x64, xe64 = xtr.astype(np.float64), xte.astype(np.float64)
+    mine = []
+
+    def merged():
+        # runs of the same configuration stored by other processes, then ours (by seed)
+        old = _stored("precision") or {}
+        runs = {r["seed"]: r for r in old.get("runs", []) if old.get("config") == conf}
+        runs.update({r["seed"]: r for r in mine})
+        return [runs[k] for k in sorted(runs)]
+
+    def summary():
+        runs = merged()
+        train = _stored("train") or {}
+        return precision_markdown(conf, runs, train), {"config": conf, "runs": runs}
+
+    done = {r["seed"] for r in merged()} if not args.quick else set()
+    for seed in [s for s in pc["seeds"] if s not in done]:
+        ours32 = mobilenet_v1(alpha, 28, 10, 1, seed=seed, dtype=np.float32)
+        ours = mobilenet_v1(alpha, 28, 10, 1, seed=seed, dtype=np.float64)
+        ours.load_state_dict({k: v.astype(np.float64) for k, v in ours32.state_dict().items()})
+        import torch
+
+        theirs = torch_mobilenet_v1(alpha, 10, 1).double()
+        sd = nn.export_torch_state_dict(ours, theirs.state_dict())
+        theirs.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v))
+                                for k, v in sd.items()})
+        to, tt = OursTrainer(ours, args.threads), TorchTrainer(theirs, args.threads, x64)
+        plan = batches(n, epochs, seed=1000 + seed, batch=TRAIN_BATCH)
+        total, step = sum(len(e) for e in plan), 0
+        rec = {"seed": seed, "ours64_epoch_s": [], "torch64_epoch_s": [], "ours64_loss": [],
+               "torch64_loss": []}
+        for ep in plan:
+            lrs = [lr_at(step + i, total) for i in range(len(ep))]
+            step += len(ep)
+            for key, tr in (("ours64", to), ("torch64", tt)):
+                sec, loss = tr.epoch(x64, ytr, ep, lrs)
+                rec[f"{key}_epoch_s"].append(sec)
+                rec[f"{key}_loss"].append(loss)
+            print(f"precision seed={seed} epoch {len(rec['ours64_loss'])}: loss "
+                  f"{rec['ours64_loss'][-1]:.4f} / {rec['torch64_loss'][-1]:.4f}, s "
+                  f"{rec['ours64_epoch_s'][-1]:.1f} / {rec['torch64_epoch_s'][-1]:.1f}",
+                  flush=True)
+        po = ours.predict(xe64).argmax(1)
+        torch.set_num_threads(args.threads)
+        theirs.eval()
+        with torch.no_grad():
+            pt = theirs(torch.from_numpy(np.ascontiguousarray(
+                xe64.transpose(0, 3, 1, 2)))).numpy().argmax(1)
+        rec["ours64_acc"] = 100 * float(np.mean(po == yte))
+        rec["torch64_acc"] = 100 * float(np.mean(pt == yte))
+        rec["agree64"] = 100 * float(np.mean(po == pt))
+        rec["measured"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        rec["loadavg"] = os.getloadavg()[0]
+        mine.append(rec)
+        print(f"precision seed={seed}: test acc ours64 {rec['ours64_acc']:.2f} / torch64 "
+              f"{rec['torch64_acc']:.2f} (agree {rec['agree64']:.1f}%)", flush=True)
+        if checkpoint is not None:
+            checkpoint(*summary())
+    return summary()
+
+
+def precision_markdown(conf, runs, train):
+    """The ``precision`` section: four arms per seed (ours / torch x float32 / float64)."""
+    from scipy import stats
+
+    t32 = {r["seed"]: r for r in (train or {}).get("runs", []) if r["alpha"] == conf["alpha"]}
+    same = all((train or {}).get("config", {}).get(k) == conf[k]
+               for k in ("n_train", "epochs", "batch", "lr", "warmup", "weight_decay",
+                         "momentum"))
+    rows = [r for r in runs if r["seed"] in t32] if same else []
+    head = (f"### float64 training: is the float32 gap PyTorch's rounding?\n\n"
+            f"The `train` part's alpha={conf['alpha']} runs again in float64, by effai_fast "
+            f"and by PyTorch (`.double()`): same seeds, the same initial weights (the "
+            f"float32 ones, cast exactly), the same batches and learning rates, the same "
+            f"recipe ({conf['n_train']:,} training images, {conf['epochs']} epochs of "
+            f"{conf['n_train'] // conf['batch']} steps, {conf['threads']} thread(s)); test "
+            f"accuracy on all {conf['n_test']:,} test images in eval mode.  The float32 arms "
+            f"are the `train` part's stored runs of the same seeds.  In float64 the two "
+            f"loops agree to rounding for the first steps (`parity` part) and then part "
+            f"through SGD's chaos alone, so ours64 and torch64 are two draws of the same "
+            f"exact-arithmetic training; the float32 arms add each library's own rounding.  "
+            f"Paired differences over seeds (Student-t 95% CI, `scipy.stats.ttest_rel` "
+            f"p-value).\n\n")
+    if len(rows) < 2:
+        return head + f"({len(rows)} seed(s) with all four arms so far.)"
+    arms = {"ours32": [t32[r["seed"]]["ours_acc"] for r in rows],
+            "torch32": [t32[r["seed"]]["torch_acc"] for r in rows],
+            "ours64": [r["ours64_acc"] for r in rows],
+            "torch64": [r["torch64_acc"] for r in rows]}
+    loss = {"ours32": [t32[r["seed"]]["ours_loss"][-1] for r in rows],
+            "torch32": [t32[r["seed"]]["torch_loss"][-1] for r in rows],
+            "ours64": [r["ours64_loss"][-1] for r in rows],
+            "torch64": [r["torch64_loss"][-1] for r in rows]}
+
+    # ours64 and torch64 are two draws of the same exact-arithmetic training: their
+    # per-seed mean ("exact64") is a less noisy reference for the float32 arms
+    arms["exact64"] = list(np.add(arms["ours64"], arms["torch64"]) / 2)
+    loss["exact64"] = list(np.add(loss["ours64"], loss["torch64"]) / 2)
+    pairs = [("ours32", "torch32"), ("ours64", "torch64"), ("torch64", "torch32"),
+             ("ours64", "ours32"), ("ours32", "torch64"), ("ours64", "torch32"),
+             ("exact64", "torch32"), ("exact64", "ours32")]
+    summ = [[k, mean_sd(arms[k]), f"{np.mean(loss[k]):.4f} ± {np.std(loss[k], ddof=1):.4f}"]
+            for k in arms]
+    prow, res = [], {}
+    for a, b in pairs:
+        d = np.subtract(arms[a], arms[b])
+        m, sd, lo, hi = paired_ci(d)
+        p = float(stats.ttest_rel(arms[a], arms[b]).pvalue)
+        dl = np.subtract(loss[a], loss[b])
+        lm, _, llo, lhi = paired_ci(dl)
+        res[(a, b)] = (m, lo, hi, p)
+        prow.append([f"{a} - {b}", f"{m:+.2f}", f"{sd:.2f}", f"[{lo:+.2f}, {hi:+.2f}]",
+                     f"{p:.3f}", f"{lm:+.4f} [{llo:+.4f}, {lhi:+.4f}]"])
+    per = [[r["seed"], f"{arms['ours32'][i]:.2f}", f"{arms['torch32'][i]:.2f}",
+            f"{arms['ours64'][i]:.2f}", f"{arms['torch64'][i]:.2f}",
+            f"{loss['ours32'][i]:.4f}", f"{loss['torch32'][i]:.4f}",
+            f"{loss['ours64'][i]:.4f}", f"{loss['torch64'][i]:.4f}", f"{r['agree64']:.1f}",
+            f"{np.median(r['ours64_epoch_s']):.1f} / {np.median(r['torch64_epoch_s']):.1f}",
+            r["measured"][11:]]
+           for i, r in enumerate(rows)]
+    return (head
+            + md_table(["arm", f"test acc % ({len(rows)} seeds)",
+                        "last-epoch train loss"], summ)
+            + "\n\n" + md_table(["paired difference (acc points)", "mean", "sd", "95% CI",
+                                 "ttest_rel p", "train-loss diff [95% CI]"], prow)
+            + "\n\n" + precision_verdict(res, len(rows))
+            + "\n\nPer seed (test accuracy %, last-epoch mean training loss, agreement of "
+              "ours64 and torch64 predictions, s/epoch of the float64 runs):\n\n"
+            + md_table(["seed", "ours32", "torch32", "ours64", "torch64", "loss ours32",
+                        "loss torch32", "loss ours64", "loss torch64", "agree64 %",
+                        "s/epoch ours64 / torch64", "finished"], per))
+
+
+def precision_verdict(res, k):
+    def ci(a, b):
+        m, lo, hi, p = res[(a, b)]
+        return f"{m:+.2f} [{lo:+.2f}, {hi:+.2f}], p={p:.3f}"
+
+    return (f"Over {k} seeds: ours32 - torch32 {ci('ours32', 'torch32')}; ours64 - torch64 "
+            f"{ci('ours64', 'torch64')}; torch64 - torch32 {ci('torch64', 'torch32')}; "
+            f"ours64 - ours32 {ci('ours64', 'ours32')}; ours32 - torch64 "
+            f"{ci('ours32', 'torch64')}; exact64 (the per-seed mean of ours64 and torch64) "
+            f"- torch32 {ci('exact64', 'torch32')}; exact64 - ours32 "
+            f"{ci('exact64', 'ours32')}.")
+
+
 def part_speed(data, args, checkpoint=None):
     """Time per epoch only (no accuracy) at 1 and 2 threads, epochs interleaved."""
     xtr, ytr = data[0], data[1]
@@ -701,6 +878,10 @@ def rerender(args):
     if "train" in sections:
         d = sections["train"]["data"]
         sections["train"]["markdown"] = train_markdown(d["config"], d["runs"])
+    if "precision" in sections:
+        d = sections["precision"]["data"]
+        sections["precision"]["markdown"] = precision_markdown(
+            d["config"], d["runs"], sections.get("train", {}).get("data"))
     if "tradeoff" in sections:
         d = sections["tradeoff"]["data"]
         d["config"].setdefault("threads", args.threads)
@@ -726,6 +907,8 @@ def main(argv=None):
     ap.add_argument("--fresh", action="store_true",
                     help="train: discard the stored runs (default: keep the stored runs of "
                          "the same configuration and run only the seeds they lack)")
+    ap.add_argument("--precision-seeds", default="0-15",
+                    help="precision: alpha=0.25 seeds to run in float64 ('a-b', 'a,b,c')")
     ap.add_argument("--trade-n-train", type=int, default=3000)
     ap.add_argument("--trade-epochs", type=int, default=3)
     ap.add_argument("--trade-seeds", type=int, default=3)
@@ -740,6 +923,7 @@ def main(argv=None):
     n_test = 1000 if args.quick else 10000
     n_train = {"grad": 2000, "parity": 10000, "speed": 512 if args.quick else 1024,
                "train": train_config(args)["n_train"],
+               "precision": precision_config(args)["n_train"],
                "tradeoff": trade_config(args)["n_train"]}
     prev_path = RESULTS / "mobilenet_train.json"
 
@@ -765,6 +949,7 @@ def main(argv=None):
     if "train" in only and not args.quick and not args.fresh:
         args.keep_runs = previous().get("train", {}).get("data")
     funcs = {"grad": part_grad, "parity": part_parity, "train": part_train,
+             "precision": part_precision,
              "speed": part_speed, "tradeoff": part_tradeoff}
     for part in PARTS:
         if part not in only or (part != "tradeoff" and not have("torch")):
@@ -772,7 +957,7 @@ def main(argv=None):
         t0 = time.perf_counter()
         data = tuple(load_fashion_mnist(n_train=n_train[part], n_test=n_test, random_state=0))
         kw = {}
-        if part in ("train", "tradeoff"):
+        if part in ("train", "precision", "tradeoff"):
             kw["checkpoint"] = lambda md, out, part=part, t0=t0: save(part, md, out, t0)
         md, out = funcs[part](data, args, **kw)
         save(part, md, out, t0)
