@@ -448,6 +448,12 @@ def train_markdown(conf, runs):
                   f"about {need} seeds." if need else
                   f"With the mean difference as measured ({m:+.2f}), more seeds would "
                   f"narrow the CI around a value outside ±0.5.")))
+    if any("measured" not in r for r in runs):
+        verdicts.append("Seeds finished 09:15-10:20 UTC ran on the effai_fast kernels of that "
+                        "morning (replaced since); the `precision` section re-trains "
+                        "effai_fast's float32 arm of every alpha=0.25 seed with the current "
+                        "code (the later seeds reproduce bit for bit, the morning ones do not) "
+                        "and compares both libraries in float64.")
     per_seed = [[r["alpha"], r["seed"], f"{r['ours_acc']:.2f}", f"{r['torch_acc']:.2f}",
                  f"{r['ours_acc'] - r['torch_acc']:+.2f}", f"{r['agree']:.1f}",
                  f"{r['ours_loss'][-1]:.4f}", f"{r['torch_loss'][-1]:.4f}",
