@@ -611,10 +611,12 @@ def part_precision(data, args, checkpoint=None):
         return precision_markdown(conf, runs, train), {"config": conf, "runs": runs}
 
     have_runs = {r["seed"]: r for r in merged()} if not args.quick else {}
+    # the now32 arm is re-run whenever the code changed (stored runs of another commit)
+    commit = _git_commit()
     for seed in pc["seeds"]:
         stored = have_runs.get(seed, {})
         rec = mine.setdefault(seed, {"seed": seed})
-        if "now32" in arms and "now32_acc" not in stored:
+        if "now32" in arms and stored.get("now32_commit") != commit:
             ours = mobilenet_v1(alpha, 28, 10, 1, seed=seed, dtype=np.float32)
             to = OursTrainer(ours, args.threads)
             rec.update(now32_epoch_s=[], now32_loss=[])
@@ -627,6 +629,7 @@ def part_precision(data, args, checkpoint=None):
                 rec["now32_loss"].append(loss)
             rec["now32_acc"] = 100 * float(np.mean(ours.predict(xte).argmax(1) == yte))
             rec["now32_measured"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+            rec["now32_commit"] = commit
             print(f"precision seed={seed}: ours float32 now {rec['now32_acc']:.2f}", flush=True)
             if checkpoint is not None:
                 checkpoint(*summary())
@@ -674,6 +677,21 @@ def part_precision(data, args, checkpoint=None):
     return summary()
 
 
+def _git_commit():
+    """Short commit of the working tree this bench runs from ('+dirty' if it has changes)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root,
+                              capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "effai_fast"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
 def _paired_rows(arms, loss, pairs):
     from scipy import stats
 
@@ -705,7 +723,8 @@ def precision_markdown(conf, runs, train):
             f"two loops agree to rounding for the first steps, `parity` part, and then part "
             f"through SGD's chaos alone, so they are two draws of the same exact-arithmetic "
             f"training; *exact64* is their per-seed mean); *now32* re-trains effai_fast in "
-            f"float32 with the code as it is now (the stored ours32 runs of seeds 0-4 ran "
+            f"float32 with the code as it is now (re-run whenever the commit changes; the "
+            f"stored ours32 runs of seeds 0-4 ran "
             f"09:15-10:20 UTC, while the pointwise/depthwise kernels were being replaced; "
             f"seeds 5-15 ran 11:56-12:34 UTC).  PyTorch's float32 arm is not re-run: same "
             f"torch build, deterministic at 1 thread.  Paired differences over seeds: mean, "
@@ -738,8 +757,10 @@ def precision_markdown(conf, runs, train):
         prow, res = _paired_rows(acc, loss, [("now32", "torch32"), ("ours32", "torch32"),
                                              ("now32", "ours32")])
         m, lo, hi, p = res[("now32", "torch32")]
+        commits = sorted({r.get("now32_commit", "?") for r in now})
         out += (f"**effai_fast float32 with the current code against PyTorch float32** "
-                f"({len(now)} seeds):\n\n" + summary_table(acc, loss, len(now)) + "\n\n"
+                f"({len(now)} seeds; now32 trained at commit {', '.join(commits)}):\n\n"
+                + summary_table(acc, loss, len(now)) + "\n\n"
                 + md_table(cols, prow)
                 + f"\n\nnow32 - torch32: {m:+.2f} points, 95% CI [{lo:+.2f}, {hi:+.2f}] "
                   f"(p={p:.3f}); the CI "
