@@ -507,8 +507,10 @@ def main(argv=None):
     md.append("\n### Whole MobileNet v1 forward (alpha=1, 224x224, batch norm folded)\n")
     md.append("Ours: an `InferencePlan` of `fold_batchnorm(mobilenet_v1())` (validated once: "
               "kernels called directly, preallocated intermediate buffers, per-layer thread "
-              "counts, two activation arenas used in turn; the classifier on the same "
-              "packed GEMM kernel); "
+              "counts, two activation arenas used in turn, the pointwise and classifier "
+              "weights packed once into the GEMM's panel layout when the plan is built, as "
+              "ORT does at session creation; the stem convolution and the classifier on the "
+              "same packed GEMM kernel); "
               "`ours Sequential` is the same network through `Sequential.forward` (every "
               "layer's arguments validated on every call); "
               "torch: the same folded weights as `nn.Sequential` of `Conv2d(bias)`+`ReLU`, "

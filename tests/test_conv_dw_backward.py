@@ -135,3 +135,71 @@ def test_fast_path_still_rejects_bad_buffers(rng):
         F.depthwise_conv2d_vjp(x, w, g, activation="relu")
     with pytest.raises(TypeError, match="stride"):
         F.depthwise_conv2d(x, w, stride=True)
+
+
+# 3x3 paths of the register-blocked kernels (_dw.h): channel chunks of 1 KiB with a tail
+# that is not a multiple of the vector width, rows in the padding (H < 3), rows narrower
+# than a block of four, block remainders, stride 3, dilation 2 with "valid" padding.
+CASES3 = [
+    (1, 9, 13, 300, 3, 3, 1, "same", 1),         # 2-3 channel chunks + tail, 13 = 3*4 + 1
+    (2, 2, 7, 21, 3, 3, 1, "same", 1),           # H < 3: every row has a padded tap row
+    (1, 6, 3, 16, 3, 3, 1, "same", 1),           # W < 4: no block of four at all
+    (1, 11, 17, 12, 3, 3, 3, (1, 2, 0, 1), 1),   # stride 3, asymmetric padding
+    (1, 12, 15, 10, 3, 3, 1, "valid", 2),        # dilation 2, valid
+    (2, 15, 14, 136, 3, 3, 2, "same", 1),        # MobileNet stride 2 (TF padding), 2 chunks
+]
+
+
+@pytest.mark.parametrize("case", CASES3, ids=str)
+@pytest.mark.parametrize("activation", [None, "relu6"])
+def test_3x3_kernels_match_reference(case, activation, dtype, n_threads, rng):
+    N, H, W, C, KH, KW, stride, padding, dilation = case
+    x = (3 * rng.standard_normal((N, H, W, C))).astype(dtype)
+    w = rng.standard_normal((KH, KW, C)).astype(dtype)
+    b = rng.standard_normal(C).astype(dtype)
+    kw = dict(stride=stride, padding=padding, dilation=dilation)
+    y = F.depthwise_conv2d(x, w, b, activation=activation, n_threads=n_threads, **kw)
+    _close(y, ref.depthwise(x, w, b, activation=activation, **kw), dtype,
+           np.abs(x).max() * np.abs(w).sum(axis=(0, 1)).max())
+    g = rng.standard_normal(y.shape).astype(dtype)
+    gx, gw, gb = F.depthwise_conv2d_vjp(x, w, g, activation=activation, output=y,
+                                        n_threads=n_threads, **kw)
+    rx, rw, rb = ref.depthwise_vjp(x, w, g, activation=activation, y=y, **kw)
+    s = np.abs(g).sum(axis=(0, 1, 2)).max()
+    _close(gx, rx, dtype, np.abs(rx).max())
+    _close(gw, rw, dtype, s * np.abs(x).max())
+    _close(gb, rb, dtype, s)
+
+
+@pytest.mark.parametrize("case", [CASES3[0], CASES3[1], CASES3[5]], ids=str)
+def test_3x3_weight_gradient_is_bitwise_thread_independent(case, dtype, rng):
+    N, H, W, C, KH, KW, stride, padding, dilation = case
+    x = rng.standard_normal((N, H, W, C)).astype(dtype)
+    w = rng.standard_normal((KH, KW, C)).astype(dtype)
+    kw = dict(stride=stride, padding=padding, dilation=dilation)
+    y = F.depthwise_conv2d(x, w, activation="relu", **kw)
+    g = rng.standard_normal(y.shape).astype(dtype)
+    runs = [F.depthwise_conv2d_vjp(x, w, g, activation="relu", output=y, n_threads=nt, **kw)
+            for nt in (1, 2, 3)]
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_3x3_matches_torch(rng):
+    torch = pytest.importorskip("torch")
+    x = rng.standard_normal((2, 10, 9, 40))
+    w = rng.standard_normal((3, 3, 40))
+    y = F.depthwise_conv2d(x, w, padding=1, activation="relu")
+    g = rng.standard_normal(y.shape)
+    gx, gw, _ = F.depthwise_conv2d_vjp(x, w, g, padding=1, activation="relu", output=y)
+    xt = torch.tensor(x.transpose(0, 3, 1, 2), requires_grad=True)
+    wt = torch.tensor(w.transpose(2, 0, 1)[:, None], requires_grad=True)
+    yt = torch.relu(torch.nn.functional.conv2d(xt, wt, padding=1, groups=40))
+    yt.backward(torch.tensor(g.transpose(0, 3, 1, 2)))
+    np.testing.assert_allclose(y, yt.detach().numpy().transpose(0, 2, 3, 1), rtol=1e-12,
+                               atol=1e-12)
+    np.testing.assert_allclose(gx, xt.grad.numpy().transpose(0, 2, 3, 1), rtol=1e-11,
+                               atol=1e-11)
+    np.testing.assert_allclose(gw, wt.grad.numpy()[:, 0].transpose(1, 2, 0), rtol=1e-11,
+                               atol=1e-10)

@@ -152,3 +152,27 @@ def test_pointwise_every_build(isa, monkeypatch, dtype, rng):
         for nt in (1, 2):
             _close(F.pointwise_conv2d(x, w, b, activation="relu", n_threads=nt),
                    ref.pointwise(x, w, b, "relu"), dtype)
+
+
+# The dense convolution (the MobileNet stem) on the packed kernels: im2col blocks of
+# ~32 KiB, K = KH*KW*C_in read in place when <= 256 and packed above; odd channels,
+# pixel counts not a multiple of 6, padding on every side, stride 2, dilation 2.
+@pytest.mark.parametrize("case", [
+    # (N, H, W, C_in, C_out, k, stride, padding, dilation)
+    (1, 15, 13, 3, 32, 3, 2, "same", 1), (2, 9, 11, 5, 17, 3, 1, "valid", 1),
+    (1, 12, 10, 3, 7, 3, 2, (2, 0, 1, 3), 1), (1, 11, 9, 31, 9, 3, 1, "same", 2),
+    (3, 7, 8, 2, 40, 5, 1, 2, 1), (1, 64, 65, 3, 24, 3, 2, "same", 1),
+])
+@pytest.mark.parametrize("activation", [None, "relu6"])
+def test_dense_conv_packed_matches_reference(case, activation, dtype, n_threads, rng):
+    N, H, W, Ci, Co, k, s, pad, d = case
+    x = rng.standard_normal((N, H, W, Ci)).astype(dtype)
+    w = rng.standard_normal((k, k, Ci, Co)).astype(dtype)
+    b = rng.standard_normal(Co).astype(dtype)
+    y = F.conv2d(x, w, b, stride=s, padding=pad, dilation=d, activation=activation,
+                 n_threads=n_threads)
+    _close(y, ref.conv2d(x, w, b, stride=s, padding=pad, dilation=d,
+                         activation=activation), dtype)
+    y1 = F.conv2d(x, w, b, stride=s, padding=pad, dilation=d, activation=activation,
+                  n_threads=3 - n_threads)
+    np.testing.assert_array_equal(y, y1)

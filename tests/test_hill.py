@@ -285,7 +285,9 @@ def test_every_output_bitwise_independent_of_threads_and_chunks(synthetic, monke
         kw["weights"] = np.where(np.isnan(d), 0.0, 1.0 + (np.arange(d.shape[1]) % 3))
     fit_mod = sys.modules["effai_fast.hill.fit"]
     ref = _arrays(hill.fit(d, y, n_threads=1, **kw))
-    for nt, chunk in ((2, 32), (2, 1), (2, 7), (1, 5)):
+    # (2, 32): chunks of 32 then a tail of chunks of 4; (2, 64), (2, 500): the
+    # whole call in tail chunks; (2, 7), (2, 1): tail chunks of one curve
+    for nt, chunk in ((2, 32), (2, 1), (2, 7), (1, 5), (2, 64), (2, 500)):
         monkeypatch.setattr(fit_mod, "_CHUNK", chunk)
         got = _arrays(hill.fit(d, y, n_threads=nt, **kw))
         assert got.keys() == ref.keys()
@@ -401,6 +403,64 @@ def test_ec_and_ci():
         assert (r.rmax[0] - val) / (r.rmax[0] - r.rmin[0]) == pytest.approx(frac, rel=1e-6)
     est2, _, _ = r.ec([10, 50])
     assert est2.shape == (1, 2)
+
+
+def test_ec_ci_matches_per_curve_t_quantiles(synthetic):
+    """ec() takes Student's t once per distinct df: the same values as a
+    per-curve stdtrit, NaN where df = 0 (and for flat curves)."""
+    from scipy import special
+
+    d, y, _ = synthetic
+    d, y = d[:200].copy(), y[:200].copy()
+    y[:5, 4:] = np.nan                        # 4 points, 4 parameters: df = 0
+    r = hill.fit(d, y, flat_alpha=None)
+    assert (r.df_resid == 0).any() and len(np.unique(r.df_resid)) > 3
+    for x, level in ((50.0, 0.95), (np.array([10.0, 90.0]), 0.8)):
+        est, lo, hi = r.ec(x, level)
+        xv = np.atleast_1d(x)[None, :]
+        c = np.log(xv / (100 - xv))
+        h, m = r.n[:, None], r.log_ec50[:, None]
+        with np.errstate(all="ignore"):
+            df = r.df_resid.astype(float)[:, None]
+            t = special.stdtrit(np.where(df > 0, df, np.nan), 0.5 + level / 2)
+            gh = -c * np.sign(h) / (h * h)
+            se = np.sqrt(r.cov[:, 2, 2][:, None] + gh * gh * r.cov[:, 3, 3][:, None]
+                         + 2 * gh * r.cov[:, 2, 3][:, None])
+            ref_lo = np.exp(m + c / np.abs(h) - t * se)
+            ref_hi = np.exp(m + c / np.abs(h) + t * se)
+        if np.ndim(x) == 0:
+            ref_lo, ref_hi = ref_lo[:, 0], ref_hi[:, 0]
+        np.testing.assert_array_equal(lo, ref_lo)
+        np.testing.assert_array_equal(hi, ref_hi)
+        assert np.isnan(lo[r.df_resid == 0]).all()
+
+
+@pytest.mark.parametrize("nt", [1, 2])
+def test_kernel_timing_record(synthetic, nt):
+    """fit_batch's optional timing record (used by bench/bench_hill.py to
+    time a call's phases) accounts for every curve and leaves the fits as they are."""
+    fit_mod = sys.modules["effai_fast.hill.fit"]
+    d, y, _ = synthetic
+    d, y = d[:400], y[:400]
+    ref = _arrays(hill.fit(d, y, n_threads=nt))
+    call = fit_mod._prepare(d, y, None, None, None, "hessian", 0.05, 200, nt)
+    n_thr = call["n_threads"]
+    tim = np.full((n_thr + 1, 8), 7.0)
+    res = fit_mod._assemble(call, fit_mod._run(call, fit_mod._allocate(call), tim))
+    got = _arrays(res)
+    for k in ref:
+        np.testing.assert_array_equal(got[k], ref[k], err_msg=k)
+    names = _lm.TIMING_FIELDS
+    rows = dict(zip(names, tim[:n_thr].T))
+    assert rows["curves"].sum() == 400
+    assert rows["chunks"].sum() >= 1
+    assert (rows["start"] >= 0).all() and (rows["start"] <= rows["end"]).all()
+    assert (rows["end"] <= tim[n_thr, 0]).all()
+    assert (rows["busy"] >= 0).all() and (rows["cpu"] >= 0).all()
+    np.testing.assert_array_equal(tim[:, len(names):], 0.0)
+    np.testing.assert_array_equal(tim[n_thr, 1:], 0.0)
+    with pytest.raises(ValueError, match="timing"):
+        fit_mod._run(call, fit_mod._allocate(call), np.zeros((n_thr, 8)))
 
 
 def test_flat_curves_labelled(rng):

@@ -176,3 +176,51 @@ def test_plan_linear_on_the_gemm_kernel_or_its_forward(dtype, rng):
     want = x.mean(axis=(1, 2)) @ net[1].weight + net[1].bias
     _agree(plan(x), want)
     assert plan._steps[-1][0] == 5                     # Linear.forward's path
+
+
+def _gemm_net(dtype):
+    """Odd channel counts, C_in above one 256-wide K block (A packed) and below it (A
+    read in place), pixel counts that are not a multiple of the 6-row micro-tile."""
+    return Sequential(
+        Conv2d(3, 13, 3, stride=2, activation="relu", dtype=dtype, seed=1),
+        PointwiseConv2d(13, 37, activation="relu6", dtype=dtype, seed=2),
+        DepthwiseConv2d(37, activation="relu", dtype=dtype, seed=3),
+        PointwiseConv2d(37, 261, dtype=dtype, seed=4),
+        PointwiseConv2d(261, 19, activation="relu", dtype=dtype, seed=5),
+        GlobalAvgPool(dtype=dtype),
+        Linear(19, 7, dtype=dtype, seed=6),
+    )
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_packed_weights_give_the_same_bits_as_packing_per_call(batch, dtype, n_threads, rng,
+                                                               monkeypatch):
+    monkeypatch.setattr(F, "_GRAIN_MACS", 1)     # 2 threads even on these small layers
+    net = _gemm_net(dtype)
+    x = rng.standard_normal((batch, 13, 11, 3)).astype(dtype)
+    packed = InferencePlan(net, x.shape, n_threads=n_threads)
+    plain = InferencePlan(net, x.shape, n_threads=n_threads, pack_weights=False)
+    assert packed.pack_weights and not plain.pack_weights
+    y = packed(x)
+    np.testing.assert_array_equal(y, plain(x))
+    _agree(y, net.forward(x))
+    # and the same bits at the other thread count
+    other = InferencePlan(net, x.shape, n_threads=3 - n_threads)
+    np.testing.assert_array_equal(y, other(x))
+
+
+def test_packed_weights_are_a_snapshot_until_refresh(rng):
+    net = _gemm_net(np.float64)
+    x = rng.standard_normal((2, 9, 9, 3))
+    plan = InferencePlan(net, x.shape, n_threads=1)
+    live = InferencePlan(net, x.shape, n_threads=1, pack_weights=False)
+    before = plan(x)
+    net[3].weight *= 2.0                         # in place, a packed layer
+    net[6].weight *= 0.5                         # in place, the packed classifier
+    if F._conv._packed_gemm():                   # the plan still uses its snapshot
+        np.testing.assert_array_equal(plan(x), before)
+    _agree(live(x), net.forward(x))              # pack_weights=False sees it at once
+    plan.refresh()
+    _agree(plan(x), net.forward(x))
+    with pytest.raises(TypeError, match="pack_weights"):
+        InferencePlan(net, x.shape, pack_weights="yes")

@@ -545,3 +545,169 @@ def test_gp_lml_against_dense_formulas(kernel, rng):
     lml, g = _lml(theta, Z0, y, kernel, True)
     np.testing.assert_allclose(lml, lml_ref, rtol=1e-10)
     np.testing.assert_allclose(g, g_ref, rtol=1e-8, atol=1e-8 * np.abs(g_ref).max())
+
+
+# ------------------------------------------------- GP prior mean: linear trend, auto choice
+def _dense_uk(X, y, Xt, ls, s2, tau):
+    """Universal kriging by the textbook dense formulas (numpy inverse)."""
+    def k(A, B):
+        return s2 * np.exp(-0.5 * cdist(A / ls, B / ls, "sqeuclidean"))
+
+    K = k(X, X) + tau * np.eye(len(X))
+    Ki = np.linalg.inv(K)
+    H = np.c_[np.ones(len(X)), X]
+    beta = np.linalg.solve(H.T @ Ki @ H, H.T @ Ki @ y)
+    mean = np.c_[np.ones(len(Xt)), Xt] @ beta + k(Xt, X) @ Ki @ (y - H @ beta)
+    r = y - H @ beta
+    lml = -0.5 * r @ Ki @ r - 0.5 * np.linalg.slogdet(K)[1] - 0.5 * len(y) * np.log(2 * np.pi)
+    return mean, lml, beta
+
+
+@pytest.mark.parametrize("n_threads_", [1, 2])
+def test_gp_linear_mean_matches_dense_universal_kriging(n_threads_, rng):
+    X = rng.random((60, 3)) * [1.0, 2.0, 5.0] + [0.0, -1.0, 10.0]
+    y = np.sin(3 * X[:, 0]) + 2.0 * X[:, 1] - 0.3 * X[:, 2]
+    ls, s2, tau = np.array([0.5, 1.1, 3.0]), 1.4, 1e-4
+    gp = GaussianProcess(optimizer=None, mean="linear", length_scale=ls, signal_variance=s2,
+                         noise=tau, n_threads=n_threads_).fit(X, y)
+    assert gp.mean_ == "linear"
+    Xt = rng.random((300, 3)) * [1.0, 2.0, 5.0] + [0.0, -1.0, 10.0]
+    ys = y.std()
+    ref, lml_ref, beta = _dense_uk(X, (y - y.mean()) / ys, Xt, ls, s2, tau)
+    np.testing.assert_allclose(gp.predict(Xt), y.mean() + ys * ref, rtol=0, atol=1e-9 * ys)
+    np.testing.assert_allclose(gp.trend_coef_, ys * beta[1:], rtol=1e-8)
+    np.testing.assert_allclose(gp.log_marginal_likelihood_value_, lml_ref, rtol=1e-9)
+    # the variance path adds the same trend
+    m, s = gp.predict(Xt, return_std=True)
+    np.testing.assert_allclose(m, gp.predict(Xt), rtol=0, atol=1e-10 * ys)
+    assert np.isfinite(s).all() and (s >= 0).all()
+    # one thread or two: the same bits
+    np.testing.assert_array_equal(gp.predict(Xt, n_threads=1), gp.predict(Xt, n_threads=2))
+
+
+@pytest.mark.parametrize("kernel", ["se", "matern52"])
+def test_gp_linear_mean_lml_gradient(kernel, rng):
+    """The likelihood profiled over the GLS trend: value against the dense formula,
+    gradient (envelope theorem) against central finite differences."""
+    from effai_fast.surrogate._gp import _lml
+
+    n, d = 50, 3
+    Z0 = rng.random((n, d))
+    y = Z0 @ [1.0, -2.0, 0.5] + np.cos(5 * Z0[:, 0])
+    H = np.c_[np.ones(n), Z0]
+    theta = np.log([1.2, 0.3, 0.7, 0.9, 1e-3])
+    lml, g = _lml(theta, Z0, y, kernel, True, H)
+    if kernel == "se":
+        _, lml_ref, _ = _dense_uk(Z0, y, Z0[:2], np.exp(theta[1:4]), 1.2, 1e-3)
+        np.testing.assert_allclose(lml, lml_ref, rtol=1e-10)
+    h = 1e-6
+    fd = np.array([(_lml(theta + h * e, Z0, y, kernel, False, H)[0]
+                    - _lml(theta - h * e, Z0, y, kernel, False, H)[0]) / (2 * h)
+                   for e in np.eye(theta.size)])
+    np.testing.assert_allclose(g, fd, rtol=1e-5, atol=1e-6 * np.abs(fd).max())
+    # the trend is projected out: adding any linear function of the inputs to y changes
+    # neither the value nor the gradient
+    lml2, g2 = _lml(theta, Z0, y + H @ [3.0, -1.0, 2.0, 0.5], kernel, True, H)
+    np.testing.assert_allclose(lml2, lml, rtol=1e-9)
+    np.testing.assert_allclose(g2, g, rtol=1e-7, atol=1e-9 * np.abs(g).max())
+
+
+@pytest.mark.parametrize("with_trend", [False, True])
+def test_gp_loo_residuals_against_refits(with_trend, rng):
+    """Closed-form LOO residuals and predictive variances = conditioning on the other
+    n - 1 points explicitly (re-estimating the GLS trend without the left-out point;
+    its uncertainty enters the variance)."""
+    from effai_fast.surrogate._gp import loo_residuals
+
+    n, d = 30, 2
+    Z0 = rng.random((n, d))
+    y = np.sin(4 * Z0[:, 0]) + Z0[:, 1]
+    theta = np.log([1.5, 0.4, 0.6, 1e-4])
+    H = np.c_[np.ones(n), Z0] if with_trend else None
+    got, got_var = loo_residuals(theta, Z0, y, "se", H)
+    K = 1.5 * np.exp(-0.5 * cdist(Z0 / [0.4, 0.6], Z0 / [0.4, 0.6], "sqeuclidean"))
+    K += 1e-4 * np.eye(n)
+    ref, ref_var = np.empty(n), np.empty(n)
+    for i in range(n):
+        o = np.delete(np.arange(n), i)
+        Ki = np.linalg.inv(K[np.ix_(o, o)])
+        k = K[i, o]
+        ref_var[i] = K[i, i] - k @ Ki @ k
+        if with_trend:
+            Ho = H[o]
+            A = Ho.T @ Ki @ Ho
+            beta = np.linalg.solve(A, Ho.T @ Ki @ y[o])
+            mu = H[i] @ beta + k @ Ki @ (y[o] - Ho @ beta)
+            u = H[i] - Ho.T @ Ki @ k
+            ref_var[i] += u @ np.linalg.solve(A, u)
+        else:
+            mu = k @ Ki @ y[o]
+        ref[i] = y[i] - mu
+    np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(got_var, ref_var, rtol=1e-6)
+
+
+def test_gp_mean_auto_choice(rng):
+    """mean="auto" keeps the prior mean with the larger LOO log predictive density;
+    deterministic for a
+    seed; the subset path chooses on the subset; bad values raise."""
+    # a strong linear trend plus a small wiggle, few points: the linear mean wins
+    X = rng.random((25, 4))
+    y = X @ [3.0, -2.0, 1.0, 0.5] + 0.05 * np.sin(6 * X[:, 0])
+    gp = GaussianProcess(seed=0).fit(X, y)
+    assert set(gp.loo_rmse_) == set(gp.loo_log_density_) == {"constant", "linear"}
+    assert gp.mean_ == max(gp.loo_log_density_, key=gp.loo_log_density_.get) == "linear"
+    lin = GaussianProcess(seed=0, mean="linear").fit(X, y)
+    np.testing.assert_array_equal(gp.predict(X[:5]), lin.predict(X[:5]))
+    np.testing.assert_array_equal(GaussianProcess(seed=0).fit(X, y).predict(X), gp.predict(X))
+    # the LOO figure is the closed form at the kept hyperparameters
+    from effai_fast.surrogate._gp import loo_residuals
+
+    U = (X - X.min(0)) / (X.max(0) - X.min(0))
+    r, v = loo_residuals(gp._theta, U, (y - y.mean()) / y.std(), "se", np.c_[np.ones(25), U])
+    assert np.sqrt(np.mean(r * r)) == pytest.approx(gp.loo_rmse_["linear"], rel=1e-6)
+    lpd = np.mean(-0.5 * np.log(2 * np.pi * v) - 0.5 * r * r / v)
+    assert lpd == pytest.approx(gp.loo_log_density_["linear"], rel=1e-6)
+    # the constant model is what mean="constant" fits
+    con = GaussianProcess(seed=0, mean="constant").fit(X, y)
+    assert con.mean_ == "constant" and con.loo_rmse_ == {}
+    np.testing.assert_array_equal(con.trend_coef_, np.zeros(4))
+    # fewer than d + 2 points: auto falls back to the constant mean, linear raises
+    assert GaussianProcess(seed=0).fit(X[:5], y[:5]).mean_ == "constant"
+    with pytest.raises(ValueError, match="mean='linear' needs at least"):
+        GaussianProcess(mean="linear").fit(X[:5], y[:5])
+    with pytest.raises(ValueError, match="mean must be one of"):
+        GaussianProcess(mean="quadratic").fit(X, y)
+    # fixed hyperparameters: no choice, constant mean
+    assert GaussianProcess(optimizer=None).fit(X, y).mean_ == "constant"
+    # subset path (n > n_subset): the choice is made on the subset fits
+    Xs = rng.random((90, 2))
+    ys = 2 * Xs[:, 0] + np.sin(5 * Xs[:, 1])
+    gs = GaussianProcess(seed=1, n_subset=40, n_restarts=1).fit(Xs, ys)
+    assert gs.mean_ in ("constant", "linear") and len(gs.loo_log_density_) == 2
+    np.testing.assert_allclose(gs.predict(Xs), ys, atol=1e-3 * ys.std())
+    np.testing.assert_array_equal(
+        GaussianProcess(seed=1, n_subset=40, n_restarts=1).fit(Xs, ys).predict(Xs),
+        gs.predict(Xs))
+
+
+def test_gp_linear_mean_degenerate_inputs(rng):
+    """A constant input column (singular GLS system), the fewest points the linear mean
+    accepts (n = d + 2) and duplicate points: finite fits, no warnings (filterwarnings
+    = error), the training data reproduced."""
+    X = rng.random((30, 3))
+    X[:, 1] = 2.0
+    y = np.sin(3 * X[:, 0]) + X[:, 2]
+    for mean in ("auto", "linear"):
+        gp = GaussianProcess(seed=0, mean=mean).fit(X, y)
+        m, s = gp.predict(X, return_std=True)
+        np.testing.assert_allclose(m, y, atol=1e-4)
+        assert np.isfinite(s).all()
+    Xs = rng.random((5, 3))
+    ys = Xs.sum(axis=1) + np.sin(Xs[:, 0])
+    for mean in ("auto", "linear"):
+        gp = GaussianProcess(seed=0, mean=mean).fit(Xs, ys)
+        assert np.isfinite(gp.predict(rng.random((20, 3)))).all()
+    Xd = np.vstack([X[:, [0, 2]], X[:10, [0, 2]]])
+    gd = GaussianProcess(seed=0, mean="linear").fit(Xd, np.sin(4 * Xd[:, 0]) + Xd[:, 1])
+    assert np.isfinite(gd.predict(Xd, return_std=True)[1]).all()

@@ -4,6 +4,7 @@ import numpy as np
 
 FOUT_FIELDS: tuple[str, ...]
 IOUT_FIELDS: tuple[str, ...]
+TIMING_FIELDS: tuple[str, ...]
 
 def fit_batch(
     dose: np.ndarray, resp: np.ndarray, weight: np.ndarray, fixed: np.ndarray,
@@ -12,6 +13,7 @@ def fit_batch(
     fskip: np.ndarray, label: bool, flat_alpha: float,
     cov: np.ndarray, fout: np.ndarray, iout: np.ndarray, theta_hill: np.ndarray,
     status: np.ndarray, reason: np.ndarray, n_threads: int, chunk: int,
+    timing: np.ndarray | None = None,
 ) -> int: ...
 def _fexp_py(x: np.ndarray, out: np.ndarray) -> None: ...
 def _evaluate_py(

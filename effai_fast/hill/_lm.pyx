@@ -11,7 +11,9 @@ Design
   Curves differ in cost (flat ones stop at once, hard ones retry) and on a
   shared machine one thread may lose its core for a while, so the loop is
   scheduled dynamically in chunks of ~32 curves (~0.4 ms): a static split
-  would leave the other thread waiting at the end.  The schedule decides only
+  would leave the other thread waiting at the end (and the last curves go
+  out in chunks of ~4, so the thread that finishes first waits at the
+  closing barrier only for the few curves the other one has in hand).  The schedule decides only
   which thread fits a curve, never how, so results stay bitwise identical.
 * Everything per curve runs in the parallel loop, including the summary
   (F test against the flat model and flat labels, log-likelihood, AIC/BIC,
@@ -61,6 +63,9 @@ from libc.math cimport INFINITY, NAN, exp, fabs, isfinite, isnan, log, sqrt
 from cpython.pycapsule cimport PyCapsule_GetPointer, PyCapsule_IsValid
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
+from posix.time cimport CLOCK_MONOTONIC, CLOCK_THREAD_CPUTIME_ID, clock_gettime, timespec
+
+from effai_fast._openmp cimport omp_get_thread_num
 
 from effai_fast.hill._lm cimport (
     HILL_AT_INFINITY, HILL_CONSTANT, HILL_CONVERGED, HILL_FAILED, HILL_FLAT,
@@ -1241,6 +1246,20 @@ IOUT_FIELDS = ("n_obs", "n_params", "df_resid", "n_iter")
 
 cdef double _LOG_2PI = 1.8378770664093453
 
+# fit_batch's optional timing record: one row of TIMING_FIELDS per thread (a
+# row is 8 doubles, one cache line, so the threads never write the same line)
+# and a last row whose first entry is the end of the parallel region; times in
+# seconds from the start of the call
+TIMING_FIELDS = ("start", "end", "busy", "cpu", "chunks", "curves")
+cdef enum:
+    _TROW = 8
+
+
+cdef inline double _now(int clock) noexcept nogil:
+    cdef timespec ts
+    clock_gettime(clock, &ts)
+    return <double> ts.tv_sec + 1e-9 * <double> ts.tv_nsec
+
 
 cdef void _finish(HillCurveResult* res, int p, bint label, double flat_alpha,
                   double* fo, long long* io, double* th_hill) noexcept nogil:
@@ -1316,7 +1335,7 @@ def fit_batch(const floating[:, ::1] dose, const floating[:, ::1] resp,
               const double[::1] fskip, bint label, double flat_alpha,
               double[:, :, ::1] cov, double[:, ::1] fout, long long[:, ::1] iout,
               double[:, ::1] theta_hill, signed char[::1] status, signed char[::1] reason,
-              int n_threads, int chunk):
+              int n_threads, int chunk, double[:, ::1] timing=None):
     """Fit every row of ``resp`` (IN, (n_curves, n_doses)) and summarise each fit.
 
     ``dose`` / ``weight`` / ``fixed`` have 1 row (shared) or n_curves rows.
@@ -1325,11 +1344,22 @@ def fit_batch(const floating[:, ::1] dose, const floating[:, ::1] resp,
     fout (N_FOUT, n), one row per name in FOUT_FIELDS; iout (N_IOUT, n), rows
     IOUT_FIELDS; theta_hill (n, 4) the Hill fit (rmin, rmax, EC50, n) even for
     curves labelled flat; status, reason (n,).  Curves are handed out to the
-    threads in chunks of ``chunk`` (dynamic schedule).  Inputs are trusted
+    threads in chunks of ``chunk`` (dynamic schedule; with several threads the
+    last ``2 * chunk * n_threads`` curves in chunks of ``chunk // 8``, so the
+    threads finish together).  Inputs are trusted
     (validated in fit.py).
+
+    ``timing`` (optional, OUT, shape (n_threads + 1, 8), zeroed here) records
+    where the call's time goes: row t for OpenMP thread t holds, by
+    TIMING_FIELDS, the wall time at which it entered the parallel region and
+    at which it finished its last chunk (seconds from the start of the call),
+    its wall time inside chunks, its thread CPU time from entry to its last
+    chunk, and the chunks and curves it fitted; ``timing[n_threads, 0]`` is the
+    wall time at which the region (its closing barrier included) ended.  Two
+    clock reads per chunk; the fits are the same with or without it.
     """
     cdef Py_ssize_t n_curves = resp.shape[0], nd = resp.shape[1]
-    cdef Py_ssize_t c, k, j, rd, rw, rf, ch, c0, c1, n_chunks
+    cdef Py_ssize_t c, k, j, rd, rw, rf, ch, c0, c1, n_chunks, n_head, head, small
     cdef bint dshared = dose.shape[0] == 1
     cdef bint wshared = weight.shape[0] == 1
     cdef bint fshared = fixed.shape[0] == 1
@@ -1346,11 +1376,32 @@ def fit_batch(const floating[:, ::1] dose, const floating[:, ::1] resp,
     cdef double* fst
     cdef long long* ist
     cdef signed char* sst
+    cdef double* tim = NULL
+    cdef double t0 = 0.0, tc, cpu0 = 0.0
+    cdef int tid
     if chunk < 1:
         chunk = 1
+    if timing is not None:
+        if timing.shape[0] < n_threads + 1 or timing.shape[1] != _TROW:
+            raise ValueError(f"timing must have shape ({n_threads + 1}, {_TROW}), "
+                             f"got {(timing.shape[0], timing.shape[1])}")
+        timing[:, :] = 0.0
+        tim = &timing[0, 0]
+        t0 = _now(CLOCK_MONOTONIC)
     if n_curves == 0:
         return 0
-    n_chunks = (n_curves + chunk - 1) // chunk
+    # chunks of `chunk` curves, then the last ~2 chunks per thread in chunks of
+    # chunk / 8, so that the thread that finishes first waits at most a small
+    # chunk for the other (the tail of a dynamic schedule)
+    small = chunk // 8 if chunk >= 8 else 1
+    n_head = (n_curves - 2 * chunk * n_threads) // chunk if n_threads > 1 else 0
+    if n_head < 0:
+        n_head = 0
+    head = n_head * chunk
+    if n_threads > 1:
+        n_chunks = n_head + (n_curves - head + small - 1) // small
+    else:
+        n_chunks = (n_curves + chunk - 1) // chunk
     opt.free_mask = free_mask
     for k in range(4):
         opt.lo[k] = lo[k]
@@ -1384,6 +1435,11 @@ def fit_batch(const floating[:, ::1] dose, const floating[:, ::1] resp,
             fst = <double*> (res + 1)
             ist = <long long*> (fst + chunk * N_FOUT)
             sst = <signed char*> (ist + chunk * N_IOUT)
+            tid = omp_get_thread_num()
+            if tim != NULL:
+                tim[tid * _TROW] = _now(CLOCK_MONOTONIC) - t0
+                tim[tid * _TROW + 1] = tim[tid * _TROW]
+                cpu0 = _now(CLOCK_THREAD_CPUTIME_ID)
             # dynamic: curves differ in cost (flat ones stop at once, hard ones
             # retry) and on a shared machine a thread may be descheduled; each
             # curve is fitted by the same code whatever thread takes it, so the
@@ -1392,10 +1448,16 @@ def fit_batch(const floating[:, ::1] dose, const floating[:, ::1] resp,
             # per chunk: written curve by curve, the rows of two chunks fitted
             # at once by two threads would share cache lines at every write.
             for ch in prange(n_chunks, schedule="dynamic", chunksize=1):
-                c0 = ch * chunk
-                c1 = c0 + chunk
+                if ch < n_head or n_threads == 1:
+                    c0 = ch * chunk
+                    c1 = c0 + chunk
+                else:
+                    c0 = head + (ch - n_head) * small
+                    c1 = c0 + small
                 if c1 > n_curves:
                     c1 = n_curves
+                if tim != NULL:
+                    tc = _now(CLOCK_MONOTONIC) - t0
                 for c in range(c0, c1):
                     rd = 0 if dshared else c
                     rw = 0 if wshared else c
@@ -1421,7 +1483,15 @@ def fit_batch(const floating[:, ::1] dose, const floating[:, ::1] resp,
                     memcpy(&iout[k, c0], ist + k * chunk, sizeof(long long) * (c1 - c0))
                 memcpy(&status[c0], sst, c1 - c0)
                 memcpy(&reason[c0], sst + chunk, c1 - c0)
+                if tim != NULL:
+                    tim[tid * _TROW + 1] = _now(CLOCK_MONOTONIC) - t0
+                    tim[tid * _TROW + 2] = tim[tid * _TROW + 2] + (tim[tid * _TROW + 1] - tc)
+                    tim[tid * _TROW + 3] = _now(CLOCK_THREAD_CPUTIME_ID) - cpu0
+                    tim[tid * _TROW + 4] = tim[tid * _TROW + 4] + 1.0
+                    tim[tid * _TROW + 5] = tim[tid * _TROW + 5] + <double> (c1 - c0)
         free(buf)
+    if tim != NULL:
+        tim[n_threads * _TROW] = _now(CLOCK_MONOTONIC) - t0
     return 0
 
 

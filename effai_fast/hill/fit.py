@@ -211,8 +211,12 @@ class HillFit:
             var = (self.cov[:, 2, 2][:, None] + gh * gh * self.cov[:, 3, 3][:, None]
                    + 2 * gh * self.cov[:, 2, 3][:, None])
             se = np.sqrt(var)
-            df = self.df_resid.astype(float)[:, None]
-            t = special.stdtrit(np.where(df > 0, df, np.nan), 0.5 + level / 2)
+            # Student's t quantile once per distinct df (a handful: df <= n_doses),
+            # not once per curve: the same values at a fraction of the cost
+            dfu, inv = np.unique(self.df_resid, return_inverse=True)
+            dfu = dfu.astype(float)
+            t = special.stdtrit(np.where(dfu > 0, dfu, np.nan), 0.5 + level / 2)
+            t = t[inv.reshape(-1)][:, None]
             est = np.exp(log_ecx)
             lo = np.exp(log_ecx - t * se)
             hi = np.exp(log_ecx + t * se)
@@ -446,6 +450,17 @@ def fit(dose, response, *, weights=None, fixed=None, bounds=None, se="hessian",
     >>> bool(abs(res.ec50[0] - 2.0) < 0.3)
     True
     """
+    call = _prepare(dose, response, weights, fixed, bounds, se, flat_alpha, max_iter,
+                    n_threads)
+    return _assemble(call, _run(call, _allocate(call)))
+
+
+# fit() in its serial and parallel steps, so that bench/bench_hill.py can time
+# each of them on exactly the code path of a call
+
+def _prepare(dose, response, weights, fixed, bounds, se, flat_alpha, max_iter, n_threads):
+    """Validate a call and build the kernel's arguments (serial, O(n_curves * n_doses)
+    for the input checks only)."""
     d, r, w = _validate(dose, response, weights)
     n_curves, n_doses = r.shape
     if se not in ("hessian", "gauss-newton"):
@@ -458,23 +473,41 @@ def fit(dose, response, *, weights=None, fixed=None, bounds=None, se="hessian",
     canon = bool((mask & 0b11) == 0b11 and lo[0] == lo[1] and hi[0] == hi[1])
     nt = resolve_n_threads(n_threads)
     nt = threads_for_work(nt, n_curves * n_doses, 2000)
-
     fskip = _fskip(bin(mask).count("1"), n_doses, flat_alpha)
-    # the kernel writes every per-curve result (the F test, flat labels,
-    # likelihoods and standard errors included) inside its parallel loop:
-    # nothing proportional to n_curves runs serially here
-    cov = np.empty((n_curves, 4, 4))
-    fout = np.empty((len(_lm.FOUT_FIELDS), n_curves))
-    iout = np.empty((len(_lm.IOUT_FIELDS), n_curves), dtype=np.int64)
-    theta_hill = np.empty((n_curves, 4))
-    status = np.empty(n_curves, dtype=np.int8)
-    reason = np.empty(n_curves, dtype=np.int8)
-    _lm.fit_batch(d, r, w, fixed_vals, mask, lo, hi, canon, 1 if se == "hessian" else 0,
-                  max_iter, 1e-12, 1e-12, 1e-10, True,
-                  fskip, flat_alpha is not None,
-                  -1.0 if flat_alpha is None else flat_alpha,
-                  cov, fout, iout, theta_hill, status, reason, nt, _CHUNK)
-    fields = dict(zip(_lm.FOUT_FIELDS, fout))
-    fields.update(zip(_lm.IOUT_FIELDS, iout))
-    return HillFit(cov=cov, theta_hill=theta_hill, status=status, reason=reason,
-                   se_mode=se, **fields)
+    return {"d": d, "r": r, "w": w, "fixed": fixed_vals, "mask": mask, "lo": lo, "hi": hi,
+            "canon": canon, "se": se, "max_iter": max_iter, "fskip": fskip,
+            "flat_alpha": flat_alpha, "n_threads": nt}
+
+
+def _allocate(call):
+    """The result arrays (uninitialised: the kernel writes every entry)."""
+    n_curves = call["r"].shape[0]
+    return {"cov": np.empty((n_curves, 4, 4)),
+            "fout": np.empty((len(_lm.FOUT_FIELDS), n_curves)),
+            "iout": np.empty((len(_lm.IOUT_FIELDS), n_curves), dtype=np.int64),
+            "theta_hill": np.empty((n_curves, 4)),
+            "status": np.empty(n_curves, dtype=np.int8),
+            "reason": np.empty(n_curves, dtype=np.int8)}
+
+
+def _run(call, out, timing=None):
+    """The parallel kernel: every per-curve result (the F test, flat labels,
+    likelihoods and standard errors included) is written inside its OpenMP
+    loop, so nothing proportional to n_curves runs serially after it.
+    ``timing``: optional (n_threads + 1, 8) array, see ``_lm.fit_batch``."""
+    fa = call["flat_alpha"]
+    _lm.fit_batch(call["d"], call["r"], call["w"], call["fixed"], call["mask"], call["lo"],
+                  call["hi"], call["canon"], 1 if call["se"] == "hessian" else 0,
+                  call["max_iter"], 1e-12, 1e-12, 1e-10, True,
+                  call["fskip"], fa is not None, -1.0 if fa is None else fa,
+                  out["cov"], out["fout"], out["iout"], out["theta_hill"], out["status"],
+                  out["reason"], call["n_threads"], _CHUNK, timing)
+    return out
+
+
+def _assemble(call, out) -> HillFit:
+    """The HillFit of a call (views of the kernel's output rows, no copies)."""
+    fields = dict(zip(_lm.FOUT_FIELDS, out["fout"]))
+    fields.update(zip(_lm.IOUT_FIELDS, out["iout"]))
+    return HillFit(cov=out["cov"], theta_hill=out["theta_hill"], status=out["status"],
+                   reason=out["reason"], se_mode=call["se"], **fields)

@@ -9,14 +9,20 @@ pixels.  NCHW would make depthwise a 2-D stencil per channel (short rows,
 poor vectorisation at 7x7/14x14) and would force a transpose before every
 pointwise GEMM.
 
-Depthwise forward.  Work is split over output rows (n, oh) with a static
-schedule; each output pixel is formed by accumulating its KH*KW taps into the
-output row (which stays in L1) and the bias and activation are fused into the
-last pass.  For 3x3 filters the interior of each row runs a register-blocked
-path that computes four output pixels per sweep over the channels (nine
-weights, four accumulators and the input columns live in registers), so each
-input vector is loaded once per kernel row instead of once per tap; border
-pixels take the general path.
+Depthwise forward.  Work is split over output rows (n, oh); each output
+pixel is formed by accumulating its KH*KW taps into the output row (which
+stays in L1) and the bias and activation are fused into the last pass.  For
+3x3 filters the interior of each row runs the register-blocked C kernel of
+_dw.h (four output pixels per step, channels inner: nine weights and four
+accumulators in registers, each shared input vector loaded once) and the
+other pixels the register-summing gather kernel with padded taps read from a
+zero row.
+
+Depthwise backward.  Input gradient in gather form over input rows (3x3 at
+unit stride: the forward kernel on the masked grad_out rows with the flipped
+filter); weight gradient split over channels, for 3x3 filters on the
+4-pixel, channels-inner kernel of _dw.h (sequential streams; see the note
+there and in _dw_grad_w3_range).
 
 Pointwise (1x1) convolutions run on the packed GEMM micro-kernels of
 _gemm.h in the AVX2/AVX-512 builds (6x16 float / 6x8 double FMA register
@@ -75,162 +81,34 @@ cdef extern from *:
     int effai_conv_cpu_level() nogil
 
 
-cdef extern from *:
-    """
-    /* Depthwise inner kernels on GCC/Clang vector extensions (32-byte
-       vectors: one AVX2 register, two SSE2 registers in the baseline build).
-       The accumulators are vector *values*, so the compiler keeps them in
-       registers across the whole tap (or pixel) loop; Cython's typed loops
-       cannot express that.  Unaligned loads go through typedefs with a
-       reduced alignment.  EFFAI_DW_KERNELS(SUF, T, V, VI, VL) generates the
-       float (f) and double (d) versions. */
-    #include <stddef.h>
-    #if defined(__GNUC__) && !defined(__clang__)
-    #pragma GCC diagnostic ignored "-Wpsabi"  /* static functions: no ABI */
-    #endif
-    #include <math.h>
-    typedef float effai_vf __attribute__((vector_size(32), aligned(4)));
-    typedef int effai_vfi __attribute__((vector_size(32), aligned(4)));
-    typedef double effai_vd __attribute__((vector_size(32), aligned(8)));
-    typedef long long effai_vdi __attribute__((vector_size(32), aligned(8)));
-
-    #define EFFAI_DW_KERNELS(SUF, T, V, VI, VL) \
-    static inline V effai_dwact_##SUF(V a, int act) { \
-        /* relu: 0 where a < 0 (NaN kept); relu6 also 6 where a > 6 */ \
-        V zero = {0}; \
-        VI neg, gt; \
-        if (act == 0) return a; \
-        neg = a < zero; \
-        a = (V)((VI)a & ~neg); \
-        if (act == 2) { \
-            V six = zero + (T)6; \
-            gt = a > six; \
-            a = (V)(((VI)a & ~gt) | ((VI)six & gt)); \
-        } \
-        return a; \
-    } \
-    static inline T effai_dwact1_##SUF(T v, int act) { \
-        if (act == 0) return v; \
-        v = v < 0 ? (T)0 : v; \
-        if (act == 2) v = v > 6 ? (T)6 : v; \
-        return v; \
-    } \
-    /* dst[c] = act(b[c] + sum_k xs[k][c] * ws[k][c]), taps summed in order k. */ \
-    static void effai_dw_gather_##SUF(T* dst, const T** xs, const T** ws, int n, \
-                                      Py_ssize_t C, const T* b, int act) { \
-        Py_ssize_t c = 0; \
-        int k; \
-        for (; c + 4 * VL <= C; c += 4 * VL) { \
-            V a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}; \
-            for (k = 0; k < n; k++) { \
-                const T* xp = xs[k] + c; \
-                const T* wp = ws[k] + c; \
-                a0 += *(const V*)xp * *(const V*)wp; \
-                a1 += *(const V*)(xp + VL) * *(const V*)(wp + VL); \
-                a2 += *(const V*)(xp + 2 * VL) * *(const V*)(wp + 2 * VL); \
-                a3 += *(const V*)(xp + 3 * VL) * *(const V*)(wp + 3 * VL); \
-            } \
-            if (b) { \
-                a0 += *(const V*)(b + c); a1 += *(const V*)(b + c + VL); \
-                a2 += *(const V*)(b + c + 2 * VL); a3 += *(const V*)(b + c + 3 * VL); \
-            } \
-            *(V*)(dst + c) = effai_dwact_##SUF(a0, act); \
-            *(V*)(dst + c + VL) = effai_dwact_##SUF(a1, act); \
-            *(V*)(dst + c + 2 * VL) = effai_dwact_##SUF(a2, act); \
-            *(V*)(dst + c + 3 * VL) = effai_dwact_##SUF(a3, act); \
-        } \
-        for (; c + VL <= C; c += VL) { \
-            V a0 = {0}; \
-            for (k = 0; k < n; k++) a0 += *(const V*)(xs[k] + c) * *(const V*)(ws[k] + c); \
-            if (b) a0 += *(const V*)(b + c); \
-            *(V*)(dst + c) = effai_dwact_##SUF(a0, act); \
-        } \
-        for (; c < C; c++) { \
-            T s = 0; \
-            for (k = 0; k < n; k++) s += xs[k][c] * ws[k][c]; \
-            if (b) s += b[c]; \
-            dst[c] = effai_dwact1_##SUF(s, act); \
-        } \
-    } \
-    /* 3x3 weight/bias gradient of the interior output pixels ow_lo..ow_hi-1
-       of one output row, channels 0..R-1 of the pointers given: g/y at output
-       pixel 0, x0..x2 at column 0 of the three input rows (row stride C per
-       pixel).  The nine tap sums and the bias sum of a channel vector stay in
-       registers over the row and are then added to racc[t*R + c] / raccb[c]. */ \
-    static void effai_dw_gw_row3_##SUF(const T* g, const T* y, const T* x0, const T* x1, \
-                                       const T* x2, T* racc, T* raccb, Py_ssize_t R, \
-                                       Py_ssize_t C, Py_ssize_t ow_lo, Py_ssize_t ow_hi, \
-                                       Py_ssize_t sw, Py_ssize_t dw, Py_ssize_t pl, int act) { \
-        Py_ssize_t c = 0, ow, q, d1 = dw * C, d2 = 2 * dw * C; \
-        T hi = act == 2 ? (T)6 : (T)HUGE_VAL; \
-        for (; c + VL <= R; c += VL) { \
-            V a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}; \
-            V a5 = {0}, a6 = {0}, a7 = {0}, a8 = {0}, ab = {0}; \
-            V zero = {0}; \
-            V vhi = zero + hi; \
-            for (ow = ow_lo; ow < ow_hi; ow++) { \
-                V gv = *(const V*)(g + ow * C + c); \
-                const T* p0; const T* p1; const T* p2; \
-                if (act != 0) { \
-                    V yv = *(const V*)(y + ow * C + c); \
-                    gv = (V)((VI)gv & ((yv > zero) & (yv < vhi))); \
-                } \
-                q = (ow * sw - pl) * C + c; \
-                p0 = x0 + q; p1 = x1 + q; p2 = x2 + q; \
-                a0 += gv * *(const V*)p0; \
-                a1 += gv * *(const V*)(p0 + d1); \
-                a2 += gv * *(const V*)(p0 + d2); \
-                a3 += gv * *(const V*)p1; \
-                a4 += gv * *(const V*)(p1 + d1); \
-                a5 += gv * *(const V*)(p1 + d2); \
-                a6 += gv * *(const V*)p2; \
-                a7 += gv * *(const V*)(p2 + d1); \
-                a8 += gv * *(const V*)(p2 + d2); \
-                ab += gv; \
-            } \
-            *(V*)(racc + c) += a0; *(V*)(racc + R + c) += a1; \
-            *(V*)(racc + 2 * R + c) += a2; *(V*)(racc + 3 * R + c) += a3; \
-            *(V*)(racc + 4 * R + c) += a4; *(V*)(racc + 5 * R + c) += a5; \
-            *(V*)(racc + 6 * R + c) += a6; *(V*)(racc + 7 * R + c) += a7; \
-            *(V*)(racc + 8 * R + c) += a8; *(V*)(raccb + c) += ab; \
-        } \
-        for (; c < R; c++) { \
-            T a[10] = {0}; \
-            int t; \
-            for (ow = ow_lo; ow < ow_hi; ow++) { \
-                T gv = g[ow * C + c]; \
-                const T* p0; const T* p1; const T* p2; \
-                if (act != 0) { \
-                    T yv = y[ow * C + c]; \
-                    gv = (yv > 0 && yv < hi) ? gv : (T)0; \
-                } \
-                q = (ow * sw - pl) * C + c; \
-                p0 = x0 + q; p1 = x1 + q; p2 = x2 + q; \
-                a[0] += gv * p0[0]; a[1] += gv * p0[d1]; a[2] += gv * p0[d2]; \
-                a[3] += gv * p1[0]; a[4] += gv * p1[d1]; a[5] += gv * p1[d2]; \
-                a[6] += gv * p2[0]; a[7] += gv * p2[d1]; a[8] += gv * p2[d2]; \
-                a[9] += gv; \
-            } \
-            for (t = 0; t < 9; t++) racc[t * R + c] += a[t]; \
-            raccb[c] += a[9]; \
-        } \
-    }
-
-    EFFAI_DW_KERNELS(f, float, effai_vf, effai_vfi, 8)
-    EFFAI_DW_KERNELS(d, double, effai_vd, effai_vdi, 4)
-    """
+cdef extern from "_dw.h" nogil:
+    # Depthwise 3x3 register-blocked kernels (design note there).
+    void effai_dw3_blk4_f(const float* r0, const float* r1, const float* r2, const float* w,
+                          Py_ssize_t ldw, const float* b, float* o, Py_ssize_t ldo,
+                          Py_ssize_t R, Py_ssize_t s1, Py_ssize_t d1, int act)
+    void effai_dw3_blk4_d(const double* r0, const double* r1, const double* r2,
+                          const double* w, Py_ssize_t ldw, const double* b, double* o,
+                          Py_ssize_t ldo, Py_ssize_t R, Py_ssize_t s1, Py_ssize_t d1, int act)
+    void effai_dw3_gw4_f(const float* g, const float* y, Py_ssize_t ldg, const float* r0,
+                         const float* r1, const float* r2, float* racc, Py_ssize_t ldr,
+                         float* raccb, Py_ssize_t R, Py_ssize_t s1, Py_ssize_t d1, int act)
+    void effai_dw3_gw4_d(const double* g, const double* y, Py_ssize_t ldg, const double* r0,
+                         const double* r1, const double* r2, double* racc, Py_ssize_t ldr,
+                         double* raccb, Py_ssize_t R, Py_ssize_t s1, Py_ssize_t d1, int act)
+    void effai_dw3_gw1_f(const float* g, const float* y, const float** xs, float* racc,
+                         Py_ssize_t ldr, float* raccb, Py_ssize_t R, int act)
+    void effai_dw3_gw1_d(const double* g, const double* y, const double** xs, double* racc,
+                         Py_ssize_t ldr, double* raccb, Py_ssize_t R, int act)
     void effai_dw_gather_f(float* dst, const float** xs, const float** ws, int n,
-                           Py_ssize_t C, const float* b, int act) nogil
+                           Py_ssize_t C, const float* b, int act)
     void effai_dw_gather_d(double* dst, const double** xs, const double** ws, int n,
-                           Py_ssize_t C, const double* b, int act) nogil
-    void effai_dw_gw_row3_f(const float* g, const float* y, const float* x0,
-                            const float* x1, const float* x2, float* racc, float* raccb,
-                            Py_ssize_t R, Py_ssize_t C, Py_ssize_t ow_lo, Py_ssize_t ow_hi,
-                            Py_ssize_t sw, Py_ssize_t dw, Py_ssize_t pl, int act) nogil
-    void effai_dw_gw_row3_d(const double* g, const double* y, const double* x0,
-                            const double* x1, const double* x2, double* racc, double* raccb,
-                            Py_ssize_t R, Py_ssize_t C, Py_ssize_t ow_lo, Py_ssize_t ow_hi,
-                            Py_ssize_t sw, Py_ssize_t dw, Py_ssize_t pl, int act) nogil
+                           Py_ssize_t C, const double* b, int act)
+    void effai_dw_gx_row_f(float* gxr, const float** rows, Py_ssize_t KH, Py_ssize_t KW,
+                           const float* w, Py_ssize_t C, Py_ssize_t W, const Py_ssize_t* ctab,
+                           const float** xs, const float** ws)
+    void effai_dw_gx_row_d(double* gxr, const double** rows, Py_ssize_t KH, Py_ssize_t KW,
+                           const double* w, Py_ssize_t C, Py_ssize_t W, const Py_ssize_t* ctab,
+                           const double** xs, const double** ws)
 
 
 cdef inline void _dw_gather(floating* dst, const floating** xs, const floating** ws, int n,
@@ -404,102 +282,16 @@ cdef inline void _dw3x3_block4(const floating* r0, const floating* r1, const flo
     """Four adjacent output pixels of a 3x3 depthwise filter, all taps valid.
 
     r0, r1, r2 point at the input rows (a zero row for taps in the padding),
-    already offset to the first tap's column.  Channels go in chunks of _CB;
-    the sums go to ``acc`` (a local array of the caller: it cannot alias the
-    inputs, so the compiler vectorises without runtime alias checks), then the
-    bias and activation are applied on the way out.  Taps are summed in
-    (kh, kw) order, as in the general path.
+    already offset to the first tap's column.  The C kernel effai_dw3_blk4
+    (_dw.h) keeps the nine weights and the four accumulators of a channel
+    vector in registers and applies the bias and activation before the only
+    store.  Taps are summed in (kh, kw) order, as in the general path.
+    ``acc`` is unused (kept for the callers' signature).
     """
-    cdef Py_ssize_t c, c0, cl, j
-    cdef Py_ssize_t s1 = sw * C
-    cdef Py_ssize_t s2 = 2 * sw * C
-    cdef Py_ssize_t s3 = 3 * sw * C
-    cdef Py_ssize_t d1 = dw * C
-    cdef Py_ssize_t d2 = 2 * dw * C
-    cdef const floating* x0
-    cdef const floating* x1
-    cdef const floating* x2
-    cdef const floating* wq
-    cdef floating w00, w01, w02, w10, w11, w12, w20, w21, w22
-    cdef floating u0, u1, u2, u3, u4, u5
-    cdef floating v0, v1, v2, v3, v4, v5
-    cdef floating z0, z1, z2, z3, z4, z5
-    c0 = 0
-    while c0 < C:
-        cl = C - c0
-        if cl > _CB:
-            cl = _CB
-        x0 = r0 + c0
-        x1 = r1 + c0
-        x2 = r2 + c0
-        wq = w + c0
-        if sw == 1 and dw == 1:
-            # unit stride: the four pixels share input columns (6 loads per row)
-            for c in range(cl):
-                w00 = wq[c]
-                w01 = wq[C + c]
-                w02 = wq[2 * C + c]
-                w10 = wq[3 * C + c]
-                w11 = wq[4 * C + c]
-                w12 = wq[5 * C + c]
-                w20 = wq[6 * C + c]
-                w21 = wq[7 * C + c]
-                w22 = wq[8 * C + c]
-                u0 = x0[c]
-                u1 = x0[c + C]
-                u2 = x0[c + 2 * C]
-                u3 = x0[c + 3 * C]
-                u4 = x0[c + 4 * C]
-                u5 = x0[c + 5 * C]
-                v0 = x1[c]
-                v1 = x1[c + C]
-                v2 = x1[c + 2 * C]
-                v3 = x1[c + 3 * C]
-                v4 = x1[c + 4 * C]
-                v5 = x1[c + 5 * C]
-                z0 = x2[c]
-                z1 = x2[c + C]
-                z2 = x2[c + 2 * C]
-                z3 = x2[c + 3 * C]
-                z4 = x2[c + 4 * C]
-                z5 = x2[c + 5 * C]
-                acc[c] = (u0 * w00 + u1 * w01 + u2 * w02 + v0 * w10 + v1 * w11
-                          + v2 * w12 + z0 * w20 + z1 * w21 + z2 * w22)
-                acc[_CB + c] = (u1 * w00 + u2 * w01 + u3 * w02 + v1 * w10 + v2 * w11
-                                + v3 * w12 + z1 * w20 + z2 * w21 + z3 * w22)
-                acc[2 * _CB + c] = (u2 * w00 + u3 * w01 + u4 * w02 + v2 * w10 + v3 * w11
-                                    + v4 * w12 + z2 * w20 + z3 * w21 + z4 * w22)
-                acc[3 * _CB + c] = (u3 * w00 + u4 * w01 + u5 * w02 + v3 * w10 + v4 * w11
-                                    + v5 * w12 + z3 * w20 + z4 * w21 + z5 * w22)
-        else:
-            for c in range(cl):
-                w00 = wq[c]
-                w01 = wq[C + c]
-                w02 = wq[2 * C + c]
-                w10 = wq[3 * C + c]
-                w11 = wq[4 * C + c]
-                w12 = wq[5 * C + c]
-                w20 = wq[6 * C + c]
-                w21 = wq[7 * C + c]
-                w22 = wq[8 * C + c]
-                acc[c] = (x0[c] * w00 + x0[c + d1] * w01 + x0[c + d2] * w02
-                          + x1[c] * w10 + x1[c + d1] * w11 + x1[c + d2] * w12
-                          + x2[c] * w20 + x2[c + d1] * w21 + x2[c + d2] * w22)
-                acc[_CB + c] = (
-                    x0[s1 + c] * w00 + x0[s1 + c + d1] * w01 + x0[s1 + c + d2] * w02
-                    + x1[s1 + c] * w10 + x1[s1 + c + d1] * w11 + x1[s1 + c + d2] * w12
-                    + x2[s1 + c] * w20 + x2[s1 + c + d1] * w21 + x2[s1 + c + d2] * w22)
-                acc[2 * _CB + c] = (
-                    x0[s2 + c] * w00 + x0[s2 + c + d1] * w01 + x0[s2 + c + d2] * w02
-                    + x1[s2 + c] * w10 + x1[s2 + c + d1] * w11 + x1[s2 + c + d2] * w12
-                    + x2[s2 + c] * w20 + x2[s2 + c + d1] * w21 + x2[s2 + c + d2] * w22)
-                acc[3 * _CB + c] = (
-                    x0[s3 + c] * w00 + x0[s3 + c + d1] * w01 + x0[s3 + c + d2] * w02
-                    + x1[s3 + c] * w10 + x1[s3 + c + d1] * w11 + x1[s3 + c + d2] * w12
-                    + x2[s3 + c] * w20 + x2[s3 + c + d1] * w21 + x2[s3 + c + d2] * w22)
-        for j in range(4):
-            _store(op + j * C + c0, acc + j * _CB, (b + c0) if b != NULL else NULL, cl, act)
-        c0 = c0 + _CB
+    if floating is float:
+        effai_dw3_blk4_f(r0, r1, r2, w, C, b, op, C, C, sw * C, dw * C, act)
+    else:
+        effai_dw3_blk4_d(r0, r1, r2, w, C, b, op, C, C, sw * C, dw * C, act)
 
 
 cdef inline void _dw3x3_px1(const floating* r0, const floating* r1, const floating* r2,
@@ -512,35 +304,25 @@ cdef inline void _dw3x3_px1(const floating* r0, const floating* r1, const floati
     ``r0..r2`` are the three input rows (``zrow`` for rows in the padding) and
     ``i0..i2`` the element offsets of the three tap columns in a row, or -1 for
     a column in the padding (read from ``zrow`` instead).  Every tap is summed,
-    padded ones as ``0 * w``, in the (kh, kw) order of :func:`_dw3x3_block4`,
-    so the inner loop has no branches and vectorises; the sums go through the
-    local ``acc`` and the bias and activation are applied on the way out.
+    padded ones as ``0 * w``, in the (kh, kw) order of :func:`_dw3x3_block4`
+    (effai_dw_gather: the sums stay in registers, bias and activation applied
+    on the way out).  ``acc`` is unused.
     """
-    cdef const floating* x00 = (r0 + i0) if i0 >= 0 else zrow
-    cdef const floating* x01 = (r0 + i1) if i1 >= 0 else zrow
-    cdef const floating* x02 = (r0 + i2) if i2 >= 0 else zrow
-    cdef const floating* x10 = (r1 + i0) if i0 >= 0 else zrow
-    cdef const floating* x11 = (r1 + i1) if i1 >= 0 else zrow
-    cdef const floating* x12 = (r1 + i2) if i2 >= 0 else zrow
-    cdef const floating* x20 = (r2 + i0) if i0 >= 0 else zrow
-    cdef const floating* x21 = (r2 + i1) if i1 >= 0 else zrow
-    cdef const floating* x22 = (r2 + i2) if i2 >= 0 else zrow
-    cdef const floating* wq
-    cdef Py_ssize_t c, c0, cl
-    c0 = 0
-    while c0 < C:
-        cl = C - c0
-        if cl > _CB:
-            cl = _CB
-        wq = w + c0
-        for c in range(cl):
-            acc[c] = (x00[c0 + c] * wq[c] + x01[c0 + c] * wq[C + c]
-                      + x02[c0 + c] * wq[2 * C + c] + x10[c0 + c] * wq[3 * C + c]
-                      + x11[c0 + c] * wq[4 * C + c] + x12[c0 + c] * wq[5 * C + c]
-                      + x20[c0 + c] * wq[6 * C + c] + x21[c0 + c] * wq[7 * C + c]
-                      + x22[c0 + c] * wq[8 * C + c])
-        _store(op + c0, acc, (b + c0) if b != NULL else NULL, cl, act)
-        c0 = c0 + _CB
+    cdef const floating* xs[9]
+    cdef const floating* ws[9]
+    cdef int k
+    xs[0] = (r0 + i0) if i0 >= 0 else zrow
+    xs[1] = (r0 + i1) if i1 >= 0 else zrow
+    xs[2] = (r0 + i2) if i2 >= 0 else zrow
+    xs[3] = (r1 + i0) if i0 >= 0 else zrow
+    xs[4] = (r1 + i1) if i1 >= 0 else zrow
+    xs[5] = (r1 + i2) if i2 >= 0 else zrow
+    xs[6] = (r2 + i0) if i0 >= 0 else zrow
+    xs[7] = (r2 + i1) if i1 >= 0 else zrow
+    xs[8] = (r2 + i2) if i2 >= 0 else zrow
+    for k in range(9):
+        ws[k] = w + k * C
+    _dw_gather(op, xs, ws, 9, C, b, act)
 
 
 cdef void _dw_pixels(const floating* xn, const floating* w, const floating* b,
@@ -685,7 +467,8 @@ cdef void _dw_gx_row(const floating* g, const floating* y, const floating* w,
                     Py_ssize_t ih, Py_ssize_t H, Py_ssize_t W, Py_ssize_t C,
                     Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t OH, Py_ssize_t OW,
                     Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
-                    Py_ssize_t pt, Py_ssize_t pl, int act) noexcept nogil:
+                    Py_ssize_t pt, Py_ssize_t pl, int act,
+                    const Py_ssize_t* ctab) noexcept nogil:
     """Input gradient of input row ``ih`` of image ``n`` (gather form).
 
     ``g``/``y`` are the whole grad_out / forward output, ``gxr`` the grad_x
@@ -695,7 +478,10 @@ cdef void _dw_gx_row(const floating* g, const floating* y, const floating* w,
     (2*KH*KW) are scratch.  For 3x3 filters at unit stride, ``wflip`` (the
     filter flipped in both axes) and ``zrow`` (OW*C zeros) run the row as a
     forward convolution of the masked rows on the register-blocked 3x3 path
-    (four pixels per sweep, sharing loads); otherwise they may be NULL.
+    (four pixels per sweep, sharing loads); otherwise they may be NULL.  The
+    other cases gather the taps of each input pixel in C (effai_dw_gx_row)
+    from ``ctab``, the column taps of every input column (computed once per
+    call).
     """
     cdef Py_ssize_t kh, kw, t, u, oh, ow, iw, s, j, m, key
     cdef Py_ssize_t* need = keys + KH
@@ -745,50 +531,119 @@ cdef void _dw_gx_row(const floating* g, const floating* y, const floating* w,
         _dw_pixels(g, wflip, <const floating*> NULL, gxr, OH, OW, C, 3, 3, 0, 0, W, 1, dh,
                    dw, 2 * dw - pl, ACT_NONE, zrow, taps)
         return
-    for iw in range(W):
-        k = 0
-        for kh in range(KH):
-            if rowsg[kh] == NULL:
-                continue
-            for kw in range(KW):
-                u = iw + pl - kw * dw
-                if u < 0:
-                    continue
-                if sw == 1:         # no integer division on the common path
-                    ow = u
-                elif sw == 2:
-                    if u & 1:
-                        continue
-                    ow = u >> 1
-                else:
-                    if u % sw != 0:
-                        continue
-                    ow = u // sw
-                if ow >= OW:
-                    continue
-                taps[k] = rowsg[kh] + ow * C
-                ws[k] = w + (kh * KW + kw) * C
-                k = k + 1
-        _dw_gather(gxr + iw * C, taps, ws, k, C, <const floating*> NULL, ACT_NONE)
-
-
-cdef inline void _dw_gw_row3(const floating* g, const floating* y, const floating* x0,
-                             const floating* x1, const floating* x2, floating* racc,
-                             floating* raccb, Py_ssize_t R, Py_ssize_t C, Py_ssize_t ow_lo,
-                             Py_ssize_t ow_hi, Py_ssize_t sw, Py_ssize_t dw, Py_ssize_t pl,
-                             int act) noexcept nogil:
-    """3x3 weight/bias gradient of the interior pixels ow_lo..ow_hi-1 of one row.
-
-    Channels outside, pixels inside: the nine tap sums and the bias sum of a
-    channel vector stay in registers over the whole row (the C kernel
-    effai_dw_gw_row3 on vector extensions).  ``g``/``y`` point at channel c0
-    of output pixel 0 of the row, ``x0..x2`` at channel c0 of column 0 of the
-    three input rows; the sums are added to ``racc[t*R + c]`` and ``raccb``.
-    """
     if floating is float:
-        effai_dw_gw_row3_f(g, y, x0, x1, x2, racc, raccb, R, C, ow_lo, ow_hi, sw, dw, pl, act)
+        effai_dw_gx_row_f(gxr, rowsg, KH, KW, w, C, W, ctab, taps, ws)
     else:
-        effai_dw_gw_row3_d(g, y, x0, x1, x2, racc, raccb, R, C, ow_lo, ow_hi, sw, dw, pl, act)
+        effai_dw_gx_row_d(gxr, rowsg, KH, KW, w, C, W, ctab, taps, ws)
+
+
+cdef inline void _dw_gw4(const floating* g, const floating* y, Py_ssize_t ldg,
+                         const floating* r0, const floating* r1, const floating* r2,
+                         floating* racc, Py_ssize_t ldr, floating* raccb, Py_ssize_t R,
+                         Py_ssize_t s1, Py_ssize_t d1, int act) noexcept nogil:
+    """3x3 weight/bias gradient of four interior output pixels (effai_dw3_gw4)."""
+    if floating is float:
+        effai_dw3_gw4_f(g, y, ldg, r0, r1, r2, racc, ldr, raccb, R, s1, d1, act)
+    else:
+        effai_dw3_gw4_d(g, y, ldg, r0, r1, r2, racc, ldr, raccb, R, s1, d1, act)
+
+
+cdef inline void _dw_gw1(const floating* g, const floating* y, const floating** xs,
+                         floating* racc, Py_ssize_t ldr, floating* raccb, Py_ssize_t R,
+                         int act) noexcept nogil:
+    """3x3 weight/bias gradient of one output pixel, NULL taps skipped (effai_dw3_gw1)."""
+    if floating is float:
+        effai_dw3_gw1_f(g, y, xs, racc, ldr, raccb, R, act)
+    else:
+        effai_dw3_gw1_d(g, y, xs, racc, ldr, raccb, R, act)
+
+
+cdef void _dw_grad_w3_range(const floating* x, const floating* g, const floating* y,
+                            floating* gw, floating* gb, floating* scratch,
+                            Py_ssize_t N, Py_ssize_t H, Py_ssize_t W, Py_ssize_t C,
+                            Py_ssize_t OH, Py_ssize_t OW,
+                            Py_ssize_t c0, Py_ssize_t c1, Py_ssize_t sh, Py_ssize_t sw,
+                            Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t pt, Py_ssize_t pl,
+                            int act) noexcept nogil:
+    """:func:`_dw_grad_w_range` for 3x3 filters (any stride, dilation, padding).
+
+    Channels go in chunks of 1 KiB (the per-row sums of a chunk stay in L1);
+    within a chunk, rows in order (n, oh), and within a row the interior
+    columns four pixels at a time (effai_dw3_gw4, input rows in the padding
+    skipped), then the other pixels one at a time (effai_dw3_gw1, taps in the
+    padding skipped).  The per-row sums are added to the total in row order.
+    The summation order of a channel depends on the shape only (not on the
+    chunking, nor on the channel range a thread was given).
+    """
+    cdef Py_ssize_t R = c1 - c0
+    cdef Py_ssize_t CH = 1024 // sizeof(floating)
+    # Per-row sums of a chunk, tap rows LDR apart: one cache line more than the
+    # chunk, so that the nine rows do not share their address bits 0-11 (with
+    # a 4 KiB row stride every store to them stalled the loads of the input
+    # rows that alias them: "4K aliasing", 3x slower at 7x7x1024).
+    cdef Py_ssize_t LDR = CH + 64 // sizeof(floating)
+    cdef floating* acc = scratch                  # 9*R   total
+    cdef floating* accb = scratch + 9 * R         # R
+    cdef floating* racc = scratch + 10 * R        # 9*LDR this row, this chunk
+    cdef floating* raccb = racc + 9 * LDR         # LDR
+    cdef Py_ssize_t q0, Rc, n, oh, ow, kh, kw, ih, iw, iw0, ih0, c, k, t, ow_lo, ow_hi
+    cdef const floating* gr
+    cdef const floating* yr
+    cdef const floating* rows3[3]
+    cdef const floating* xs[9]
+    ow_lo = (pl + sw - 1) // sw             # interior columns: all three taps inside
+    ow_hi = W - 1 - 2 * dw + pl
+    ow_hi = ow_hi // sw + 1 if ow_hi >= 0 else 0
+    if ow_hi > OW:
+        ow_hi = OW
+    if ow_hi < ow_lo:
+        ow_hi = ow_lo
+    ow_hi = ow_lo + (ow_hi - ow_lo) // 4 * 4  # whole blocks of four; the rest go singly
+    memset(acc, 0, 10 * R * sizeof(floating))
+    q0 = 0
+    while q0 < R:
+        Rc = R - q0
+        if Rc > CH:
+            Rc = CH
+        for n in range(N):
+            for oh in range(OH):
+                memset(racc, 0, 10 * LDR * sizeof(floating))
+                ih0 = oh * sh - pt
+                gr = g + (n * OH + oh) * OW * C + c0 + q0
+                yr = (y + (n * OH + oh) * OW * C + c0 + q0) if act != ACT_NONE else NULL
+                for kh in range(3):
+                    ih = ih0 + kh * dh
+                    rows3[kh] = (x + (n * H + ih) * W * C + c0 + q0) if 0 <= ih < H else NULL
+                ow = ow_lo
+                while ow < ow_hi:
+                    k = (ow * sw - pl) * C
+                    _dw_gw4(gr + ow * C, (yr + ow * C) if yr != NULL else NULL, C,
+                            (rows3[0] + k) if rows3[0] != NULL else NULL,
+                            (rows3[1] + k) if rows3[1] != NULL else NULL,
+                            (rows3[2] + k) if rows3[2] != NULL else NULL,
+                            racc, LDR, raccb, Rc, sw * C, dw * C, act)
+                    ow = ow + 4
+                for ow in range(OW):
+                    if ow_lo <= ow < ow_hi:
+                        continue
+                    iw0 = ow * sw - pl
+                    for kh in range(3):
+                        for kw in range(3):
+                            iw = iw0 + kw * dw
+                            xs[3 * kh + kw] = (rows3[kh] + iw * C) if (
+                                rows3[kh] != NULL and 0 <= iw < W) else NULL
+                    _dw_gw1(gr + ow * C, (yr + ow * C) if yr != NULL else NULL, xs,
+                            racc, LDR, raccb, Rc, act)
+                for t in range(9):
+                    for c in range(Rc):
+                        acc[t * R + q0 + c] = acc[t * R + q0 + c] + racc[t * LDR + c]
+                for c in range(Rc):
+                    accb[q0 + c] = accb[q0 + c] + raccb[c]
+        q0 = q0 + Rc
+    for t in range(9):
+        memcpy(gw + t * C + c0, acc + t * R, R * sizeof(floating))
+    if gb != NULL:
+        memcpy(gb + c0, accb, R * sizeof(floating))
 
 
 cdef void _dw_grad_w_range(const floating* x, const floating* g, const floating* y,
@@ -815,6 +670,10 @@ cdef void _dw_grad_w_range(const floating* x, const floating* g, const floating*
     cdef const floating* xp
     cdef const floating* xr
     cdef floating* ap
+    if KH == 3 and KW == 3:
+        _dw_grad_w3_range(x, g, y, gw, gb, scratch, N, H, W, C, OH, OW, c0, c1, sh, sw,
+                          dh, dw, pt, pl, act)
+        return
     memset(acc, 0, (2 * T * R + 2 * R) * sizeof(floating))
     for n in range(N):
         for oh in range(OH):
@@ -823,19 +682,6 @@ cdef void _dw_grad_w_range(const floating* x, const floating* g, const floating*
             ih0 = oh * sh - pt
             ow_lo = 0
             ow_hi = 0
-            if KH == 3 and KW == 3 and ih0 >= 0 and ih0 + 2 * dh < H:
-                ow_lo = (pl + sw - 1) // sw
-                ow_hi = W - 1 - 2 * dw + pl
-                ow_hi = ow_hi // sw + 1 if ow_hi >= 0 else 0
-                if ow_hi > OW:
-                    ow_hi = OW
-                if ow_hi < ow_lo:
-                    ow_hi = ow_lo
-                xr = x + (n * H + ih0) * W * C + c0
-                _dw_gw_row3(g + (n * OH + oh) * OW * C + c0,
-                            (y + (n * OH + oh) * OW * C + c0) if act != ACT_NONE else NULL,
-                            xr, xr + dh * W * C, xr + 2 * dh * W * C, racc, raccb, R, C,
-                            ow_lo, ow_hi, sw, dw, pl, act)
             for ow in range(OW):
                 if ow_lo <= ow < ow_hi:
                     continue
@@ -905,6 +751,9 @@ cdef void depthwise_backward(
     cdef floating* wflip
     cdef floating* zrow
     cdef Py_ssize_t* keys
+    cdef Py_ssize_t* ctab
+    cdef Py_ssize_t* e
+    cdef Py_ssize_t iw, kw, u
     cdef const floating** rowsg
     cdef const floating** taps
     cdef Py_ssize_t k
@@ -930,6 +779,19 @@ cdef void depthwise_backward(
             else:
                 for k in range(9):
                     memcpy(wflip + k * C, wp + (8 - k) * C, C * sizeof(floating))
+        # column taps of every input column: count, then (kw, ow) pairs
+        ctab = <Py_ssize_t*> malloc(W * (1 + 2 * KW) * sizeof(Py_ssize_t))
+        if ctab != NULL:
+            for iw in range(W):
+                e = ctab + iw * (1 + 2 * KW)
+                e[0] = 0
+                for kw in range(KW):
+                    u = iw + pad_left - kw * dil_w
+                    if u < 0 or u % stride_w != 0 or u // stride_w >= OW:
+                        continue
+                    e[1 + 2 * e[0]] = kw
+                    e[2 + 2 * e[0]] = u // stride_w
+                    e[0] = e[0] + 1
         with parallel(num_threads=n_threads):
             mbuf = <floating*> malloc(KH * OW * C * sizeof(floating)) if act != ACT_NONE \
                 else NULL
@@ -940,7 +802,7 @@ cdef void depthwise_backward(
                 for k in range(KH):
                     keys[k] = -1
             for r in prange(N * H, schedule="static"):
-                if keys == NULL or rowsg == NULL or taps == NULL or (
+                if keys == NULL or rowsg == NULL or taps == NULL or ctab == NULL or (
                         act != ACT_NONE and mbuf == NULL):
                     continue
                 n = r // H
@@ -948,21 +810,25 @@ cdef void depthwise_backward(
                 _dw_gx_row(gp, yp, wp, wflip, zrow, gxp + r * W * C, mbuf, keys, rowsg, taps,
                            n, ih,
                            H, W, C, KH, KW, OH, OW, stride_h, stride_w, dil_h, dil_w,
-                           pad_top, pad_left, act)
+                           pad_top, pad_left, act, ctab)
             free(mbuf)
             free(keys)
             free(rowsg)
             free(taps)
         free(wflip)
         free(zrow)
+        free(ctab)
 
     # Weight gradient: channels split into cache-line-aligned ranges.
     align = 64 // sizeof(floating)
     n_blocks = (C + align - 1) // align
     n_parts = n_threads if n_threads < n_blocks else n_blocks
     with parallel(num_threads=n_parts):
+        # general path: 2*T+3 rows of the range; 3x3 path: 10 rows of the range
+        # plus 10 padded rows of a 1 KiB chunk (_dw_grad_w3_range)
         scratch = <floating*> malloc(
-            (2 * KH * KW + 3) * (n_blocks // n_parts + 1) * align * sizeof(floating))
+            ((2 * KH * KW + 3) * (n_blocks // n_parts + 1) * align
+             + 10 * ((1024 + 64) // sizeof(floating))) * sizeof(floating))
         for i in prange(n_parts, schedule="static"):
             c0 = _split(n_blocks, n_parts, i) * align
             c1 = _split(n_blocks, n_parts, i + 1) * align
@@ -1149,29 +1015,29 @@ cdef void _pw_item(const floating* xp, const floating* wp, const floating* b,
             _finish(op + p * Co + c0, c1 - c0, b + c0 if b != NULL else NULL, activation)
 
 
-cdef void pointwise_forward(
-    const floating[:, ::1] x,
-    const floating[:, ::1] weight,
-    const floating[::1] bias,
-    floating[:, ::1] out,
-    int activation, int n_threads,
-) noexcept nogil:
-    cdef Py_ssize_t P = x.shape[0], Ci = x.shape[1], Co = weight.shape[1]
-    cdef const floating* b = &bias[0] if bias.shape[0] > 0 else NULL
-    if P == 0 or Co == 0:
-        return
-    cdef const floating* xp = &x[0, 0]
-    cdef const floating* wp = &weight[0, 0]
-    cdef floating* op = &out[0, 0]
+cdef void _pointwise_core(const floating* xp, const floating* wp, const floating* bpk,
+                          const floating* b, floating* op, Py_ssize_t P, Py_ssize_t Ci,
+                          Py_ssize_t Co, int activation, int n_threads) noexcept nogil:
+    """out (P, Co) = act(x (P, Ci) @ w (Ci, Co) + b) on the packed kernels.
+
+    ``bpk``: the weights already packed by _pack_b (all panels), or NULL to pack
+    them here (whole, or block by block inside each work item).
+    """
     cdef Py_ssize_t nr = _nr(op[0])
     cdef Py_ssize_t n_pan = (Co + nr - 1) // nr
     cdef Py_ssize_t n_rows, n_cols, rows, it, q, g
     cdef void* wraw
     cdef void* raw = NULL
-    cdef floating* bp = NULL
-    if not EFFAI_GEMM_NATIVE or Ci == 0:
-        _pointwise_forward_blas(xp, wp, b, op, P, Ci, Co, activation, n_threads)
-        return
+    cdef floating* bp = <floating*> bpk
+    if n_threads <= 1 and bp != NULL:
+        # One thread and weights packed in advance (an InferencePlan): one call of
+        # the blocked driver, no OpenMP region and no work items.
+        wraw = malloc(effai_gemm_work_size(nr) * sizeof(floating) + 64)
+        if wraw != NULL:
+            _pgemm(P, 0, Co, Ci, xp, Ci, bp, op, Co, b, activation,
+                   <floating*> _align64(wraw))
+            free(wraw)
+            return
     # Work items: row blocks (a multiple of the 6-row micro-tile) x column groups,
     # one row block per thread and ~2K pixels; few pixels (7x7, 14x14 at batch 1)
     # are split over the columns instead.  Any split gives the same bits (each
@@ -1194,12 +1060,12 @@ cdef void pointwise_forward(
     # 144-pixel chunk run over all of them (its outputs stay in L2 across the K
     # blocks).  Few pixels: each item packs its KC x 128 weight blocks itself,
     # reading every weight once, with no weight-sized buffer.
-    if P >= 4096:
+    if bp == NULL and P >= 4096:
         raw = malloc(effai_packed_size(Ci, Co, nr) * sizeof(floating) + 64)
         if raw != NULL:
             bp = <floating*> _align64(raw)
     with parallel(num_threads=n_threads):
-        if bp != NULL:
+        if raw != NULL:
             for q in prange(n_pan, schedule="static"):
                 _pack_b(wp, Ci, Co, bp, q, q + 1)
         wraw = malloc(effai_gemm_work_size(nr) * sizeof(floating) + 64)
@@ -1208,6 +1074,26 @@ cdef void pointwise_forward(
                      bp, wraw)
         free(wraw)
     free(raw)
+
+
+cdef void pointwise_forward(
+    const floating[:, ::1] x,
+    const floating[:, ::1] weight,
+    const floating[::1] bias,
+    floating[:, ::1] out,
+    int activation, int n_threads,
+) noexcept nogil:
+    cdef Py_ssize_t P = x.shape[0], Ci = x.shape[1], Co = weight.shape[1]
+    cdef const floating* b = &bias[0] if bias.shape[0] > 0 else NULL
+    if P == 0 or Co == 0:
+        return
+    cdef const floating* xp = &x[0, 0]
+    cdef const floating* wp = &weight[0, 0]
+    cdef floating* op = &out[0, 0]
+    if not EFFAI_GEMM_NATIVE or Ci == 0:
+        _pointwise_forward_blas(xp, wp, b, op, P, Ci, Co, activation, n_threads)
+        return
+    _pointwise_core(xp, wp, NULL, b, op, P, Ci, Co, activation, n_threads)
 
 
 cdef void pointwise_backward(
@@ -1270,14 +1156,47 @@ cdef void pointwise_backward(
 # dense convolution (im2col + GEMM)
 # ---------------------------------------------------------------------------
 
+cdef inline void _copy_small(floating* dst, const floating* src, Py_ssize_t n) noexcept nogil:
+    """dst[:n] = src[:n] for short runs (the stem's 3-channel taps): fixed-size
+    32-byte copies the compiler inlines as vector moves, never a libc call per tap."""
+    cdef char* d = <char*> dst
+    cdef const char* s = <const char*> src
+    cdef Py_ssize_t left = n * <Py_ssize_t> sizeof(floating)
+    # constant sizes only: a copy loop (or a variable-size tail) becomes a libc
+    # memcpy call, which cost ~15 ns per kernel row of the stem
+    while left >= 32:
+        memcpy(d, s, 32)
+        d += 32
+        s += 32
+        left -= 32
+    if left >= 16:
+        memcpy(d, s, 16)
+        d += 16
+        s += 16
+        left -= 16
+    if left >= 8:
+        memcpy(d, s, 8)
+        d += 8
+        s += 8
+        left -= 8
+    if left >= 4:
+        memcpy(d, s, 4)
+
+
 cdef void _im2col(const floating* x, floating* patch, Py_ssize_t p0, Py_ssize_t p1,
                   Py_ssize_t H, Py_ssize_t W, Py_ssize_t C, Py_ssize_t KH, Py_ssize_t KW,
                   Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t sh, Py_ssize_t sw,
                   Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t pt,
                   Py_ssize_t pl) noexcept nogil:
-    """Patch rows (KH*KW*C each, HWC order) for flat output pixels p0..p1-1."""
+    """Patch rows (KH*KW*C each, HWC order) for flat output pixels p0..p1-1.
+
+    With dilation 1 the KW taps of a kernel row that lie inside the image are
+    one contiguous run of the input row: one copy per kernel row, not per tap
+    (for the 3-channel stem, a 12-byte memcpy call per tap was most of the
+    convolution's time).
+    """
     cdef Py_ssize_t K = KH * KW * C
-    cdef Py_ssize_t p, n, rem, oh, ow, kh, kw, ih, iw
+    cdef Py_ssize_t p, n, rem, oh, ow, kh, kw, ih, iw, k0, k1
     cdef floating* dst
     for p in range(p0, p1):
         n = p // (OH * OW)
@@ -1286,13 +1205,32 @@ cdef void _im2col(const floating* x, floating* patch, Py_ssize_t p0, Py_ssize_t 
         ow = rem - oh * OW
         for kh in range(KH):
             ih = oh * sh - pt + kh * dh
+            dst = patch + (p - p0) * K + kh * KW * C
+            if ih < 0 or ih >= H:
+                memset(dst, 0, KW * C * sizeof(floating))
+                continue
+            if dw == 1:
+                # taps k0..k1-1 inside the row, zeros on either side
+                iw = ow * sw - pl
+                k0 = -iw if iw < 0 else 0
+                k1 = W - iw if W - iw < KW else KW
+                if k1 < k0:
+                    k1 = k0
+                if k0 > 0:
+                    memset(dst, 0, k0 * C * sizeof(floating))
+                if k1 > k0:
+                    _copy_small(dst + k0 * C, x + ((n * H + ih) * W + iw + k0) * C,
+                                (k1 - k0) * C)
+                if k1 < KW:
+                    memset(dst + k1 * C, 0, (KW - k1) * C * sizeof(floating))
+                continue
             for kw in range(KW):
                 iw = ow * sw - pl + kw * dw
-                dst = patch + (p - p0) * K + (kh * KW + kw) * C
-                if ih < 0 or ih >= H or iw < 0 or iw >= W:
-                    memset(dst, 0, C * sizeof(floating))
+                if iw < 0 or iw >= W:
+                    memset(dst + kw * C, 0, C * sizeof(floating))
                 else:
-                    memcpy(dst, x + ((n * H + ih) * W + iw) * C, C * sizeof(floating))
+                    memcpy(dst + kw * C, x + ((n * H + ih) * W + iw) * C,
+                           C * sizeof(floating))
 
 
 cdef void _col2im_add(const floating* patch, floating* gx, Py_ssize_t p0, Py_ssize_t p1,
@@ -1324,6 +1262,92 @@ cdef void _col2im_add(const floating* patch, floating* gx, Py_ssize_t p0, Py_ssi
                     dst[c] = dst[c] + src[c]
 
 
+cdef bint _conv2d_forward_packed(
+        const floating* xp, const floating* wp, const floating* b, floating* op,
+        Py_ssize_t N, Py_ssize_t H, Py_ssize_t W, Py_ssize_t Ci, Py_ssize_t KH,
+        Py_ssize_t KW, Py_ssize_t Co, Py_ssize_t OH, Py_ssize_t OW, int stride_h,
+        int stride_w, int dil_h, int dil_w, int pad_top, int pad_left, int activation,
+        int n_threads) noexcept nogil:
+    """The dense convolution on the packed kernels of _gemm.h (AVX2 builds).
+
+    The (KH*KW*C_in, C_out) filter is packed once per call (for the MobileNet
+    stem 27 x 32: 3.5 KiB), then each work item forms the im2col rows of a block
+    of pixels (about 32 KiB, L1/L2-resident) and runs the packed GEMM on them with
+    bias and activation in the register epilogue.  BLAS was slow on this shape
+    (C_out = 32, K = 27: small edge kernels, ~2x slower than torch at batch 1).
+    Every output element is one FMA chain over K in order whatever the block,
+    so the result does not depend on the thread count.  Returns False (nothing
+    written) when scratch memory is missing; the caller then takes the BLAS path.
+    """
+    cdef Py_ssize_t K = KH * KW * Ci
+    cdef Py_ssize_t P = N * OH * OW
+    cdef Py_ssize_t nr = _nr(op[0])
+    cdef Py_ssize_t n_pan = (Co + nr - 1) // nr
+    cdef Py_ssize_t pb, nb, i, q, p0, p1
+    cdef floating* patch
+    cdef void* wraw
+    cdef bint ok = True
+    cdef int failed = 0
+    cdef int* pfailed = &failed
+    cdef void* raw = malloc(effai_packed_size(K, Co, nr) * sizeof(floating) + 64)
+    cdef floating* bp
+    if raw == NULL:
+        return False
+    bp = <floating*> _align64(raw)
+    # Rows per block: ~32 KiB of patch, a multiple of the 6-row micro-tile; fixed
+    # by the shape (any blocking gives the same bits, this one keeps the patch in
+    # L1/L2 and gives a 2-thread team enough blocks to balance).
+    pb = (32 * 1024 // (K * sizeof(floating) + 1)) // 6 * 6
+    if pb < 6:
+        pb = 6
+    if pb > P:
+        pb = P
+    nb = (P + pb - 1) // pb
+    if n_threads > nb:
+        n_threads = <int> nb
+    if n_threads <= 1:
+        _pack_b(wp, K, Co, bp, 0, n_pan)
+        patch = <floating*> malloc(pb * K * sizeof(floating))
+        wraw = malloc(effai_gemm_work_size(nr) * sizeof(floating) + 64)
+        if patch != NULL and wraw != NULL:
+            for i in range(nb):
+                p0 = i * pb
+                p1 = p0 + pb
+                if p1 > P:
+                    p1 = P
+                _im2col(xp, patch, p0, p1, H, W, Ci, KH, KW, OH, OW, stride_h, stride_w,
+                        dil_h, dil_w, pad_top, pad_left)
+                _pgemm(p1 - p0, 0, Co, K, patch, K, bp, op + p0 * Co, Co, b, activation,
+                       <floating*> _align64(wraw))
+        else:
+            ok = False
+        free(wraw)
+        free(patch)
+        free(raw)
+        return ok
+    with parallel(num_threads=n_threads):
+        for q in prange(n_pan, schedule="static"):
+            _pack_b(wp, K, Co, bp, q, q + 1)
+        patch = <floating*> malloc(pb * K * sizeof(floating))
+        wraw = malloc(effai_gemm_work_size(nr) * sizeof(floating) + 64)
+        if patch == NULL or wraw == NULL:
+            pfailed[0] = 1          # shared flag (a plain assignment would be private)
+        for i in prange(nb, schedule="dynamic"):
+            if patch != NULL and wraw != NULL:
+                p0 = i * pb
+                p1 = p0 + pb
+                if p1 > P:
+                    p1 = P
+                _im2col(xp, patch, p0, p1, H, W, Ci, KH, KW, OH, OW, stride_h, stride_w,
+                        dil_h, dil_w, pad_top, pad_left)
+                _pgemm(p1 - p0, 0, Co, K, patch, K, bp, op + p0 * Co, Co, b, activation,
+                       <floating*> _align64(wraw))
+        free(wraw)
+        free(patch)
+    free(raw)
+    return failed == 0
+
+
 cdef void conv2d_forward(
     const floating[:, :, :, ::1] x,
     const floating[:, :, :, ::1] weight,
@@ -1345,6 +1369,11 @@ cdef void conv2d_forward(
     cdef const floating* xp = &x[0, 0, 0, 0]
     cdef const floating* wp = &weight[0, 0, 0, 0]
     cdef floating* op = &out[0, 0, 0, 0]
+    if EFFAI_GEMM_NATIVE and K > 0:
+        if _conv2d_forward_packed(xp, wp, b, op, N, H, W, Ci, KH, KW, Co, OH, OW,
+                                  stride_h, stride_w, dil_h, dil_w, pad_top, pad_left,
+                                  activation, n_threads):
+            return
     pb = _block(P, K * sizeof(floating), 1024 * 1024)
     nb = (P + pb - 1) // pb
     with parallel(num_threads=n_threads):
@@ -1586,6 +1615,40 @@ def _pointwise_forward(const floating[:, ::1] x, const floating[:, ::1] weight,
                        const floating[::1] bias, floating[:, ::1] out, int act, int nt):
     with nogil:
         pointwise_forward(x, weight, bias, out, act, nt)
+
+
+def _pointwise_packed_len(Py_ssize_t Ci, Py_ssize_t Co, bint is_double):
+    """Elements of a (Ci, Co) pointwise weight packed for _pointwise_forward_packed
+    (0 when this build has no packed kernels: the weights are then used as they are)."""
+    if not EFFAI_GEMM_NATIVE or Ci == 0 or Co == 0:
+        return 0
+    return effai_packed_size(Ci, Co, EFFAI_GEMM_NR_D if is_double else EFFAI_GEMM_NR_F)
+
+
+def _pack_pointwise(const floating[:, ::1] weight, floating[::1] packed):
+    """Pack ``weight`` (Ci, Co) into ``packed`` (``_pointwise_packed_len`` elements)."""
+    cdef Py_ssize_t Ci = weight.shape[0], Co = weight.shape[1]
+    cdef Py_ssize_t nr
+    if packed.shape[0] == 0:
+        return
+    nr = _nr(packed[0])
+    with nogil:
+        _pack_b(&weight[0, 0], Ci, Co, &packed[0], 0, (Co + nr - 1) // nr)
+
+
+def _pointwise_forward_packed(const floating[:, ::1] x, const floating[:, ::1] weight,
+                              const floating[::1] packed, const floating[::1] bias,
+                              floating[:, ::1] out, int act, int nt):
+    """_pointwise_forward with the weights packed in advance by _pack_pointwise
+    (``packed`` empty: as _pointwise_forward).  Same bits as _pointwise_forward."""
+    cdef Py_ssize_t P = x.shape[0], Ci = x.shape[1], Co = weight.shape[1]
+    with nogil:
+        if packed.shape[0] == 0 or P == 0 or Co == 0 or Ci == 0 or not EFFAI_GEMM_NATIVE:
+            pointwise_forward(x, weight, bias, out, act, nt)
+        else:
+            _pointwise_core(&x[0, 0], &weight[0, 0], &packed[0],
+                            &bias[0] if bias.shape[0] > 0 else NULL, &out[0, 0], P, Ci,
+                            Co, act, nt)
 
 
 def _pointwise_backward(const floating[:, ::1] x, const floating[:, ::1] weight,

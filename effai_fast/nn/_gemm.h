@@ -404,15 +404,53 @@ static inline void effai_gemm_block_##SUF(size_t i0, size_t i1, size_t j, size_t
                                           size_t pstride, T* c, size_t ldc,          \
                                           int accumulate, int last, const T* bias,   \
                                           int act) {                                 \
-    size_t i, nc;                                                                    \
+    size_t i, nc, nt = (i1 - i0 + EFFAI_GEMM_MR - 1) / EFFAI_GEMM_MR, t;              \
+    size_t lines = kc * NR * sizeof(T) / 64, l0, l1, l;                               \
     for (; j < je; j += NR, bpan += pstride) {                                       \
         nc = je - j < NR ? je - j : NR;                                              \
-        for (i = i0; i < i1; i += EFFAI_GEMM_MR)                                     \
+        for (i = i0, t = 0; i < i1; i += EFFAI_GEMM_MR, t++) {                       \
+            /* Prefetch the next panel (into L2) a slice per micro-tile: with few   \
+             * rows (7x7, 14x14 layers) a panel serves only a few tiles, and the    \
+             * first of them would otherwise wait for B from L3 / memory. */         \
+            if (j + NR < je) {                                                       \
+                l0 = t * lines / nt;                                                 \
+                l1 = (t + 1) * lines / nt;                                           \
+                for (l = l0; l < l1; l++)                                            \
+                    __builtin_prefetch((const char*)(bpan + pstride) + 64 * l, 0, 2);\
+            }                                                                        \
             effai_ukr_##SUF(kc, apack + (i - i0) * kc, bpan, c + i * ldc + j, ldc,   \
                             (int)(i1 - i < EFFAI_GEMM_MR ? i1 - i : EFFAI_GEMM_MR),  \
                             (int)nc, accumulate, last,                               \
                             bias != NULL ? bias + j : NULL, act);                    \
+        }                                                                            \
     }                                                                                \
+}                                                                                    \
+/* Rows [i0, i1) of C times one k-block [k0, k0+kc) of the panels [j, je).  When    \
+ * the block is all of A's row (kc == k == lda: a 1x1 convolution with C_in <= KC,   \
+ * or an im2col patch) A is already in the packed layout (row i at a + i*kc): the   \
+ * whole micro-panels are read in place and only a partial last one (whose rows past \
+ * i1 must repeat row i1-1, never read past the array) is copied into apack. */     \
+static inline void effai_gemm_rows_##SUF(size_t i0, size_t i1, size_t j, size_t je,  \
+                                         size_t kc, size_t k0, size_t k, const T* a, \
+                                         size_t lda, T* apack, const T* bpan,        \
+                                         size_t pstride, T* c, size_t ldc,           \
+                                         const T* bias, int act) {                   \
+    size_t iF;                                                                       \
+    if (kc == k && lda == k) {                                                       \
+        iF = i0 + (i1 - i0) / EFFAI_GEMM_MR * EFFAI_GEMM_MR;                         \
+        if (iF > i0)                                                                 \
+            effai_gemm_block_##SUF(i0, iF, j, je, kc, a + i0 * lda, bpan, pstride,  \
+                                   c, ldc, 0, 1, bias, act);                         \
+        if (i1 > iF) {                                                               \
+            effai_pack_a_##SUF(i1 - iF, kc, a + iF * lda, lda, apack);               \
+            effai_gemm_block_##SUF(iF, i1, j, je, kc, apack, bpan, pstride,          \
+                                   c, ldc, 0, 1, bias, act);                         \
+        }                                                                            \
+        return;                                                                      \
+    }                                                                                \
+    effai_pack_a_##SUF(i1 - i0, kc, a + i0 * lda + k0, lda, apack);                  \
+    effai_gemm_block_##SUF(i0, i1, j, je, kc, apack, bpan, pstride, c, ldc,          \
+                           k0 > 0, k0 + kc == k, bias, act);                         \
 }                                                                                    \
 /* Rows [0, m) and columns [j0, j1) of C (j0 a multiple of NR).                    \
  * bp != NULL: all of B packed by effai_pack_b_* (panel p at bp + p*NR*k).        \
@@ -439,10 +477,9 @@ static void effai_gemm_##SUF(size_t m, size_t j0, size_t j1, size_t k,          
             i1 = m - i0 > EFFAI_GEMM_MC ? i0 + EFFAI_GEMM_MC : m;                    \
             for (k0 = 0; k0 < k; k0 += kc) {                                         \
                 kc = k - k0 > EFFAI_GEMM_KC ? EFFAI_GEMM_KC : k - k0;                \
-                effai_pack_a_##SUF(i1 - i0, kc, a + i0 * lda + k0, lda, apack);      \
-                effai_gemm_block_##SUF(i0, i1, j0, j1, kc, apack,                    \
-                                       bp + (j0 / NR) * NR * k + k0 * NR, NR * k,    \
-                                       c, ldc, k0 > 0, k0 + kc == k, bias, act);     \
+                effai_gemm_rows_##SUF(i0, i1, j0, j1, kc, k0, k, a, lda, apack,      \
+                                      bp + (j0 / NR) * NR * k + k0 * NR, NR * k,     \
+                                      c, ldc, bias, act);                            \
             }                                                                        \
         }                                                                            \
         return;                                                                      \
@@ -454,9 +491,8 @@ static void effai_gemm_##SUF(size_t m, size_t j0, size_t j1, size_t k,          
             effai_pack_block_##SUF(kc, je - jb, NR, b + k0 * ldb + jb, ldb, bblk);   \
             for (i0 = 0; i0 < m; i0 = i1) {                                          \
                 i1 = m - i0 > EFFAI_GEMM_MC ? i0 + EFFAI_GEMM_MC : m;                \
-                effai_pack_a_##SUF(i1 - i0, kc, a + i0 * lda + k0, lda, apack);      \
-                effai_gemm_block_##SUF(i0, i1, jb, je, kc, apack, bblk, NR * kc,     \
-                                       c, ldc, k0 > 0, k0 + kc == k, bias, act);     \
+                effai_gemm_rows_##SUF(i0, i1, jb, je, kc, k0, k, a, lda, apack,      \
+                                      bblk, NR * kc, c, ldc, bias, act);             \
             }                                                                        \
         }                                                                            \
     }                                                                                \
