@@ -16,6 +16,12 @@ results/mobilenet_train.json):
              (SGD Nesterov, warm-up + cosine learning rate, weight decay on weights only),
              epochs interleaved; test accuracy on the 10k test set, mean ± sd over seeds,
              the paired difference with a 95% Student-t CI, and seconds per epoch.
+``precision`` the train part's alpha=0.25 runs again in float64, by effai_fast and by
+             PyTorch (same seeds, initial weights cast exactly from float32, same batches):
+             tests whether the float32 accuracy gap of the train part comes from either
+             library's float32 rounding (four arms per seed, paired statistics over seeds).
+             Slow (PyTorch's float64 CPU convolutions): ``--precision-seeds 0-7`` and
+             ``8-15`` can run as two processes; each stores its seeds as they finish.
 ``speed``    time per epoch only, at 1 and at 2 threads in the same run.
 ``tradeoff`` the alpha^2 rho^2 trade-off on real data: effai_fast MobileNets for a grid of
              alpha in {0.25, 0.5, 0.75, 1} and sides {16, 22, 28} (resized bilinearly),
@@ -28,7 +34,7 @@ the markdown from the stored runs.
 
 Usage: python bench/bench_mobilenet_train.py [--quick] [--threads 1] [--only train,speed]
        [--n-train 10000 --epochs 3 --seeds 10 --seeds-05 6] [--fresh]
-       [--trade-n-train 3000 --trade-epochs 3 --trade-seeds 3]
+       [--trade-n-train 3000 --trade-epochs 3 --trade-seeds 3] [--precision-seeds 0-15]
 Needs the Debian package dataset-fashion-mnist (and torch for grad/parity/train).
 """
 
@@ -57,7 +63,7 @@ MOMENTUM, BATCH = 0.9, 64                        # BATCH: the grad part's batch
 PARITY_STEPS, PERTURB = 40, 1e-13               # parity: float64 steps, relative perturbation
 # the float32 accuracy runs (train, tradeoff): peak lr, decay, batch, warm-up share of steps
 TRAIN_LR, TRAIN_WD, TRAIN_BATCH, WARMUP = 0.1, 5e-4, 128, 0.05
-PARTS = ("grad", "parity", "train", "speed", "tradeoff")
+PARTS = ("grad", "parity", "train", "precision", "speed", "tradeoff")
 
 
 def batches(n, epochs, seed, batch=BATCH):
@@ -442,6 +448,12 @@ def train_markdown(conf, runs):
                   f"about {need} seeds." if need else
                   f"With the mean difference as measured ({m:+.2f}), more seeds would "
                   f"narrow the CI around a value outside ±0.5.")))
+    if any("measured" not in r for r in runs):
+        verdicts.append("Seeds finished 09:15-10:20 UTC ran on the effai_fast kernels of that "
+                        "morning (replaced since); the `precision` section re-trains "
+                        "effai_fast's float32 arm of every alpha=0.25 seed with the current "
+                        "code (the later seeds reproduce bit for bit, the morning ones do not) "
+                        "and compares both libraries in float64.")
     per_seed = [[r["alpha"], r["seed"], f"{r['ours_acc']:.2f}", f"{r['torch_acc']:.2f}",
                  f"{r['ours_acc'] - r['torch_acc']:+.2f}", f"{r['agree']:.1f}",
                  f"{r['ours_loss'][-1]:.4f}", f"{r['torch_loss'][-1]:.4f}",
@@ -543,6 +555,259 @@ def part_train(data, args, checkpoint=None):
         if checkpoint is not None:
             checkpoint(*summary())
     return summary()
+
+
+def precision_config(args):
+    if args.quick:
+        return {"n_train": 1024, "epochs": 2, "alpha": 0.25, "seeds": [0]}
+    seeds = []
+    for item in args.precision_seeds.split(","):
+        lo, _, hi = item.partition("-")
+        seeds += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
+    return {"n_train": args.n_train, "epochs": args.epochs, "alpha": 0.25, "seeds": seeds}
+
+
+def _stored(part):
+    try:
+        return json.loads((RESULTS / "mobilenet_train.json").read_text())["data"][
+            "sections"].get(part, {}).get("data")
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def part_precision(data, args, checkpoint=None):
+    """The train part's alpha=0.25 seeds again: float64 (both libraries) and ours in float32.
+
+    Same seeds, same initial weights (the float32 ones; cast exactly for float64), same
+    batches and learning rates.  Arms (``--precision-arms``): ``f64`` trains effai_fast and
+    PyTorch in float64 (epochs interleaved); ``now32`` re-trains effai_fast in float32 with
+    the code as it is now (the stored ``train`` runs may come from earlier kernels; PyTorch's
+    float32 arm is the stored one: same torch build, deterministic at 1 thread).
+    """
+    pc = precision_config(args)
+    arms = [a for a in args.precision_arms.split(",") if a]
+    if set(arms) - {"f64", "now32"}:
+        raise ValueError(f"--precision-arms: unknown arms {sorted(set(arms) - {'f64', 'now32'})}")
+    xtr, ytr, xte, yte = data
+    xtr, ytr = xtr[:pc["n_train"]], ytr[:pc["n_train"]]
+    n, epochs, alpha = len(xtr), pc["epochs"], pc["alpha"]
+    conf = {"n_train": n, "n_test": len(xte), "epochs": epochs, "batch": TRAIN_BATCH,
+            "lr": TRAIN_LR, "warmup": WARMUP, "weight_decay": TRAIN_WD, "momentum": MOMENTUM,
+            "threads": args.threads, "alpha": alpha}
+    x64, xe64 = xtr.astype(np.float64), xte.astype(np.float64)
+    mine = {}
+
+    def merged():
+        # runs of the same configuration stored by other processes, field by field per seed
+        old = _stored("precision") or {}
+        runs = {r["seed"]: dict(r) for r in old.get("runs", []) if old.get("config") == conf}
+        for seed, rec in mine.items():
+            runs.setdefault(seed, {"seed": seed}).update(rec)
+        return [runs[k] for k in sorted(runs)]
+
+    def summary():
+        runs = merged()
+        train = _stored("train") or {}
+        return precision_markdown(conf, runs, train), {"config": conf, "runs": runs}
+
+    have_runs = {r["seed"]: r for r in merged()} if not args.quick else {}
+    # the now32 arm is re-run whenever the code changed (stored runs of another commit)
+    commit = _git_commit()
+    for seed in pc["seeds"]:
+        stored = have_runs.get(seed, {})
+        rec = mine.setdefault(seed, {"seed": seed})
+        if "now32" in arms and stored.get("now32_commit") != commit:
+            ours = mobilenet_v1(alpha, 28, 10, 1, seed=seed, dtype=np.float32)
+            to = OursTrainer(ours, args.threads)
+            rec.update(now32_epoch_s=[], now32_loss=[])
+            step, total = 0, epochs * (n // TRAIN_BATCH)
+            for ep in batches(n, epochs, seed=1000 + seed, batch=TRAIN_BATCH):
+                sec, loss = to.epoch(xtr, ytr, ep, [lr_at(step + i, total)
+                                                    for i in range(len(ep))])
+                step += len(ep)
+                rec["now32_epoch_s"].append(sec)
+                rec["now32_loss"].append(loss)
+            rec["now32_acc"] = 100 * float(np.mean(ours.predict(xte).argmax(1) == yte))
+            rec["now32_measured"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+            rec["now32_commit"] = commit
+            print(f"precision seed={seed}: ours float32 now {rec['now32_acc']:.2f}", flush=True)
+            if checkpoint is not None:
+                checkpoint(*summary())
+        if "f64" not in arms or "ours64_acc" in stored:
+            continue
+        ours32 = mobilenet_v1(alpha, 28, 10, 1, seed=seed, dtype=np.float32)
+        ours = mobilenet_v1(alpha, 28, 10, 1, seed=seed, dtype=np.float64)
+        ours.load_state_dict({k: v.astype(np.float64) for k, v in ours32.state_dict().items()})
+        import torch
+
+        theirs = torch_mobilenet_v1(alpha, 10, 1).double()
+        sd = nn.export_torch_state_dict(ours, theirs.state_dict())
+        theirs.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v))
+                                for k, v in sd.items()})
+        to, tt = OursTrainer(ours, args.threads), TorchTrainer(theirs, args.threads, x64)
+        plan = batches(n, epochs, seed=1000 + seed, batch=TRAIN_BATCH)
+        total, step = sum(len(e) for e in plan), 0
+        rec.update(ours64_epoch_s=[], torch64_epoch_s=[], ours64_loss=[], torch64_loss=[])
+        for ep in plan:
+            lrs = [lr_at(step + i, total) for i in range(len(ep))]
+            step += len(ep)
+            for key, tr in (("ours64", to), ("torch64", tt)):
+                sec, loss = tr.epoch(x64, ytr, ep, lrs)
+                rec[f"{key}_epoch_s"].append(sec)
+                rec[f"{key}_loss"].append(loss)
+            print(f"precision seed={seed} epoch {len(rec['ours64_loss'])}: loss "
+                  f"{rec['ours64_loss'][-1]:.4f} / {rec['torch64_loss'][-1]:.4f}, s "
+                  f"{rec['ours64_epoch_s'][-1]:.1f} / {rec['torch64_epoch_s'][-1]:.1f}",
+                  flush=True)
+        po = ours.predict(xe64).argmax(1)
+        torch.set_num_threads(args.threads)
+        theirs.eval()
+        with torch.no_grad():
+            pt = theirs(torch.from_numpy(np.ascontiguousarray(
+                xe64.transpose(0, 3, 1, 2)))).numpy().argmax(1)
+        rec["ours64_acc"] = 100 * float(np.mean(po == yte))
+        rec["torch64_acc"] = 100 * float(np.mean(pt == yte))
+        rec["agree64"] = 100 * float(np.mean(po == pt))
+        rec["measured"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        rec["loadavg"] = os.getloadavg()[0]
+        print(f"precision seed={seed}: test acc ours64 {rec['ours64_acc']:.2f} / torch64 "
+              f"{rec['torch64_acc']:.2f} (agree {rec['agree64']:.1f}%)", flush=True)
+        if checkpoint is not None:
+            checkpoint(*summary())
+    return summary()
+
+
+def _git_commit():
+    """Short commit of the working tree this bench runs from ('+dirty' if it has changes)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root,
+                              capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "effai_fast"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
+def _paired_rows(arms, loss, pairs):
+    from scipy import stats
+
+    prow, res = [], {}
+    for a, b in pairs:
+        m, sd, lo, hi = paired_ci(np.subtract(arms[a], arms[b]))
+        p = float(stats.ttest_rel(arms[a], arms[b]).pvalue)
+        lm, _, llo, lhi = paired_ci(np.subtract(loss[a], loss[b]))
+        res[(a, b)] = (m, lo, hi, p)
+        prow.append([f"{a} - {b}", f"{m:+.2f}", f"{sd:.2f}", f"[{lo:+.2f}, {hi:+.2f}]",
+                     f"{p:.3f}", f"{lm:+.4f} [{llo:+.4f}, {lhi:+.4f}]"])
+    return prow, res
+
+
+def precision_markdown(conf, runs, train):
+    """The ``precision`` section: ours / torch x float32 / float64, and ours float32 now."""
+    t32 = {r["seed"]: r for r in (train or {}).get("runs", []) if r["alpha"] == conf["alpha"]}
+    same = all((train or {}).get("config", {}).get(k) == conf[k]
+               for k in ("n_train", "epochs", "batch", "lr", "warmup", "weight_decay",
+                         "momentum"))
+    head = (f"### float32 gap at alpha={conf['alpha']}: rounding, or the code version?\n\n"
+            f"The `train` part's alpha={conf['alpha']} seeds again, same initial weights "
+            f"(float32; cast exactly for float64), same batches and learning rates, same "
+            f"recipe ({conf['n_train']:,} training images, {conf['epochs']} epochs of "
+            f"{conf['n_train'] // conf['batch']} steps, {conf['threads']} thread(s)), test "
+            f"accuracy on all {conf['n_test']:,} test images in eval mode.  Arms: *ours32* and "
+            f"*torch32* are the `train` part's stored float32 runs; *ours64* and *torch64* "
+            f"train effai_fast and PyTorch (`.double()`) in float64 (epochs interleaved; the "
+            f"two loops agree to rounding for the first steps, `parity` part, and then part "
+            f"through SGD's chaos alone, so they are two draws of the same exact-arithmetic "
+            f"training; *exact64* is their per-seed mean); *now32* re-trains effai_fast in "
+            f"float32 with the code as it is now (re-run whenever the commit changes; the "
+            f"stored ours32 runs of seeds 0-4 ran "
+            f"09:15-10:20 UTC, while the pointwise/depthwise kernels were being replaced; "
+            f"seeds 5-15 ran 11:56-12:34 UTC).  PyTorch's float32 arm is not re-run: same "
+            f"torch build, deterministic at 1 thread.  Paired differences over seeds: mean, "
+            f"sd, Student-t 95% CI, `scipy.stats.ttest_rel` p-value, and the same for the "
+            f"last-epoch mean training loss.\n\n")
+    if not same:
+        return head + "(the stored train runs have another configuration)"
+    out = head
+
+    def arm(r, key):
+        if key in ("ours32", "torch32"):
+            return t32[r["seed"]][key[:-2] + "_acc"], t32[r["seed"]][key[:-2] + "_loss"][-1]
+        return r[f"{key}_acc"], r[f"{key}_loss"][-1]
+
+    def collect(rows, keys):
+        acc = {k: [arm(r, k)[0] for r in rows] for k in keys}
+        loss = {k: [arm(r, k)[1] for r in rows] for k in keys}
+        return acc, loss
+
+    def summary_table(acc, loss, k):
+        return md_table(["arm", f"test acc % ({k} seeds)", "last-epoch train loss"],
+                        [[a, mean_sd(acc[a]), f"{np.mean(loss[a]):.4f} ± "
+                          f"{np.std(loss[a], ddof=1):.4f}"] for a in acc])
+
+    cols = ["paired difference (acc points)", "mean", "sd", "95% CI", "ttest_rel p",
+            "train-loss diff [95% CI]"]
+    now = [r for r in runs if r["seed"] in t32 and "now32_acc" in r]
+    if len(now) >= 2:
+        acc, loss = collect(now, ("ours32", "now32", "torch32"))
+        prow, res = _paired_rows(acc, loss, [("now32", "torch32"), ("ours32", "torch32"),
+                                             ("now32", "ours32")])
+        m, lo, hi, p = res[("now32", "torch32")]
+        commits = sorted({r.get("now32_commit", "?") for r in now})
+        out += (f"**effai_fast float32 with the current code against PyTorch float32** "
+                f"({len(now)} seeds; now32 trained at commit {', '.join(commits)}):\n\n"
+                + summary_table(acc, loss, len(now)) + "\n\n"
+                + md_table(cols, prow)
+                + f"\n\nnow32 - torch32: {m:+.2f} points, 95% CI [{lo:+.2f}, {hi:+.2f}] "
+                  f"(p={p:.3f}); the CI "
+                + ("lies inside ±0.5 points." if -0.5 <= lo and hi <= 0.5 else
+                   f"{'contains' if lo <= 0 <= hi else 'excludes'} 0 and does not lie "
+                   f"inside ±0.5 points.") + "\n\n")
+    full = [r for r in runs if r["seed"] in t32 and "ours64_acc" in r]
+    if len(full) >= 2:
+        keys = ("ours32", "torch32", "ours64", "torch64") + (
+            ("now32",) if all("now32_acc" in r for r in full) else ())
+        acc, loss = collect(full, keys)
+        acc["exact64"] = list(np.add(acc["ours64"], acc["torch64"]) / 2)
+        loss["exact64"] = list(np.add(loss["ours64"], loss["torch64"]) / 2)
+        pairs = [("ours64", "torch64"), ("torch64", "torch32"), ("ours64", "ours32"),
+                 ("exact64", "torch32"), ("exact64", "ours32")]
+        if "now32" in acc:
+            pairs.append(("exact64", "now32"))
+        prow, res = _paired_rows(acc, loss, pairs)
+        out += (f"**float64 arms** ({len(full)} seeds with all arms):\n\n"
+                + summary_table(acc, loss, len(full)) + "\n\n" + md_table(cols, prow)
+                + "\n\n")
+    per = []
+    for r in runs:
+        if r["seed"] not in t32:
+            continue
+        t = t32[r["seed"]]
+
+        def f(key, fmt="{:.2f}"):
+            return fmt.format(r[key]) if key in r else "-"
+
+        per.append([r["seed"], f"{t['ours_acc']:.2f}", f("now32_acc"), f"{t['torch_acc']:.2f}",
+                    f("ours64_acc"), f("torch64_acc"), f"{t['ours_loss'][-1]:.4f}",
+                    f"{r['now32_loss'][-1]:.4f}" if "now32_loss" in r else "-",
+                    f"{t['torch_loss'][-1]:.4f}",
+                    f"{r['ours64_loss'][-1]:.4f}" if "ours64_loss" in r else "-",
+                    f"{r['torch64_loss'][-1]:.4f}" if "torch64_loss" in r else "-",
+                    f("agree64", "{:.1f}"),
+                    (f"{np.median(r['ours64_epoch_s']):.1f} / "
+                     f"{np.median(r['torch64_epoch_s']):.1f}") if "ours64_epoch_s" in r
+                    else "-"])
+    return (out + "Per seed (test accuracy %, last-epoch mean training loss, agreement of "
+            "ours64 and torch64 predictions, s/epoch of the float64 runs on the shared "
+            "machine):\n\n"
+            + md_table(["seed", "ours32", "now32", "torch32", "ours64", "torch64",
+                        "loss ours32", "loss now32", "loss torch32", "loss ours64",
+                        "loss torch64", "agree64 %", "s/epoch ours64 / torch64"], per))
+
 
 
 def part_speed(data, args, checkpoint=None):
@@ -701,6 +966,10 @@ def rerender(args):
     if "train" in sections:
         d = sections["train"]["data"]
         sections["train"]["markdown"] = train_markdown(d["config"], d["runs"])
+    if "precision" in sections:
+        d = sections["precision"]["data"]
+        sections["precision"]["markdown"] = precision_markdown(
+            d["config"], d["runs"], sections.get("train", {}).get("data"))
     if "tradeoff" in sections:
         d = sections["tradeoff"]["data"]
         d["config"].setdefault("threads", args.threads)
@@ -726,6 +995,11 @@ def main(argv=None):
     ap.add_argument("--fresh", action="store_true",
                     help="train: discard the stored runs (default: keep the stored runs of "
                          "the same configuration and run only the seeds they lack)")
+    ap.add_argument("--precision-seeds", default="0-15",
+                    help="precision: alpha=0.25 seeds to run in float64 ('a-b', 'a,b,c')")
+    ap.add_argument("--precision-arms", default="now32,f64",
+                    help="precision: now32 (effai_fast float32, current code), f64 (both "
+                         "libraries in float64)")
     ap.add_argument("--trade-n-train", type=int, default=3000)
     ap.add_argument("--trade-epochs", type=int, default=3)
     ap.add_argument("--trade-seeds", type=int, default=3)
@@ -740,6 +1014,7 @@ def main(argv=None):
     n_test = 1000 if args.quick else 10000
     n_train = {"grad": 2000, "parity": 10000, "speed": 512 if args.quick else 1024,
                "train": train_config(args)["n_train"],
+               "precision": precision_config(args)["n_train"],
                "tradeoff": trade_config(args)["n_train"]}
     prev_path = RESULTS / "mobilenet_train.json"
 
@@ -765,6 +1040,7 @@ def main(argv=None):
     if "train" in only and not args.quick and not args.fresh:
         args.keep_runs = previous().get("train", {}).get("data")
     funcs = {"grad": part_grad, "parity": part_parity, "train": part_train,
+             "precision": part_precision,
              "speed": part_speed, "tradeoff": part_tradeoff}
     for part in PARTS:
         if part not in only or (part != "tradeoff" and not have("torch")):
@@ -772,7 +1048,7 @@ def main(argv=None):
         t0 = time.perf_counter()
         data = tuple(load_fashion_mnist(n_train=n_train[part], n_test=n_test, random_state=0))
         kw = {}
-        if part in ("train", "tradeoff"):
+        if part in ("train", "precision", "tradeoff"):
             kw["checkpoint"] = lambda md, out, part=part, t0=t0: save(part, md, out, t0)
         md, out = funcs[part](data, args, **kw)
         save(part, md, out, t0)
