@@ -194,9 +194,10 @@ def test_batch_norm_nan_propagates(rng):
 
 @pytest.mark.parametrize("act", [0, 1, 2])
 @pytest.mark.parametrize("C", [3, 300])
-def test_masked_grad_sums_match_plain_double_sums(rng, dtype, n_threads, act, C):
+def test_bn_backward_sums_match_plain_double_sums(rng, dtype, n_threads, act, C):
     """The batch-norm backward sums (channel blocks of 256, if-converted select) are the
-    plain per-chunk double-precision sums of the masked gradient, in row order - bitwise."""
+    plain double-precision sums of the masked gradient, in row order within a chunk and
+    chunk order across chunks - bitwise."""
     from effai_fast.nn import _dense
 
     M, rows = 300, 128
@@ -204,23 +205,32 @@ def test_masked_grad_sums_match_plain_double_sums(rng, dtype, n_threads, act, C)
     y = np.clip(3 * x + 3, 0, 6 if act == 2 else None) if act else x.copy()
     y = y.astype(dtype)
     g = rng.standard_normal((M, C)).astype(dtype)
-    g[0, 0] = np.nan                         # masked out when y <= 0 (as PyTorch)
-    y[0, 0] = 0
-    n_chunks = -(-M // rows)
-    pg, pgx = np.empty((n_chunks, C)), np.empty((n_chunks, C))
-    _dense.masked_grad_sums(g, y, x, pg, pgx, act, rows, n_threads)
+    if act:
+        g[0, 0] = np.nan                     # masked out when y <= 0 (as PyTorch)
+        y[0, 0] = 0
+    mean = rng.standard_normal(C)
+    invstd = rng.uniform(0.5, 2.0, C)
+    gamma = rng.standard_normal(C).astype(dtype)
+    dx = np.empty_like(x)
+    dgamma, dbeta = np.empty(C), np.empty(C)
+    _dense.bn_backward(g, y, x, gamma, mean, invstd, dx, dgamma, dbeta, True, act, rows,
+                       n_threads)
     if act == 0:
         gm = g.astype(np.float64)
     else:
         keep = (y > 0) & (y < 6) if act == 2 else y > 0
         gm = np.where(keep, g, 0).astype(np.float64)
-    for k in range(n_chunks):
+    sg, sgx = np.zeros(C), np.zeros(C)
+    for k in range(-(-M // rows)):
         eg, egx = np.zeros(C), np.zeros(C)
         for r in range(k * rows, min(M, (k + 1) * rows)):   # the kernel's order
             eg += gm[r]
-            egx += gm[r] * x[r].astype(np.float64)
-        np.testing.assert_array_equal(pg[k], eg)
-        np.testing.assert_array_equal(pgx[k], egx)
+            egx += gm[r] * (x[r].astype(np.float64) - mean)
+        sg += eg
+        sgx += egx
+    np.testing.assert_array_equal(dbeta, sg)
+    np.testing.assert_array_equal(dgamma, invstd * sgx)
+    assert np.isfinite(dx).all()
 
 
 def test_batch_norm_bad_input(rng):

@@ -51,131 +51,14 @@ cdef inline floating _mask(floating g, floating y, int act) noexcept nogil:
     return g
 
 
-# --------------------------------------------------------------------- reductions
-def column_sums(const floating[:, ::1] x,          # IN (M, C)
-                double[:, ::1] part,               # OUT (n_chunks, C) partial sums
-                Py_ssize_t rows_per_chunk, int n_threads):
-    """part[k, c] = sum of x[r, c] over the rows r of chunk k."""
-    cdef Py_ssize_t M = x.shape[0], C = x.shape[1], n_chunks = part.shape[0]
-    cdef Py_ssize_t k, r, c, r0, r1
-    with nogil:
-        for k in prange(n_chunks, schedule="static", num_threads=n_threads):
-            r0 = k * rows_per_chunk
-            r1 = r0 + rows_per_chunk
-            if r1 > M:
-                r1 = M
-            for c in range(C):
-                part[k, c] = 0
-            for r in range(r0, r1):
-                for c in range(C):
-                    part[k, c] += x[r, c]
-
-
-def column_sq_dev_sums(const floating[:, ::1] x,   # IN (M, C)
-                       const double[::1] mean,     # IN (C,)
-                       double[:, ::1] part,        # OUT (n_chunks, C)
-                       Py_ssize_t rows_per_chunk, int n_threads):
-    """part[k, c] = sum of (x[r, c] - mean[c])**2 over the rows of chunk k."""
-    cdef Py_ssize_t M = x.shape[0], C = x.shape[1], n_chunks = part.shape[0]
-    cdef Py_ssize_t k, r, c, r0, r1
-    cdef double d
-    with nogil:
-        for k in prange(n_chunks, schedule="static", num_threads=n_threads):
-            r0 = k * rows_per_chunk
-            r1 = r0 + rows_per_chunk
-            if r1 > M:
-                r1 = M
-            for c in range(C):
-                part[k, c] = 0
-            for r in range(r0, r1):
-                for c in range(C):
-                    d = x[r, c] - mean[c]
-                    part[k, c] += d * d
-
-
-def masked_grad_sums(const floating[:, ::1] grad,  # IN (M, C) gradient w.r.t. the output
-                     const floating[:, ::1] y,     # IN (M, C) activation output (mask)
-                     const floating[:, ::1] x,     # IN (M, C) batch-norm input
-                     double[:, ::1] part_g,        # OUT (n_chunks, C): sum of masked grad
-                     double[:, ::1] part_gx,       # OUT (n_chunks, C): sum of masked grad * x
-                     int act, Py_ssize_t rows_per_chunk, int n_threads):
-    """Per-chunk sums of g' and g' * x, with g' the gradient masked by the activation."""
-    cdef Py_ssize_t M = x.shape[0], C = x.shape[1], n_chunks = part_g.shape[0]
-    cdef Py_ssize_t k, r0, r1
-    if M == 0 or C == 0:
-        part_g[...] = 0
-        part_gx[...] = 0
-        return
-    with nogil:
-        for k in prange(n_chunks, schedule="static", num_threads=n_threads):
-            r0 = k * rows_per_chunk
-            r1 = r0 + rows_per_chunk
-            if r1 > M:
-                r1 = M
-            _masked_sums_chunk(&grad[0, 0], &y[0, 0], &x[0, 0], &part_g[k, 0],
-                               &part_gx[k, 0], r0, r1, C, act)
-
-
-cdef void _masked_sums_chunk(const floating* grad, const floating* y, const floating* x,
-                             double* pg, double* pgx, Py_ssize_t r0, Py_ssize_t r1,
-                             Py_ssize_t C, int act) noexcept nogil:
-    # The masked gradient of a block of at most 256 channels goes to a small stack buffer
-    # (a select in the input type, which the compiler if-converts and vectorises), then a
-    # second loop accumulates it in double.  Written as one loop with the select, the
-    # float32 version was compiled with branches and ran at ~8 ns per element on ReLU
-    # masks (mispredictions); split, ~0.4 ns.  Same additions in the same order, so the
-    # sums are bitwise those of the plain loop.
-    cdef Py_ssize_t r, c, o, c0, cb
-    cdef floating gv, yv
-    cdef floating tmp[256]
-    cdef double g
-    for c in range(C):
-        pg[c] = 0
-        pgx[c] = 0
-    if act == 0 or floating is double:
-        # no select, or one in double (if-converted as written): a single loop
-        for r in range(r0, r1):
-            o = r * C
-            for c in range(C):
-                gv = grad[o + c]
-                yv = y[o + c]
-                if act == 1:
-                    gv = gv if yv > 0 else 0
-                elif act == 2:
-                    gv = gv if (yv > 0) & (yv < 6) else 0
-                g = gv
-                pg[c] += g
-                pgx[c] += g * x[o + c]
-        return
-    for r in range(r0, r1):
-        o = r * C
-        for c0 in range(0, C, 256):
-            cb = C - c0
-            if cb > 256:
-                cb = 256
-            if act == 1:
-                for c in range(cb):
-                    gv = grad[o + c0 + c]
-                    yv = y[o + c0 + c]
-                    tmp[c] = gv if yv > 0 else 0
-            else:
-                for c in range(cb):
-                    gv = grad[o + c0 + c]
-                    yv = y[o + c0 + c]
-                    tmp[c] = gv if (yv > 0) & (yv < 6) else 0
-            for c in range(cb):
-                pg[c0 + c] += <double> tmp[c]
-                pgx[c0 + c] += <double> tmp[c] * x[o + c0 + c]
-
-
 # --------------------------------------------------------------------- fused batch norm
 # The training-mode forward and backward of batch norm as one call each (the layers' hot
-# path: the separate kernels above cost several Python round trips and numpy temporaries
-# per call, more than the arithmetic on a small student's activations).
+# path: separate reduction and elementwise kernels cost several Python round trips and
+# numpy temporaries per call, more than the arithmetic on a small student's activations).
 #
-# Forward statistics in one sweep over memory: the rows are cut into the same fixed chunks
-# as above; each chunk (at most rows_per_chunk x C values, in L1/L2) is read twice while it
-# is in cache - its sum, then the sum of squared deviations from *its own* mean - and the
+# Forward statistics in one sweep over memory: the rows are cut into fixed chunks of
+# rows_per_chunk rows; each chunk (at most rows_per_chunk x C values, in L1/L2) is read
+# twice while it is in cache - its sum, then the sum of squared deviations from *its own* mean - and the
 # chunks are merged in chunk order with Chan et al.'s pairwise update
 #     M2 = sum_k M2_k + sum_k n_k (mean_k - mean)^2,
 # which has no cancellation (every term is >= 0) whatever the offset of the data.  All sums
@@ -320,9 +203,13 @@ cdef void _bn_chunk_grad_sums(const floating* grad, const floating* y, const flo
                               const double* mean, double* pg, double* pgx, Py_ssize_t r0,
                               Py_ssize_t r1, Py_ssize_t C, int act) noexcept nogil:
     # pg[c] = sum g', pgx[c] = sum g' (x - mean[c]), g' the gradient masked by the
-    # activation, both in one sweep over the chunk.  The float32 masked gradient of a block
-    # of at most 256 channels goes to a stack buffer first (a select the compiler
-    # if-converts; see _masked_sums_chunk).  (Register-blocked accumulators as in
+    # activation, both in one sweep over the chunk.
+    # The masked gradient of a block of at most 256 channels goes to a small stack buffer
+    # (a select in the input type, which the compiler if-converts and vectorises), then a
+    # second loop accumulates it in double.  Written as one loop with the select, the
+    # float32 version was compiled with branches and ran at ~8 ns per element on ReLU
+    # masks (mispredictions); split, ~0.4 ns.  Same additions in the same order, so the
+    # sums are bitwise those of the plain loop.  (Register-blocked accumulators as in
     # _bn_chunk_stats were measured 3-4x slower here: the select then stayed a branch.)
     cdef Py_ssize_t r, c, o, c0, cb
     cdef floating gv, yv
@@ -471,22 +358,6 @@ def affine_act(const floating[:, ::1] x,           # IN (M, C)
         for r in prange(M, schedule="static", num_threads=n_threads):
             for c in range(C):
                 y[r, c] = _act(a[c] * x[r, c] + b[c], act)
-
-
-def affine_grad(const floating[:, ::1] grad,       # IN (M, C)
-                const floating[:, ::1] y,          # IN (M, C) activation output (mask)
-                const floating[:, ::1] x,          # IN (M, C)
-                const floating[::1] a,             # IN (C,)
-                const floating[::1] k1,            # IN (C,)
-                const floating[::1] k0,            # IN (C,)
-                floating[:, ::1] dx,               # OUT (M, C)
-                int act, int n_threads):
-    """dx = a[c] * g' - k1[c] * x + k0[c], g' the masked gradient (batch-norm backward)."""
-    cdef Py_ssize_t M = x.shape[0], C = x.shape[1], r, c
-    with nogil:
-        for r in prange(M, schedule="static", num_threads=n_threads):
-            for c in range(C):
-                dx[r, c] = a[c] * _mask(grad[r, c], y[r, c], act) - k1[c] * x[r, c] + k0[c]
 
 
 def act_forward(const floating[::1] x, floating[::1] y, int act, int n_threads):
