@@ -1286,7 +1286,6 @@ cdef bint _conv2d_forward_packed(
     cdef Py_ssize_t pb, nb, i, q, p0, p1
     cdef floating* patch
     cdef void* wraw
-    cdef bint ok = True
     cdef int failed = 0
     cdef int* pfailed = &failed
     cdef void* raw = malloc(effai_packed_size(K, Co, nr) * sizeof(floating) + 64)
@@ -1305,26 +1304,6 @@ cdef bint _conv2d_forward_packed(
     nb = (P + pb - 1) // pb
     if n_threads > nb:
         n_threads = <int> nb
-    if n_threads <= 1:
-        _pack_b(wp, K, Co, bp, 0, n_pan)
-        patch = <floating*> malloc(pb * K * sizeof(floating))
-        wraw = malloc(effai_gemm_work_size(nr) * sizeof(floating) + 64)
-        if patch != NULL and wraw != NULL:
-            for i in range(nb):
-                p0 = i * pb
-                p1 = p0 + pb
-                if p1 > P:
-                    p1 = P
-                _im2col(xp, patch, p0, p1, H, W, Ci, KH, KW, OH, OW, stride_h, stride_w,
-                        dil_h, dil_w, pad_top, pad_left)
-                _pgemm(p1 - p0, 0, Co, K, patch, K, bp, op + p0 * Co, Co, b, activation,
-                       <floating*> _align64(wraw))
-        else:
-            ok = False
-        free(wraw)
-        free(patch)
-        free(raw)
-        return ok
     with parallel(num_threads=n_threads):
         for q in prange(n_pan, schedule="static"):
             _pack_b(wp, K, Co, bp, q, q + 1)

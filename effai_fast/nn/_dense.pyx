@@ -58,8 +58,8 @@ cdef inline floating _mask(floating g, floating y, int act) noexcept nogil:
 #
 # Forward statistics in one sweep over memory: the rows are cut into fixed chunks of
 # rows_per_chunk rows; each chunk (at most rows_per_chunk x C values, in L1/L2) is read
-# twice while it is in cache - its sum, then the sum of squared deviations from *its own* mean - and the
-# chunks are merged in chunk order with Chan et al.'s pairwise update
+# twice while it is in cache - its sum, then the sum of squared deviations from *its own*
+# mean - and the chunks are merged in chunk order with Chan et al.'s pairwise update
 #     M2 = sum_k M2_k + sum_k n_k (mean_k - mean)^2,
 # which has no cancellation (every term is >= 0) whatever the offset of the data.  All sums
 # in double.  The chunking depends only on the shape, so the statistics are bitwise the same
