@@ -78,24 +78,35 @@ def twin(alpha, dtype=np.float32, seed=0):
     ours = mobilenet_v1(alpha, 28, 10, 1, seed=seed, dtype=dtype)
     if not have("torch"):
         return ours, None
-    import torch
 
     theirs = torch_mobilenet_v1(alpha, 10, 1)
     if dtype == np.float64:
         theirs = theirs.double()
+    return ours, load_into_torch(ours, theirs)
+
+
+def load_into_torch(ours, theirs):
+    """``theirs`` (a PyTorch twin) holding ``ours``'s weights and batch-norm statistics."""
+    import torch
+
     sd = nn.export_torch_state_dict(ours, theirs.state_dict())
     theirs.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in sd.items()})
-    return ours, theirs
+    return theirs
 
 
-def torch_accuracy(model, x, y):
+def torch_predict(model, x):
+    """Class predictions of a PyTorch twin in eval mode for NHWC images ``x``."""
     import torch
 
     model.eval()
     dtype = next(model.parameters()).dtype
     with torch.no_grad():
         out = model(torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(dtype))
-    return float(np.mean(out.numpy().argmax(1) == y))
+    return out.numpy().argmax(1)
+
+
+def torch_accuracy(model, x, y):
+    return float(np.mean(torch_predict(model, x) == y))
 
 
 # ------------------------------------------------------------------------------- parts
@@ -214,12 +225,7 @@ def part_parity(data, args, checkpoint=None):
               flush=True)
     xe = xte.astype(np.float64)
     po = ours.predict(xe).argmax(1)
-    preds = {}
-    for key, m in (("torch", theirs), ("pert", pert)):
-        m.eval()
-        with torch.no_grad():
-            preds[key] = m(torch.from_numpy(np.ascontiguousarray(
-                xe.transpose(0, 3, 1, 2)))).numpy().argmax(1)
+    preds = {"torch": torch_predict(theirs, xe), "pert": torch_predict(pert, xe)}
     acc = {"ours": 100 * float(np.mean(po == yte)),
            "torch": 100 * float(np.mean(preds["torch"] == yte)),
            "pert": 100 * float(np.mean(preds["pert"] == yte))}
@@ -288,6 +294,24 @@ def _param_names(model, keys):
     names = [e[0] for e in _our_entries(model)]
     assert len(names) == len(keys), (len(names), len(keys))
     return names
+
+
+def run_epochs(trainers, x, y, plan, rec):
+    """Train every trainer (``{key: trainer}``) through ``plan``'s epochs, interleaved
+    epoch by epoch, on the warm-up + cosine schedule of :func:`lr_at`; the epoch times and
+    mean losses go to ``rec[f"{key}_epoch_s"]`` and ``rec[f"{key}_loss"]`` (reset here).
+    Yields after each epoch (for progress lines)."""
+    total, step = sum(len(e) for e in plan), 0
+    for key in trainers:
+        rec[f"{key}_epoch_s"], rec[f"{key}_loss"] = [], []
+    for ep in plan:
+        lrs = [lr_at(step + i, total) for i in range(len(ep))]
+        step += len(ep)
+        for key, tr in trainers.items():
+            sec, loss = tr.epoch(x, y, ep, lrs)
+            rec[f"{key}_epoch_s"].append(sec)
+            rec[f"{key}_loss"].append(loss)
+        yield
 
 
 def lr_at(step, total, peak=None):
@@ -521,17 +545,8 @@ def part_train(data, args, checkpoint=None):
         to, tt = OursTrainer(ours, args.threads), TorchTrainer(theirs, args.threads, xtr)
         assert to.n_decayed == tt.n_decayed, (to.n_decayed, tt.n_decayed)
         plan = batches(n, epochs, seed=1000 + seed, batch=TRAIN_BATCH)
-        total = sum(len(e) for e in plan)
-        rec = {"alpha": alpha, "seed": seed, "ours_epoch_s": [], "torch_epoch_s": [],
-               "ours_loss": [], "torch_loss": []}
-        step = 0
-        for ep in plan:
-            lrs = [lr_at(step + i, total) for i in range(len(ep))]
-            step += len(ep)
-            for key, tr in (("ours", to), ("torch", tt)):
-                sec, loss = tr.epoch(xtr, ytr, ep, lrs)
-                rec[f"{key}_epoch_s"].append(sec)
-                rec[f"{key}_loss"].append(loss)
+        rec = {"alpha": alpha, "seed": seed}
+        for _ in run_epochs({"ours": to, "torch": tt}, xtr, ytr, plan, rec):
             print(f"alpha={alpha} seed={seed} epoch {len(rec['ours_loss'])}: loss "
                   f"{rec['ours_loss'][-1]:.4f} / {rec['torch_loss'][-1]:.4f}, s "
                   f"{rec['ours_epoch_s'][-1]:.1f} / {rec['torch_epoch_s'][-1]:.1f}",
@@ -541,10 +556,7 @@ def part_train(data, args, checkpoint=None):
         import torch
 
         torch.set_num_threads(args.threads)
-        theirs.eval()
-        with torch.no_grad():
-            pt = theirs(torch.from_numpy(np.ascontiguousarray(
-                xte.transpose(0, 3, 1, 2)))).numpy().argmax(1)
+        pt = torch_predict(theirs, xte)
         rec["torch_acc"] = 100 * float(np.mean(pt == yte))
         rec["agree"] = 100 * float(np.mean(po == pt))
         rec["measured"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
@@ -619,14 +631,9 @@ def part_precision(data, args, checkpoint=None):
         if "now32" in arms and stored.get("now32_commit") != commit:
             ours = mobilenet_v1(alpha, 28, 10, 1, seed=seed, dtype=np.float32)
             to = OursTrainer(ours, args.threads)
-            rec.update(now32_epoch_s=[], now32_loss=[])
-            step, total = 0, epochs * (n // TRAIN_BATCH)
-            for ep in batches(n, epochs, seed=1000 + seed, batch=TRAIN_BATCH):
-                sec, loss = to.epoch(xtr, ytr, ep, [lr_at(step + i, total)
-                                                    for i in range(len(ep))])
-                step += len(ep)
-                rec["now32_epoch_s"].append(sec)
-                rec["now32_loss"].append(loss)
+            plan = batches(n, epochs, seed=1000 + seed, batch=TRAIN_BATCH)
+            for _ in run_epochs({"now32": to}, xtr, ytr, plan, rec):
+                pass
             rec["now32_acc"] = 100 * float(np.mean(ours.predict(xte).argmax(1) == yte))
             rec["now32_measured"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
             rec["now32_commit"] = commit
@@ -640,31 +647,17 @@ def part_precision(data, args, checkpoint=None):
         ours.load_state_dict({k: v.astype(np.float64) for k, v in ours32.state_dict().items()})
         import torch
 
-        theirs = torch_mobilenet_v1(alpha, 10, 1).double()
-        sd = nn.export_torch_state_dict(ours, theirs.state_dict())
-        theirs.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v))
-                                for k, v in sd.items()})
+        theirs = load_into_torch(ours, torch_mobilenet_v1(alpha, 10, 1).double())
         to, tt = OursTrainer(ours, args.threads), TorchTrainer(theirs, args.threads, x64)
         plan = batches(n, epochs, seed=1000 + seed, batch=TRAIN_BATCH)
-        total, step = sum(len(e) for e in plan), 0
-        rec.update(ours64_epoch_s=[], torch64_epoch_s=[], ours64_loss=[], torch64_loss=[])
-        for ep in plan:
-            lrs = [lr_at(step + i, total) for i in range(len(ep))]
-            step += len(ep)
-            for key, tr in (("ours64", to), ("torch64", tt)):
-                sec, loss = tr.epoch(x64, ytr, ep, lrs)
-                rec[f"{key}_epoch_s"].append(sec)
-                rec[f"{key}_loss"].append(loss)
+        for _ in run_epochs({"ours64": to, "torch64": tt}, x64, ytr, plan, rec):
             print(f"precision seed={seed} epoch {len(rec['ours64_loss'])}: loss "
                   f"{rec['ours64_loss'][-1]:.4f} / {rec['torch64_loss'][-1]:.4f}, s "
                   f"{rec['ours64_epoch_s'][-1]:.1f} / {rec['torch64_epoch_s'][-1]:.1f}",
                   flush=True)
         po = ours.predict(xe64).argmax(1)
         torch.set_num_threads(args.threads)
-        theirs.eval()
-        with torch.no_grad():
-            pt = theirs(torch.from_numpy(np.ascontiguousarray(
-                xe64.transpose(0, 3, 1, 2)))).numpy().argmax(1)
+        pt = torch_predict(theirs, xe64)
         rec["ours64_acc"] = 100 * float(np.mean(po == yte))
         rec["torch64_acc"] = 100 * float(np.mean(pt == yte))
         rec["agree64"] = 100 * float(np.mean(po == pt))
@@ -937,11 +930,10 @@ def part_tradeoff(data, args, checkpoint=None):
             net = mobilenet_v1(a, s, 10, 1, seed=seed)
             tr = OursTrainer(net, args.threads)
             plan = batches(n, cfg["epochs"], seed=1000 + seed, batch=TRAIN_BATCH)
-            total, step, t = sum(len(e) for e in plan), 0, 0.0
-            for ep in plan:
-                sec, _ = tr.epoch(x, ytr, ep, [lr_at(step + i, total) for i in range(len(ep))])
-                step += len(ep)
-                t += sec
+            times = {}
+            for _ in run_epochs({"run": tr}, x, ytr, plan, times):
+                pass
+            t = sum(times["run_epoch_s"])
             acc[(a, s)].append(100 * tr.accuracy(xe, yte))
             secs[(a, s)].append(t)
             print(f"tradeoff seed={seed} alpha={a} side={s}: {acc[(a, s)][-1]:.2f}% "
