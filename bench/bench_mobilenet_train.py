@@ -82,16 +82,7 @@ def twin(alpha, dtype=np.float32, seed=0):
     theirs = torch_mobilenet_v1(alpha, 10, 1)
     if dtype == np.float64:
         theirs = theirs.double()
-    return ours, load_into_torch(ours, theirs)
-
-
-def load_into_torch(ours, theirs):
-    """``theirs`` (a PyTorch twin) holding ``ours``'s weights and batch-norm statistics."""
-    import torch
-
-    sd = nn.export_torch_state_dict(ours, theirs.state_dict())
-    theirs.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in sd.items()})
-    return theirs
+    return ours, nn.copy_to_torch(ours, theirs)
 
 
 def torch_predict(model, x):
@@ -647,7 +638,7 @@ def part_precision(data, args, checkpoint=None):
         ours.load_state_dict({k: v.astype(np.float64) for k, v in ours32.state_dict().items()})
         import torch
 
-        theirs = load_into_torch(ours, torch_mobilenet_v1(alpha, 10, 1).double())
+        theirs = nn.copy_to_torch(ours, torch_mobilenet_v1(alpha, 10, 1).double())
         to, tt = OursTrainer(ours, args.threads), TorchTrainer(theirs, args.threads, x64)
         plan = batches(n, epochs, seed=1000 + seed, batch=TRAIN_BATCH)
         for _ in run_epochs({"ours64": to, "torch64": tt}, x64, ytr, plan, rec):

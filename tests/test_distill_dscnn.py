@@ -97,8 +97,7 @@ def test_dscnn_matches_its_torch_twin(rng):
     ours = make_dscnn((9, 9, 2), 5, alpha=1.0, stem_stride=2, blocks=blocks, seed=3,
                       dtype=np.float64)
     theirs = torch_dscnn(2, 5, alpha=1.0, stem_stride=2, blocks=blocks).double()
-    sd = nn.export_torch_state_dict(ours, theirs.state_dict())
-    theirs.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in sd.items()})
+    nn.copy_to_torch(ours, theirs)
     x = rng.random((6, 9, 9, 2))
     y = rng.integers(0, 5, 6)
     z = ours.forward(x, training=True)

@@ -93,9 +93,7 @@ def _torch_pair(seed=0, alpha=0.25, res=12, k=5, cin=2, dtype=np.float32):
     theirs = torch_mobilenet_v1(alpha, k, cin)
     if dtype == np.float64:
         theirs = theirs.double()
-    sd = nn.export_torch_state_dict(ours, theirs.state_dict())
-    theirs.load_state_dict({key: torch.from_numpy(np.ascontiguousarray(v))
-                            for key, v in sd.items()})
+    assert nn.copy_to_torch(ours, theirs) is theirs
     return torch, ours, theirs
 
 
@@ -166,6 +164,18 @@ def test_load_torch_state_dict_roundtrip_and_mismatch(rng):
         nn.load_torch_state_dict(fresh, other.state_dict())
     with pytest.raises(ValueError, match="not the same architecture"):
         nn.load_torch_state_dict(fresh, dict(list(theirs.state_dict().items())[:-1]))
+
+
+def test_copy_to_torch_loads_the_exported_weights_and_rejects_bad_targets():
+    torch, ours, theirs = _torch_pair(seed=2, dtype=np.float64)
+    exported = nn.export_torch_state_dict(ours, theirs.state_dict())
+    for key, value in theirs.state_dict().items():
+        assert value.dtype == torch.float64 or key.endswith("num_batches_tracked"), key
+        np.testing.assert_array_equal(value.numpy(), exported[key], err_msg=key)
+    with pytest.raises(TypeError, match="torch_module must be a torch.nn.Module"):
+        nn.copy_to_torch(ours, theirs.state_dict())
+    with pytest.raises(ValueError, match="shape mismatch"):
+        nn.copy_to_torch(ours, torch_mobilenet_v1(0.5, 5, 2))
 
 
 def test_fold_batchnorm_matches_eval(rng):

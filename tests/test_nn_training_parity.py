@@ -45,8 +45,7 @@ def test_sgd_nesterov_weight_decay_batchnorm_trajectory_matches_torch(rng):
     ours = make_dscnn((8, 8, 1), 4, alpha=1.0, stem_stride=1, blocks=blocks, seed=1,
                       dtype=np.float64)
     theirs = torch_dscnn(1, 4, alpha=1.0, stem_stride=1, blocks=blocks).double()
-    sd = nn.export_torch_state_dict(ours, theirs.state_dict())
-    theirs.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in sd.items()})
+    nn.copy_to_torch(ours, theirs)
     lr, mom, wd = 0.05, 0.9, 1e-3
     opt = SGD(nn.param_groups(ours, wd, no_decay=()), lr=lr, momentum=mom, nesterov=True)
     topt = torch.optim.SGD(theirs.parameters(), lr=lr, momentum=mom, nesterov=True,
@@ -78,8 +77,7 @@ def test_mobilenet_bench_recipe_matches_torch_float64(rng):
     torch.set_num_threads(1)
     ours = mobilenet_v1(0.25, 28, 10, 1, seed=3, dtype=np.float64)
     theirs = torch_mobilenet_v1(0.25, 10, 1).double()
-    sd = nn.export_torch_state_dict(ours, theirs.state_dict())
-    theirs.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in sd.items()})
+    nn.copy_to_torch(ours, theirs)
     wd, mom = 5e-4, 0.9
     opt = SGD(nn.param_groups(ours, wd, no_decay=("batchnorm", "bias")), lr=0.0,
               momentum=mom, nesterov=True)

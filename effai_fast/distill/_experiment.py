@@ -252,9 +252,7 @@ def make_torch_twin(model, arch: str, dataset: str, sample_shape, n_classes: int
         stem_stride, blocks = dscnn_config(arch, dataset)
         net = torch_dscnn(int(sample_shape[-1]), n_classes, alpha=alpha,
                           stem_stride=stem_stride, blocks=blocks)
-        sd = nn.export_torch_state_dict(model, net.state_dict())
-        net.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v))
-                             for k, v in sd.items()})
+        nn.copy_to_torch(model, net)
     else:
         raise ValueError(f"make_torch_twin supports arch 'mlp', 'dscnn' and 'dscnn3', "
                          f"got {arch!r}")

@@ -10,6 +10,7 @@ I/O (.npz, PyTorch state_dicts).  See docs/nn.md.
 """
 
 from effai_fast.nn._io import (
+    copy_to_torch,
     export_torch_state_dict,
     load,
     load_torch_state_dict,
@@ -59,6 +60,7 @@ __all__ = [
     "Sequential",
     "blas_single_thread",
     "evaluate",
+    "copy_to_torch",
     "export_torch_state_dict",
     "fit",
     "fold_batchnorm",

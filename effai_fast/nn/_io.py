@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from effai_fast._extras import require
 from effai_fast.nn._layers import (
     BatchNorm,
     Conv2d,
@@ -28,7 +29,14 @@ from effai_fast.nn._layers import (
     PointwiseConv2d,
 )
 
-__all__ = ["export_torch_state_dict", "load", "load_torch_state_dict", "read_config", "save"]
+__all__ = [
+    "copy_to_torch",
+    "export_torch_state_dict",
+    "load",
+    "load_torch_state_dict",
+    "read_config",
+    "save",
+]
 
 _CONFIG_KEY = "__config__"
 
@@ -185,6 +193,39 @@ def export_torch_state_dict(model: Module, reference) -> dict:
                              f"{key!r} is {tuple(_to_numpy(val).shape)}")
         out[key] = value
     return out
+
+
+def copy_to_torch(model: Module, torch_module):
+    """Load the model's weights and batch-norm statistics into a PyTorch module.
+
+    Parameters
+    ----------
+    model : Module
+        The effai_fast model.
+    torch_module : torch.nn.Module
+        A PyTorch model of the same architecture (see :func:`export_torch_state_dict`);
+        its tensors keep their dtype (values are converted on copy).
+
+    Returns
+    -------
+    torch.nn.Module
+        ``torch_module``, updated in place.
+
+    Raises
+    ------
+    TypeError
+        If ``torch_module`` is not a ``torch.nn.Module``.
+    ValueError
+        On a tensor count or shape mismatch.
+    """
+    torch = require("torch", "copying weights into a PyTorch model")
+    if not isinstance(torch_module, torch.nn.Module):
+        raise TypeError(f"torch_module must be a torch.nn.Module, got "
+                        f"{type(torch_module).__name__}")
+    sd = export_torch_state_dict(model, torch_module.state_dict())
+    torch_module.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v))
+                                  for k, v in sd.items()})
+    return torch_module
 
 
 _ = (BatchNorm,)  # layer types referenced in the module docstring
