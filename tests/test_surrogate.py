@@ -612,6 +612,89 @@ def test_gp_linear_mean_lml_gradient(kernel, rng):
     np.testing.assert_allclose(g2, g, rtol=1e-7, atol=1e-9 * np.abs(g).max())
 
 
+@pytest.mark.parametrize("kernel", ["se", "matern52", "matern32"])
+def test_gp_reml_against_dense_formula_and_finite_differences(kernel, rng):
+    """The restricted likelihood (linear mean, reml=True): value against the dense
+    formula -0.5 r'K^-1 r - 0.5 log|K| - 0.5 log|H'K^-1 H| + 0.5 log|H'H|
+    - (n - p)/2 log 2 pi, gradient against central differences; a rank-deficient
+    basis (a duplicated column) gives the same value as the full-rank one."""
+    from scipy.spatial.distance import cdist
+
+    from effai_fast.surrogate._gp import _lml
+
+    n, d = 40, 3
+    Z0 = rng.random((n, d))
+    y = Z0 @ [1.0, -2.0, 0.5] + np.cos(5 * Z0[:, 0])
+    H = np.c_[np.ones(n), Z0]
+    theta = np.log([1.2, 0.3, 0.7, 0.9, 1e-3])
+    lml, g = _lml(theta, Z0, y, kernel, True, H, reml=True)
+    if kernel == "se":
+        ls = np.exp(theta[1:4])
+        K = 1.2 * np.exp(-0.5 * cdist(Z0 / ls, Z0 / ls, "sqeuclidean")) + 1e-3 * np.eye(n)
+        Ki = np.linalg.inv(K)
+        A = H.T @ Ki @ H
+        r = y - H @ np.linalg.solve(A, H.T @ Ki @ y)
+        ref = (-0.5 * r @ Ki @ r - 0.5 * np.linalg.slogdet(K)[1] - 0.5 * np.linalg.slogdet(A)[1]
+               + 0.5 * np.linalg.slogdet(H.T @ H)[1] - 0.5 * (n - 4) * np.log(2 * np.pi))
+        np.testing.assert_allclose(lml, ref, rtol=1e-9)
+    h = 1e-6
+    fd = np.array([(_lml(theta + h * e, Z0, y, kernel, False, H, reml=True)[0]
+                    - _lml(theta - h * e, Z0, y, kernel, False, H, reml=True)[0]) / (2 * h)
+                   for e in np.eye(theta.size)])
+    np.testing.assert_allclose(g, fd, rtol=1e-5, atol=1e-6 * np.abs(fd).max())
+    # REML differs from the profiled likelihood, but not in how it sees the span of H
+    assert abs(lml - _lml(theta, Z0, y, kernel, False, H)[0]) > 1e-3
+    lml2, g2 = _lml(theta, Z0, y, kernel, True, np.c_[H, 2.0 * H[:, 1]], reml=True)
+    np.testing.assert_allclose(lml2, lml, rtol=1e-9)
+    np.testing.assert_allclose(g2, g, rtol=1e-7, atol=1e-9 * np.abs(g).max())
+    # without a trend reml changes nothing
+    assert _lml(theta, Z0, y, kernel, False, None, reml=True)[0] == \
+        _lml(theta, Z0, y, kernel, False)[0]
+
+
+def test_gp_reml_option_fits(rng):
+    """reml=True/False give different linear-mean fits (both valid; the constant mean
+    is unaffected), and log_marginal_likelihood stays the profiled value."""
+    X = rng.random((30, 3))
+    y = X @ [2.0, -1.0, 0.5] + 0.3 * np.sin(5 * X[:, 0])
+    a = GaussianProcess(mean="linear", seed=0).fit(X, y)
+    b = GaussianProcess(mean="linear", seed=0, reml=False).fit(X, y)
+    assert not np.allclose(a.length_scale_, b.length_scale_)
+    for gp in (a, b):
+        np.testing.assert_allclose(gp.predict(X), y, atol=1e-3 * y.std())
+        assert gp.log_marginal_likelihood() == pytest.approx(
+            gp.log_marginal_likelihood_value_, rel=1e-8, abs=1e-8)
+    c1 = GaussianProcess(mean="constant", seed=0).fit(X, y)
+    c2 = GaussianProcess(mean="constant", seed=0, reml=False).fit(X, y)
+    np.testing.assert_array_equal(c1.predict(X), c2.predict(X))
+
+
+def test_gp_full_data_refinement_stops_on_a_flat_noisy_likelihood(monkeypatch):
+    """Above n_subset points the refinement ends when the likelihood stops improving by
+    more than 1e-5 of its size (rounding noise) and returns the best point evaluated."""
+    import effai_fast.surrogate._gp as gpm
+
+    calls = []
+    noise = np.random.default_rng(0)
+
+    def fake_lml(theta, Z0, y, kind, need_grad, H=None, reml=False):
+        # a flat top (lml ~ 5e3) with noise of 1e-7 relative and a useless gradient
+        v = 5000.0 - 1e-6 * np.sum(theta ** 2) + 5e-4 * noise.standard_normal()
+        calls.append((theta.copy(), v))
+        return v, noise.standard_normal(theta.size)
+
+    monkeypatch.setattr(gpm, "_lml", fake_lml)
+    gp = GaussianProcess(n_subset=10, max_iter=200)
+    U = np.random.default_rng(1).random((20, 2))
+    t0 = np.zeros(4)
+    bounds = gp._bounds(2)
+    x, lml = gp._run_lbfgs(t0, U, U[:, 0], bounds, maxls=4)
+    assert len(calls) <= 12
+    best_t, best_v = max(calls, key=lambda c: c[1])
+    np.testing.assert_array_equal(x, best_t)
+    assert lml == pytest.approx(best_v, rel=1e-12)
+
+
 @pytest.mark.parametrize("with_trend", [False, True])
 def test_gp_loo_residuals_against_refits(with_trend, rng):
     """Closed-form LOO residuals and predictive variances = conditioning on the other
