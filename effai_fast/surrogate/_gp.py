@@ -657,9 +657,11 @@ class GaussianProcess(SurrogateMixin):
         # half of the n = 1000 fit's evaluations moved the lml by < 0.05 nats in all,
         # through line searches failing on that noise.  So on all points an iteration
         # gaining less than ``ftol`` = 2e-6 of |lml| (~0.01 nats) ends the run, and so do
-        # ``stall`` = 6 evaluations in a row none of which beats the best by 1e-5 of |lml|
-        # (~0.05 nats: a likelihood ratio of 1.05, meaningless, and a few times the
-        # rounding noise); the best point evaluated is kept.
+        # ``stall`` = 6 evaluations within 1e-5 of |lml| of the best (~0.05 nats: a
+        # likelihood ratio of 1.05, meaningless, and a few times the rounding noise) none
+        # of which beats it by more (evaluations far below the best, a line search
+        # overshooting, are not counted: the optimiser is still moving); the best point
+        # evaluated is kept.
         full = U.shape[0] > self.n_subset
         ftol = 2e-6
         stall = 6
@@ -675,7 +677,11 @@ class GaussianProcess(SurrogateMixin):
             f = -lml * scale
             if full:
                 gain = best[1] - f
-                best[2] = 0 if gain > 1e-5 * max(abs(f), 1.0) else best[2] + 1
+                tol = 1e-5 * max(abs(f), 1.0)
+                if gain > tol:
+                    best[2] = 0
+                elif gain > -tol:
+                    best[2] += 1
                 if gain > 0:
                     best[0], best[1] = t.copy(), f
                 if best[2] >= stall:
