@@ -251,6 +251,7 @@ def test_batch_chunks_give_the_same_bits(dtype, n_threads, rng):
     for chunk in (1, 3):             # 3: a chunk of 3 and a remainder of 1
         plan = InferencePlan(net, x.shape, n_threads=n_threads, batch_chunk=chunk)
         assert plan.chunk == chunk and plan.output_shape == want.shape
+        assert plan.workers == min(n_threads, -(-4 // chunk))
         np.testing.assert_array_equal(plan(x), want)
         out = np.empty(want.shape, dtype)
         assert plan(x, out=out) is out

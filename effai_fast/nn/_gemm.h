@@ -346,6 +346,87 @@ static void effai_ukr_d(size_t kc, const double* ap, const double* bp,
         for (i = 0; i < mr; i++) memcpy(c + i * ldc, tmp + i * 8, nr * sizeof(double));
 }
 
+
+/* One row of A (k contiguous elements) times NP whole packed panels of B (panel q at
+ * bp + q*pstride, k x NR each), NP = 6 or 1: c[0 .. (NP-1)*NR + nlast) = act(a @ B +
+ * bias).  For m < MR rows (the classifier of a batch-1 network: m = 1) a 6-row tile
+ * would compute 6 rows to keep one; this kernel instead runs 12 independent FMA
+ * chains across 6 panels, so one row costs about a sixth of the tile per panel.  Each
+ * output is still one FMA chain over k in order (the k blocks of the tile kernel only
+ * store and reload the partial sum exactly): the same bits as the tile kernel. */
+#define EFFAI_DEFINE_ROW(T, SUF, V, W, LOAD, STORE, BCAST, FMA, ADD, ZERO, ACT, NP)    \
+static void effai_row##NP##_##SUF(size_t k, const T* a, const T* bp, size_t pstride,  \
+                                  int nlast, T* c, const T* bias, int act) {          \
+    V acc[NP][2];                                                                     \
+    T tmp[2 * W] __attribute__((aligned(32)));                                        \
+    size_t kk;                                                                        \
+    int q;                                                                            \
+    for (q = 0; q < NP; q++) acc[q][0] = acc[q][1] = ZERO();                          \
+    for (kk = 0; kk < k; kk++) {                                                      \
+        const V av = BCAST(a + kk);                                                   \
+        _Pragma("GCC unroll 6")                                                       \
+        for (q = 0; q < NP; q++) {                                                    \
+            acc[q][0] = FMA(av, LOAD(bp + q * pstride + kk * 2 * W), acc[q][0]);      \
+            acc[q][1] = FMA(av, LOAD(bp + q * pstride + kk * 2 * W + W), acc[q][1]);  \
+        }                                                                             \
+    }                                                                                 \
+    for (q = 0; q < NP; q++) {                                                        \
+        int nc = q == NP - 1 ? nlast : 2 * W;                                         \
+        V v0 = acc[q][0], v1 = acc[q][1];                                             \
+        if (bias != NULL) {                                                           \
+            if (nc == 2 * W) {                                                        \
+                v0 = ADD(v0, LOAD(bias + q * 2 * W));                                 \
+                v1 = ADD(v1, LOAD(bias + q * 2 * W + W));                             \
+            } else {                                                                  \
+                memset(tmp, 0, sizeof(tmp));                                          \
+                memcpy(tmp, bias + q * 2 * W, nc * sizeof(T));                        \
+                v0 = ADD(v0, LOAD(tmp));                                              \
+                v1 = ADD(v1, LOAD(tmp + W));                                          \
+            }                                                                         \
+        }                                                                             \
+        v0 = ACT(v0, act);                                                            \
+        v1 = ACT(v1, act);                                                            \
+        if (nc == 2 * W) {                                                            \
+            STORE(c + q * 2 * W, v0);                                                 \
+            STORE(c + q * 2 * W + W, v1);                                             \
+        } else {                                                                      \
+            STORE(tmp, v0);                                                           \
+            STORE(tmp + W, v1);                                                       \
+            memcpy(c + q * 2 * W, tmp, nc * sizeof(T));                               \
+        }                                                                             \
+    }                                                                                 \
+}
+
+EFFAI_DEFINE_ROW(float, f, __m256, 8, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_broadcast_ss,
+                 _mm256_fmadd_ps, _mm256_add_ps, _mm256_setzero_ps, effai_act8f, 6)
+EFFAI_DEFINE_ROW(float, f, __m256, 8, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_broadcast_ss,
+                 _mm256_fmadd_ps, _mm256_add_ps, _mm256_setzero_ps, effai_act8f, 1)
+EFFAI_DEFINE_ROW(double, d, __m256d, 4, _mm256_loadu_pd, _mm256_storeu_pd, _mm256_broadcast_sd,
+                 _mm256_fmadd_pd, _mm256_add_pd, _mm256_setzero_pd, effai_act4d, 6)
+EFFAI_DEFINE_ROW(double, d, __m256d, 4, _mm256_loadu_pd, _mm256_storeu_pd, _mm256_broadcast_sd,
+                 _mm256_fmadd_pd, _mm256_add_pd, _mm256_setzero_pd, effai_act4d, 1)
+
+/* Rows [0, m) (m <= 2: from 3 rows on, 6-row tiles cost about the same) and columns [j0, j1) of C on a pre-packed B, row by row. */
+#define EFFAI_DEFINE_ROWS(T, SUF, NR)                                                 \
+static void effai_gemm_rows1_##SUF(size_t m, size_t j0, size_t j1, size_t k,          \
+                                   const T* a, size_t lda, const T* bp, T* c,         \
+                                   size_t ldc, const T* bias, int act) {              \
+    size_t i, j;                                                                      \
+    for (i = 0; i < m; i++) {                                                         \
+        for (j = j0; j + 6 * NR <= j1 || (j < j1 && j1 - j > 5 * NR); j += 6 * NR)    \
+            effai_row6_##SUF(k, a + i * lda, bp + (j / NR) * NR * k, NR * k,          \
+                             (int)(j1 - j - 5 * NR < NR ? j1 - j - 5 * NR : NR),      \
+                             c + i * ldc + j, bias != NULL ? bias + j : NULL, act);   \
+        for (; j < j1; j += NR)                                                       \
+            effai_row1_##SUF(k, a + i * lda, bp + (j / NR) * NR * k, NR * k,          \
+                             (int)(j1 - j < NR ? j1 - j : NR),                        \
+                             c + i * ldc + j, bias != NULL ? bias + j : NULL, act);   \
+    }                                                                                 \
+}
+EFFAI_DEFINE_ROWS(float, f, EFFAI_GEMM_NR_F)
+EFFAI_DEFINE_ROWS(double, d, EFFAI_GEMM_NR_D)
+#define EFFAI_GEMM_HAVE_ROWS 1
+
 #else  /* portable fallback: same arithmetic order (one chain over k per element) */
 
 #define EFFAI_DEFINE_UKR(T, SUF, NR)                                                 \
@@ -395,6 +476,12 @@ static inline size_t effai_gemm_work_size(size_t nr) {
     size_t jb = nr == EFFAI_GEMM_NR_F ? EFFAI_GEMM_JB_F : EFFAI_GEMM_JB_D;
     return (size_t)EFFAI_GEMM_SMALL_A + (size_t)EFFAI_GEMM_KC * jb + 64;
 }
+
+#if EFFAI_GEMM_NATIVE
+#define EFFAI_GEMM_ROWS1(SUF, ...) effai_gemm_rows1_##SUF(__VA_ARGS__)
+#else
+#define EFFAI_GEMM_ROWS1(SUF, ...) ((void)0)
+#endif
 
 #define EFFAI_DEFINE_GEMM(T, SUF, NR)                                                \
 /* Rows 0..mc-1, columns 0..kc-1 of A into MR-row micro-panels (each row's kc  \
@@ -519,6 +606,10 @@ static void effai_gemm_##SUF(size_t m, size_t j0, size_t j1, size_t k,          
         for (i = 0; i < m; i++)                                                      \
             for (j = j0; j < j1; j++)                                                \
                 c[i * ldc + j] = effai_act_##SUF(bias != NULL ? bias[j] : (T)0, act);\
+        return;                                                                      \
+    }                                                                                \
+    if (EFFAI_GEMM_NATIVE && bp != NULL && m <= 2) {  /* row kernel: see above */    \
+        EFFAI_GEMM_ROWS1(SUF, m, j0, j1, k, a, lda, bp, c, ldc, bias, act);          \
         return;                                                                      \
     }                                                                                \
     if (bp != NULL && k > EFFAI_GEMM_KC && m <= EFFAI_GEMM_MC                        \

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import time
 import zlib
 from collections.abc import Callable
@@ -618,20 +619,28 @@ class InferencePlan:
                 item = np.dtype(self.dtype).itemsize
                 chunk = int(max(1, min(N, self._ARENA_BUDGET // max(1, 2 * big * item))))
         self.chunk = chunk
-        self._plans, self._packed = {}, {}
-        for size in {chunk, N % chunk or chunk}:
-            self._plans[size] = self._build_for(layers, (size,) + self.input_shape[1:])
+        # With several threads and several chunks, the chunks are shared out between
+        # worker threads that each run whole chunks on one core (their own arenas, the
+        # packed weights shared): one image per core instead of a team of threads
+        # meeting at a barrier in every layer, whose small per-image layers scale badly.
+        n_chunks = -(-N // chunk)
+        workers = min(self.n_threads, n_chunks) if chunk < N else 1
+        layer_nt = 1 if workers > 1 else self.n_threads
         self._packed = {}
-        self._steps, self._checks, self.layer_threads, out_shape = self._plans[chunk]
+        self._plans = [{size: self._build_for(layers, (size,) + self.input_shape[1:],
+                                              layer_nt)
+                        for size in {chunk, N % chunk or chunk}} for _ in range(workers)]
+        self._packed = {}
+        self._steps, self._checks, self.layer_threads, out_shape = self._plans[0][chunk]
+        self.workers = workers
         self.output_shape = (N,) + tuple(out_shape[1:])
 
-    def _build_for(self, layers, input_shape):
+    def _build_for(self, layers, input_shape, nt):
         from effai_fast.nn import _functional_dense as FDm
         from effai_fast.nn import functional as F
         from effai_fast.nn._layers import GlobalAvgPool, Linear
 
         kern = F._conv
-        nt = self.n_threads
         dt = self.dtype
         steps, checks, layer_threads = [], [], []
         # Two arenas, used in turn: layer i writes into arena i % 2 and reads the other
@@ -758,9 +767,27 @@ class InferencePlan:
         if chunk < N:
             res = np.empty(self.output_shape, self.dtype) if out is None else check_out(
                 out, "out", self.output_shape, self.dtype)
-            for i in range(0, N, chunk):
-                y = self._run(self._plans[min(chunk, N - i)][0], x[i:i + chunk])
-                res[i:i + chunk] = y
+            starts = list(range(0, N, chunk))
+            errors = []
+
+            def work(w):
+                try:
+                    plans = self._plans[w]
+                    for i in starts[w::self.workers]:
+                        res[i:i + chunk] = self._run(plans[min(chunk, N - i)][0],
+                                                     x[i:i + chunk])
+                except BaseException as e:      # re-raised in the calling thread
+                    errors.append(e)
+
+            threads = [threading.Thread(target=work, args=(w,))
+                       for w in range(1, self.workers)]
+            for t in threads:
+                t.start()
+            work(0)
+            for t in threads:
+                t.join()
+            if errors:
+                raise errors[0]
             return res
         x = self._run(self._steps, x)
         if out is None:
