@@ -176,3 +176,26 @@ def test_dense_conv_packed_matches_reference(case, activation, dtype, n_threads,
     y1 = F.conv2d(x, w, b, stride=s, padding=pad, dilation=d, activation=activation,
                   n_threads=3 - n_threads)
     np.testing.assert_array_equal(y, y1)
+
+
+@pytest.mark.parametrize("P", [1, 2, 3, 7, 49])
+@pytest.mark.parametrize("shape", [(1024, 1000), (5, 7), (40, 130), (300, 97)], ids=str)
+def test_prepacked_few_rows_same_bits_as_many(P, shape, dtype, n_threads, rng):
+    # Pre-packed weights (InferencePlan): 1-2 rows take the row kernel, m <= 144 with
+    # k > 256 the few-rows path; each must give the bits of the same rows in a big GEMM.
+    Ci, Co = shape
+    kern = F._conv
+    x = rng.standard_normal((200, Ci)).astype(dtype)
+    w = rng.standard_normal((Ci, Co)).astype(dtype)
+    b = rng.standard_normal(Co).astype(dtype)
+    packed = np.empty(kern._pointwise_packed_len(Ci, Co, dtype == np.float64), dtype)
+    kern._pack_pointwise(w, packed)
+    lin, big = np.empty((200, Co), dtype), np.empty((200, Co), dtype)
+    kern._pointwise_forward_packed(x, w, packed, b, lin, 0, n_threads)
+    _close(lin, ref.pointwise(x, w, b, None), dtype)
+    kern._pointwise_forward_packed(x, w, packed, b, big, 2, n_threads)   # relu6
+    np.testing.assert_array_equal(big, np.clip(lin, 0, 6))
+    for r0 in (0, 200 - P):
+        y = np.empty((P, Co), dtype)
+        kern._pointwise_forward_packed(x[r0:r0 + P], w, packed, b, y, 2, n_threads)
+        np.testing.assert_array_equal(y, big[r0:r0 + P])

@@ -224,3 +224,53 @@ def test_packed_weights_are_a_snapshot_until_refresh(rng):
     _agree(plan(x), net.forward(x))
     with pytest.raises(TypeError, match="pack_weights"):
         InferencePlan(net, x.shape, pack_weights="yes")
+
+
+def _long_k_net(dtype):
+    # 7x7 pixels per image and a 300-channel input to the second pointwise layer: per
+    # image (chunk 1) that layer runs the GEMM's few-rows path (m = 49 <= 144, k > 256),
+    # for the whole batch (m = 196) the general one; both must give the same bits.
+    return Sequential(
+        Conv2d(3, 8, 3, stride=2, activation="relu", dtype=dtype, seed=1),
+        DepthwiseConv2d(8, activation="relu6", dtype=dtype, seed=2),
+        PointwiseConv2d(8, 300, activation="relu", dtype=dtype, seed=3),
+        PointwiseConv2d(300, 40, dtype=dtype, seed=4),
+        ReLU(dtype=dtype),
+        GlobalAvgPool(dtype=dtype),
+        Linear(40, 5, dtype=dtype, seed=5),
+    )
+
+
+def test_batch_chunks_give_the_same_bits(dtype, n_threads, rng):
+    net = _long_k_net(dtype)
+    x = rng.standard_normal((4, 14, 14, 3)).astype(dtype)
+    whole = InferencePlan(net, x.shape, n_threads=n_threads, batch_chunk=4)
+    assert whole.chunk == 4
+    want = whole(x)
+    _agree(want, net.forward(x, training=False))
+    for chunk in (1, 3):             # 3: a chunk of 3 and a remainder of 1
+        plan = InferencePlan(net, x.shape, n_threads=n_threads, batch_chunk=chunk)
+        assert plan.chunk == chunk and plan.output_shape == want.shape
+        assert plan.workers == min(n_threads, -(-4 // chunk))
+        np.testing.assert_array_equal(plan(x), want)
+        out = np.empty(want.shape, dtype)
+        assert plan(x, out=out) is out
+        np.testing.assert_array_equal(out, want)
+
+
+def test_default_chunk_keeps_the_arenas_small():
+    net = Sequential(Conv2d(3, 32, 3, stride=2, dtype=np.float32, seed=1),
+                     GlobalAvgPool(dtype=np.float32))
+    plan = InferencePlan(net, (8, 224, 224, 3), n_threads=1)
+    # 112*112*32 floats (1.6 MB) per image, two arenas within 8 MiB: 2 images a chunk
+    assert plan.chunk == 2 and plan.output_shape == (8, 32)
+    assert InferencePlan(net, (1, 224, 224, 3)).chunk == 1
+
+
+def test_batch_chunk_validation():
+    net = _long_k_net(np.float32)
+    with pytest.raises(ValueError, match="batch_chunk"):
+        InferencePlan(net, (2, 14, 14, 3), batch_chunk=0)
+    with pytest.raises(TypeError, match="batch_chunk"):
+        InferencePlan(net, (2, 14, 14, 3), batch_chunk=1.5)
+    assert InferencePlan(net, (2, 14, 14, 3), batch_chunk=10).chunk == 2

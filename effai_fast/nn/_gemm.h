@@ -6,8 +6,10 @@
  * (C_in, C_out) filter and C the output pixels.  This is the XNNPACK-style
  * "broadcast" GEMM that suits a convolution better than a BLAS call per block:
  *
- * - A is read in place (no packing): a 6-row micro-tile broadcasts one
- *   element of each of its 6 rows per step of k;
+ * - A is read in place when a row is one whole k-block (k <= KC), else its
+ *   k-blocks are copied into MR-row micro-panels (each row's KC elements
+ *   contiguous); a 6-row micro-tile broadcasts one element of each of its 6
+ *   rows per step of k;
  * - B is packed into panels of NR columns (16 floats / 8 doubles), k-major,
  *   zero-padded to a whole panel: either once per call for all of B
  *   (effai_pack_b_*, shared read-only by the threads) or panel by panel into a
@@ -16,6 +18,10 @@
  * - the 6 x NR accumulators live in 12 AVX2 registers for a whole block of k
  *   (KC steps), B's micro-panel (KC x NR, 16 KiB) stays in L1 while the
  *   micro-tile walks down an MC-row chunk of A (L2);
+ * - few rows and a long k (m <= MC, the 7x7 layers and the classifier of a
+ *   batch-1 MobileNet): all of A is packed once and each B panel is walked down
+ *   the whole of k before the next (effai_gemm_small_*), so the C tiles stay in
+ *   L1 between k-blocks and B streams in order (~5-10% faster there);
  * - bias and relu / relu6 are applied to the registers after the last k
  *   block, before the only store: no second pass over the output.
  *
@@ -340,6 +346,87 @@ static void effai_ukr_d(size_t kc, const double* ap, const double* bp,
         for (i = 0; i < mr; i++) memcpy(c + i * ldc, tmp + i * 8, nr * sizeof(double));
 }
 
+
+/* One row of A (k contiguous elements) times NP whole packed panels of B (panel q at
+ * bp + q*pstride, k x NR each), NP = 6 or 1: c[0 .. (NP-1)*NR + nlast) = act(a @ B +
+ * bias).  For m < MR rows (the classifier of a batch-1 network: m = 1) a 6-row tile
+ * would compute 6 rows to keep one; this kernel instead runs 12 independent FMA
+ * chains across 6 panels, so one row costs about a sixth of the tile per panel.  Each
+ * output is still one FMA chain over k in order (the k blocks of the tile kernel only
+ * store and reload the partial sum exactly): the same bits as the tile kernel. */
+#define EFFAI_DEFINE_ROW(T, SUF, V, W, LOAD, STORE, BCAST, FMA, ADD, ZERO, ACT, NP)    \
+static void effai_row##NP##_##SUF(size_t k, const T* a, const T* bp, size_t pstride,  \
+                                  int nlast, T* c, const T* bias, int act) {          \
+    V acc[NP][2];                                                                     \
+    T tmp[2 * W] __attribute__((aligned(32)));                                        \
+    size_t kk;                                                                        \
+    int q;                                                                            \
+    for (q = 0; q < NP; q++) acc[q][0] = acc[q][1] = ZERO();                          \
+    for (kk = 0; kk < k; kk++) {                                                      \
+        const V av = BCAST(a + kk);                                                   \
+        _Pragma("GCC unroll 6")                                                       \
+        for (q = 0; q < NP; q++) {                                                    \
+            acc[q][0] = FMA(av, LOAD(bp + q * pstride + kk * 2 * W), acc[q][0]);      \
+            acc[q][1] = FMA(av, LOAD(bp + q * pstride + kk * 2 * W + W), acc[q][1]);  \
+        }                                                                             \
+    }                                                                                 \
+    for (q = 0; q < NP; q++) {                                                        \
+        int nc = q == NP - 1 ? nlast : 2 * W;                                         \
+        V v0 = acc[q][0], v1 = acc[q][1];                                             \
+        if (bias != NULL) {                                                           \
+            if (nc == 2 * W) {                                                        \
+                v0 = ADD(v0, LOAD(bias + q * 2 * W));                                 \
+                v1 = ADD(v1, LOAD(bias + q * 2 * W + W));                             \
+            } else {                                                                  \
+                memset(tmp, 0, sizeof(tmp));                                          \
+                memcpy(tmp, bias + q * 2 * W, nc * sizeof(T));                        \
+                v0 = ADD(v0, LOAD(tmp));                                              \
+                v1 = ADD(v1, LOAD(tmp + W));                                          \
+            }                                                                         \
+        }                                                                             \
+        v0 = ACT(v0, act);                                                            \
+        v1 = ACT(v1, act);                                                            \
+        if (nc == 2 * W) {                                                            \
+            STORE(c + q * 2 * W, v0);                                                 \
+            STORE(c + q * 2 * W + W, v1);                                             \
+        } else {                                                                      \
+            STORE(tmp, v0);                                                           \
+            STORE(tmp + W, v1);                                                       \
+            memcpy(c + q * 2 * W, tmp, nc * sizeof(T));                               \
+        }                                                                             \
+    }                                                                                 \
+}
+
+EFFAI_DEFINE_ROW(float, f, __m256, 8, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_broadcast_ss,
+                 _mm256_fmadd_ps, _mm256_add_ps, _mm256_setzero_ps, effai_act8f, 6)
+EFFAI_DEFINE_ROW(float, f, __m256, 8, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_broadcast_ss,
+                 _mm256_fmadd_ps, _mm256_add_ps, _mm256_setzero_ps, effai_act8f, 1)
+EFFAI_DEFINE_ROW(double, d, __m256d, 4, _mm256_loadu_pd, _mm256_storeu_pd, _mm256_broadcast_sd,
+                 _mm256_fmadd_pd, _mm256_add_pd, _mm256_setzero_pd, effai_act4d, 6)
+EFFAI_DEFINE_ROW(double, d, __m256d, 4, _mm256_loadu_pd, _mm256_storeu_pd, _mm256_broadcast_sd,
+                 _mm256_fmadd_pd, _mm256_add_pd, _mm256_setzero_pd, effai_act4d, 1)
+
+/* Rows [0, m) (m <= 2: from 3 rows on, 6-row tiles cost about the same) and columns [j0, j1) of C on a pre-packed B, row by row. */
+#define EFFAI_DEFINE_ROWS(T, SUF, NR)                                                 \
+static void effai_gemm_rows1_##SUF(size_t m, size_t j0, size_t j1, size_t k,          \
+                                   const T* a, size_t lda, const T* bp, T* c,         \
+                                   size_t ldc, const T* bias, int act) {              \
+    size_t i, j;                                                                      \
+    for (i = 0; i < m; i++) {                                                         \
+        for (j = j0; j + 6 * NR <= j1 || (j < j1 && j1 - j > 5 * NR); j += 6 * NR)    \
+            effai_row6_##SUF(k, a + i * lda, bp + (j / NR) * NR * k, NR * k,          \
+                             (int)(j1 - j - 5 * NR < NR ? j1 - j - 5 * NR : NR),      \
+                             c + i * ldc + j, bias != NULL ? bias + j : NULL, act);   \
+        for (; j < j1; j += NR)                                                       \
+            effai_row1_##SUF(k, a + i * lda, bp + (j / NR) * NR * k, NR * k,          \
+                             (int)(j1 - j < NR ? j1 - j : NR),                        \
+                             c + i * ldc + j, bias != NULL ? bias + j : NULL, act);   \
+    }                                                                                 \
+}
+EFFAI_DEFINE_ROWS(float, f, EFFAI_GEMM_NR_F)
+EFFAI_DEFINE_ROWS(double, d, EFFAI_GEMM_NR_D)
+#define EFFAI_GEMM_HAVE_ROWS 1
+
 #else  /* portable fallback: same arithmetic order (one chain over k per element) */
 
 #define EFFAI_DEFINE_UKR(T, SUF, NR)                                                 \
@@ -376,6 +463,9 @@ EFFAI_DEFINE_UKR(double, d, EFFAI_GEMM_NR_D)
 
 /* ------------------------------------------------------------------ driver */
 
+/* Elements of A packed at once by the few-rows path (288 KiB of floats, L2). */
+#define EFFAI_GEMM_SMALL_A (2 * (size_t)EFFAI_GEMM_MC * EFFAI_GEMM_KC)
+
 /* Columns of B packed at a time by effai_gemm_*: a KC x JB block (128 KiB). */
 #define EFFAI_GEMM_JB_F 128
 #define EFFAI_GEMM_JB_D 64
@@ -384,8 +474,14 @@ EFFAI_DEFINE_UKR(double, d, EFFAI_GEMM_NR_D)
  * MC x KC chunk of A and a packed KC x JB block of B, plus alignment slack. */
 static inline size_t effai_gemm_work_size(size_t nr) {
     size_t jb = nr == EFFAI_GEMM_NR_F ? EFFAI_GEMM_JB_F : EFFAI_GEMM_JB_D;
-    return (size_t)EFFAI_GEMM_MC * EFFAI_GEMM_KC + (size_t)EFFAI_GEMM_KC * jb + 64;
+    return (size_t)EFFAI_GEMM_SMALL_A + (size_t)EFFAI_GEMM_KC * jb + 64;
 }
+
+#if EFFAI_GEMM_NATIVE
+#define EFFAI_GEMM_ROWS1(SUF, ...) effai_gemm_rows1_##SUF(__VA_ARGS__)
+#else
+#define EFFAI_GEMM_ROWS1(SUF, ...) ((void)0)
+#endif
 
 #define EFFAI_DEFINE_GEMM(T, SUF, NR)                                                \
 /* Rows 0..mc-1, columns 0..kc-1 of A into MR-row micro-panels (each row's kc  \
@@ -452,6 +548,46 @@ static inline void effai_gemm_rows_##SUF(size_t i0, size_t i1, size_t j, size_t 
     effai_gemm_block_##SUF(i0, i1, j, je, kc, apack, bpan, pstride, c, ldc,          \
                            k0 > 0, k0 + kc == k, bias, act);                         \
 }                                                                                    \
+/* Few rows, long k (the 7x7 layers of a batch-1 MobileNet: m = 49, k = 512..1024):  \
+ * every k-block of A is packed once (all of A stays in L2), then each panel of the  \
+ * pre-packed B is walked down all of k at once: the panel streams in order from    \
+ * L3 / memory, and the panel's C tiles stay in L1 between k-blocks instead of being \
+ * stored and reloaded from L2 once per k-block over all of C.  Same k-blocks, same  \
+ * FMA chain per element as the general order: the same bits. */                   \
+static void effai_gemm_small_##SUF(size_t m, size_t j0, size_t j1, size_t k,         \
+                                   const T* a, size_t lda, const T* bp, T* c,        \
+                                   size_t ldc, const T* bias, int act, T* apack) {   \
+    size_t mp = (m + EFFAI_GEMM_MR - 1) / EFFAI_GEMM_MR * EFFAI_GEMM_MR;             \
+    size_t k0, kc, i, j, nc, l, l0, l1, t, nt = mp / EFFAI_GEMM_MR;                  \
+    size_t lines = EFFAI_GEMM_KC * NR * sizeof(T) / 64;                              \
+    const T* bpan;                                                                   \
+    for (k0 = 0; k0 < k; k0 += kc) {                                                 \
+        kc = k - k0 > EFFAI_GEMM_KC ? EFFAI_GEMM_KC : k - k0;                        \
+        effai_pack_a_##SUF(m, kc, a + k0, lda, apack + mp * k0);                     \
+    }                                                                                \
+    for (j = j0; j < j1; j += NR) {                                                  \
+        nc = j1 - j < NR ? j1 - j : NR;                                              \
+        bpan = bp + (j / NR) * NR * k;                                               \
+        for (k0 = 0; k0 < k; k0 += kc) {                                             \
+            kc = k - k0 > EFFAI_GEMM_KC ? EFFAI_GEMM_KC : k - k0;                    \
+            for (i = 0, t = 0; i < m; i += EFFAI_GEMM_MR, t++) {                     \
+                /* B is one stream (panel after panel, k-major): prefetch the next    \
+                 * KC x NR slice of it into L2, a share per micro-tile */            \
+                if (j + NR < j1 || k0 + kc < k) {                                    \
+                    l0 = t * lines / nt;                                             \
+                    l1 = (t + 1) * lines / nt;                                       \
+                    for (l = l0; l < l1; l++)                                        \
+                        __builtin_prefetch((const char*)(bpan + (k0 + kc) * NR) + 64 * l, 0, 2); \
+                }                                                                    \
+                effai_ukr_##SUF(kc, apack + mp * k0 + i * kc, bpan + k0 * NR,        \
+                                c + i * ldc + j, ldc,                                \
+                                (int)(m - i < EFFAI_GEMM_MR ? m - i : EFFAI_GEMM_MR),\
+                                (int)nc, k0 > 0, k0 + kc == k,                       \
+                                bias != NULL ? bias + j : NULL, act);                \
+            }                                                                        \
+        }                                                                            \
+    }                                                                                \
+}                                                                                    \
 /* Rows [0, m) and columns [j0, j1) of C (j0 a multiple of NR).                    \
  * bp != NULL: all of B packed by effai_pack_b_* (panel p at bp + p*NR*k).        \
  * bp == NULL: B (k x n, row stride ldb) is packed here, KC x JB block by block,  \
@@ -463,13 +599,23 @@ static void effai_gemm_##SUF(size_t m, size_t j0, size_t j1, size_t k,          
                              const T* bias, int act, T* work) {                      \
     const size_t JB = NR == EFFAI_GEMM_NR_F ? EFFAI_GEMM_JB_F : EFFAI_GEMM_JB_D;     \
     T* apack = (T*)(((size_t)work + 63) & ~(size_t)63);                              \
-    T* bblk = apack + (size_t)EFFAI_GEMM_MC * EFFAI_GEMM_KC;                         \
+    T* bblk = apack + EFFAI_GEMM_SMALL_A;                                            \
     size_t i0, i1, i, k0, kc, j, jb, je;                                             \
     if (m == 0 || j1 <= j0) return;                                                  \
     if (k == 0) {                                                                    \
         for (i = 0; i < m; i++)                                                      \
             for (j = j0; j < j1; j++)                                                \
                 c[i * ldc + j] = effai_act_##SUF(bias != NULL ? bias[j] : (T)0, act);\
+        return;                                                                      \
+    }                                                                                \
+    if (EFFAI_GEMM_NATIVE && bp != NULL && m <= 2) {  /* row kernel: see above */    \
+        EFFAI_GEMM_ROWS1(SUF, m, j0, j1, k, a, lda, bp, c, ldc, bias, act);          \
+        return;                                                                      \
+    }                                                                                \
+    if (bp != NULL && k > EFFAI_GEMM_KC && m <= EFFAI_GEMM_MC                        \
+        && (m + EFFAI_GEMM_MR - 1) / EFFAI_GEMM_MR * EFFAI_GEMM_MR * k                \
+           <= EFFAI_GEMM_SMALL_A) {                                                  \
+        effai_gemm_small_##SUF(m, j0, j1, k, a, lda, bp, c, ldc, bias, act, apack);   \
         return;                                                                      \
     }                                                                                \
     if (bp != NULL) {                                                                \

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import time
 import zlib
 from collections.abc import Callable
@@ -533,6 +534,15 @@ class InferencePlan:
         about a quarter of their time.  The results are the same bits either way.  The
         packed copy is a snapshot: after updating those weights *in place*, call
         :meth:`refresh` (or build the plan with ``pack_weights=False``).
+    batch_chunk : int, optional
+        Run a batch this many images at a time, every layer on one chunk before the next
+        chunk starts (all layers must work image by image, which every layer the plan knows
+        does; another layer turns chunking off).  Default: as many images as keep the two
+        activation arenas within about 8 MiB (the L2/L3 caches), e.g. 1 for MobileNet at
+        224x224.  At batch 32 the whole-batch activations (100 MB per layer) went through
+        memory between every two layers, which made the pass ~1.3x slower than 32 passes
+        at batch 1.  The results are the same bits for any chunk size (every output is
+        computed per image, in the same order).
 
     Notes
     -----
@@ -555,7 +565,7 @@ class InferencePlan:
     """
 
     def __init__(self, model: Module, input_shape, *, n_threads=None,
-                 pack_weights: bool = True):
+                 pack_weights: bool = True, batch_chunk=None):
         if not isinstance(model, Module):
             raise TypeError(f"model must be an effai_fast.nn Module, got {type(model).__name__}")
         if (not isinstance(input_shape, (tuple, list)) or len(input_shape) not in (2, 4)
@@ -572,6 +582,9 @@ class InferencePlan:
         if not isinstance(pack_weights, (bool, np.bool_)):
             raise TypeError(f"pack_weights must be a bool, got {type(pack_weights).__name__}")
         self.pack_weights = bool(pack_weights)
+        if batch_chunk is not None:
+            batch_chunk = check_int(batch_chunk, "batch_chunk", min_value=1)
+        self.batch_chunk = batch_chunk
         self._build()
 
     def refresh(self) -> None:
@@ -583,29 +596,65 @@ class InferencePlan:
         self._build()
 
     # ----------------------------------------------------------------- build
+    _ARENA_BUDGET = 8 << 20    # bytes of the two arenas of one chunk (L2/L3-resident)
+
     def _build(self):
+        from effai_fast.nn._layers import GlobalAvgPool, Linear
+
+        layers = [(name, layer) for name, layer in leaf_layers(self.model)
+                  if not isinstance(layer, Dropout)]
+        N = self.input_shape[0]
+        per_image = isinstance(self.model, Sequential) and all(
+            isinstance(layer, (DepthwiseConv2d, Conv2d, PointwiseConv2d, BatchNorm, ReLU,
+                               ReLU6, GlobalAvgPool, Linear)) for _, layer in layers)
+        chunk = N
+        if per_image and N > 1:
+            if self.batch_chunk is not None:
+                chunk = min(self.batch_chunk, N)
+            else:
+                shape, big = (1,) + self.input_shape[1:], 0
+                for _, layer in layers:
+                    shape = tuple(layer.output_shape(shape))
+                    big = max(big, int(np.prod(shape)))
+                item = np.dtype(self.dtype).itemsize
+                chunk = int(max(1, min(N, self._ARENA_BUDGET // max(1, 2 * big * item))))
+        self.chunk = chunk
+        # With several threads and several chunks, the chunks are shared out between
+        # worker threads that each run whole chunks on one core (their own arenas, the
+        # packed weights shared): one image per core instead of a team of threads
+        # meeting at a barrier in every layer, whose small per-image layers scale badly.
+        n_chunks = -(-N // chunk)
+        workers = min(self.n_threads, n_chunks) if chunk < N else 1
+        layer_nt = 1 if workers > 1 else self.n_threads
+        self._packed = {}
+        self._plans = [{size: self._build_for(layers, (size,) + self.input_shape[1:],
+                                              layer_nt)
+                        for size in {chunk, N % chunk or chunk}} for _ in range(workers)]
+        self._packed = {}
+        self._steps, self._checks, self.layer_threads, out_shape = self._plans[0][chunk]
+        self.workers = workers
+        self.output_shape = (N,) + tuple(out_shape[1:])
+
+    def _build_for(self, layers, input_shape, nt):
         from effai_fast.nn import _functional_dense as FDm
         from effai_fast.nn import functional as F
         from effai_fast.nn._layers import GlobalAvgPool, Linear
 
         kern = F._conv
-        nt = self.n_threads
         dt = self.dtype
-        steps, checks, self.layer_threads = [], [], []
-        layers = [(name, layer) for name, layer in leaf_layers(self.model)
-                  if not isinstance(layer, Dropout)]
+        steps, checks, layer_threads = [], [], []
         # Two arenas, used in turn: layer i writes into arena i % 2 and reads the other
         # one, so the activations of the whole pass occupy two buffers of the largest
         # output (3.2 MB at batch 1) instead of one buffer per layer (15 MB): they stay
         # in the L2/L3 cache from one layer to the next.  A layer never writes where it
         # reads (the kernels require it).
-        shapes, shape = [], self.input_shape
+        shapes, shape = [], input_shape
         for _, layer in layers:
             shape = tuple(layer.output_shape(shape))
             shapes.append(shape)
         size = max((int(np.prod(s)) for s in shapes), default=0)
         arenas = [np.empty(size, dtype=dt), np.empty(size, dtype=dt)]
-        shape = self.input_shape
+        shape = input_shape
         for i, (name, layer) in enumerate(layers):
             out_shape = shapes[i]
             buf = arenas[i % 2][:int(np.prod(out_shape))].reshape(out_shape)
@@ -673,18 +722,19 @@ class InferencePlan:
                 # its own forward; the result is copied into the arena (a view of the
                 # input, e.g. a reshape, must not be overwritten by the next layer)
                 steps.append((6, layer, None, buf))
-            self.layer_threads.append((name, type(layer).__name__, t))
+            layer_threads.append((name, type(layer).__name__, t))
             shape = out_shape
-        self.output_shape = shape
-        self._steps = steps
-        self._checks = checks
+        return steps, checks, layer_threads, shape
 
     def _pack(self, kern, w):
         """The GEMM weight ``w`` packed for the micro-kernels (empty: packed per call)."""
+        if id(w) in self._packed:       # the same weight in the plan of another chunk size
+            return self._packed[id(w)]
         n = kern._pointwise_packed_len(w.shape[0], w.shape[1], w.dtype == np.float64)
         packed = np.empty(n if self.pack_weights else 0, dtype=w.dtype)
         if packed.size:
             kern._pack_pointwise(w, packed)
+        self._packed[id(w)] = packed
         return packed
 
     def _params(self, layer, w_shape, n_out):
@@ -713,8 +763,45 @@ class InferencePlan:
             if layer.weight is not w or layer.bias is not b:
                 self._build()
                 break
+        N, chunk = self.input_shape[0], self.chunk
+        if chunk < N:
+            res = np.empty(self.output_shape, self.dtype) if out is None else check_out(
+                out, "out", self.output_shape, self.dtype)
+            starts = list(range(0, N, chunk))
+            errors = []
+
+            def work(w):
+                try:
+                    plans = self._plans[w]
+                    for i in starts[w::self.workers]:
+                        res[i:i + chunk] = self._run(plans[min(chunk, N - i)][0],
+                                                     x[i:i + chunk])
+                except BaseException as e:      # re-raised in the calling thread
+                    errors.append(e)
+
+            threads = [threading.Thread(target=work, args=(w,))
+                       for w in range(1, self.workers)]
+            for t in threads:
+                t.start()
+            work(0)
+            for t in threads:
+                t.join()
+            if errors:
+                raise errors[0]
+            return res
+        x = self._run(self._steps, x)
+        if out is None:
+            return x.copy()
+        out = check_out(out, "out", x.shape, x.dtype)
+        out[...] = x
+        return out
+
+    @staticmethod
+    def _run(steps, x):
+        from effai_fast.nn import functional as F
+
         with F._serial_blas:
-            for kind, fn, args, buf in self._steps:
+            for kind, fn, args, buf in steps:
                 if kind == 0:
                     fn(x, *args)
                 elif kind == 1:
@@ -731,8 +818,4 @@ class InferencePlan:
                 else:
                     buf[...] = fn.forward(x, training=False)
                 x = buf
-        if out is None:
-            return x.copy()
-        out = check_out(out, "out", x.shape, x.dtype)
-        out[...] = x
-        return out
+        return x
