@@ -647,7 +647,11 @@ def _fashion_part(quick, name, key, *, n_train, alpha, temperature, seeds, se, r
           "2).  " + _CNN3_NOTE.replace(
               "trained on hard labels", "trained on hard labels of the "
               f"{cfg['n_train']:,}-image subset (which contains the 2k subset)").replace(
-              "lr 3e-3", "lr 2e-3")
+              "lr 3e-3", "lr 2e-3").replace(
+              "The recipe is `ISSUE7_RECIPE`:", "Training as `ISSUE7_RECIPE` but with the lr "
+              "and epochs given here:").replace(
+              "student.  Teacher", "student (on 28x28 Fashion-MNIST images see the table)."
+              "  Teacher")
           + f"  Teacher {cfg['epochs']} epochs on {cfg['n_train']:,} images, students "
           f"{se} epochs." + _TWIN_NOTE + "  The PyTorch students distil from our teacher's "
           "cached logits (a PyTorch teacher run did not fit in the session).\n\n"
@@ -679,7 +683,55 @@ def bench_cnn_fashion10k_e30(quick: bool, result=None) -> tuple[str, dict]:
                              result=result)
     md = md.replace("MobileNet-style CNN students (issue 7's setup)",
                     "MobileNet-style CNN students, 30 student epochs", 1)
+    r = next(iter(data.values()), None)
+    if r:
+        md += "\n\n" + _fashion10k_setup_note(r)
     return md, data
+
+
+def _fashion10k_setup_note(r) -> str:
+    """This setup next to what issue 7 states about its Fashion-MNIST 10k measurement."""
+    t = r["teacher"]
+    ratio = t["macs"] / r["student_macs"]
+    th, tk = r.get("torch_hard_mean", math.nan), r.get("torch_kd_mean", math.nan)
+    return (
+        "**This setup against the one issue 7 states** (issue: \"Fashion-MNIST 10k subset "
+        "with alpha=0.25 (hard 83.1, KD T=8 79.9)\", measured with PyTorch, student a "
+        "MobileNet-v1 style depthwise-separable CNN, KD loss `0.9 * T^2 * KL(batchmean) + 0.1 "
+        "* CE`, cached teacher logits, no augmentation; no sd or seed count given):\n\n"
+        "- Same as stated: the loss (ours `kd_loss(temperature=8, hard_weight=0.1, "
+        "scale_t2=True, reduction=\"batchmean\")`; the PyTorch twin "
+        "`0.9 * F.kl_div(F.log_softmax(z/T), F.log_softmax(zt/T), log_target=True, "
+        "reduction=\"batchmean\") * T**2 + 0.1 * F.cross_entropy(z, y)`), teacher logits "
+        "computed once per training image in inference mode and reused every epoch, no "
+        "augmentation (none exists in `Distiller`), a depthwise-separable MobileNet-v1-style "
+        f"student at alpha=0.25 ({r['student_macs']:,} MACs on 28x28 images; the issue's "
+        "\"~49k MACs\" refers to the 8x8 digits), T=8, a 10,000-image training subset, the "
+        "full 10k test set.\n"
+        "- Not stated by the issue, so chosen here (not tuned to its figures): the teacher - "
+        f"dscnn3 alpha={r.get('teacher_alpha', 2.0):g}, {t['macs']:,} MACs ({ratio:.0f}x the "
+        f"student), trained {r.get('teacher_epochs', '?')} epochs on the same 10k subset "
+        f"(AdamW lr 2e-3, cosine), test accuracy {t['accuracy']:.2f}%, i.e. only "
+        f"{t['accuracy'] - r['hard_mean']:.1f} points above the hard-label student; the "
+        f"student budget - {r.get('student_epochs', '?')} epochs, AdamW (weight decay 0) lr "
+        "2e-3 with a cosine schedule, batch 64 (a 10-epoch run gave an under-trained hard "
+        "student, part cnn_fashion10k); the subset - class-balanced, 1000 per class, seed 0; "
+        f"{len(r['students'])} seeds.  The issue's 2k setup gives one indirect hint about its "
+        "teacher: 18x the MACs of its alpha=0.5 student, where ours is 13.6x; if its students "
+        "cost what ours do and one teacher served both Fashion setups, that teacher was about "
+        "1.3x the size of ours.  Its accuracy is not given.\n"
+        "- Differs: the PyTorch twin distils from our teacher's logits (no PyTorch-trained "
+        "teacher for Fashion), so teacher quality is common to both libraries' figures.\n"
+        f"- Outcome: the hard-label level agrees with the issue's 83.1 to "
+        f"{r['hard_mean'] - 83.1:+.2f} (ours) / {th - 83.1:+.2f}"
+        " (twin) points; the harm of distillation at T=8 is reproduced in sign by both "
+        f"libraries (KD - hard {r['kd_mean'] - r['hard_mean']:+.2f} ours, "
+        f"{tk - th:+.2f}"
+        " twin) but not in magnitude (issue -3.2; KD "
+        f"{r['kd_mean']:.2f} / {tk:.2f} against 79.9).  "
+        "Since our own PyTorch twin with the issue's exact loss expression lands with ours, "
+        "the gap points at the unstated parts of the setup (teacher, training budget), not at "
+        "the T^2 scaling or the KL reduction.")
 
 
 # --seeds runs a CNN part for some seeds only (several processes share the CPU better than
@@ -739,6 +791,21 @@ def _merge(part, sections, quick):
             "seconds": sum(sections[k]["seconds"] for k in pieces),
             "loadavg": max(sections[k]["loadavg"] for k in pieces),
             "merged_from": pieces}
+
+
+def _render(part, section) -> bool:
+    """Re-render a stored section's markdown from its data (True if the part supports it)."""
+    renderers = {"cnn_fashion": bench_cnn_fashion, "cnn_fashion10k": bench_cnn_fashion10k,
+                 "cnn_fashion10k_e30": bench_cnn_fashion10k_e30,
+                 "cnn_digits_tuned": bench_cnn_digits_tuned}
+    if part == "cnn_digits_select":
+        section["markdown"] = _select_report(section["data"])
+        return True
+    if part not in renderers or len(section["data"]) != 1:
+        return False
+    (_, r), = section["data"].items()
+    section["markdown"], section["data"] = renderers[part](False, result=r)
+    return True
 
 
 def bench_cnn_step(quick: bool) -> tuple[str, dict]:
@@ -1072,6 +1139,10 @@ def main(argv=None) -> int:
                     help="thread counts of part cnn_step (default 1,2)")
     ap.add_argument("--merge", action="store_true",
                     help="join the <part>@<seeds> sections of the --only parts")
+    ap.add_argument("--render", action="store_true",
+                    help="rewrite results/distill.md from results/distill.json, re-rendering "
+                         "the markdown of the stored sections of the --only parts from their "
+                         "data (no training; the measured time and load are kept)")
     args = ap.parse_args(argv)
     global SEEDS, CANDIDATES
     if args.seeds:
@@ -1100,7 +1171,10 @@ def main(argv=None) -> int:
              "cnn_step": bench_cnn_step, "cnn_profile": bench_cnn_profile}
     names = []
     for part in PARTS:
-        if part in only and args.merge:
+        if part in only and args.render:
+            if part in sections and _render(part, sections[part]):
+                names.append(part)
+        elif part in only and args.merge:
             sections[part] = _merge(part, sections, args.quick)
             names.append(part)
         elif part in only:
