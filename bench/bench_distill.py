@@ -50,7 +50,7 @@ from effai_fast.distill._experiment import (  # noqa: E402
 from effai_fast.distill.trainer import Distiller, predict_logits  # noqa: E402
 
 PARTS = ("kernel", "step", "digits", "fashion", "cnn_digits", "cnn_digits_select",
-         "cnn_digits_tuned", "cnn_fashion", "cnn_fashion10k",
+         "cnn_digits_tuned", "cnn_digits_swap", "cnn_fashion", "cnn_fashion10k",
          "cnn_fashion10k_e30", "cnn_step", "cnn_profile")
 
 
@@ -583,6 +583,68 @@ def bench_cnn_digits_tuned(quick: bool, result=None) -> tuple[str, dict]:
                                           " (tuned)", r)])
           + "\n\nPer seed (accuracy %):\n\n" + _seed_table(r))
     return md, {"digits_dscnn_a0.25_tuned": r}
+
+
+def bench_cnn_digits_swap(quick: bool) -> tuple[str, dict]:
+    """Diagnostic: our students distil from the PyTorch teacher's logits (chosen recipe).
+
+    In part cnn_digits_tuned each library distils from its own teacher, so the gap between
+    our KD students and the twin's mixes library and teacher.  Here our students (same
+    initial weights and batches) learn from the PyTorch teacher's cached logits.  Not used
+    to choose anything.
+    """
+    import torch
+
+    from effai_fast.distill._experiment import torch_predict_logits
+
+    tuned = json.loads((RESULTS / "distill.json").read_text())["data"]["sections"].get(
+        "cnn_digits_tuned", {}).get("data", {}).get("digits_dscnn_a0.25_tuned")
+    if not tuned:
+        return "### Digits CNN, teacher swap\n\nNot run: run part cnn_digits_tuned first.", {}
+    rec = tuned["recipe"]
+    seeds = (0,) if quick else tuple(s["seed"] for s in tuned["students"])
+    te, se = (2, 3) if quick else (rec["teacher_epochs"], rec["student_epochs"])
+    xtr, ytr, xte, yte = load_dataset("digits")
+    shape, arch = xtr.shape[1:], rec["arch"]
+    torch.set_num_threads(1)
+    with blas_single_thread():
+        t = make_model(arch, "digits", shape, 10, alpha=rec["teacher_alpha"], seed=1000)
+        t_net = make_torch_twin(t, arch, "digits", shape, 10, alpha=rec["teacher_alpha"])
+        torch_train(t_net, torch_layout(xtr, arch), ytr, epochs=te, lr=rec["lr"],
+                    batch_size=rec["batch_size"], seed=1000, weight_decay=rec["weight_decay"])
+        t_acc = 100 * float(np.mean(
+            torch_predict_logits(t_net, torch_layout(xte, arch)).argmax(1) == yte))
+        cache = np.ascontiguousarray(torch_predict_logits(t_net, torch_layout(xtr, arch)),
+                                     dtype=np.float32)
+        rows, out = [], []
+        by_seed = {s["seed"]: s for s in tuned["students"]}
+        for seed in seeds:
+            st = make_model(arch, "digits", shape, 10, alpha=rec["student_alpha"], seed=seed)
+            st.n_threads = 1
+            d = Distiller(None, st, temperature=rec["temperature"],
+                          hard_weight=rec["hard_weight"], epochs=se, seed=seed,
+                          lr=rec["lr"], batch_size=rec["batch_size"],
+                          weight_decay=rec["weight_decay"])
+            d.fit(xtr, ytr, teacher_logits=cache)
+            acc = d.score(xte, yte)
+            prev = by_seed.get(seed, {})
+            out.append({"seed": seed, "kd_from_torch_teacher": acc})
+            rows.append([seed, f"{100 * acc:.2f}", f"{100 * prev.get('kd', math.nan):.2f}",
+                         f"{100 * prev.get('torch_kd', math.nan):.2f}"])
+            print(f"  seed {seed}: ours from the PyTorch teacher {100 * acc:.2f}", flush=True)
+    v = np.array([o["kd_from_torch_teacher"] for o in out]) * 100
+    data = {"torch_teacher_accuracy": t_acc, "students": out, "mean": float(v.mean()),
+            "sd": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "recipe": rec}
+    md = ("### Digits CNN, chosen recipe: our students distilling from the PyTorch teacher\n\n"
+          "Diagnostic (not used to choose anything).  In the previous part each library "
+          "distils from its own teacher, so ours vs the twin mixes library and teacher.  "
+          "Here our students (same initial weights, batches and recipe) distil from the "
+          f"PyTorch teacher's cached logits (teacher {t_acc:.2f}%; ours was "
+          f"{tuned['teacher']['accuracy']:.2f}%).  Mean over seeds: **{data['mean']:.2f} ± "
+          f"{data['sd']:.2f}**.\n\n"
+          + md_table(["seed", "ours, PyTorch teacher", "ours, our teacher (tuned part)",
+                      "twin, PyTorch teacher (tuned part)"], rows))
+    return md, data
 
 
 # Fashion-MNIST with issue 7's architecture (ISSUE7_RECIPE["arch"]: the three-block
@@ -1166,6 +1228,7 @@ def main(argv=None) -> int:
              "fashion": bench_fashion, "cnn_digits": bench_cnn_digits,
              "cnn_digits_select": bench_cnn_digits_select,
              "cnn_digits_tuned": bench_cnn_digits_tuned,
+             "cnn_digits_swap": bench_cnn_digits_swap,
              "cnn_fashion": bench_cnn_fashion, "cnn_fashion10k": bench_cnn_fashion10k,
              "cnn_fashion10k_e30": bench_cnn_fashion10k_e30,
              "cnn_step": bench_cnn_step, "cnn_profile": bench_cnn_profile}
