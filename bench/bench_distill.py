@@ -621,7 +621,9 @@ def bench_cnn_digits_swap(quick: bool) -> tuple[str, dict]:
         for seed in seeds:
             st = make_model(arch, "digits", shape, 10, alpha=rec["student_alpha"], seed=seed)
             st.n_threads = 1
-            d = Distiller(None, st, temperature=rec["temperature"],
+            # Distiller needs a teacher model for KD; with teacher_logits= it only checks it
+            # (the PyTorch teacher's cached logits are what the student learns from)
+            d = Distiller(t, st, temperature=rec["temperature"],
                           hard_weight=rec["hard_weight"], epochs=se, seed=seed,
                           lr=rec["lr"], batch_size=rec["batch_size"],
                           weight_decay=rec["weight_decay"])
@@ -1153,6 +1155,13 @@ def _status(sections) -> str:
                    f"{'yes' if tuned['kd_mean'] >= 98.3 else 'NO'}; gain >= 1.0: "
                    f"{'yes' if gain >= 1.0 else 'NO'}.")
         out.append(_twin_line("digits CNN, chosen recipe", tuned))
+        sw = sections.get("cnn_digits_swap", {}).get("data", {})
+        if sw.get("students"):
+            out.append(f"- Diagnostic (part cnn_digits_swap): our students of the chosen recipe "
+                       f"distilling from the PyTorch teacher's logits: KD {sw['mean']:.2f} ± "
+                       f"{sw['sd']:.2f} ({len(sw['students'])} seeds; from our teacher "
+                       f"{tuned['kd_mean']:.2f}, the twin from the PyTorch teacher "
+                       f"{tuned.get('torch_kd_mean', math.nan):.2f}).")
     cs = sections.get("cnn_step", {}).get("data", {})
     for key, rec in cs.items():
         for n, target in ((1, 1.5), (2, 2.0)):
