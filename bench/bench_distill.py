@@ -50,7 +50,7 @@ from effai_fast.distill._experiment import (  # noqa: E402
 from effai_fast.distill.trainer import Distiller, predict_logits  # noqa: E402
 
 PARTS = ("kernel", "step", "digits", "fashion", "cnn_digits", "cnn_digits_select",
-         "cnn_digits_tuned", "cnn_fashion", "cnn_fashion10k",
+         "cnn_digits_tuned", "cnn_digits_swap", "cnn_fashion", "cnn_fashion10k",
          "cnn_fashion10k_e30", "cnn_step", "cnn_profile")
 
 
@@ -585,6 +585,70 @@ def bench_cnn_digits_tuned(quick: bool, result=None) -> tuple[str, dict]:
     return md, {"digits_dscnn_a0.25_tuned": r}
 
 
+def bench_cnn_digits_swap(quick: bool) -> tuple[str, dict]:
+    """Diagnostic: our students distil from the PyTorch teacher's logits (chosen recipe).
+
+    In part cnn_digits_tuned each library distils from its own teacher, so the gap between
+    our KD students and the twin's mixes library and teacher.  Here our students (same
+    initial weights and batches) learn from the PyTorch teacher's cached logits.  Not used
+    to choose anything.
+    """
+    import torch
+
+    from effai_fast.distill._experiment import torch_predict_logits
+
+    tuned = json.loads((RESULTS / "distill.json").read_text())["data"]["sections"].get(
+        "cnn_digits_tuned", {}).get("data", {}).get("digits_dscnn_a0.25_tuned")
+    if not tuned:
+        return "### Digits CNN, teacher swap\n\nNot run: run part cnn_digits_tuned first.", {}
+    rec = tuned["recipe"]
+    seeds = (0,) if quick else tuple(s["seed"] for s in tuned["students"])
+    te, se = (2, 3) if quick else (rec["teacher_epochs"], rec["student_epochs"])
+    xtr, ytr, xte, yte = load_dataset("digits")
+    shape, arch = xtr.shape[1:], rec["arch"]
+    torch.set_num_threads(1)
+    with blas_single_thread():
+        t = make_model(arch, "digits", shape, 10, alpha=rec["teacher_alpha"], seed=1000)
+        t_net = make_torch_twin(t, arch, "digits", shape, 10, alpha=rec["teacher_alpha"])
+        torch_train(t_net, torch_layout(xtr, arch), ytr, epochs=te, lr=rec["lr"],
+                    batch_size=rec["batch_size"], seed=1000, weight_decay=rec["weight_decay"])
+        t_acc = 100 * float(np.mean(
+            torch_predict_logits(t_net, torch_layout(xte, arch)).argmax(1) == yte))
+        cache = np.ascontiguousarray(torch_predict_logits(t_net, torch_layout(xtr, arch)),
+                                     dtype=np.float32)
+        rows, out = [], []
+        by_seed = {s["seed"]: s for s in tuned["students"]}
+        for seed in seeds:
+            st = make_model(arch, "digits", shape, 10, alpha=rec["student_alpha"], seed=seed)
+            st.n_threads = 1
+            # Distiller needs a teacher model for KD; with teacher_logits= it only checks it
+            # (the PyTorch teacher's cached logits are what the student learns from)
+            d = Distiller(t, st, temperature=rec["temperature"],
+                          hard_weight=rec["hard_weight"], epochs=se, seed=seed,
+                          lr=rec["lr"], batch_size=rec["batch_size"],
+                          weight_decay=rec["weight_decay"])
+            d.fit(xtr, ytr, teacher_logits=cache)
+            acc = d.score(xte, yte)
+            prev = by_seed.get(seed, {})
+            out.append({"seed": seed, "kd_from_torch_teacher": acc})
+            rows.append([seed, f"{100 * acc:.2f}", f"{100 * prev.get('kd', math.nan):.2f}",
+                         f"{100 * prev.get('torch_kd', math.nan):.2f}"])
+            print(f"  seed {seed}: ours from the PyTorch teacher {100 * acc:.2f}", flush=True)
+    v = np.array([o["kd_from_torch_teacher"] for o in out]) * 100
+    data = {"torch_teacher_accuracy": t_acc, "students": out, "mean": float(v.mean()),
+            "sd": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "recipe": rec}
+    md = ("### Digits CNN, chosen recipe: our students distilling from the PyTorch teacher\n\n"
+          "Diagnostic (not used to choose anything).  In the previous part each library "
+          "distils from its own teacher, so ours vs the twin mixes library and teacher.  "
+          "Here our students (same initial weights, batches and recipe) distil from the "
+          f"PyTorch teacher's cached logits (teacher {t_acc:.2f}%; ours was "
+          f"{tuned['teacher']['accuracy']:.2f}%).  Mean over seeds: **{data['mean']:.2f} ± "
+          f"{data['sd']:.2f}**.\n\n"
+          + md_table(["seed", "ours, PyTorch teacher", "ours, our teacher (tuned part)",
+                      "twin, PyTorch teacher (tuned part)"], rows))
+    return md, data
+
+
 # Fashion-MNIST with issue 7's architecture (ISSUE7_RECIPE["arch"]: the three-block
 # shortened MobileNet), the teacher at alpha=2 trained on the 10k class-balanced subset.
 _FASHION_TEACHER = dict(n_train=10000, teacher_alpha=2.0, epochs=6, lr=2e-3, seed=1000,
@@ -647,7 +711,11 @@ def _fashion_part(quick, name, key, *, n_train, alpha, temperature, seeds, se, r
           "2).  " + _CNN3_NOTE.replace(
               "trained on hard labels", "trained on hard labels of the "
               f"{cfg['n_train']:,}-image subset (which contains the 2k subset)").replace(
-              "lr 3e-3", "lr 2e-3")
+              "lr 3e-3", "lr 2e-3").replace(
+              "The recipe is `ISSUE7_RECIPE`:", "Training as `ISSUE7_RECIPE` but with the lr "
+              "and epochs given here:").replace(
+              "student.  Teacher", "student (on 28x28 Fashion-MNIST images see the table)."
+              "  Teacher")
           + f"  Teacher {cfg['epochs']} epochs on {cfg['n_train']:,} images, students "
           f"{se} epochs." + _TWIN_NOTE + "  The PyTorch students distil from our teacher's "
           "cached logits (a PyTorch teacher run did not fit in the session).\n\n"
@@ -679,7 +747,55 @@ def bench_cnn_fashion10k_e30(quick: bool, result=None) -> tuple[str, dict]:
                              result=result)
     md = md.replace("MobileNet-style CNN students (issue 7's setup)",
                     "MobileNet-style CNN students, 30 student epochs", 1)
+    r = next(iter(data.values()), None)
+    if r:
+        md += "\n\n" + _fashion10k_setup_note(r)
     return md, data
+
+
+def _fashion10k_setup_note(r) -> str:
+    """This setup next to what issue 7 states about its Fashion-MNIST 10k measurement."""
+    t = r["teacher"]
+    ratio = t["macs"] / r["student_macs"]
+    th, tk = r.get("torch_hard_mean", math.nan), r.get("torch_kd_mean", math.nan)
+    return (
+        "**This setup against the one issue 7 states** (issue: \"Fashion-MNIST 10k subset "
+        "with alpha=0.25 (hard 83.1, KD T=8 79.9)\", measured with PyTorch, student a "
+        "MobileNet-v1 style depthwise-separable CNN, KD loss `0.9 * T^2 * KL(batchmean) + 0.1 "
+        "* CE`, cached teacher logits, no augmentation; no sd or seed count given):\n\n"
+        "- Same as stated: the loss (ours `kd_loss(temperature=8, hard_weight=0.1, "
+        "scale_t2=True, reduction=\"batchmean\")`; the PyTorch twin "
+        "`0.9 * F.kl_div(F.log_softmax(z/T), F.log_softmax(zt/T), log_target=True, "
+        "reduction=\"batchmean\") * T**2 + 0.1 * F.cross_entropy(z, y)`), teacher logits "
+        "computed once per training image in inference mode and reused every epoch, no "
+        "augmentation (none exists in `Distiller`), a depthwise-separable MobileNet-v1-style "
+        f"student at alpha=0.25 ({r['student_macs']:,} MACs on 28x28 images; the issue's "
+        "\"~49k MACs\" refers to the 8x8 digits), T=8, a 10,000-image training subset, the "
+        "full 10k test set.\n"
+        "- Not stated by the issue, so chosen here (not tuned to its figures): the teacher - "
+        f"dscnn3 alpha={r.get('teacher_alpha', 2.0):g}, {t['macs']:,} MACs ({ratio:.0f}x the "
+        f"student), trained {r.get('teacher_epochs', '?')} epochs on the same 10k subset "
+        f"(AdamW lr 2e-3, cosine), test accuracy {t['accuracy']:.2f}%, i.e. only "
+        f"{t['accuracy'] - r['hard_mean']:.1f} points above the hard-label student; the "
+        f"student budget - {r.get('student_epochs', '?')} epochs, AdamW (weight decay 0) lr "
+        "2e-3 with a cosine schedule, batch 64 (a 10-epoch run gave an under-trained hard "
+        "student, part cnn_fashion10k); the subset - class-balanced, 1000 per class, seed 0; "
+        f"{len(r['students'])} seeds.  The issue's 2k setup gives one indirect hint about its "
+        "teacher: 18x the MACs of its alpha=0.5 student, where ours is 13.6x; if its students "
+        "cost what ours do and one teacher served both Fashion setups, that teacher was about "
+        "1.3x the size of ours.  Its accuracy is not given.\n"
+        "- Differs: the PyTorch twin distils from our teacher's logits (no PyTorch-trained "
+        "teacher for Fashion), so teacher quality is common to both libraries' figures.\n"
+        f"- Outcome: the hard-label level agrees with the issue's 83.1 to "
+        f"{r['hard_mean'] - 83.1:+.2f} (ours) / {th - 83.1:+.2f}"
+        " (twin) points; the harm of distillation at T=8 is reproduced in sign by both "
+        f"libraries (KD - hard {r['kd_mean'] - r['hard_mean']:+.2f} ours, "
+        f"{tk - th:+.2f}"
+        " twin) but not in magnitude (issue -3.2; KD "
+        f"{r['kd_mean']:.2f} / {tk:.2f} against 79.9).  "
+        "Since our own PyTorch twin with the issue's exact loss expression lands with ours, "
+        "the gap points at the unstated parts of the setup (teacher, training budget), not at "
+        "the T^2 scaling or the KL reduction.")
 
 
 # --seeds runs a CNN part for some seeds only (several processes share the CPU better than
@@ -739,6 +855,21 @@ def _merge(part, sections, quick):
             "seconds": sum(sections[k]["seconds"] for k in pieces),
             "loadavg": max(sections[k]["loadavg"] for k in pieces),
             "merged_from": pieces}
+
+
+def _render(part, section) -> bool:
+    """Re-render a stored section's markdown from its data (True if the part supports it)."""
+    renderers = {"cnn_fashion": bench_cnn_fashion, "cnn_fashion10k": bench_cnn_fashion10k,
+                 "cnn_fashion10k_e30": bench_cnn_fashion10k_e30,
+                 "cnn_digits_tuned": bench_cnn_digits_tuned}
+    if part == "cnn_digits_select":
+        section["markdown"] = _select_report(section["data"])
+        return True
+    if part not in renderers or len(section["data"]) != 1:
+        return False
+    (_, r), = section["data"].items()
+    section["markdown"], section["data"] = renderers[part](False, result=r)
+    return True
 
 
 def bench_cnn_step(quick: bool) -> tuple[str, dict]:
@@ -1024,6 +1155,13 @@ def _status(sections) -> str:
                    f"{'yes' if tuned['kd_mean'] >= 98.3 else 'NO'}; gain >= 1.0: "
                    f"{'yes' if gain >= 1.0 else 'NO'}.")
         out.append(_twin_line("digits CNN, chosen recipe", tuned))
+        sw = sections.get("cnn_digits_swap", {}).get("data", {})
+        if sw.get("students"):
+            out.append(f"- Diagnostic (part cnn_digits_swap): our students of the chosen recipe "
+                       f"distilling from the PyTorch teacher's logits: KD {sw['mean']:.2f} ± "
+                       f"{sw['sd']:.2f} ({len(sw['students'])} seeds; from our teacher "
+                       f"{tuned['kd_mean']:.2f}, the twin from the PyTorch teacher "
+                       f"{tuned.get('torch_kd_mean', math.nan):.2f}).")
     cs = sections.get("cnn_step", {}).get("data", {})
     for key, rec in cs.items():
         for n, target in ((1, 1.5), (2, 2.0)):
@@ -1072,6 +1210,10 @@ def main(argv=None) -> int:
                     help="thread counts of part cnn_step (default 1,2)")
     ap.add_argument("--merge", action="store_true",
                     help="join the <part>@<seeds> sections of the --only parts")
+    ap.add_argument("--render", action="store_true",
+                    help="rewrite results/distill.md from results/distill.json, re-rendering "
+                         "the markdown of the stored sections of the --only parts from their "
+                         "data (no training; the measured time and load are kept)")
     args = ap.parse_args(argv)
     global SEEDS, CANDIDATES
     if args.seeds:
@@ -1095,12 +1237,16 @@ def main(argv=None) -> int:
              "fashion": bench_fashion, "cnn_digits": bench_cnn_digits,
              "cnn_digits_select": bench_cnn_digits_select,
              "cnn_digits_tuned": bench_cnn_digits_tuned,
+             "cnn_digits_swap": bench_cnn_digits_swap,
              "cnn_fashion": bench_cnn_fashion, "cnn_fashion10k": bench_cnn_fashion10k,
              "cnn_fashion10k_e30": bench_cnn_fashion10k_e30,
              "cnn_step": bench_cnn_step, "cnn_profile": bench_cnn_profile}
     names = []
     for part in PARTS:
-        if part in only and args.merge:
+        if part in only and args.render:
+            if part in sections and _render(part, sections[part]):
+                names.append(part)
+        elif part in only and args.merge:
             sections[part] = _merge(part, sections, args.quick)
             names.append(part)
         elif part in only:
