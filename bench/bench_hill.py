@@ -72,31 +72,93 @@ def _peer(d, y, bounded, k):
     return t, params, rss, raised
 
 
-def _rates(d, y, repeats):
-    """Interleaved 1- and 2-thread runs: best wall time and best CPU time
-    (the calling thread's at 1 thread, the process's at 2) of ``repeats`` runs
-    each, and the 1-minute load average seen before each run."""
+_WORKER = r"""
+import sys, time
+import numpy as np
+from effai_fast.hill import fit
+z = np.load(sys.argv[1])
+d, y = np.ascontiguousarray(z["d"]), np.ascontiguousarray(z["y"])
+fit(d[:1000], y[:1000], n_threads=1)
+print("ready", flush=True)
+for line in sys.stdin:
+    a, b = map(int, line.split())
+    dd, yy = d[a:b], y[a:b]
+    c0, t0 = time.thread_time(), time.perf_counter()
+    fit(dd, yy, n_threads=1)
+    print(t0, time.perf_counter(), time.thread_time() - c0, flush=True)
+"""
+
+
+class _TwoProcesses:
+    """The hardware control of the 2-thread run: two independent Python
+    processes, each fitting half of the curves with fit(n_threads=1), started
+    together (one line on each stdin) -- the same work on both cores with no
+    OpenMP team, no shared memory and no serial part in common.  Wall time is
+    from the first start to the last end (CLOCK_MONOTONIC, shared by the
+    processes), CPU time the sum of the two calling threads' clocks."""
+
+    def __init__(self, d, y):
+        import subprocess
+        import tempfile
+
+        self._tmp = tempfile.TemporaryDirectory()
+        f = os.path.join(self._tmp.name, "curves.npz")
+        np.savez(f, d=d, y=y)
+        self._procs = [subprocess.Popen([sys.executable, "-c", _WORKER, f], text=True,
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+                       for _ in range(2)]
+        for p in self._procs:
+            if p.stdout.readline().strip() != "ready":
+                raise RuntimeError("a bench worker process failed to start")
+
+    def run(self, n):
+        h = n // 2
+        for p, (a, b) in zip(self._procs, ((0, h), (h, n))):
+            p.stdin.write(f"{a} {b}\n")
+            p.stdin.flush()
+        out = [[float(v) for v in p.stdout.readline().split()] for p in self._procs]
+        return max(o[1] for o in out) - min(o[0] for o in out), sum(o[2] for o in out)
+
+    def close(self):
+        for p in self._procs:
+            p.stdin.close()
+            p.wait()
+        self._tmp.cleanup()
+
+
+def _rates(d, y, repeats, pair):
+    """Interleaved 1-thread, 2-thread and two-process (``pair``: two 1-thread
+    processes on half the curves each) runs: best wall time and best CPU time
+    (the calling thread's at 1 thread, the process's at 2, the two calling
+    threads' at 2 processes) of ``repeats`` runs each, the median of the
+    per-repeat ratios, and the 1-minute load average seen before each run."""
     fit(d[:1000], y[:1000], n_threads=2)
-    wall = {1: [], 2: []}
-    cpu = {1: [], 2: []}
+    n = len(y)
+    modes = (1, 2, "2p")
+    wall = {m: [] for m in modes}
+    cpu = {m: [] for m in modes}
     loads = []
     for _ in range(repeats):
-        for nt in (1, 2):
+        for m in modes:
             loads.append(os.getloadavg()[0])
-            # CPU clock: at 1 thread the whole call runs on the calling thread,
-            # so its own clock (process time would also count the pool thread
-            # still spin-waiting after the previous 2-thread call, ~9 ms); at 2
-            # threads the process clock (both threads, spin at the join included)
-            clock = time.thread_time if nt == 1 else time.process_time
-            c0, t0 = clock(), time.perf_counter()
-            r = fit(d, y, n_threads=nt)
-            wall[nt].append(time.perf_counter() - t0)
-            cpu[nt].append(clock() - c0)
-    n = len(y)
-    return ({nt: n / min(wall[nt]) for nt in (1, 2)},
-            {nt: min(cpu[nt]) / n for nt in (1, 2)},
-            {nt: [c / w for c, w in zip(cpu[nt], wall[nt])] for nt in (1, 2)},
-            (min(loads), max(loads)), r)
+            if m == "2p":
+                w, c = pair.run(n)
+            else:
+                # CPU clock: at 1 thread the whole call runs on the calling thread,
+                # so its own clock (process time would also count the pool thread
+                # still spin-waiting after the previous 2-thread call, ~9 ms); at 2
+                # threads the process clock (both threads, spin at the join included)
+                clock = time.thread_time if m == 1 else time.process_time
+                c0, t0 = clock(), time.perf_counter()
+                r = fit(d, y, n_threads=m)
+                w, c = time.perf_counter() - t0, clock() - c0
+            wall[m].append(w)
+            cpu[m].append(c)
+    med = {m: float(np.median(np.array(wall[1]) / np.array(wall[m]))) for m in modes}
+    return ({m: n / min(wall[m]) for m in modes},
+            {m: min(cpu[m]) / n for m in modes},
+            {m: [c / w for c, w in zip(cpu[m], wall[m])] for m in modes},
+            (min(loads), max(loads)), r, med)
 
 
 def _repeats(n):
@@ -261,11 +323,15 @@ def main():
     d_rss = np.abs(rss_ours[both] - rss_lm[both]) / ref[both]
 
     rows, data = [], {}
+    pair = _TwoProcesses(d_all[:max(sizes)], y_all[:max(sizes)])
     for n in sizes:
-        rate, cpu, cores, (lmin, lmax), r = _rates(d_all[:n], y_all[:n], _repeats(n))
+        rate, cpu, cores, (lmin, lmax), r, med = _rates(d_all[:n], y_all[:n], _repeats(n),
+                                                        pair)
         st = np.bincount(r.status, minlength=3) / n
         rows.append([n, rate[1], rate[2], f"{rate[2] / rate[1]:.2f}",
-                     f"{1e6 * cpu[1]:.2f}", f"{1e6 * cpu[2]:.2f}",
+                     rate["2p"], f"{rate['2p'] / rate[1]:.2f}",
+                     f"{med[2]:.2f} / {med['2p']:.2f}",
+                     f"{1e6 * cpu[1]:.2f}", f"{1e6 * cpu[2]:.2f}", f"{1e6 * cpu['2p']:.2f}",
                      f"{cpu[2] / cpu[1]:.2f}", f"{2 * cpu[1] / cpu[2]:.2f}",
                      f"{min(cores[2]):.2f}-{max(cores[2]):.2f}",
                      f"{lmin:.1f}-{lmax:.1f}", rate[2] * t_lm, rate[2] * t_b,
@@ -274,7 +340,10 @@ def main():
                    "cpu_s_per_curve_1": cpu[1], "cpu_s_per_curve_2": cpu[2],
                    "cores_used_2": cores[2], "load_1min": [lmin, lmax],
                    "x_curve_fit_lm": rate[2] * t_lm, "x_curve_fit_bounded": rate[2] * t_b,
-                   "failed_fraction": float(st[2])}
+                   "failed_fraction": float(st[2]),
+                   "curves_per_s_2proc": rate["2p"], "cpu_s_per_curve_2proc": cpu["2p"],
+                   "median_ratio_2thr": med[2], "median_ratio_2proc": med["2p"]}
+    pair.close()
     ph_rows, ph = _phase_table(_phases(d_all[:sizes[0]], y_all[:sizes[0]],
                                        _repeats(sizes[0])), sizes[0])
     data["phases"] = ph
@@ -283,7 +352,10 @@ def main():
     load1 = os.getloadavg()[0]
 
     md = md_table(["curves", "ours 1 thr (curves/s)", "ours 2 thr (curves/s)", "2 thr / 1 thr",
-                   "CPU us / curve, 1 thr", "CPU us / curve, 2 thr", "CPU 2 thr / 1 thr",
+                   "control: 2 processes x 1 thr (curves/s)", "2 proc / 1 thr",
+                   "median of per-repeat ratios: 2 thr / 2 proc over 1 thr",
+                   "CPU us / curve, 1 thr", "CPU us / curve, 2 thr",
+                   "CPU us / curve, 2 proc", "CPU 2 thr / 1 thr",
                    "CPU-implied speed-up (2 x CPU 1 thr / CPU 2 thr)",
                    "cores used at 2 thr (CPU / wall)", "load (1 min) during",
                    "x curve_fit lm loop", "x curve_fit bounded loop",
@@ -299,7 +371,12 @@ def main():
         "below 2 means other processes held a core for part of the run, which the wall "
         "ratio '2 thr / 1 thr' cannot separate from a scaling loss. The CPU-implied "
         "speed-up is the wall ratio the 2-thread run would show had both cores been wholly "
-        "this process's (wall = CPU / 2; spin-waiting counted as work)."
+        "this process's (wall = CPU / 2; spin-waiting counted as work). The control "
+        "column runs the same curves as two independent 1-thread processes (half each, "
+        "started together, interleaved with the other runs): what two cores of this "
+        "machine give this work with no OpenMP team, no shared memory and no common serial "
+        "part. '2 thr / 1 thr' well below '2 proc / 1 thr' would be a cost of our parallel "
+        "code; both below 2 by the same amount is the machine."
     )
     md += "\n\n" + md_table([f"where a call's time goes ({sizes[0]} curves, best of "
                               f"{_repeats(sizes[0])} interleaved runs)", "1 thr (ms)",
