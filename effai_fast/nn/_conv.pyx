@@ -20,7 +20,8 @@ zero row.
 
 Depthwise backward.  Input gradient in gather form over input rows (3x3 at
 unit stride: the forward kernel on the masked grad_out rows with the flipped
-filter); weight gradient split over channels, for 3x3 filters on the
+filter); weight gradient split over (chunks of output rows) x (channel
+ranges), fixed by the shape (see Determinism), for 3x3 filters on the
 4-pixel, channels-inner kernel of _dw.h (sequential streams; see the note
 there and in _dw_grad_w3_range).
 
@@ -28,9 +29,10 @@ Pointwise (1x1) convolutions run on the packed GEMM micro-kernels of
 _gemm.h in the AVX2/AVX-512 builds (6x16 float / 6x8 double FMA register
 tiles, weights packed into column panels, bias + activation in the register
 epilogue; design note there), with OpenMP over blocks of pixels (or over
-column groups when there are few pixels).  The baseline build, the dense stem
-convolution and the backward GEMMs use BLAS (scipy.linalg.cython_blas, called
-without the GIL): OpenMP splits the pixels into blocks, each thread calls a
+column groups when there are few pixels); the input gradient of a 1x1
+convolution is the same kernel on the transposed weights.  The baseline
+build, the dense stem convolution and the weight-gradient GEMMs use BLAS
+(scipy.linalg.cython_blas, called without the GIL): OpenMP splits the pixels into blocks, each thread calls a
 GEMM on its block and applies bias + activation while the block is still in
 cache.  The dense stem convolution forms an im2col patch matrix per pixel
 block (about 1 MiB) in per-thread scratch and does the same.
@@ -41,10 +43,13 @@ Determinism.  No result depends on the number of threads:
   pixel blocks, whose per-element summation over the reduction axis does not
   depend on how the other axis is blocked; the packed kernels of _gemm.h form
   every element as one FMA chain over the reduction axis in a fixed order);
-* weight and bias gradients are split over *output* elements (channel ranges),
-  never over the reduction axis: each thread sums every pixel for its own
-  channels, in pixel order, with a two-level (per output row, then total)
-  summation for accuracy.  No cross-thread reduction, so no ordering issue.
+* weight and bias gradients are split over output elements (channel ranges)
+  and over chunks of the reduction axis (output rows, pixels) whose number and
+  bounds depend on the shape only, never on the thread count: each chunk sums
+  its pixels in order into its own partial sums (depthwise: per output row,
+  then total), and the partials are added in chunk order.  A team of any size
+  therefore forms every element by the same additions, and layers with few
+  channels or few rows still give every thread work.
 
 Separable block.  ``separable_forward`` computes a tile of depthwise output
 (about 128 KiB, L2-resident) into per-thread scratch and immediately runs the
@@ -560,8 +565,8 @@ cdef inline void _dw_gw1(const floating* g, const floating* y, const floating** 
 
 cdef void _dw_grad_w3_range(const floating* x, const floating* g, const floating* y,
                             floating* gw, floating* gb, floating* scratch,
-                            Py_ssize_t N, Py_ssize_t H, Py_ssize_t W, Py_ssize_t C,
-                            Py_ssize_t OH, Py_ssize_t OW,
+                            Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t H, Py_ssize_t W,
+                            Py_ssize_t C, Py_ssize_t OH, Py_ssize_t OW,
                             Py_ssize_t c0, Py_ssize_t c1, Py_ssize_t sh, Py_ssize_t sw,
                             Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t pt, Py_ssize_t pl,
                             int act) noexcept nogil:
@@ -586,7 +591,7 @@ cdef void _dw_grad_w3_range(const floating* x, const floating* g, const floating
     cdef floating* accb = scratch + 9 * R         # R
     cdef floating* racc = scratch + 10 * R        # 9*LDR this row, this chunk
     cdef floating* raccb = racc + 9 * LDR         # LDR
-    cdef Py_ssize_t q0, Rc, n, oh, ow, kh, kw, ih, iw, iw0, ih0, c, k, t, ow_lo, ow_hi
+    cdef Py_ssize_t q0, Rc, r, n, oh, ow, kh, kw, ih, iw, iw0, ih0, c, k, t, ow_lo, ow_hi
     cdef const floating* gr
     cdef const floating* yr
     cdef const floating* rows3[3]
@@ -605,40 +610,41 @@ cdef void _dw_grad_w3_range(const floating* x, const floating* g, const floating
         Rc = R - q0
         if Rc > CH:
             Rc = CH
-        for n in range(N):
-            for oh in range(OH):
-                memset(racc, 0, 10 * LDR * sizeof(floating))
-                ih0 = oh * sh - pt
-                gr = g + (n * OH + oh) * OW * C + c0 + q0
-                yr = (y + (n * OH + oh) * OW * C + c0 + q0) if act != ACT_NONE else NULL
+        for r in range(r0, r1):
+            n = r // OH
+            oh = r - n * OH
+            memset(racc, 0, 10 * LDR * sizeof(floating))
+            ih0 = oh * sh - pt
+            gr = g + (n * OH + oh) * OW * C + c0 + q0
+            yr = (y + (n * OH + oh) * OW * C + c0 + q0) if act != ACT_NONE else NULL
+            for kh in range(3):
+                ih = ih0 + kh * dh
+                rows3[kh] = (x + (n * H + ih) * W * C + c0 + q0) if 0 <= ih < H else NULL
+            ow = ow_lo
+            while ow < ow_hi:
+                k = (ow * sw - pl) * C
+                _dw_gw4(gr + ow * C, (yr + ow * C) if yr != NULL else NULL, C,
+                        (rows3[0] + k) if rows3[0] != NULL else NULL,
+                        (rows3[1] + k) if rows3[1] != NULL else NULL,
+                        (rows3[2] + k) if rows3[2] != NULL else NULL,
+                        racc, LDR, raccb, Rc, sw * C, dw * C, act)
+                ow = ow + 4
+            for ow in range(OW):
+                if ow_lo <= ow < ow_hi:
+                    continue
+                iw0 = ow * sw - pl
                 for kh in range(3):
-                    ih = ih0 + kh * dh
-                    rows3[kh] = (x + (n * H + ih) * W * C + c0 + q0) if 0 <= ih < H else NULL
-                ow = ow_lo
-                while ow < ow_hi:
-                    k = (ow * sw - pl) * C
-                    _dw_gw4(gr + ow * C, (yr + ow * C) if yr != NULL else NULL, C,
-                            (rows3[0] + k) if rows3[0] != NULL else NULL,
-                            (rows3[1] + k) if rows3[1] != NULL else NULL,
-                            (rows3[2] + k) if rows3[2] != NULL else NULL,
-                            racc, LDR, raccb, Rc, sw * C, dw * C, act)
-                    ow = ow + 4
-                for ow in range(OW):
-                    if ow_lo <= ow < ow_hi:
-                        continue
-                    iw0 = ow * sw - pl
-                    for kh in range(3):
-                        for kw in range(3):
-                            iw = iw0 + kw * dw
-                            xs[3 * kh + kw] = (rows3[kh] + iw * C) if (
-                                rows3[kh] != NULL and 0 <= iw < W) else NULL
-                    _dw_gw1(gr + ow * C, (yr + ow * C) if yr != NULL else NULL, xs,
-                            racc, LDR, raccb, Rc, act)
-                for t in range(9):
-                    for c in range(Rc):
-                        acc[t * R + q0 + c] = acc[t * R + q0 + c] + racc[t * LDR + c]
+                    for kw in range(3):
+                        iw = iw0 + kw * dw
+                        xs[3 * kh + kw] = (rows3[kh] + iw * C) if (
+                            rows3[kh] != NULL and 0 <= iw < W) else NULL
+                _dw_gw1(gr + ow * C, (yr + ow * C) if yr != NULL else NULL, xs,
+                        racc, LDR, raccb, Rc, act)
+            for t in range(9):
                 for c in range(Rc):
-                    accb[q0 + c] = accb[q0 + c] + raccb[c]
+                    acc[t * R + q0 + c] = acc[t * R + q0 + c] + racc[t * LDR + c]
+            for c in range(Rc):
+                accb[q0 + c] = accb[q0 + c] + raccb[c]
         q0 = q0 + Rc
     for t in range(9):
         memcpy(gw + t * C + c0, acc + t * R, R * sizeof(floating))
@@ -648,12 +654,14 @@ cdef void _dw_grad_w3_range(const floating* x, const floating* g, const floating
 
 cdef void _dw_grad_w_range(const floating* x, const floating* g, const floating* y,
                            floating* gw, floating* gb, floating* scratch,
-                           Py_ssize_t N, Py_ssize_t H, Py_ssize_t W, Py_ssize_t C,
-                           Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t OH, Py_ssize_t OW,
+                           Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t H, Py_ssize_t W,
+                           Py_ssize_t C, Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t OH,
+                           Py_ssize_t OW,
                            Py_ssize_t c0, Py_ssize_t c1, Py_ssize_t sh, Py_ssize_t sw,
                            Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t pt, Py_ssize_t pl,
                            int act) noexcept nogil:
-    """Weight (and bias) gradient for channels c0..c1-1, summed over all pixels.
+    """Weight (and bias) gradient for channels c0..c1-1, summed over the output
+    rows r0..r1-1 (row r = n * OH + oh), written to gw[t * C + c], gb[c].
 
     Pixel order is fixed (n, oh, ow); sums are formed per output row and then
     added to the total, which keeps float32 error small on large batches.
@@ -665,53 +673,68 @@ cdef void _dw_grad_w_range(const floating* x, const floating* g, const floating*
     cdef floating* accb = scratch + 2 * T * R     # R
     cdef floating* raccb = scratch + 2 * T * R + R  # R
     cdef floating* gml = scratch + 2 * T * R + 2 * R  # R
-    cdef Py_ssize_t n, oh, ow, kh, kw, ih, iw, iw0, ih0, c, k, ow_lo, ow_hi
+    cdef Py_ssize_t r, n, oh, ow, kh, kw, ih, iw, iw0, ih0, c, k, ow_lo, ow_hi
     cdef const floating* gp
     cdef const floating* xp
     cdef const floating* xr
     cdef floating* ap
     if KH == 3 and KW == 3:
-        _dw_grad_w3_range(x, g, y, gw, gb, scratch, N, H, W, C, OH, OW, c0, c1, sh, sw,
-                          dh, dw, pt, pl, act)
+        _dw_grad_w3_range(x, g, y, gw, gb, scratch, r0, r1, H, W, C, OH, OW, c0, c1, sh,
+                          sw, dh, dw, pt, pl, act)
         return
     memset(acc, 0, (2 * T * R + 2 * R) * sizeof(floating))
-    for n in range(N):
-        for oh in range(OH):
-            memset(racc, 0, T * R * sizeof(floating))
-            memset(raccb, 0, R * sizeof(floating))
-            ih0 = oh * sh - pt
-            ow_lo = 0
-            ow_hi = 0
-            for ow in range(OW):
-                if ow_lo <= ow < ow_hi:
-                    continue
-                gp = g + ((n * OH + oh) * OW + ow) * C + c0
-                if act != ACT_NONE:
-                    _mask(gml, gp, y + ((n * OH + oh) * OW + ow) * C + c0, R, act)
-                    gp = gml
-                for c in range(R):
-                    raccb[c] = raccb[c] + gp[c]
-                iw0 = ow * sw - pl
-                for kh in range(KH):
-                    ih = ih0 + kh * dh
-                    if ih < 0 or ih >= H:
-                        continue
-                    for kw in range(KW):
-                        iw = iw0 + kw * dw
-                        if iw < 0 or iw >= W:
-                            continue
-                        xp = x + ((n * H + ih) * W + iw) * C + c0
-                        ap = racc + (kh * KW + kw) * R
-                        for c in range(R):
-                            ap[c] = ap[c] + gp[c] * xp[c]
-            for k in range(T * R):
-                acc[k] = acc[k] + racc[k]
+    for r in range(r0, r1):
+        n = r // OH
+        oh = r - n * OH
+        memset(racc, 0, T * R * sizeof(floating))
+        memset(raccb, 0, R * sizeof(floating))
+        ih0 = oh * sh - pt
+        ow_lo = 0
+        ow_hi = 0
+        for ow in range(OW):
+            if ow_lo <= ow < ow_hi:
+                continue
+            gp = g + ((n * OH + oh) * OW + ow) * C + c0
+            if act != ACT_NONE:
+                _mask(gml, gp, y + ((n * OH + oh) * OW + ow) * C + c0, R, act)
+                gp = gml
             for c in range(R):
-                accb[c] = accb[c] + raccb[c]
+                raccb[c] = raccb[c] + gp[c]
+            iw0 = ow * sw - pl
+            for kh in range(KH):
+                ih = ih0 + kh * dh
+                if ih < 0 or ih >= H:
+                    continue
+                for kw in range(KW):
+                    iw = iw0 + kw * dw
+                    if iw < 0 or iw >= W:
+                        continue
+                    xp = x + ((n * H + ih) * W + iw) * C + c0
+                    ap = racc + (kh * KW + kw) * R
+                    for c in range(R):
+                        ap[c] = ap[c] + gp[c] * xp[c]
+        for k in range(T * R):
+            acc[k] = acc[k] + racc[k]
+        for c in range(R):
+            accb[c] = accb[c] + raccb[c]
     for k in range(T):
         memcpy(gw + k * C + c0, acc + k * R, R * sizeof(floating))
     if gb != NULL:
         memcpy(gb + c0, accb, R * sizeof(floating))
+
+
+cdef void _dw_sum_partials(const floating* part, floating* dst, Py_ssize_t k0,
+                           Py_ssize_t n, Py_ssize_t n_parts,
+                           Py_ssize_t ld) noexcept nogil:
+    """dst[k] = part[0][k] + part[1][k] + ... (in that order), k0 <= k < k0 + 1024, k < n."""
+    cdef Py_ssize_t k1 = k0 + 1024 if k0 + 1024 < n else n
+    cdef Py_ssize_t j, k
+    if k1 <= k0:
+        return
+    memcpy(dst + k0, part + k0, (k1 - k0) * sizeof(floating))
+    for j in range(1, n_parts):
+        for k in range(k0, k1):
+            dst[k] = dst[k] + part[j * ld + k]
 
 
 cdef void depthwise_backward(
@@ -728,9 +751,10 @@ cdef void depthwise_backward(
     cdef Py_ssize_t N = x.shape[0], H = x.shape[1], W = x.shape[2], C = x.shape[3]
     cdef Py_ssize_t KH = weight.shape[0], KW = weight.shape[1]
     cdef Py_ssize_t OH = grad_out.shape[1], OW = grad_out.shape[2]
-    cdef Py_ssize_t r, n, ih, i, c0, c1, n_parts, n_blocks, align
+    cdef Py_ssize_t r, n, ih, i, j, c0, c1, n_blocks, align, NR, n_rc, n_cp, n_items, T
     cdef int act = activation
     cdef floating* scratch
+    cdef floating* partial
     cdef floating* gb = &grad_bias[0] if grad_bias.shape[0] > 0 else NULL
     cdef floating* gwp = &grad_weight[0, 0, 0]
     if C == 0:
@@ -819,26 +843,65 @@ cdef void depthwise_backward(
         free(zrow)
         free(ctab)
 
-    # Weight gradient: channels split into cache-line-aligned ranges.
+    # Weight gradient: work items are (chunk of output rows) x (range of channels).
+    # The rows are cut into at most 8 chunks and the channels into cache-line-
+    # aligned ranges such that there are about 8 items, both fixed by the shape
+    # (never by the thread count).  Each item sums its rows (per row, then in row
+    # order) into the chunk's partial sums; the partials are then added in chunk
+    # order.  Every element is thus summed in an order that depends on the shape
+    # only, and a batch-1 layer (few channel blocks, or few rows) or a layer with
+    # few channels (16-32 channels of a small student) still gives every thread
+    # work.
     align = 64 // sizeof(floating)
     n_blocks = (C + align - 1) // align
-    n_parts = n_threads if n_threads < n_blocks else n_blocks
-    with parallel(num_threads=n_parts):
+    NR = N * OH
+    n_rc = NR if NR < 8 else 8
+    n_cp = (8 + n_rc - 1) // n_rc
+    if n_cp > n_blocks:
+        n_cp = n_blocks
+    T = KH * KW
+    partial = NULL
+    if n_rc > 1:
+        partial = <floating*> malloc(n_rc * (T + 1) * C * sizeof(floating))
+        if partial == NULL:
+            n_rc = 1
+    n_items = n_rc * n_cp
+    if n_threads > n_items:
+        n_threads = <int> n_items
+    with parallel(num_threads=n_threads):
         # general path: 2*T+3 rows of the range; 3x3 path: 10 rows of the range
         # plus 10 padded rows of a 1 KiB chunk (_dw_grad_w3_range)
         scratch = <floating*> malloc(
-            ((2 * KH * KW + 3) * (n_blocks // n_parts + 1) * align
+            ((2 * T + 3) * (n_blocks // n_cp + 1) * align
              + 10 * ((1024 + 64) // sizeof(floating))) * sizeof(floating))
-        for i in prange(n_parts, schedule="static"):
-            c0 = _split(n_blocks, n_parts, i) * align
-            c1 = _split(n_blocks, n_parts, i + 1) * align
+        for i in prange(n_items, schedule="dynamic"):
+            j = i // n_cp
+            c0 = _split(n_blocks, n_cp, i % n_cp) * align
+            c1 = _split(n_blocks, n_cp, i % n_cp + 1) * align
             if c1 > C:
                 c1 = C
             if scratch != NULL and c1 > c0:
-                _dw_grad_w_range(xp, gp, yp, gwp, gb, scratch, N, H, W, C, KH, KW,
-                                 OH, OW, c0, c1, stride_h, stride_w, dil_h, dil_w,
-                                 pad_top, pad_left, act)
+                if partial == NULL:
+                    _dw_grad_w_range(xp, gp, yp, gwp, gb, scratch, 0, NR, H, W, C, KH, KW,
+                                     OH, OW, c0, c1, stride_h, stride_w, dil_h, dil_w,
+                                     pad_top, pad_left, act)
+                else:
+                    _dw_grad_w_range(xp, gp, yp, partial + j * (T + 1) * C,
+                                     (partial + j * (T + 1) * C + T * C) if gb != NULL
+                                     else NULL, scratch,
+                                     _split(NR, n_rc, j), _split(NR, n_rc, j + 1), H, W, C,
+                                     KH, KW, OH, OW, c0, c1, stride_h, stride_w, dil_h,
+                                     dil_w, pad_top, pad_left, act)
         free(scratch)
+        if partial != NULL:
+            # the chunks' partial sums, added in chunk order, over ranges of elements
+            for i in prange((T * C + 1023) // 1024 + (C + 1023) // 1024, schedule="static"):
+                if i < (T * C + 1023) // 1024:
+                    _dw_sum_partials(partial, gwp, i * 1024, T * C, n_rc, (T + 1) * C)
+                elif gb != NULL:
+                    _dw_sum_partials(partial + T * C, gb, (i - (T * C + 1023) // 1024) * 1024,
+                                     C, n_rc, (T + 1) * C)
+    free(partial)
 
 
 # ---------------------------------------------------------------------------
@@ -1096,6 +1159,43 @@ cdef void pointwise_forward(
     _pointwise_core(xp, wp, NULL, b, op, P, Ci, Co, activation, n_threads)
 
 
+cdef void _pw_add_partials(floating* dst, const floating* part, Py_ssize_t k0,
+                           Py_ssize_t n, Py_ssize_t n_parts) noexcept nogil:
+    """dst[k] += part[0][k], then part[1][k], ... (that order), k0 <= k < k0 + 1024, k < n."""
+    cdef Py_ssize_t k1 = k0 + 1024 if k0 + 1024 < n else n
+    cdef Py_ssize_t j, k
+    for j in range(n_parts):
+        for k in range(k0, k1):
+            dst[k] = dst[k] + part[j * n + k]
+
+
+cdef bint _pw_grad_x_packed(const floating* gm, const floating* wp, floating* gxp,
+                            Py_ssize_t P, Py_ssize_t Ci, Py_ssize_t Co,
+                            int n_threads) noexcept nogil:
+    """grad_x = gm @ W^T on the packed kernels; False (nothing done) without them."""
+    cdef Py_ssize_t nr = _nr(gm[0])
+    cdef Py_ssize_t i, o
+    cdef floating* wt
+    cdef void* raw
+    if not EFFAI_GEMM_NATIVE or Ci == 0 or Co == 0:
+        return False
+    wt = <floating*> malloc(Ci * Co * sizeof(floating))
+    raw = malloc(effai_packed_size(Co, Ci, nr) * sizeof(floating) + 64)
+    if wt == NULL or raw == NULL:
+        free(wt)
+        free(raw)
+        return False
+    for o in range(Co):
+        for i in range(Ci):
+            wt[o * Ci + i] = wp[i * Co + o]
+    _pack_b(wt, Co, Ci, <floating*> _align64(raw), 0, (Ci + nr - 1) // nr)
+    _pointwise_core(gm, wt, <floating*> _align64(raw), NULL, gxp, P, Co, Ci, ACT_NONE,
+                    n_threads)
+    free(raw)
+    free(wt)
+    return True
+
+
 cdef void pointwise_backward(
     const floating[:, ::1] x,
     const floating[:, ::1] weight,
@@ -1108,7 +1208,8 @@ cdef void pointwise_backward(
     int activation, int n_threads,
 ) noexcept nogil:
     cdef Py_ssize_t P = x.shape[0], Ci = x.shape[1], Co = weight.shape[1]
-    cdef Py_ssize_t pb, nb, i, p0, p1, p, c0, c1, n_parts, n_blocks, align
+    cdef Py_ssize_t pb, nb, i, j, p0, p1, p, c0, c1, n_rb, n_pc
+    cdef floating* partial
     cdef const floating* gm
     cdef floating* gmw
     cdef floating* gwp = &grad_weight[0, 0]
@@ -1128,26 +1229,58 @@ cdef void pointwise_backward(
             _mask(gmw + p * Co, gm + p * Co, yp + p * Co, Co, activation)
         gm = gmw
     if grad_x.shape[0] > 0:
-        pb = _block(P, Ci * sizeof(floating), 256 * 1024)
-        nb = (P + pb - 1) // pb
-        for i in prange(nb, schedule="static", num_threads=n_threads):
-            p0 = i * pb
-            p1 = p0 + pb
-            if p1 > P:
-                p1 = P
-            _gemm(c'T', c'N', <int> Ci, <int> (p1 - p0), <int> Co, wp, <int> Co,
-                  gm + p0 * Co, <int> Co, 0, &grad_x[0, 0] + p0 * Ci, <int> Ci)
-    # grad_weight (C_in, C_out) = x^T gm, split over fixed chunks of C_in rows
-    # (never over pixels, so every element is one BLAS dot product).
-    n_parts = (Ci + 127) // 128
-    for i in prange(n_parts, schedule="static", num_threads=n_threads):
-        c0 = i * 128
+        # grad_x (P, Ci) = gm (P, Co) @ W^T (Co, Ci): the forward's packed GEMM with
+        # the transposed weights packed once (a 1x1 convolution from Co to Ci
+        # channels), split over pixel blocks or column groups like the forward.
+        # BLAS's transposed-operand GEMM on pixel blocks took 1.3-2x its time on
+        # the thin matrices of small students (C_in 16-128).
+        if not _pw_grad_x_packed(gm, wp, &grad_x[0, 0], P, Ci, Co, n_threads):
+            pb = _block(P, Ci * sizeof(floating), 256 * 1024)
+            nb = (P + pb - 1) // pb
+            for i in prange(nb, schedule="static", num_threads=n_threads):
+                p0 = i * pb
+                p1 = p0 + pb
+                if p1 > P:
+                    p1 = P
+                _gemm(c'T', c'N', <int> Ci, <int> (p1 - p0), <int> Co, wp, <int> Co,
+                      gm + p0 * Co, <int> Co, 0, &grad_x[0, 0] + p0 * Ci, <int> Ci)
+    # grad_weight (C_in, C_out) = x^T gm: work items are (at most 128 rows of C_in)
+    # x (a chunk of the pixels), both fixed by the shape, never by the thread
+    # count.  Layers with few input channels (a student's 16-128) have a single
+    # row block: their pixels are cut into up to 4 chunks of at least 1024, each
+    # chunk's product (one full-width BLAS call) goes to its own partial, and the
+    # partials are added in chunk order.  Every element is thus the same sum
+    # whatever the team, and every thread gets work.
+    n_rb = (Ci + 127) // 128
+    n_pc = (4 + n_rb - 1) // n_rb
+    if n_pc > P // 1024:
+        n_pc = P // 1024
+    if n_pc < 1:
+        n_pc = 1
+    partial = NULL
+    if n_pc > 1:
+        partial = <floating*> malloc((n_pc - 1) * Ci * Co * sizeof(floating))
+        if partial == NULL:
+            n_pc = 1
+    for i in prange(n_rb * n_pc, schedule="dynamic", num_threads=n_threads):
+        c0 = (i // n_pc) * 128
         c1 = c0 + 128
         if c1 > Ci:
             c1 = Ci
+        j = i % n_pc
+        p0 = _split(P, n_pc, j)
+        p1 = _split(P, n_pc, j + 1)
         if c1 > c0:
-            _gemm_long_k(c'N', c'T', <int> Co, <int> (c1 - c0), P, gm, <int> Co,
-                         xp + c0, <int> Ci, gwp + c0 * Co, <int> Co, _GEMM_K_MAX)
+            # chunk 0 writes grad_weight itself, chunk j > 0 partial j - 1
+            _gemm_long_k(c'N', c'T', <int> Co, <int> (c1 - c0), p1 - p0, gm + p0 * Co,
+                         <int> Co, xp + p0 * Ci + c0, <int> Ci,
+                         (gwp if j == 0 else partial + (j - 1) * Ci * Co) + c0 * Co,
+                         <int> Co, _GEMM_K_MAX)
+    if partial != NULL:
+        nb = (Ci * Co + 1023) // 1024
+        for i in prange(nb, schedule="static", num_threads=n_threads):
+            _pw_add_partials(gwp, partial, i * 1024, Ci * Co, n_pc - 1)
+        free(partial)
     if grad_bias.shape[0] > 0:
         _col_sums(gm, &grad_bias[0], P, Co, n_threads)
 
