@@ -1331,11 +1331,21 @@ cdef void _im2col(const floating* x, floating* patch, Py_ssize_t p0, Py_ssize_t 
     cdef Py_ssize_t K = KH * KW * C
     cdef Py_ssize_t p, n, rem, oh, ow, kh, kw, ih, iw, k0, k1
     cdef floating* dst
+    # (n, oh, ow) of pixel p counted along, not divided out per pixel: two integer
+    # divisions per pixel were a sizeable part of the stem's im2col (3 taps of 3 floats)
+    n = p0 // (OH * OW)
+    rem = p0 - n * OH * OW
+    oh = rem // OW
+    ow = rem - oh * OW
     for p in range(p0, p1):
-        n = p // (OH * OW)
-        rem = p - n * OH * OW
-        oh = rem // OW
-        ow = rem - oh * OW
+        if p > p0:
+            ow += 1
+            if ow == OW:
+                ow = 0
+                oh += 1
+                if oh == OH:
+                    oh = 0
+                    n += 1
         for kh in range(KH):
             ih = oh * sh - pt + kh * dh
             dst = patch + (p - p0) * K + kh * KW * C
