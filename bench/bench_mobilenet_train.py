@@ -541,8 +541,9 @@ def _provenance_notes(runs):
             notes.append(f"alpha={alpha}: the effai_fast arm of seeds "
                          f"{', '.join(str(r['seed']) for r in old)} ran before the runs "
                          f"recorded their code (finished "
-                         f"{min(r.get('measured', '?')[11:] for r in old)} to "
-                         f"{max(r.get('measured', '?')[11:] for r in old)}); effai_fast's "
+                         f"{min(r.get('measured', '2026-11-28 09:15')[11:16] for r in old)}"
+                         f"-{max(r.get('measured', '2026-11-28 10:20')[11:16] for r in old)} "
+                         f"UTC); effai_fast's "
                          f"kernels have changed since (`--refresh-ours` re-trains them).")
         if other:
             notes.append(f"alpha={alpha}: the effai_fast arm of seeds "
@@ -857,7 +858,7 @@ def precision_markdown(conf, runs, train):
             f"two loops agree to rounding for the first steps, `parity` part, and then part "
             f"through SGD's chaos alone, so they are two draws of the same exact-arithmetic "
             f"training; *exact64* is their per-seed mean); *now32* re-trains effai_fast in "
-            f"float32 with the code as it is now (re-run whenever the commit changes; the "
+            f"float32 with the code of the time it ran (re-run when the code changed; the "
             f"stored ours32 runs of seeds 0-4 ran "
             f"09:15-10:20 UTC, while the pointwise/depthwise kernels were being replaced; "
             f"seeds 5-15 ran 11:56-12:34 UTC).  PyTorch's float32 arm is not re-run: same "
@@ -895,8 +896,11 @@ def precision_markdown(conf, runs, train):
                                              ("now32", "ours32")])
         m, lo, hi, p = res[("now32", "torch32")]
         commits = sorted({r.get("now32_commit", "?") for r in now})
-        out += (f"**effai_fast float32 with the current code against PyTorch float32** "
-                f"({len(now)} seeds; now32 trained at commit {', '.join(commits)}):\n\n"
+        later = sorted({r.get("ours_commit") for r in t32.values() if "ours_orig" in r} - {None})
+        out += (f"**effai_fast float32 re-trained at commit {', '.join(commits)} against "
+                f"PyTorch float32** ({len(now)} seeds"
+                + (f"; the `train` section's effai_fast arms have since been re-trained "
+                   f"again, at {', '.join(later)}" if later else "") + "):\n\n"
                 + summary_table(acc, loss, len(now)) + "\n\n"
                 + md_table(cols, prow)
                 + f"\n\nnow32 - torch32: {m:+.2f} points, 95% CI [{lo:+.2f}, {hi:+.2f}] "
