@@ -462,8 +462,13 @@ def train_markdown(conf, runs):
                if inside else
                f"{'contains' if lo <= 0 <= hi else 'excludes'} 0 and does not lie inside "
                f"±0.5 points: parity within 0.5 points is not shown"
-               + (" (and no difference is shown either)" if lo <= 0 <= hi else "") + ".  "
-               f"The sd of the paired difference ({sd:.2f} points) compares with "
+               + (" (and no difference is shown either)" if lo <= 0 <= hi else
+                  "; effai_fast is the more accurate here" if lo > 0 else
+                  "; effai_fast is the less accurate here") + ".  "
+               + (f"One-sided, the CI's lower end ({lo:+.2f}) is above -0.5: effai_fast "
+                  f"is shown to be no more than 0.5 points less accurate than PyTorch.  "
+                  if lo > -0.5 else "")
+               + f"The sd of the paired difference ({sd:.2f} points) compares with "
                f"{indep:.2f} for two independent runs (sd of ours and of torch combined)"
                + ("; same init and batches buy no correlation" if sd >= 0.8 * indep else "")
                + ".  "
