@@ -16,6 +16,10 @@ results/mobilenet_train.json):
              (SGD Nesterov, warm-up + cosine learning rate, weight decay on weights only),
              epochs interleaved; test accuracy on the 10k test set, mean ± sd over seeds,
              the paired difference with a 95% Student-t CI, and seconds per epoch.
+             Stored seeds are kept and extended (``--seeds N --seeds-05 M`` run the seeds
+             they lack, one process at a time; each seed is stored as it finishes);
+             ``--refresh-ours`` first re-trains effai_fast's arm of the stored seeds that
+             ran on other code (each run records the commit of effai_fast's code).
 ``precision`` the train part's alpha=0.25 runs again in float64, by effai_fast and by
              PyTorch (same seeds, initial weights cast exactly from float32, same batches):
              tests whether the float32 accuracy gap of the train part comes from either
@@ -34,6 +38,7 @@ the markdown from the stored runs.
 
 Usage: python bench/bench_mobilenet_train.py [--quick] [--threads 1] [--only train,speed]
        [--n-train 10000 --epochs 3 --seeds 10 --seeds-05 6] [--fresh]
+       [--refresh-ours --check-torch 1]
        [--trade-n-train 3000 --trade-epochs 3 --trade-seeds 3] [--precision-seeds 0-15]
 Needs the Debian package dataset-fashion-mnist (and torch for grad/parity/train).
 """
@@ -421,14 +426,18 @@ def train_markdown(conf, runs):
         m, sd, lo, hi = paired_ci(np.subtract(ao, at))
         so = float(np.median([t for r in rs for t in r["ours_epoch_s"]]))
         st = float(np.median([t for r in rs for t in r["torch_epoch_s"]]))
-        # each torch epoch against the ours epoch run just before it (same load)
-        ratio = float(np.median([b / a for r in rs
-                                 for a, b in zip(r["ours_epoch_s"], r["torch_epoch_s"])]))
+        # each torch epoch against the ours epoch run just before it (same load), from the
+        # seeds whose two arms ran interleaved in one process
+        paired = [r for r in rs if r.get("paired_timing", True)]
+        ratio = (float(np.median([b / a for r in paired for a, b in
+                                  zip(r["ours_epoch_s"], r["torch_epoch_s"])]))
+                 if paired else float("nan"))
         ci = "-" if np.isnan(lo) else f"[{lo:+.2f}, {hi:+.2f}]"
         rows.append([alpha, len(rs), round(cost(alpha, 28, 10, 1).macs / 1e6, 3),
                      mean_sd(ao), mean_sd(at), f"{m:+.2f}",
                      "-" if np.isnan(sd) else f"{sd:.2f}", ci,
-                     round(so, 1), round(st, 1), round(ratio, 2)])
+                     round(so, 1), round(st, 1),
+                     f"{ratio:.2f} ({len(paired)} seeds)" if paired else "-"])
         if len(rs) < 2:
             verdicts.append(f"alpha={alpha}: one seed only, no confidence interval.")
             continue
@@ -453,8 +462,13 @@ def train_markdown(conf, runs):
                if inside else
                f"{'contains' if lo <= 0 <= hi else 'excludes'} 0 and does not lie inside "
                f"±0.5 points: parity within 0.5 points is not shown"
-               + (" (and no difference is shown either)" if lo <= 0 <= hi else "") + ".  "
-               f"The sd of the paired difference ({sd:.2f} points) compares with "
+               + (" (and no difference is shown either)" if lo <= 0 <= hi else
+                  "; effai_fast is the more accurate here" if lo > 0 else
+                  "; effai_fast is the less accurate here") + ".  "
+               + (f"One-sided, the CI's lower end ({lo:+.2f}) is above -0.5: effai_fast "
+                  f"is shown to be no more than 0.5 points less accurate than PyTorch.  "
+                  if lo > -0.5 else "")
+               + f"The sd of the paired difference ({sd:.2f} points) compares with "
                f"{indep:.2f} for two independent runs (sd of ours and of torch combined)"
                + ("; same init and batches buy no correlation" if sd >= 0.8 * indep else "")
                + ".  "
@@ -463,18 +477,25 @@ def train_markdown(conf, runs):
                   f"about {need} seeds." if need else
                   f"With the mean difference as measured ({m:+.2f}), more seeds would "
                   f"narrow the CI around a value outside ±0.5.")))
-    if any("measured" not in r for r in runs):
-        verdicts.append("Seeds finished 09:15-10:20 UTC ran on the effai_fast kernels of that "
-                        "morning (replaced since); the `precision` section re-trains "
-                        "effai_fast's float32 arm of every alpha=0.25 seed with the current "
-                        "code (the later seeds reproduce bit for bit, the morning ones do not) "
-                        "and compares both libraries in float64.")
+    verdicts += _provenance_notes(runs)
+
+    def finished(r):
+        t = r.get("measured", "2026-11-28 09:15-10:20 UTC")[11:]
+        if "ours_measured" in r:       # effai_fast's arm re-trained alone, later
+            return f"ours {r['ours_measured'][11:-4]}, torch {t}"
+        return t
+
+    def load(r):
+        if "ours_loadavg" in r:
+            return f"{r['ours_loadavg']:.1f} / {r['loadavg']:.1f}" if "loadavg" in r else "-"
+        return f"{r['loadavg']:.1f}" if "loadavg" in r else "-"
+
     per_seed = [[r["alpha"], r["seed"], f"{r['ours_acc']:.2f}", f"{r['torch_acc']:.2f}",
-                 f"{r['ours_acc'] - r['torch_acc']:+.2f}", f"{r['agree']:.1f}",
+                 f"{r['ours_acc'] - r['torch_acc']:+.2f}",
+                 "-" if r.get("agree") is None else f"{r['agree']:.1f}",
                  f"{r['ours_loss'][-1]:.4f}", f"{r['torch_loss'][-1]:.4f}",
                  f"{np.median(r['ours_epoch_s']):.1f} / {np.median(r['torch_epoch_s']):.1f}",
-                 r.get("measured", "2026-11-28 09:15-10:20 UTC")[11:],
-                 f"{r['loadavg']:.1f}" if "loadavg" in r else "-"]
+                 r.get("ours_commit", "-"), finished(r), load(r)]
                 for r in sorted(runs, key=lambda r: (r["alpha"], r["seed"]))]
     n, epochs, threads = conf["n_train"], conf["epochs"], conf["threads"]
     return (f"### float32 training: test accuracy (paired seeds) and time per epoch\n\n"
@@ -495,9 +516,13 @@ def train_markdown(conf, runs):
             f"Student-t confidence interval.  Time per epoch: median over all epochs of all "
             f"seeds (training only, no evaluation); speed-up: median over all epochs of "
             f"torch's time over ours for the epoch run just before it (the two share the "
-            f"machine's load of that minute).  Seeds of one configuration may come from "
-            f"separate processes (the bench extends the stored runs by the seeds they lack); "
-            f"the per-seed table gives when each ran and the load then.\n\n"
+            f"machine's load of that minute), over the seeds whose two arms ran interleaved "
+            f"in one process.  Seeds of one configuration may come from separate processes "
+            f"(the bench extends the stored runs by the seeds they lack, and "
+            f"`--refresh-ours` re-trains effai_fast's arm of the stored seeds that ran on "
+            f"other code); the per-seed table gives the commit of effai_fast's code each "
+            f"effai_fast arm trained on, when each arm finished and the 1-minute load "
+            f"then.\n\n"
             + md_table(["alpha", "seeds", "MMACs/image", "test acc % (ours)",
                         "test acc % (torch)", "mean diff", "sd diff", "95% CI of diff",
                         "s/epoch (ours)", "s/epoch (torch)", "speed-up"], rows)
@@ -506,11 +531,80 @@ def train_markdown(conf, runs):
               "class; last-epoch mean training loss):\n\n"
             + md_table(["alpha", "seed", "acc % (ours)", "acc % (torch)", "diff",
                         "agree %", "train loss (ours)", "train loss (torch)",
-                        "s/epoch ours / torch", "finished", "load"], per_seed))
+                        "s/epoch ours / torch", "ours code", "finished (UTC)", "load"],
+                       per_seed))
+
+
+def _provenance_notes(runs):
+    """Which code effai_fast's arms trained on, and what re-training the stale ones did."""
+    notes, now = [], _code_commit()
+    for alpha in sorted({r["alpha"] for r in runs}):
+        rs = sorted((r for r in runs if r["alpha"] == alpha), key=lambda r: r["seed"])
+        old = [r for r in rs if "ours_commit" not in r]
+        other = [r for r in rs if "ours_commit" in r and r["ours_commit"] != now]
+        if old:
+            notes.append(f"alpha={alpha}: the effai_fast arm of seeds "
+                         f"{', '.join(str(r['seed']) for r in old)} ran before the runs "
+                         f"recorded their code (finished "
+                         f"{min(r.get('measured', '2026-11-28 09:15')[11:16] for r in old)}"
+                         f"-{max(r.get('measured', '2026-11-28 10:20')[11:16] for r in old)} "
+                         f"UTC); effai_fast's "
+                         f"kernels have changed since (`--refresh-ours` re-trains them).")
+        if other:
+            notes.append(f"alpha={alpha}: the effai_fast arm of seeds "
+                         f"{', '.join(str(r['seed']) for r in other)} trained on commit(s) "
+                         f"{', '.join(sorted({r['ours_commit'] for r in other}))}, not on the "
+                         f"code this file was rendered from ({now}).")
+        ref = [r for r in rs if "ours_orig" in r]
+        if not ref:
+            continue
+        chk = [r for r in ref if "torch_check" in r]
+        when = sorted(r.get("ours_measured", r.get("measured", "?"))[11:-4] for r in ref)
+        m0, sd0, lo0, hi0 = paired_ci([r["ours_orig"]["ours_acc"] - r["torch_acc"]
+                                       for r in ref])
+        m1, sd1, lo1, hi1 = paired_ci([r["ours_acc"] - r["torch_acc"] for r in ref])
+        mo, _, loo, hio = paired_ci([r["ours_acc"] - r["ours_orig"]["ours_acc"] for r in ref])
+        text = (f"alpha={alpha}: effai_fast's arm of the {len(ref)} stored seeds "
+                f"{', '.join(str(r['seed']) for r in ref)} (first trained "
+                f"{min(r['ours_orig'].get('measured', '2026-11-28 09:15')[11:16] for r in ref)}"
+                f"-{max(r['ours_orig'].get('measured', '2026-11-28 10:20')[11:16] for r in ref)}"
+                f" UTC on earlier kernels) was re-trained at "
+                f"{', '.join(sorted({r['ours_commit'] for r in ref}))} ({when[0]}-{when[-1]} "
+                f"UTC), same initial weights, batches and learning rates.  ")
+        if chk:
+            ok = [r for r in chk if r["torch_check"]["reproduced"]]
+            text += (f"PyTorch's arm was re-trained too for seed(s) "
+                     f"{', '.join(str(r['seed']) for r in chk)}: "
+                     + ("it reproduced the stored losses and accuracy bit for bit, so the "
+                        "other seeds keep their stored PyTorch arm (same torch build, 1 "
+                        "thread) and their timing is not paired.  " if len(ok) == len(chk)
+                        else f"it did NOT reproduce the stored run on "
+                             f"{len(chk) - len(ok)} of them; those seeds carry the new "
+                             f"PyTorch arm.  "))
+        else:
+            text += ("PyTorch's arm is the stored one (same torch build, 1 thread; not "
+                     "re-checked in this refresh).  ")
+        text += (f"On these seeds ours - torch was {m0:+.2f} points (sd {sd0:.2f}, 95% CI "
+                 f"[{lo0:+.2f}, {hi0:+.2f}]) with the first effai_fast arms and is "
+                 f"{m1:+.2f} (sd {sd1:.2f}, [{lo1:+.2f}, {hi1:+.2f}]) with the re-trained "
+                 f"ones; new - first effai_fast arm: {mo:+.2f} [{loo:+.2f}, {hio:+.2f}]: "
+                 f"float32 trajectories part within a few steps, so a kernel change that "
+                 f"moves only the last bits re-draws each seed's outcome.")
+        notes.append(text)
+    return notes
 
 
 def part_train(data, args, checkpoint=None):
-    """Paired float32 training: per seed, same initial weights and batches for both."""
+    """Paired float32 training: per seed, same initial weights and batches for both.
+
+    Stored runs of the same configuration are kept and extended by the seeds they lack.
+    With ``--refresh-ours`` the effai_fast arm of every stored run trained on other code
+    (its ``ours_commit`` differs from :func:`_code_commit`, or is missing) is re-trained
+    first; PyTorch's arm is kept (same torch build, deterministic at 1 thread).  The first
+    ``--check-torch`` refreshed seeds re-train PyTorch's arm too, interleaved, and record
+    whether it reproduced the stored one bit for bit; if it did not, every remaining stale
+    seed is re-trained on both arms.
+    """
     cfg = train_config(args)
     xtr, ytr, xte, yte = data
     xtr, ytr = xtr[:cfg["n_train"]], ytr[:cfg["n_train"]]
@@ -527,31 +621,88 @@ def part_train(data, args, checkpoint=None):
     if getattr(args, "keep_runs", None) and args.keep_runs.get("config") == conf:
         # extend the stored runs of the same configuration by the seeds they lack
         runs += [r for r in args.keep_runs["runs"] if r["seed"] in cfg["seeds"][r["alpha"]]]
+    commit = _code_commit()
+
+    def stamp(rec):
+        rec["measured"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        rec["loadavg"] = os.getloadavg()[0]
+        rec["nice"] = os.nice(0)
+
+    def train_seed(alpha, seed, arms):
+        """Train ``arms`` (ours and/or torch) of one seed; the new fields of its record."""
+        ours, theirs = twin(alpha, seed=seed)
+        trainers = {"ours": OursTrainer(ours, args.threads)}
+        if "torch" in arms:
+            trainers["torch"] = TorchTrainer(theirs, args.threads, xtr)
+            assert trainers["ours"].n_decayed == trainers["torch"].n_decayed
+        plan = batches(n, epochs, seed=1000 + seed, batch=TRAIN_BATCH)
+        rec = {}
+        for _ in run_epochs(trainers, xtr, ytr, plan, rec):
+            print(f"alpha={alpha} seed={seed} epoch {len(rec['ours_loss'])}: loss "
+                  + " / ".join(f"{rec[f'{k}_loss'][-1]:.4f}" for k in trainers) + ", s "
+                  + " / ".join(f"{rec[f'{k}_epoch_s'][-1]:.1f}" for k in trainers),
+                  flush=True)
+        po = ours.predict(xte).argmax(1)
+        rec["ours_acc"] = 100 * float(np.mean(po == yte))
+        rec["ours_commit"] = commit
+        rec["agree"] = None
+        if "torch" in arms:
+            import torch
+
+            torch.set_num_threads(args.threads)
+            pt = torch_predict(theirs, xte)
+            rec["torch_acc"] = 100 * float(np.mean(pt == yte))
+            rec["agree"] = 100 * float(np.mean(po == pt))
+        return rec
+
+    if getattr(args, "refresh_ours", False):
+        stale = [r for r in runs if r.get("ours_commit") != commit]
+        checks = {a: max(0, getattr(args, "check_torch", 1)) for a in (0.25, 0.5)}
+        for r in sorted(stale, key=lambda r: (r["alpha"], r["seed"])):
+            both = checks[r["alpha"]] > 0 or getattr(args, "_torch_differs", False)
+            new = train_seed(r["alpha"], r["seed"], ("ours", "torch") if both else ("ours",))
+            # the first arm stored for this seed, kept for the record (precision section)
+            r.setdefault("ours_orig", {k: r[k] for k in ("ours_acc", "ours_loss",
+                                                        "ours_epoch_s", "agree", "measured")
+                                       if k in r})
+            if both:
+                same = (new["torch_loss"] == r["torch_loss"]
+                        and new["torch_acc"] == r["torch_acc"])
+                r["torch_check"] = {"reproduced": same, "commit": commit,
+                                    "measured": time.strftime("%Y-%m-%d %H:%M UTC",
+                                                              time.gmtime())}
+                if not same:
+                    r["torch_orig"] = {k: r[k] for k in ("torch_acc", "torch_loss",
+                                                         "torch_epoch_s")}
+                    args._torch_differs = True
+                    print(f"alpha={r['alpha']} seed={r['seed']}: PyTorch's arm did NOT "
+                          f"reproduce the stored one; stale seeds are re-trained on both "
+                          f"arms", flush=True)
+                checks[r["alpha"]] -= 1
+                r.update(new)
+                stamp(r)
+                r["paired_timing"] = True
+                r.pop("ours_measured", None)
+                r.pop("ours_loadavg", None)
+            else:
+                r.update(new)
+                r["ours_measured"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+                r["ours_loadavg"] = os.getloadavg()[0]
+                r["ours_nice"] = os.nice(0)
+                r["paired_timing"] = False
+            print(f"alpha={r['alpha']} seed={r['seed']} refreshed: ours {r['ours_acc']:.2f} "
+                  f"(was {r['ours_orig']['ours_acc']:.2f}), torch {r['torch_acc']:.2f}",
+                  flush=True)
+            if checkpoint is not None:
+                checkpoint(*summary())
     done = {(r["alpha"], r["seed"]) for r in runs}
     # missing seeds, alternating between the two widths (alpha=0.5 first at equal rank)
     order = sorted(((k, -a, a, s) for a in (0.25, 0.5) for k, s in enumerate(cfg["seeds"][a])
                     if (a, s) not in done))
     for _, _, alpha, seed in order:
-        ours, theirs = twin(alpha, seed=seed)
-        to, tt = OursTrainer(ours, args.threads), TorchTrainer(theirs, args.threads, xtr)
-        assert to.n_decayed == tt.n_decayed, (to.n_decayed, tt.n_decayed)
-        plan = batches(n, epochs, seed=1000 + seed, batch=TRAIN_BATCH)
-        rec = {"alpha": alpha, "seed": seed}
-        for _ in run_epochs({"ours": to, "torch": tt}, xtr, ytr, plan, rec):
-            print(f"alpha={alpha} seed={seed} epoch {len(rec['ours_loss'])}: loss "
-                  f"{rec['ours_loss'][-1]:.4f} / {rec['torch_loss'][-1]:.4f}, s "
-                  f"{rec['ours_epoch_s'][-1]:.1f} / {rec['torch_epoch_s'][-1]:.1f}",
-                  flush=True)
-        po = ours.predict(xte).argmax(1)
-        rec["ours_acc"] = 100 * float(np.mean(po == yte))
-        import torch
-
-        torch.set_num_threads(args.threads)
-        pt = torch_predict(theirs, xte)
-        rec["torch_acc"] = 100 * float(np.mean(pt == yte))
-        rec["agree"] = 100 * float(np.mean(po == pt))
-        rec["measured"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-        rec["loadavg"] = os.getloadavg()[0]
+        rec = {"alpha": alpha, "seed": seed, **train_seed(alpha, seed, ("ours", "torch")),
+               "paired_timing": True}
+        stamp(rec)
         runs.append(rec)
         print(f"alpha={alpha} seed={seed}: test acc {rec['ours_acc']:.2f} / "
               f"{rec['torch_acc']:.2f} (agree {rec['agree']:.1f}%)", flush=True)
@@ -615,7 +766,7 @@ def part_precision(data, args, checkpoint=None):
 
     have_runs = {r["seed"]: r for r in merged()} if not args.quick else {}
     # the now32 arm is re-run whenever the code changed (stored runs of another commit)
-    commit = _git_commit()
+    commit = _code_commit()
     for seed in pc["seeds"]:
         stored = have_runs.get(seed, {})
         rec = mine.setdefault(seed, {"seed": seed})
@@ -661,19 +812,22 @@ def part_precision(data, args, checkpoint=None):
     return summary()
 
 
-def _git_commit():
-    """Short commit of the working tree this bench runs from ('+dirty' if it has changes)."""
+def _code_commit():
+    """Short hash of the last commit that changed effai_fast/ in the working tree this bench
+    runs from ('+dirty' if effai_fast/ has uncommitted changes): the code a run trained on.
+    Commits that only touch the bench or the docs do not change it."""
     import subprocess
 
     root = Path(__file__).resolve().parent.parent
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root,
-                              capture_output=True, text=True, check=True).stdout.strip()
+        head = subprocess.run(["git", "log", "-1", "--format=%h", "--", "effai_fast"],
+                              cwd=root, capture_output=True, text=True,
+                              check=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--", "effai_fast"], cwd=root,
                                capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-    return head + ("+dirty" if dirty else "")
+    return (head or "unknown") + ("+dirty" if dirty else "")
 
 
 def _paired_rows(arms, loss, pairs):
@@ -702,12 +856,14 @@ def precision_markdown(conf, runs, train):
             f"recipe ({conf['n_train']:,} training images, {conf['epochs']} epochs of "
             f"{conf['n_train'] // conf['batch']} steps, {conf['threads']} thread(s)), test "
             f"accuracy on all {conf['n_test']:,} test images in eval mode.  Arms: *ours32* and "
-            f"*torch32* are the `train` part's stored float32 runs; *ours64* and *torch64* "
+            f"*torch32* are the `train` part's float32 runs as first stored (the `train` "
+            f"section may since have re-trained effai_fast's arm on newer code); *ours64* "
+            f"and *torch64* "
             f"train effai_fast and PyTorch (`.double()`) in float64 (epochs interleaved; the "
             f"two loops agree to rounding for the first steps, `parity` part, and then part "
             f"through SGD's chaos alone, so they are two draws of the same exact-arithmetic "
             f"training; *exact64* is their per-seed mean); *now32* re-trains effai_fast in "
-            f"float32 with the code as it is now (re-run whenever the commit changes; the "
+            f"float32 with the code of the time it ran (re-run when the code changed; the "
             f"stored ours32 runs of seeds 0-4 ran "
             f"09:15-10:20 UTC, while the pointwise/depthwise kernels were being replaced; "
             f"seeds 5-15 ran 11:56-12:34 UTC).  PyTorch's float32 arm is not re-run: same "
@@ -720,7 +876,10 @@ def precision_markdown(conf, runs, train):
 
     def arm(r, key):
         if key in ("ours32", "torch32"):
-            return t32[r["seed"]][key[:-2] + "_acc"], t32[r["seed"]][key[:-2] + "_loss"][-1]
+            # the train part's first stored arms of the seed (it may re-train them later)
+            t = t32[r["seed"]]
+            t = t.get("ours_orig", t) if key == "ours32" else t.get("torch_orig", t)
+            return t[key[:-2] + "_acc"], t[key[:-2] + "_loss"][-1]
         return r[f"{key}_acc"], r[f"{key}_loss"][-1]
 
     def collect(rows, keys):
@@ -742,8 +901,11 @@ def precision_markdown(conf, runs, train):
                                              ("now32", "ours32")])
         m, lo, hi, p = res[("now32", "torch32")]
         commits = sorted({r.get("now32_commit", "?") for r in now})
-        out += (f"**effai_fast float32 with the current code against PyTorch float32** "
-                f"({len(now)} seeds; now32 trained at commit {', '.join(commits)}):\n\n"
+        later = sorted({r.get("ours_commit") for r in t32.values() if "ours_orig" in r} - {None})
+        out += (f"**effai_fast float32 re-trained at commit {', '.join(commits)} against "
+                f"PyTorch float32** ({len(now)} seeds"
+                + (f"; the `train` section's effai_fast arms have since been re-trained "
+                   f"again, at {', '.join(later)}" if later else "") + "):\n\n"
                 + summary_table(acc, loss, len(now)) + "\n\n"
                 + md_table(cols, prow)
                 + f"\n\nnow32 - torch32: {m:+.2f} points, 95% CI [{lo:+.2f}, {hi:+.2f}] "
@@ -770,7 +932,8 @@ def precision_markdown(conf, runs, train):
     for r in runs:
         if r["seed"] not in t32:
             continue
-        t = t32[r["seed"]]
+        t = {**t32[r["seed"]], **t32[r["seed"]].get("torch_orig", {}),
+             **t32[r["seed"]].get("ours_orig", {})}      # the first stored arms
 
         def f(key, fmt="{:.2f}"):
             return fmt.format(r[key]) if key in r else "-"
@@ -936,9 +1099,10 @@ def part_tradeoff(data, args, checkpoint=None):
 
 def render(sections):
     body = ("The 2-core machine was shared with other helpers' builds, tests and training "
-            "runs while this ran (it ran under `nice -n 5`); each part gives the time it was "
-            "measured and the 1-minute load average at its end.  Speed ratios come from one "
-            "run with interleaved epochs.\n\n")
+            "runs while this ran (it ran at low priority: `nice -n 5`, the `train` runs "
+            "since 17:00 UTC `nice -n 19`); each part gives the time it was measured and the "
+            "1-minute load average at its end.  Speed ratios come from one run with "
+            "interleaved epochs.\n\n")
     return body + render_sections(PARTS, sections)
 
 
@@ -978,6 +1142,14 @@ def main(argv=None):
     ap.add_argument("--fresh", action="store_true",
                     help="train: discard the stored runs (default: keep the stored runs of "
                          "the same configuration and run only the seeds they lack)")
+    ap.add_argument("--refresh-ours", action="store_true",
+                    help="train: first re-train effai_fast's arm of every stored seed that "
+                         "trained on other code (PyTorch's stored arm is kept; see "
+                         "--check-torch)")
+    ap.add_argument("--check-torch", type=int, default=1,
+                    help="train --refresh-ours: re-train PyTorch's arm too for this many "
+                         "refreshed seeds of each alpha and record whether it reproduces "
+                         "bit for bit")
     ap.add_argument("--precision-seeds", default="0-15",
                     help="precision: alpha=0.25 seeds to run in float64 ('a-b', 'a,b,c')")
     ap.add_argument("--precision-arms", default="now32,f64",
