@@ -1025,22 +1025,27 @@ cdef inline void _pgemm(Py_ssize_t m, Py_ssize_t j0, Py_ssize_t j1, Py_ssize_t K
         effai_gemm_d(m, j0, j1, K, a, lda, bp, NULL, 0, c, ldc, bias, act, work)
 
 
-cdef void _pointwise_forward_blas(const floating* xp, const floating* wp, const floating* b,
-                                  floating* op, Py_ssize_t P, Py_ssize_t Ci, Py_ssize_t Co,
-                                  int activation, int n_threads) noexcept nogil:
-    """The BLAS path (baseline build): a GEMM per pixel block, then bias + act."""
+cdef void _gemm_pixel_blocks(char transw, const floating* xp, const floating* wp,
+                             const floating* b, floating* op, Py_ssize_t P,
+                             Py_ssize_t n_in, Py_ssize_t n_out, int activation,
+                             int n_threads) noexcept nogil:
+    """The BLAS path: op (P, n_out) = xp (P, n_in) @ W, one GEMM per block of pixels
+    (about 256 KiB of output each, OpenMP over blocks), then bias + activation.
+    W is (n_in, n_out) for ``transw`` 'N'; for 'T' it is stored (n_out, n_in) and
+    used transposed (the input gradient of a 1x1 convolution)."""
     cdef Py_ssize_t pb, nb, i, p0, p1
-    pb = _block(P, Co * sizeof(floating), 256 * 1024)
+    cdef int ldw = <int> (n_out if transw == c'N' else n_in)
+    pb = _block(P, n_out * sizeof(floating), 256 * 1024)
     nb = (P + pb - 1) // pb
     for i in prange(nb, schedule="static", num_threads=n_threads):
         p0 = i * pb
         p1 = p0 + pb
         if p1 > P:
             p1 = P
-        _gemm(c'N', c'N', <int> Co, <int> (p1 - p0), <int> Ci, wp, <int> Co,
-              xp + p0 * Ci, <int> Ci, 0, op + p0 * Co, <int> Co)
+        _gemm(transw, c'N', <int> n_out, <int> (p1 - p0), <int> n_in, wp, ldw,
+              xp + p0 * n_in, <int> n_in, 0, op + p0 * n_out, <int> n_out)
         if b != NULL or activation != ACT_NONE:
-            _pw_finish_block(op + p0 * Co, p1 - p0, Co, b, activation)
+            _pw_finish_block(op + p0 * n_out, p1 - p0, n_out, b, activation)
 
 
 cdef void _pw_item(const floating* xp, const floating* wp, const floating* b,
@@ -1154,7 +1159,7 @@ cdef void pointwise_forward(
     cdef const floating* wp = &weight[0, 0]
     cdef floating* op = &out[0, 0]
     if not EFFAI_GEMM_NATIVE or Ci == 0:
-        _pointwise_forward_blas(xp, wp, b, op, P, Ci, Co, activation, n_threads)
+        _gemm_pixel_blocks(c'N', xp, wp, b, op, P, Ci, Co, activation, n_threads)
         return
     _pointwise_core(xp, wp, NULL, b, op, P, Ci, Co, activation, n_threads)
 
@@ -1235,15 +1240,8 @@ cdef void pointwise_backward(
         # BLAS's transposed-operand GEMM on pixel blocks took 1.3-2x its time on
         # the thin matrices of small students (C_in 16-128).
         if not _pw_grad_x_packed(gm, wp, &grad_x[0, 0], P, Ci, Co, n_threads):
-            pb = _block(P, Ci * sizeof(floating), 256 * 1024)
-            nb = (P + pb - 1) // pb
-            for i in prange(nb, schedule="static", num_threads=n_threads):
-                p0 = i * pb
-                p1 = p0 + pb
-                if p1 > P:
-                    p1 = P
-                _gemm(c'T', c'N', <int> Ci, <int> (p1 - p0), <int> Co, wp, <int> Co,
-                      gm + p0 * Co, <int> Co, 0, &grad_x[0, 0] + p0 * Ci, <int> Ci)
+            _gemm_pixel_blocks(c'T', gm, wp, NULL, &grad_x[0, 0], P, Co, Ci, ACT_NONE,
+                               n_threads)
     # grad_weight (C_in, C_out) = x^T gm: work items are (at most 128 rows of C_in)
     # x (a chunk of the pixels), both fixed by the shape, never by the thread
     # count.  Layers with few input channels (a student's 16-128) have a single
