@@ -60,6 +60,19 @@ def sk_gp(kind, d, X, y, n_restarts):
                                         random_state=0).fit(X, y)
 
 
+
+def test_points(p, n_test):
+    """The held-out set of every accuracy comparison: (X, y, X scaled to the unit cube)."""
+    Xt = sobol(p.domain, n_test, seed=99)
+    return Xt, p(Xt), p.domain.to_unit(Xt)
+
+
+def design(p, n, seed):
+    """One training design: n Latin-hypercube points and the simulator's values there."""
+    X = latin_hypercube(p.domain, n, seed=seed)
+    return X, p(X)
+
+
 N_DESIGNS = 5
 # scikit-learn at n = 1000 (~25-30 CPU s per fit with no restarts here): the first designs only
 N_SK_DESIGNS_1000 = 2
@@ -76,15 +89,12 @@ def accuracy(quick):
                "wing_weight": {50: 3.7e-2, 200: 3.2e-3, 1000: 2.6e-4}}
     for name in ("borehole", "wing_weight"):
         p = get_problem(name)
-        Xt = sobol(p.domain, n_test, seed=99)
-        yt = p(Xt)
-        Ut = p.domain.to_unit(Xt)
+        Xt, yt, Ut = test_points(p, n_test)
         for n in sizes:
             per = {"ours": [], "const": [], "sk": [], "cpu": []}
             for k in range(n_designs):
                 seed = n + k
-                X = latin_hypercube(p.domain, n, seed=seed)
-                y = p(X)
+                X, y = design(p, n, seed)
                 with one_blas_thread():
                     c0 = time.thread_time()
                     gp = GaussianProcess(seed=0, n_threads=1).fit(X, y)
@@ -495,15 +505,12 @@ def smt(quick):
     rows, summary, data = [], [], []
     for name in ("borehole", "wing_weight"):
         p = get_problem(name)
-        Xt = sobol(p.domain, n_test, seed=99)
-        yt = p(Xt)
-        Ut = p.domain.to_unit(Xt)
+        Xt, yt, Ut = test_points(p, n_test)
         for n in sizes:
             ours, peer = [], []
             for k in range(n_designs):
                 seed = n + k
-                X = latin_hypercube(p.domain, n, seed=seed)
-                y = p(X)
+                X, y = design(p, n, seed)
                 with one_blas_thread():
                     r = rel_rmse(GaussianProcess(seed=0, n_threads=1).fit(X, y).predict(Xt), yt)
                     c0 = time.thread_time()
