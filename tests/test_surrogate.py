@@ -330,6 +330,10 @@ def test_gp_duplicates_and_bad_input(rng):
         GaussianProcess(length_scale=[1, 2, 3]).fit(X, y)
     with pytest.raises(ValueError, match="length_scale must be positive"):
         GaussianProcess(length_scale=-1.0).fit(X, y)
+    with pytest.raises(TypeError, match="reml must be a bool"):
+        GaussianProcess(reml="no").fit(X, y)
+    with pytest.raises(TypeError, match="normalize_y must be a bool"):
+        GaussianProcess(normalize_y=None).fit(X, y)
     with pytest.raises(NotFittedError):
         GaussianProcess().predict(X)
     gp = GaussianProcess(optimizer=None).fit(X, y)

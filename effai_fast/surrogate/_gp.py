@@ -424,6 +424,9 @@ class GaussianProcess(SurrogateMixin):
         if self.mean == "linear" and n < d + 2:
             raise ValueError(f"mean='linear' needs at least d + 2 = {d + 2} training "
                              f"points, got {n}")
+        for name in ("normalize_y", "reml"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
         if self.optimizer not in ("lbfgs", None):
             raise ValueError(f"optimizer must be 'lbfgs' or None, got {self.optimizer!r}")
         check_int(self.n_restarts, "n_restarts", min_value=0)
