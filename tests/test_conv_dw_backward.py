@@ -38,6 +38,18 @@ CASES = [
 ]
 
 
+def _check_vjp(x, w, y, activation, dtype, n_threads, rng, kw):
+    """All three gradients of a random cotangent against the numpy reference."""
+    g = rng.standard_normal(y.shape).astype(dtype)
+    gx, gw, gb = F.depthwise_conv2d_vjp(x, w, g, activation=activation, output=y,
+                                        n_threads=n_threads, **kw)
+    rx, rw, rb = ref.depthwise_vjp(x, w, g, activation=activation, y=y, **kw)
+    s = np.abs(g).sum(axis=(0, 1, 2)).max()
+    _close(gx, rx, dtype, np.abs(rx).max())
+    _close(gw, rw, dtype, s * np.abs(x).max())
+    _close(gb, rb, dtype, s)
+
+
 @pytest.mark.parametrize("case", CASES, ids=str)
 @pytest.mark.parametrize("activation", [None, "relu", "relu6"])
 def test_vjp_matches_reference(case, activation, dtype, n_threads, rng):
@@ -47,14 +59,7 @@ def test_vjp_matches_reference(case, activation, dtype, n_threads, rng):
     b = rng.standard_normal(C).astype(dtype)
     kw = dict(stride=stride, padding=padding, dilation=dilation)
     y = F.depthwise_conv2d(x, w, b, activation=activation, **kw)
-    g = rng.standard_normal(y.shape).astype(dtype)
-    gx, gw, gb = F.depthwise_conv2d_vjp(x, w, g, activation=activation, output=y,
-                                        n_threads=n_threads, **kw)
-    rx, rw, rb = ref.depthwise_vjp(x, w, g, activation=activation, y=y, **kw)
-    s = np.abs(g).sum(axis=(0, 1, 2)).max()
-    _close(gx, rx, dtype, np.abs(rx).max())
-    _close(gw, rw, dtype, s * np.abs(x).max())
-    _close(gb, rb, dtype, s)
+    _check_vjp(x, w, y, activation, dtype, n_threads, rng, kw)
 
 
 @pytest.mark.parametrize("case", CASES[:6], ids=str)
@@ -161,14 +166,7 @@ def test_3x3_kernels_match_reference(case, activation, dtype, n_threads, rng):
     y = F.depthwise_conv2d(x, w, b, activation=activation, n_threads=n_threads, **kw)
     _close(y, ref.depthwise(x, w, b, activation=activation, **kw), dtype,
            np.abs(x).max() * np.abs(w).sum(axis=(0, 1)).max())
-    g = rng.standard_normal(y.shape).astype(dtype)
-    gx, gw, gb = F.depthwise_conv2d_vjp(x, w, g, activation=activation, output=y,
-                                        n_threads=n_threads, **kw)
-    rx, rw, rb = ref.depthwise_vjp(x, w, g, activation=activation, y=y, **kw)
-    s = np.abs(g).sum(axis=(0, 1, 2)).max()
-    _close(gx, rx, dtype, np.abs(rx).max())
-    _close(gw, rw, dtype, s * np.abs(x).max())
-    _close(gb, rb, dtype, s)
+    _check_vjp(x, w, y, activation, dtype, n_threads, rng, kw)
 
 
 @pytest.mark.parametrize("case", [CASES3[0], CASES3[1], CASES3[5]], ids=str)

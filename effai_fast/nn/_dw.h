@@ -140,49 +140,24 @@ static inline __attribute__((always_inline)) void F(effai_dw3_blk4_core)(
     for (; c + VL <= R; c += VL) {
         const T* q = w + c;
         const T* p;
-        V w0 = LD(q), w1 = LD(q + ldw), w2 = LD(q + 2 * ldw);
-        V w3 = LD(q + 3 * ldw), w4 = LD(q + 4 * ldw), w5 = LD(q + 5 * ldw);
-        V w6 = LD(q + 6 * ldw), w7 = LD(q + 7 * ldw), w8 = LD(q + 8 * ldw);
-        V a0, a1, a2, a3;
-        p = r0 + c;
-        a0 = LD(p) * w0;
-        a1 = LD(p + s1) * w0;
-        a2 = LD(p + 2 * s1) * w0;
-        a3 = LD(p + 3 * s1) * w0;
-        a0 += LD(p + d1) * w1;
-        a1 += LD(p + s1 + d1) * w1;
-        a2 += LD(p + 2 * s1 + d1) * w1;
-        a3 += LD(p + 3 * s1 + d1) * w1;
-        a0 += LD(p + 2 * d1) * w2;
-        a1 += LD(p + s1 + 2 * d1) * w2;
-        a2 += LD(p + 2 * s1 + 2 * d1) * w2;
-        a3 += LD(p + 3 * s1 + 2 * d1) * w2;
-        p = r1 + c;
-        a0 += LD(p) * w3;
-        a1 += LD(p + s1) * w3;
-        a2 += LD(p + 2 * s1) * w3;
-        a3 += LD(p + 3 * s1) * w3;
-        a0 += LD(p + d1) * w4;
-        a1 += LD(p + s1 + d1) * w4;
-        a2 += LD(p + 2 * s1 + d1) * w4;
-        a3 += LD(p + 3 * s1 + d1) * w4;
-        a0 += LD(p + 2 * d1) * w5;
-        a1 += LD(p + s1 + 2 * d1) * w5;
-        a2 += LD(p + 2 * s1 + 2 * d1) * w5;
-        a3 += LD(p + 3 * s1 + 2 * d1) * w5;
-        p = r2 + c;
-        a0 += LD(p) * w6;
-        a1 += LD(p + s1) * w6;
-        a2 += LD(p + 2 * s1) * w6;
-        a3 += LD(p + 3 * s1) * w6;
-        a0 += LD(p + d1) * w7;
-        a1 += LD(p + s1 + d1) * w7;
-        a2 += LD(p + 2 * s1 + d1) * w7;
-        a3 += LD(p + 3 * s1 + d1) * w7;
-        a0 += LD(p + 2 * d1) * w8;
-        a1 += LD(p + s1 + 2 * d1) * w8;
-        a2 += LD(p + 2 * s1 + 2 * d1) * w8;
-        a3 += LD(p + 3 * s1 + 2 * d1) * w8;
+        V a0, a1, a2, a3, wl;
+#define EFFAI_DW3_FWD1_TAP(ROW, T_, KW, OP) \
+        wl = LD(q + T_ * ldw); \
+        p = ROW + c + KW * d1; \
+        a0 OP LD(p) * wl; \
+        a1 OP LD(p + s1) * wl; \
+        a2 OP LD(p + 2 * s1) * wl; \
+        a3 OP LD(p + 3 * s1) * wl;
+        EFFAI_DW3_FWD1_TAP(r0, 0, 0, =)
+        EFFAI_DW3_FWD1_TAP(r0, 1, 1, +=)
+        EFFAI_DW3_FWD1_TAP(r0, 2, 2, +=)
+        EFFAI_DW3_FWD1_TAP(r1, 3, 0, +=)
+        EFFAI_DW3_FWD1_TAP(r1, 4, 1, +=)
+        EFFAI_DW3_FWD1_TAP(r1, 5, 2, +=)
+        EFFAI_DW3_FWD1_TAP(r2, 6, 0, +=)
+        EFFAI_DW3_FWD1_TAP(r2, 7, 1, +=)
+        EFFAI_DW3_FWD1_TAP(r2, 8, 2, +=)
+#undef EFFAI_DW3_FWD1_TAP
         if (b) {
             V bv = LD(b + c);
             a0 += bv; a1 += bv; a2 += bv; a3 += bv;
