@@ -541,8 +541,10 @@ class InferencePlan:
         activation arenas within about 8 MiB (the L2/L3 caches), e.g. 1 for MobileNet at
         224x224.  At batch 32 the whole-batch activations (100 MB per layer) went through
         memory between every two layers, which made the pass ~1.3x slower than 32 passes
-        at batch 1.  The results are the same bits for any chunk size (every output is
-        computed per image, in the same order).
+        at batch 1.  On the AVX2/AVX-512 builds the results are the same bits for any
+        chunk size (every output is computed per image, in the same order); the baseline
+        build runs the stem and 1x1 convolutions on OpenBLAS, whose rounding depends on
+        the matrix sizes, so there chunk sizes agree to rounding.
 
     Notes
     -----
